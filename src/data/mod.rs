@@ -1,0 +1,248 @@
+//! Datasets: finds the IDX files, checks them against each other, scales the inputs and
+//! splits a seeded validation set off the training set. The test set is kept apart and
+//! only evaluated when a command asks for the final figure.
+
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// The datasets dc-search knows how to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    Mnist,
+    FashionMnist,
+}
+
+impl DatasetName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    /// Where `scripts/setup.sh` puts this dataset.
+    pub fn default_dir(self) -> PathBuf {
+        match self {
+            DatasetName::Mnist => crate::paths::cache_dir().join("data").join("mnist"),
+            DatasetName::FashionMnist => PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        }
+    }
+}
+
+/// How the data is read and split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetName,
+    /// Images held out of the training set for every decision (default 5,000).
+    pub validation: usize,
+    /// Seed of the permutation that picks the validation images (independent of `--seed`,
+    /// so every run of a preset validates on the same images).
+    pub split_seed: u64,
+    /// Input scaling; Caffe's LeNet multiplies pixels by 1/256 (`scale: 0.00390625`).
+    pub input_scale: f32,
+    /// Folder with the four IDX files; `None` = where setup put them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Images `[n, 1, 28, 28]` (f32, scaled) and labels `[n]` (i64).
+#[derive(Debug)]
+pub struct Split {
+    pub images: Tensor,
+    pub labels: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_device(&self, device: Device) -> Split {
+        Split { images: self.images.to_device(device), labels: self.labels.to_device(device) }
+    }
+
+    /// The first `n` examples (all if fewer).
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len()) as i64;
+        Split { images: self.images.narrow(0, 0, n), labels: self.labels.narrow(0, 0, n) }
+    }
+}
+
+/// Training, validation (held out of training) and test splits.
+#[derive(Debug)]
+pub struct Data {
+    pub name: DatasetName,
+    pub train: Split,
+    pub valid: Split,
+    pub test: Split,
+}
+
+const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+fn find(dir: &Path, stem: &str, dataset: DatasetName) -> Result<PathBuf> {
+    for name in [stem.to_string(), format!("{stem}.gz")] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{} IDX file {stem}[.gz] not found in {}: run scripts/setup.sh, or point --data-dir \
+         (or DC_SEARCH_DATA_DIR) at a folder holding the four {} IDX files",
+        dataset.as_str(),
+        dir.display(),
+        dataset.as_str()
+    )
+}
+
+fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> {
+    let img = idx::read_idx(images)?;
+    let lab = idx::read_idx(labels)?;
+    ensure!(
+        img.dims.len() == 3 && img.dims[1] == 28 && img.dims[2] == 28,
+        "{}: expected images of shape [n, 28, 28], found {:?}",
+        images.display(),
+        img.dims
+    );
+    ensure!(lab.dims.len() == 1, "{}: expected a 1-d label array, found {:?}", labels.display(), lab.dims);
+    ensure!(
+        img.dims[0] == lab.dims[0],
+        "{} holds {} images but {} holds {} labels: the two files do not belong together",
+        images.display(),
+        img.dims[0],
+        labels.display(),
+        lab.dims[0]
+    );
+    if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
+        bail!("{}: label {bad} is not a class 0..9", labels.display());
+    }
+    Ok((img.data, lab.data, img.dims[0]))
+}
+
+fn to_split(images: &[u8], labels: &[u8], n: usize, scale: f32) -> Split {
+    let images = Tensor::from_slice(images).view([n as i64, 1, 28, 28]).to_kind(Kind::Float) * scale as f64;
+    let labels = Tensor::from_slice(labels).to_kind(Kind::Int64);
+    Split { images, labels }
+}
+
+/// Loads the dataset, splits off `cfg.validation` training images with a seeded shuffle.
+pub fn load(cfg: &DataConfig) -> Result<Data> {
+    let dir = cfg.dir.clone().unwrap_or_else(|| cfg.dataset.default_dir());
+    let paths: Vec<PathBuf> = FILES.iter().map(|f| find(&dir, f, cfg.dataset)).collect::<Result<_>>()?;
+    let (tr_img, tr_lab, n_train) = read_pair(&paths[0], &paths[1])?;
+    let (te_img, te_lab, n_test) = read_pair(&paths[2], &paths[3])?;
+    ensure!(
+        cfg.validation < n_train,
+        "validation split of {} images leaves nothing to train on ({} training images)",
+        cfg.validation,
+        n_train
+    );
+    let order = validation_order(n_train, cfg.split_seed);
+    let (valid_idx, train_idx) = order.split_at(cfg.validation);
+    let gather = |idx: &[usize]| -> (Vec<u8>, Vec<u8>) {
+        let mut img = Vec::with_capacity(idx.len() * 784);
+        let mut lab = Vec::with_capacity(idx.len());
+        for &i in idx {
+            img.extend_from_slice(&tr_img[i * 784..(i + 1) * 784]);
+            lab.push(tr_lab[i]);
+        }
+        (img, lab)
+    };
+    // Keep the training images in their file order (minus the held-out ones).
+    let mut train_sorted = train_idx.to_vec();
+    train_sorted.sort_unstable();
+    let mut valid_sorted = valid_idx.to_vec();
+    valid_sorted.sort_unstable();
+    let (ti, tl) = gather(&train_sorted);
+    let (vi, vl) = gather(&valid_sorted);
+    Ok(Data {
+        name: cfg.dataset,
+        train: to_split(&ti, &tl, train_sorted.len(), cfg.input_scale),
+        valid: to_split(&vi, &vl, valid_sorted.len(), cfg.input_scale),
+        test: to_split(&te_img, &te_lab, n_test, cfg.input_scale),
+    })
+}
+
+/// A seeded permutation of `0..n`; its first `validation` entries are the held-out set.
+pub fn validation_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    order
+}
+
+/// Resolves the data folder from the flag, then `DC_SEARCH_DATA_DIR`.
+pub fn dir_from_env(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os("DC_SEARCH_DATA_DIR").map(PathBuf::from))
+}
+
+/// Checks that a folder exists before a long run starts.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    std::fs::metadata(dir).with_context(|| format!("data folder {} does not exist", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_order_is_a_seeded_permutation() {
+        let a = validation_order(100, 7);
+        let mut s = a.clone();
+        s.sort_unstable();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, validation_order(100, 7));
+        assert_ne!(a, validation_order(100, 8));
+    }
+
+    #[test]
+    fn missing_folder_names_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DataConfig {
+            dataset: DatasetName::Mnist,
+            validation: 10,
+            split_seed: 1,
+            input_scale: 1.0,
+            dir: Some(dir.path().join("absent")),
+        };
+        let e = format!("{:#}", load(&cfg).unwrap_err());
+        assert!(e.contains("train-images-idx3-ubyte") && e.contains("--data-dir"), "{e}");
+    }
+
+    #[test]
+    fn image_label_count_mismatch_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = idx::encode_idx(&[3, 28, 28], &[0u8; 3 * 784]);
+        let lab = idx::encode_idx(&[2], &[1, 2]);
+        for (i, f) in FILES.iter().enumerate() {
+            std::fs::write(dir.path().join(f), if i % 2 == 0 { &img } else { &lab }).unwrap();
+        }
+        let cfg = DataConfig {
+            dataset: DatasetName::Mnist,
+            validation: 1,
+            split_seed: 1,
+            input_scale: 1.0,
+            dir: Some(dir.path().to_path_buf()),
+        };
+        let e = format!("{:#}", load(&cfg).unwrap_err());
+        assert!(e.contains("3 images but") && e.contains("2 labels"), "{e}");
+    }
+}

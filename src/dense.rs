@@ -1,0 +1,73 @@
+//! The dense baseline: trained once with the config's recipe and cached as safetensors
+//! (keyed by model, dataset, split, recipe and seed), then reused by every command.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::data::Data;
+use crate::models::Net;
+use crate::runtime::Runtime;
+use crate::train::{self, Sgd, TrainStats};
+use crate::weights;
+
+/// The dense model and where it came from.
+pub struct Dense {
+    pub net: Net,
+    pub path: PathBuf,
+    /// Present when this call trained it (absent when it came from the cache).
+    pub trained: Option<TrainStats>,
+}
+
+#[derive(Serialize)]
+struct CacheKey<'a> {
+    model: &'a str,
+    dataset: &'a str,
+    validation: usize,
+    split_seed: u64,
+    input_scale: f32,
+    train: &'a train::Recipe,
+    seed: u64,
+}
+
+/// The cache file for this config and seed.
+pub fn cache_path(cfg: &Config, seed: u64) -> PathBuf {
+    let key = CacheKey {
+        model: &cfg.model,
+        dataset: cfg.data.dataset.as_str(),
+        validation: cfg.data.validation,
+        split_seed: cfg.data.split_seed,
+        input_scale: cfg.data.input_scale,
+        train: &cfg.train,
+        seed,
+    };
+    let json = serde_json::to_string(&key).expect("key serialises");
+    weights::cache_path(&cfg.model, cfg.data.dataset.as_str(), &json)
+}
+
+/// Loads the cached dense model, or trains it (and caches it) when absent or `retrain`.
+pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
+    let path = cache_path(cfg, rt.seed);
+    rt.reseed(0);
+    let mut net = Net::init(&cfg.arch(), rt.device);
+    if path.is_file() && !retrain {
+        let tensors = weights::read_safetensors(&path)
+            .with_context(|| format!("cached model {} is unreadable: delete it to retrain", path.display()))?;
+        net.load_host(&tensors, &path.display().to_string())?;
+        return Ok(Dense { net, path, trained: None });
+    }
+    let train_split = data.train.to_device(rt.device);
+    let mut sgd = Sgd::new(&net, &cfg.train);
+    let stats = train::train(&net, &train_split, &cfg.train, &mut sgd, "train", rt.quiet)?;
+    let meta = HashMap::from([
+        ("model".to_string(), cfg.model.clone()),
+        ("dataset".to_string(), cfg.data.dataset.as_str().to_string()),
+        ("seed".to_string(), rt.seed.to_string()),
+        ("recipe".to_string(), serde_json::to_string(&cfg.train)?),
+    ]);
+    weights::save_net(&net, &path, Some(meta))?;
+    Ok(Dense { net, path, trained: Some(stats) })
+}

@@ -1,0 +1,12 @@
+//! The `dc-search` binary: parse, run, report one clear error.
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match dc_search::commands::run(dc_search::cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

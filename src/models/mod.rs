@@ -1,0 +1,308 @@
+//! The model zoo: each model is an [`Arch`] — an ordered list of ops over named
+//! compressible layers (conv and fully connected) — and a [`Net`] holds its weights.
+//!
+//! Layers are exposed by name and in order (`conv1, conv2, fc1, fc2` for LeNet-5), which
+//! is what pruning ratios, bits, CSV rows and the compressed file refer to. Tensor names
+//! follow PyTorch (`fc1.weight`, `fc1.bias`) so state dicts move both ways.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// What a compressible layer computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    Conv,
+    Linear,
+}
+
+/// A compressible layer: its name and weight shape (`[out, in, kh, kw]` or `[out, in]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    pub name: String,
+    pub kind: LayerKind,
+    pub weight_shape: Vec<i64>,
+}
+
+impl LayerSpec {
+    /// Inputs feeding one output unit (Caffe's xavier `fan_in`).
+    pub fn fan_in(&self) -> i64 {
+        self.weight_shape[1..].iter().product()
+    }
+
+    pub fn weight_numel(&self) -> i64 {
+        self.weight_shape.iter().product()
+    }
+
+    pub fn outputs(&self) -> i64 {
+        self.weight_shape[0]
+    }
+}
+
+/// One step of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Stride-1, unpadded convolution by layer `0`.
+    Conv(usize),
+    /// Fully connected layer `0`.
+    Linear(usize),
+    MaxPool2,
+    Relu,
+    Flatten,
+}
+
+/// A model's architecture: named layers and the ops that chain them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    pub name: String,
+    /// `[channels, height, width]` of one input.
+    pub input_shape: Vec<i64>,
+    pub layers: Vec<LayerSpec>,
+    pub ops: Vec<Op>,
+}
+
+fn conv(name: &str, out: i64, inp: i64, k: i64) -> LayerSpec {
+    LayerSpec { name: name.into(), kind: LayerKind::Conv, weight_shape: vec![out, inp, k, k] }
+}
+
+fn fc(name: &str, out: i64, inp: i64) -> LayerSpec {
+    LayerSpec { name: name.into(), kind: LayerKind::Linear, weight_shape: vec![out, inp] }
+}
+
+/// The zoo's model names.
+pub const ZOO: [&str; 2] = ["lenet", "lenet-300-100"];
+
+impl Arch {
+    /// LeNet-5 in Caffe's layout: conv1 20@5×5 → pool → conv2 50@5×5 → pool → fc1 800→500
+    /// → ReLU → fc2 500→10 (431,080 parameters).
+    pub fn lenet() -> Arch {
+        use Op::*;
+        Arch {
+            name: "lenet".into(),
+            input_shape: vec![1, 28, 28],
+            layers: vec![conv("conv1", 20, 1, 5), conv("conv2", 50, 20, 5), fc("fc1", 500, 800), fc("fc2", 10, 500)],
+            ops: vec![Conv(0), MaxPool2, Conv(1), MaxPool2, Flatten, Linear(2), Relu, Linear(3)],
+        }
+    }
+
+    /// LeNet-300-100: 784→300→ReLU→100→ReLU→10 (266,610 parameters).
+    pub fn lenet_300_100() -> Arch {
+        use Op::*;
+        Arch {
+            name: "lenet-300-100".into(),
+            input_shape: vec![1, 28, 28],
+            layers: vec![fc("fc1", 300, 784), fc("fc2", 100, 300), fc("fc3", 10, 100)],
+            ops: vec![Flatten, Linear(0), Relu, Linear(1), Relu, Linear(2)],
+        }
+    }
+
+    /// Looks a zoo model up by name.
+    pub fn by_name(name: &str) -> Result<Arch> {
+        match name {
+            "lenet" => Ok(Arch::lenet()),
+            "lenet-300-100" => Ok(Arch::lenet_300_100()),
+            other => bail!("unknown model {other:?}: the zoo has {}", ZOO.join(", ")),
+        }
+    }
+
+    /// Weights plus biases of every layer.
+    pub fn num_params(&self) -> i64 {
+        self.layers.iter().map(|l| l.weight_numel() + l.outputs()).sum()
+    }
+
+    pub fn layer_index(&self, name: &str) -> Result<usize> {
+        match self.layers.iter().position(|l| l.name == name) {
+            Some(i) => Ok(i),
+            None => bail!(
+                "model {} has no layer {name:?}; its layers are {}",
+                self.name,
+                self.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Index of the op that applies layer `layer`.
+    pub fn op_of_layer(&self, layer: usize) -> usize {
+        self.ops
+            .iter()
+            .position(|op| matches!(op, Op::Conv(i) | Op::Linear(i) if *i == layer))
+            .expect("every layer has an op")
+    }
+}
+
+/// The weights of one layer.
+#[derive(Debug)]
+pub struct Param {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// A model with its weights (leaf tensors that require grad).
+#[derive(Debug)]
+pub struct Net {
+    pub arch: Arch,
+    pub params: Vec<Param>,
+    pub device: Device,
+}
+
+impl Net {
+    /// Caffe's "xavier" initialisation U(±√(3/fan_in)) and zero biases, from torch's global
+    /// generator (seed it with `tch::manual_seed` first).
+    pub fn init(arch: &Arch, device: Device) -> Net {
+        let params = arch
+            .layers
+            .iter()
+            .map(|l| {
+                let a = (3.0 / l.fan_in() as f64).sqrt();
+                let weight = Tensor::empty(l.weight_shape.as_slice(), (Kind::Float, device))
+                    .uniform_(-a, a)
+                    .set_requires_grad(true);
+                let bias = Tensor::zeros([l.outputs()], (Kind::Float, device)).set_requires_grad(true);
+                Param { weight, bias }
+            })
+            .collect();
+        Net { arch: arch.clone(), params, device }
+    }
+
+    /// Logits `[n, classes]` for inputs `[n, c, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_from(0, x)
+    }
+
+    /// Runs ops `start..` on `x`, the activation entering op `start`.
+    pub fn forward_from(&self, start: usize, x: &Tensor) -> Tensor {
+        self.forward_range(start, self.arch.ops.len(), x)
+    }
+
+    /// Runs ops `start..end` on `x`.
+    pub fn forward_range(&self, start: usize, end: usize, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for op in &self.arch.ops[start..end] {
+            h = match *op {
+                Op::Conv(i) => h.conv2d(&self.params[i].weight, Some(&self.params[i].bias), [1, 1], [0, 0], [1, 1], 1),
+                Op::Linear(i) => h.linear(&self.params[i].weight, Some(&self.params[i].bias)),
+                Op::MaxPool2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+                Op::Relu => h.relu(),
+                Op::Flatten => h.flatten(1, -1),
+            };
+        }
+        h
+    }
+
+    /// Every trainable tensor, weights and biases interleaved in layer order.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        self.params.iter().flat_map(|p| [&p.weight, &p.bias]).collect()
+    }
+
+    /// `(name, tensor)` pairs with PyTorch names (`conv1.weight`, `conv1.bias`, …).
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        self.arch
+            .layers
+            .iter()
+            .zip(&self.params)
+            .flat_map(|(l, p)| [(format!("{}.weight", l.name), &p.weight), (format!("{}.bias", l.name), &p.bias)])
+            .collect()
+    }
+
+    /// Named tensors as host `f32` vectors with shapes (for files and hashing).
+    pub fn to_host(&self) -> Vec<(String, Vec<i64>, Vec<f32>)> {
+        self.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.size(), tensor_to_vec(t)))
+            .collect()
+    }
+
+    /// Overwrites the weights with `tensors` (name → (shape, values)); every layer must be
+    /// present with its exact shape.
+    pub fn load_host(&mut self, tensors: &HashMap<String, (Vec<i64>, Vec<f32>)>, source: &str) -> Result<()> {
+        for (name, t) in self.named_tensors() {
+            let Some((shape, values)) = tensors.get(&name) else {
+                bail!("{source} has no tensor {name:?} (model {} needs it)", self.arch.name);
+            };
+            ensure!(
+                shape == &t.size(),
+                "{source}: tensor {name:?} has shape {shape:?}, model {} expects {:?}",
+                self.arch.name,
+                t.size()
+            );
+            let src = Tensor::from_slice(values).view(shape.as_slice()).to_device(self.device);
+            tch::no_grad(|| t.shallow_clone().copy_(&src));
+        }
+        Ok(())
+    }
+
+    /// A deep copy on the same device.
+    pub fn copy(&self) -> Net {
+        let params = self
+            .params
+            .iter()
+            .map(|p| Param {
+                weight: p.weight.detach().copy().set_requires_grad(true),
+                bias: p.bias.detach().copy().set_requires_grad(true),
+            })
+            .collect();
+        Net { arch: self.arch.clone(), params, device: self.device }
+    }
+
+    /// Copies `other`'s weights into this net (same arch).
+    pub fn assign(&self, other: &Net) {
+        tch::no_grad(|| {
+            for (a, b) in self.params.iter().zip(&other.params) {
+                a.weight.shallow_clone().copy_(&b.weight);
+                a.bias.shallow_clone().copy_(&b.bias);
+            }
+        });
+    }
+}
+
+/// A tensor's values as a host `Vec<f32>` (any device, any float kind).
+pub fn tensor_to_vec(t: &Tensor) -> Vec<f32> {
+    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    Vec::<f32>::try_from(&flat).expect("a float tensor converts to Vec<f32>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_papers() {
+        assert_eq!(Arch::lenet().num_params(), 431_080);
+        assert_eq!(Arch::lenet_300_100().num_params(), 266_610);
+    }
+
+    #[test]
+    fn forward_shapes_and_names() {
+        tch::manual_seed(0);
+        for arch in [Arch::lenet(), Arch::lenet_300_100()] {
+            let net = Net::init(&arch, Device::Cpu);
+            let y = net.forward(&Tensor::zeros([3, 1, 28, 28], (Kind::Float, Device::Cpu)));
+            assert_eq!(y.size(), vec![3, 10]);
+            let n: i64 = net.tensors().iter().map(|t| t.numel() as i64).sum();
+            assert_eq!(n, arch.num_params());
+        }
+        let names: Vec<String> = Net::init(&Arch::lenet(), Device::Cpu).named_tensors().into_iter().map(|x| x.0).collect();
+        assert_eq!(names[0], "conv1.weight");
+        assert_eq!(names[7], "fc2.bias");
+    }
+
+    #[test]
+    fn xavier_bounds_and_zero_bias() {
+        tch::manual_seed(1);
+        let net = Net::init(&Arch::lenet(), Device::Cpu);
+        let w = tensor_to_vec(&net.params[2].weight);
+        let a = (3.0f32 / 800.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= a));
+        assert!(w.iter().any(|v| v.abs() > 0.9 * a));
+        assert!(tensor_to_vec(&net.params[2].bias).iter().all(|&b| b == 0.0));
+    }
+
+    #[test]
+    fn unknown_model_lists_the_zoo() {
+        let e = Arch::by_name("resnet").unwrap_err().to_string();
+        assert!(e.contains("lenet-300-100"), "{e}");
+    }
+}

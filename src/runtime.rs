@@ -1,0 +1,70 @@
+//! Runtime settings shared by every command that computes: device, threads, seed.
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// Where and how tensors are computed.
+#[derive(Debug, Clone, Copy)]
+pub struct Runtime {
+    pub device: Device,
+    pub seed: u64,
+    pub threads: Option<usize>,
+    pub quiet: bool,
+}
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => bail!("--device {s:?} is not one of auto, cpu, cuda, cuda:N"),
+        },
+    }
+}
+
+fn cuda(n: usize) -> Result<Device> {
+    let count = tch::Cuda::device_count() as usize;
+    if n >= count {
+        bail!("--device cuda:{n} asked, but this libtorch sees {count} CUDA device(s); use --device cpu");
+    }
+    Ok(Device::Cuda(n))
+}
+
+impl Runtime {
+    /// Applies threads and seeds torch's generators.
+    pub fn apply(&self) {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t as i32);
+        }
+        self.reseed(0);
+    }
+
+    /// Seeds torch's generators with the run seed plus `offset` (a stage number), so each
+    /// stage's randomness is fixed whatever ran before it.
+    pub fn reseed(&self, offset: u64) {
+        tch::manual_seed(self.seed.wrapping_add(offset) as i64);
+    }
+
+    pub fn device_name(&self) -> String {
+        match self.device {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(n) => format!("cuda:{n}"),
+            d => format!("{d:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert!(parse_device("tpu").unwrap_err().to_string().contains("auto, cpu"));
+        assert!(parse_device("cuda:x").is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! Training and evaluation: Caffe's SGD (momentum, weight decay, "inv" learning-rate
+//! policy, bias lr ×2) over the training split, with a progress bar, and accuracy/loss on
+//! any split.
+//!
+//! The update is written out (not libtorch's optimizer) so a compressor can constrain it:
+//! a [`Update`] receives the gradients after `backward` and changes the weights. [`Sgd`]
+//! is Caffe's rule, `v ← m·v + lr·(g + wd·w); w ← w − v`, with optional per-layer masks
+//! that keep pruned weights exactly zero (gradient, decay and momentum all masked).
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::data::Split;
+use crate::models::Net;
+
+/// Learning-rate schedule (Caffe's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrPolicy {
+    /// `base_lr · (1 + gamma·iter)^(−power)`
+    Inv,
+    /// `base_lr`
+    Fixed,
+}
+
+/// A training recipe (defaults: Caffe's `lenet_solver.prototxt`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub base_lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub lr_policy: LrPolicy,
+    /// `inv` policy parameters.
+    #[serde(default)]
+    pub gamma: f64,
+    #[serde(default)]
+    pub power: f64,
+    pub batch_size: i64,
+    pub iterations: i64,
+    /// Learning-rate multiplier of biases (Caffe's LeNet uses `lr_mult: 2`).
+    pub bias_lr_mult: f64,
+}
+
+impl Recipe {
+    pub fn lr_at(&self, iter: i64) -> f64 {
+        match self.lr_policy {
+            LrPolicy::Inv => self.base_lr * (1.0 + self.gamma * iter as f64).powf(-self.power),
+            LrPolicy::Fixed => self.base_lr,
+        }
+    }
+
+    /// Epochs this recipe covers over `n_train` examples.
+    pub fn epochs(&self, n_train: usize) -> f64 {
+        (self.iterations * self.batch_size) as f64 / n_train as f64
+    }
+
+    /// The same recipe shortened to `epochs` epochs of `n_train` examples, lr scaled by `lr_scale`.
+    pub fn retrain(&self, epochs: f64, n_train: usize, lr_scale: f64) -> Recipe {
+        let iterations = ((epochs * n_train as f64) / self.batch_size as f64).ceil().max(1.0) as i64;
+        Recipe { base_lr: self.base_lr * lr_scale, iterations, ..self.clone() }
+    }
+}
+
+/// Turns the gradients of one step into a weight change.
+pub trait Update {
+    /// Called after `backward`; `lr` is this iteration's base learning rate.
+    fn step(&mut self, net: &Net, lr: f64);
+}
+
+/// Caffe's SGD with momentum and weight decay; `masks[layer]` (0/1, weight-shaped) keeps
+/// pruned weights at exactly zero.
+pub struct Sgd {
+    momentum: f64,
+    weight_decay: f64,
+    bias_lr_mult: f64,
+    /// Velocity of each weight and bias, in `Net::tensors` order.
+    velocity: Vec<Tensor>,
+    pub masks: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    pub fn new(net: &Net, recipe: &Recipe) -> Sgd {
+        Sgd {
+            momentum: recipe.momentum,
+            weight_decay: recipe.weight_decay,
+            bias_lr_mult: recipe.bias_lr_mult,
+            velocity: net.tensors().iter().map(|t| t.zeros_like()).collect(),
+            masks: net.params.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// Caffe's update of one tensor from gradient `g` (already masked if it must be);
+    /// returns nothing, changes `w` and its velocity in place.
+    fn apply(&self, w: &Tensor, g: &Tensor, v: &Tensor, lr: f64, mask: Option<&Tensor>) {
+        let mut g = g + w * self.weight_decay;
+        if let Some(m) = mask {
+            g *= m;
+        }
+        let mut v = v.shallow_clone();
+        let _ = v.g_mul_scalar_(self.momentum).g_add_(&(g * lr));
+        let _ = w.shallow_clone().g_sub_(&v);
+    }
+
+    /// Updates one weight or bias from an explicit gradient (used by codebook training).
+    pub fn step_tensor(&self, index: usize, w: &Tensor, g: &Tensor, lr: f64) {
+        tch::no_grad(|| self.apply(w, g, &self.velocity[index], lr, None));
+    }
+
+    /// Zeroes the velocity of every tensor (after masks change, so momentum cannot move
+    /// newly pruned weights).
+    pub fn reset_velocity(&mut self) {
+        tch::no_grad(|| {
+            for v in &self.velocity {
+                let _ = v.shallow_clone().zero_();
+            }
+        });
+    }
+
+    /// Updates only the biases (the weights are handled by a codebook trainer).
+    pub fn step_biases(&self, net: &Net, lr: f64) {
+        tch::no_grad(|| {
+            for (i, p) in net.params.iter().enumerate() {
+                let g = p.bias.grad();
+                if g.defined() {
+                    self.apply(&p.bias, &g, &self.velocity[2 * i + 1], lr * self.bias_lr_mult, None);
+                }
+            }
+        });
+    }
+}
+
+impl Update for Sgd {
+    fn step(&mut self, net: &Net, lr: f64) {
+        tch::no_grad(|| {
+            for (i, p) in net.params.iter().enumerate() {
+                let g = p.weight.grad();
+                if g.defined() {
+                    self.apply(&p.weight, &g, &self.velocity[2 * i], lr, self.masks[i].as_ref());
+                }
+            }
+        });
+        self.step_biases(net, lr);
+    }
+}
+
+/// How a training run went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainStats {
+    pub iterations: i64,
+    pub epochs: f64,
+    pub seconds: f64,
+    pub seconds_per_epoch: f64,
+    pub final_loss: f64,
+}
+
+/// Trains `net` on `train` with `recipe`, the weights changed by `update`. The batches
+/// follow a fresh torch-seeded permutation each epoch. Stops with an error if the loss
+/// turns NaN or infinite.
+pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update, label: &str, quiet: bool) -> Result<TrainStats> {
+    let n = train.len() as i64;
+    let bar = progress_bar(recipe.iterations as u64, label, quiet);
+    let start = Instant::now();
+    let mut perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
+    let mut cursor = 0;
+    let mut loss_sum = 0.0;
+    let mut loss_count = 0;
+    let mut final_loss = f64::NAN;
+    for iter in 0..recipe.iterations {
+        if cursor + recipe.batch_size > n {
+            perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
+            cursor = 0;
+        }
+        let idx = perm.narrow(0, cursor, recipe.batch_size);
+        cursor += recipe.batch_size;
+        let x = train.images.index_select(0, &idx);
+        let y = train.labels.index_select(0, &idx);
+        for t in net.tensors() {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        let loss = net.forward(&x).cross_entropy_for_logits(&y);
+        loss.backward();
+        update.step(net, recipe.lr_at(iter));
+        if iter % 50 == 0 || iter + 1 == recipe.iterations {
+            let l = loss.double_value(&[]);
+            if !l.is_finite() {
+                bar.abandon();
+                bail!(
+                    "training diverged: loss is {l} at iteration {iter} ({label}); lower base_lr (now {}) \
+                     in the config's [train] section",
+                    recipe.base_lr
+                );
+            }
+            loss_sum += l;
+            loss_count += 1;
+            final_loss = l;
+            bar.set_message(format!("loss {:.4} lr {:.5}", loss_sum / loss_count as f64, recipe.lr_at(iter)));
+            if loss_count == 20 {
+                loss_sum = 0.0;
+                loss_count = 0;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let epochs = recipe.epochs(train.len());
+    Ok(TrainStats { iterations: recipe.iterations, epochs, seconds, seconds_per_epoch: seconds / epochs.max(1e-9), final_loss })
+}
+
+/// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
+pub fn progress_bar(len: u64, label: &str, quiet: bool) -> ProgressBar {
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Accuracy and mean cross-entropy on a split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Eval {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub n: usize,
+}
+
+/// Evaluates `net` on `split` in batches (no gradients).
+pub fn evaluate(net: &Net, split: &Split) -> Eval {
+    evaluate_from(net, 0, &split.images, &split.labels)
+}
+
+/// Evaluates ops `start..` of `net` on activations `acts` (the input of op `start`).
+pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) -> Eval {
+    const BATCH: i64 = 2000;
+    let n = labels.size()[0];
+    tch::no_grad(|| {
+        let mut correct = 0i64;
+        let mut loss = 0.0;
+        let mut s = 0;
+        while s < n {
+            let len = BATCH.min(n - s);
+            let logits = net.forward_from(start, &acts.narrow(0, s, len));
+            let y = labels.narrow(0, s, len);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
+            s += len;
+        }
+        Eval { accuracy: correct as f64 / n.max(1) as f64, loss: loss / n.max(1) as f64, n: n as usize }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe() -> Recipe {
+        Recipe {
+            base_lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lr_policy: LrPolicy::Inv,
+            gamma: 1e-4,
+            power: 0.75,
+            batch_size: 64,
+            iterations: 10_000,
+            bias_lr_mult: 2.0,
+        }
+    }
+
+    #[test]
+    fn inv_policy_matches_caffe() {
+        let r = recipe();
+        assert_eq!(r.lr_at(0), 0.01);
+        // Caffe: 0.01 * (1 + 1e-4 * 10000)^-0.75 = 0.01 * 2^-0.75
+        assert!((r.lr_at(10_000) - 0.01 * 2f64.powf(-0.75)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn retrain_recipe_scales_lr_and_length() {
+        let r = recipe().retrain(2.0, 55_000, 0.1);
+        assert_eq!(r.iterations, 1719);
+        assert!((r.base_lr - 0.001).abs() < 1e-15);
+    }
+
+    #[test]
+    fn masked_sgd_keeps_pruned_weights_zero() {
+        use crate::models::{Arch, Net};
+        tch::manual_seed(3);
+        let net = Net::init(&Arch::lenet_300_100(), tch::Device::Cpu);
+        let mut sgd = Sgd::new(&net, &recipe());
+        let mask = net.params[0].weight.abs().gt(0.02).to_kind(Kind::Float);
+        tch::no_grad(|| {
+            let _ = net.params[0].weight.shallow_clone().g_mul_(&mask);
+        });
+        sgd.masks[0] = Some(mask.shallow_clone());
+        let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+        for _ in 0..5 {
+            for t in net.tensors() {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            net.forward(&x).cross_entropy_for_logits(&y).backward();
+            sgd.step(&net, 0.1);
+        }
+        let pruned = (&net.params[0].weight * (1.0 - &mask)).abs().sum(Kind::Float).double_value(&[]);
+        assert_eq!(pruned, 0.0);
+        let kept = (&net.params[0].weight * &mask).abs().sum(Kind::Float).double_value(&[]);
+        assert!(kept > 0.0);
+    }
+}
