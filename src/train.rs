@@ -316,7 +316,8 @@ mod tests {
             net.forward(&x).cross_entropy_for_logits(&y).backward();
             sgd.step(&net, 0.1);
         }
-        let pruned = (&net.params[0].weight * (1.0 - &mask)).abs().sum(Kind::Float).double_value(&[]);
+        let inverse: Tensor = mask.ones_like() - &mask;
+        let pruned = (&net.params[0].weight * &inverse).abs().sum(Kind::Float).double_value(&[]);
         assert_eq!(pruned, 0.0);
         let kept = (&net.params[0].weight * &mask).abs().sum(Kind::Float).double_value(&[]);
         assert!(kept > 0.0);

@@ -1,0 +1,5 @@
+//! Integration tests: the real binary, real libtorch, real MNIST at small size.
+
+mod util;
+
+mod foundation;
