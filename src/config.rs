@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::compress::CompressConfig;
 use crate::data::DataConfig;
 use crate::models::Arch;
 use crate::train::Recipe;
@@ -19,6 +20,9 @@ pub struct Config {
     pub data: DataConfig,
     /// The dense training recipe.
     pub train: Recipe,
+    /// How compression retrains (defaults when absent).
+    #[serde(default)]
+    pub compress: CompressConfig,
 }
 
 /// Presets compiled into the binary: `(name, toml)`.

@@ -3,15 +3,20 @@
 //! accuracy floor, writing a really small model file.
 //!
 //! Pipeline, top to bottom (nothing below imports what is above it):
-//! `cli` → `commands` → `dense` → `train` → `models`, `data`, `weights`, `paths`.
+//! `cli` → `commands` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
+//! → `models`, `data`, `weights`, `paths`; `format` (the .dcz file) is pure bytes.
 
 pub mod cli;
 pub mod commands;
+pub mod compress;
 pub mod config;
 pub mod data;
 pub mod dense;
+pub mod format;
+pub mod masked;
 pub mod models;
 pub mod paths;
+pub mod report;
 pub mod runtime;
 pub mod train;
 pub mod weights;

@@ -132,18 +132,30 @@ impl Sgd {
             }
         });
     }
+
+    /// Updates the weight of layer `i` from its gradient, through its mask if it has one.
+    pub fn step_weight(&self, net: &Net, i: usize, lr: f64) {
+        let w = &net.params[i].weight;
+        let g = w.grad();
+        if g.defined() {
+            tch::no_grad(|| self.apply(w, &g, &self.velocity[2 * i], lr, self.masks[i].as_ref()));
+        }
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    pub fn momentum(&self) -> f64 {
+        self.momentum
+    }
 }
 
 impl Update for Sgd {
     fn step(&mut self, net: &Net, lr: f64) {
-        tch::no_grad(|| {
-            for (i, p) in net.params.iter().enumerate() {
-                let g = p.weight.grad();
-                if g.defined() {
-                    self.apply(&p.weight, &g, &self.velocity[2 * i], lr, self.masks[i].as_ref());
-                }
-            }
-        });
+        for i in 0..net.params.len() {
+            self.step_weight(net, i, lr);
+        }
         self.step_biases(net, lr);
     }
 }

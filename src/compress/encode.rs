@@ -1,0 +1,113 @@
+//! Between a compressed net in memory and the file's model: [`to_model`] takes each
+//! layer's positions, clusters and codebook (dropping unused centroids), [`to_net`] builds
+//! a net from a decoded file. Round trip is bit-exact: the in-memory weights are
+//! `codebook[cluster]` already, and biases are rounded to the file's precision first.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, ensure, Context, Result};
+use tch::{Device, Kind};
+
+use super::BiasPrecision;
+use crate::format;
+use crate::masked::Masked;
+use crate::models::{tensor_to_vec, Arch, LayerKind, Net};
+
+/// Rounds biases to `precision` in place (f16 → the nearest f16, kept as f32).
+pub fn round_biases(net: &Net, precision: BiasPrecision) {
+    if precision == BiasPrecision::F16 {
+        tch::no_grad(|| {
+            for p in &net.params {
+                let r = p.bias.to_kind(Kind::Half).to_kind(Kind::Float);
+                p.bias.shallow_clone().copy_(&r);
+            }
+        });
+    }
+}
+
+fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
+    match p {
+        BiasPrecision::F32 => format::BiasPrecision::F32,
+        BiasPrecision::F16 => format::BiasPrecision::F16,
+    }
+}
+
+/// The compressed model of a net whose every layer has a codebook.
+pub fn to_model(net: &Net, state: &Masked, dataset: &str, input_scale: f32, bias: BiasPrecision) -> Result<format::CompressedModel> {
+    let mut layers = Vec::new();
+    for ((spec, p), ls) in net.arch.layers.iter().zip(&net.params).zip(&state.layers) {
+        let Some(cb) = &ls.codebook else {
+            bail!("layer {} has no codebook: quantize every layer before encoding", spec.name);
+        };
+        let centroids = tensor_to_vec(&cb.centroids);
+        let positions: Vec<i64> = Vec::try_from(&cb.positions.to_device(Device::Cpu))?;
+        let clusters: Vec<i64> = Vec::try_from(&cb.clusters.to_device(Device::Cpu))?;
+        // Keep only the centroids that some weight uses, in their original order.
+        let mut remap = vec![u32::MAX; centroids.len()];
+        let mut codebook = Vec::new();
+        for &c in &clusters {
+            if remap[c as usize] == u32::MAX {
+                remap[c as usize] = 0;
+            }
+        }
+        for (old, slot) in remap.iter_mut().enumerate() {
+            if *slot != u32::MAX {
+                *slot = codebook.len() as u32;
+                codebook.push(centroids[old]);
+            }
+        }
+        layers.push(format::Layer {
+            name: spec.name.clone(),
+            kind: match spec.kind {
+                LayerKind::Conv => format::LayerKind::Conv,
+                LayerKind::Linear => format::LayerKind::Linear,
+            },
+            shape: spec.weight_shape.iter().map(|&d| d as u32).collect(),
+            bits: cb.bits,
+            codebook,
+            positions: positions.iter().map(|&x| x as u32).collect(),
+            clusters: clusters.iter().map(|&c| remap[c as usize]).collect(),
+            bias: tensor_to_vec(&p.bias),
+            bias_precision: file_precision(bias),
+        });
+    }
+    Ok(format::CompressedModel {
+        model: net.arch.name.clone(),
+        dataset: dataset.to_string(),
+        input_shape: net.arch.input_shape.iter().map(|&d| d as u32).collect(),
+        input_scale,
+        input_shift: 0.0,
+        layers,
+    })
+}
+
+/// A net with a decoded file's weights; the file's layers must match the zoo model.
+pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
+    let arch = Arch::by_name(&model.model).with_context(|| "the compressed file names a model this dc-search lacks")?;
+    ensure!(
+        model.layers.len() == arch.layers.len(),
+        "the file has {} layers, model {} has {}",
+        model.layers.len(),
+        arch.name,
+        arch.layers.len()
+    );
+    let mut tensors = HashMap::new();
+    for (l, spec) in model.layers.iter().zip(&arch.layers) {
+        let shape: Vec<i64> = l.shape.iter().map(|&d| d as i64).collect();
+        ensure!(
+            l.name == spec.name && shape == spec.weight_shape,
+            "file layer {} {:?} does not match model {} layer {} {:?}",
+            l.name,
+            shape,
+            arch.name,
+            spec.name,
+            spec.weight_shape
+        );
+        tensors.insert(format!("{}.weight", l.name), (shape, l.dense_weights()));
+        let bias = if l.bias.is_empty() { vec![0.0; spec.outputs() as usize] } else { l.bias.clone() };
+        tensors.insert(format!("{}.bias", l.name), (vec![spec.outputs()], bias));
+    }
+    let mut net = Net::init(&arch, device);
+    net.load_host(&tensors, "compressed file")?;
+    Ok(net)
+}

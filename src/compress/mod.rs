@@ -1,0 +1,189 @@
+//! Deep Compression's first two stages on a [`Net`]: prune → retrain (layer-wise stages
+//! like the Caffe seed, or all layers at once), then k-means weight sharing → codebook
+//! retraining. The result is a net whose weights are exactly what its compressed file
+//! decodes to (`encode` turns it into a `format::CompressedModel`).
+
+pub mod encode;
+pub mod kmeans;
+pub mod prune;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Split;
+use crate::masked::{CentroidGrad, CompressedSgd, Masked};
+use crate::models::Net;
+use crate::train::{self, Recipe, TrainStats};
+use prune::PruneRule;
+
+/// Order in which layers are pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Prune every layer, then retrain once.
+    AllAtOnce,
+    /// The seed's way: prune one more layer per stage, retraining after each.
+    LayerWise,
+}
+
+/// Precision of the biases in the compressed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BiasPrecision {
+    F32,
+    F16,
+}
+
+/// How compression retrains (the `[compress]` section of a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressConfig {
+    pub schedule: Schedule,
+    /// Retraining epochs after each pruning stage.
+    pub prune_epochs: f64,
+    /// Codebook retraining epochs after weight sharing.
+    pub codebook_epochs: f64,
+    /// Retraining learning rate as a fraction of the dense recipe's (paper: 1/10).
+    pub lr_scale: f64,
+    pub centroid_grad: CentroidGrad,
+    /// Centroid learning rate relative to the weights' (applied on top of `lr_scale`).
+    pub centroid_lr_scale: f64,
+    pub kmeans_iters: usize,
+    pub bias_precision: BiasPrecision,
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        CompressConfig {
+            schedule: Schedule::AllAtOnce,
+            prune_epochs: 3.0,
+            codebook_epochs: 1.0,
+            lr_scale: 0.1,
+            centroid_grad: CentroidGrad::Mean,
+            centroid_lr_scale: 1.0,
+            kmeans_iters: 100,
+            bias_precision: BiasPrecision::F32,
+        }
+    }
+}
+
+/// Per-layer settings, in layer order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub rules: Vec<PruneRule>,
+    pub bits: Vec<u8>,
+}
+
+impl Plan {
+    /// Checks lengths and ranges against a net with `layers` layers.
+    pub fn check(&self, layer_names: &[String]) -> Result<()> {
+        let n = layer_names.len();
+        if self.rules.len() != n || self.bits.len() != n {
+            bail!(
+                "{} ratios and {} bits given, the model has {n} layers ({})",
+                self.rules.len(),
+                self.bits.len(),
+                layer_names.join(", ")
+            );
+        }
+        for (name, r) in layer_names.iter().zip(&self.rules) {
+            match *r {
+                PruneRule::SparseRatio(x) if !(0.0..1.0).contains(&x) => {
+                    bail!("sparse ratio {x} for layer {name} is outside [0, 1): give the fraction of weights to remove")
+                }
+                PruneRule::Quality(q) if !(q >= 0.0 && q.is_finite()) => {
+                    bail!("quality {q} for layer {name} must be a non-negative number")
+                }
+                _ => {}
+            }
+        }
+        for (name, &b) in layer_names.iter().zip(&self.bits) {
+            if !(1..=16).contains(&b) {
+                bail!("{b} bits for layer {name}: weight bits must be 1 to 16");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One stage of a compression run and the validation accuracy after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub train: Option<TrainStats>,
+    pub valid_accuracy: f64,
+}
+
+/// What one compression run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompressStats {
+    pub stages: Vec<Stage>,
+    pub densities: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// Retrains `net` through `state` for `epochs` epochs at the compression learning rate.
+pub fn retrain(net: &Net, state: &mut Masked, train_split: &Split, dense: &Recipe, cfg: &CompressConfig, epochs: f64, label: &str, quiet: bool) -> Result<TrainStats> {
+    let codebooks = state.layers.iter().any(|l| l.codebook.is_some());
+    let mut recipe = dense.retrain(epochs, train_split.len(), cfg.lr_scale);
+    if codebooks {
+        recipe.base_lr *= cfg.centroid_lr_scale;
+    }
+    let mut upd = CompressedSgd::new(net, &recipe, state, cfg.centroid_grad);
+    train::train(net, train_split, &recipe, &mut upd, label, quiet)
+}
+
+/// Prunes by `rules` (per `cfg.schedule`) and retrains; the state's masks are replaced.
+pub fn prune_and_retrain(net: &Net, state: &mut Masked, rules: &[PruneRule], train_split: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<Vec<TrainStats>> {
+    let mut stats = Vec::new();
+    match cfg.schedule {
+        Schedule::AllAtOnce => {
+            for (i, r) in rules.iter().enumerate() {
+                state.prune(net, i, *r);
+            }
+            if cfg.prune_epochs > 0.0 {
+                stats.push(retrain(net, state, train_split, dense, cfg, cfg.prune_epochs, "prune", quiet)?);
+            }
+        }
+        Schedule::LayerWise => {
+            for (i, r) in rules.iter().enumerate() {
+                state.prune(net, i, *r);
+                if cfg.prune_epochs > 0.0 {
+                    let label = format!("prune {}", net.arch.layers[i].name);
+                    stats.push(retrain(net, state, train_split, dense, cfg, cfg.prune_epochs, &label, quiet)?);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Shares weights (k = 2^bits per layer), retrains the codebooks, rounds biases to the
+/// file's precision.
+pub fn quantize_and_retrain(net: &Net, state: &mut Masked, bits: &[u8], train_split: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<Option<TrainStats>> {
+    for (i, &b) in bits.iter().enumerate() {
+        state.quantize(net, i, b, cfg.kmeans_iters);
+    }
+    let stats = if cfg.codebook_epochs > 0.0 {
+        Some(retrain(net, state, train_split, dense, cfg, cfg.codebook_epochs, "codebook", quiet)?)
+    } else {
+        None
+    };
+    encode::round_biases(net, cfg.bias_precision);
+    Ok(stats)
+}
+
+/// The whole of stages 1–2 from a dense net (modified in place); `valid` is evaluated
+/// after each stage for the record.
+pub fn compress(net: &Net, plan: &Plan, train_split: &Split, valid: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<(Masked, CompressStats)> {
+    let start = std::time::Instant::now();
+    let mut state = Masked::dense(net);
+    let acc = |net: &Net| train::evaluate(net, valid).accuracy;
+    let mut stages = vec![Stage { name: "dense".into(), train: None, valid_accuracy: acc(net) }];
+    let pruned = prune_and_retrain(net, &mut state, &plan.rules, train_split, dense, cfg, quiet)?;
+    stages.push(Stage { name: "prune+retrain".into(), train: pruned.last().cloned(), valid_accuracy: acc(net) });
+    let cb = quantize_and_retrain(net, &mut state, &plan.bits, train_split, dense, cfg, quiet)?;
+    stages.push(Stage { name: "share+codebook".into(), train: cb, valid_accuracy: acc(net) });
+    let densities = state.densities(net);
+    Ok((state, CompressStats { stages, densities, seconds: start.elapsed().as_secs_f64() }))
+}

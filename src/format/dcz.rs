@@ -1,0 +1,1257 @@
+//! The `.dcz` container: [`encode`] a [`CompressedModel`] to bytes,
+//! [`decode`] it back bit-exactly, and [`account`] for every byte of a file
+//! ([`FileAccount`]). The byte layout is specified in `docs/format.md`.
+//!
+//! Layout summary (little-endian, varints are unsigned LEB128):
+//! `"DCZ\0"`, `u16` version, `varint` header length, header (names, input
+//! normalisation, layer table of section lengths), `u32` CRC32 of everything
+//! before it; then per layer: its section and a `u32` CRC32 of
+//! `u32 layer index ‖ section`. Nothing may follow the last layer.
+//!
+//! Decoding validates every count against the bytes left before allocating,
+//! so a corrupt or hostile file costs at most a small constant factor of its
+//! own size in memory, and yields a [`FormatError`], never a panic.
+
+use super::bits::BitReader;
+use super::bytes::{write_str, write_varint, Reader};
+use super::error::{FormatError, Section, Stream};
+use super::gaps::{choose_gap_bits, decode_gaps, encode_gaps, MAX_GAP_BITS, MIN_GAP_BITS};
+use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
+use super::model::{
+    BiasPrecision, CompressedModel, Layer, LayerKind, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK,
+};
+use std::fmt;
+
+/// The first four bytes of every `.dcz` file.
+pub const MAGIC: [u8; 4] = *b"DCZ\0";
+/// The format version this module writes and reads.
+pub const VERSION: u16 = 1;
+
+/// Serialises `m` after validating it ([`CompressedModel::validate`]).
+/// The gap width of each layer is chosen by [`choose_gap_bits`].
+pub fn encode(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
+    m.validate()?;
+    let bodies = m
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| encode_layer(i, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut h = Vec::new();
+    write_str(&mut h, &m.model);
+    write_str(&mut h, &m.dataset);
+    h.push(m.input_shape.len() as u8);
+    for &d in &m.input_shape {
+        write_varint(&mut h, u64::from(d));
+    }
+    h.extend_from_slice(&m.input_scale.to_le_bytes());
+    h.extend_from_slice(&m.input_shift.to_le_bytes());
+    write_varint(&mut h, bodies.len() as u64);
+    for b in &bodies {
+        write_varint(&mut h, b.len() as u64);
+    }
+    let total: usize = bodies.iter().map(|b| b.len() + 4).sum();
+    let mut out = Vec::with_capacity(h.len() + 20 + total);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    write_varint(&mut out, h.len() as u64);
+    out.extend_from_slice(&h);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    for (i, b) in bodies.iter().enumerate() {
+        out.extend_from_slice(b);
+        out.extend_from_slice(&layer_crc(i, b).to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Parses a `.dcz` file. Fails on any corruption, unknown version or
+/// trailing bytes. F16 biases come back as the f16-rounded value widened to
+/// f32 ([`BiasPrecision::round`]); everything else is bit-exact.
+pub fn decode(bytes: &[u8]) -> Result<CompressedModel, FormatError> {
+    parse(bytes, verify_checksums()).map(|(m, _)| m)
+}
+
+/// Parses a `.dcz` file (with all the checks of [`decode`]) and accounts for
+/// each of its bytes.
+pub fn account(bytes: &[u8]) -> Result<FileAccount, FormatError> {
+    parse(bytes, verify_checksums()).map(|(_, a)| a)
+}
+
+/// Checksums are verified except in fuzzing builds (`--cfg fuzzing`, set by
+/// cargo-fuzz), so the fuzzer can reach the parser behind them.
+#[allow(unexpected_cfgs)]
+fn verify_checksums() -> bool {
+    !cfg!(fuzzing)
+}
+
+/// CRC32 of a layer section, bound to the layer's position in the file.
+fn layer_crc(index: usize, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(index as u32).to_le_bytes());
+    h.update(body);
+    h.finalize()
+}
+
+fn huffman_err(section: Section, stream: Stream) -> impl Fn(HuffmanError) -> FormatError {
+    move |source| FormatError::Huffman {
+        section,
+        stream,
+        source,
+    }
+}
+
+fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
+    let section = Section::Layer(i);
+    let dense_len = l.dense_len().unwrap_or(0);
+    let nnz = l.positions.len() as u64;
+    let mut b = Vec::new();
+    write_str(&mut b, &l.name);
+    b.push(l.kind.to_u8());
+    b.push(l.shape.len() as u8);
+    for &d in &l.shape {
+        write_varint(&mut b, u64::from(d));
+    }
+    b.push(l.bits);
+    write_varint(&mut b, l.codebook.len() as u64);
+    for c in &l.codebook {
+        b.extend_from_slice(&c.to_le_bytes());
+    }
+    write_varint(&mut b, nnz);
+    if nnz > 0 && nnz < dense_len {
+        let gap_err = |source| FormatError::Gaps { section, source };
+        let choice = choose_gap_bits(&l.positions).map_err(gap_err)?;
+        b.push(choice.gap_bits);
+        write_varint(&mut b, choice.n_fillers);
+        let symbols = encode_gaps(&l.positions, choice.gap_bits).map_err(gap_err)?;
+        let enc = encode_stream(&symbols, 1 << choice.gap_bits)
+            .map_err(huffman_err(section, Stream::Index))?;
+        b.extend_from_slice(&enc.table);
+        b.extend_from_slice(&enc.stream);
+    } else {
+        b.push(0);
+    }
+    if nnz > 0 {
+        let enc = encode_stream(&l.clusters, l.codebook.len() as u32)
+            .map_err(huffman_err(section, Stream::Weight))?;
+        b.extend_from_slice(&enc.table);
+        b.extend_from_slice(&enc.stream);
+    }
+    b.push(l.bias_precision.to_u8());
+    write_varint(&mut b, l.bias.len() as u64);
+    for &x in &l.bias {
+        match l.bias_precision {
+            BiasPrecision::F32 => b.extend_from_slice(&x.to_le_bytes()),
+            BiasPrecision::F16 => b.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
+        }
+    }
+    Ok(b)
+}
+
+/// Parses and accounts; `verify` = check CRCs (off only to test the parser
+/// behind them).
+pub(crate) fn parse(
+    bytes: &[u8],
+    verify: bool,
+) -> Result<(CompressedModel, FileAccount), FormatError> {
+    let mut r = Reader::new(bytes, Section::Preamble);
+    let magic: [u8; 4] = r.array("magic")?;
+    if magic != MAGIC {
+        return Err(FormatError::BadMagic { found: magic });
+    }
+    let version = r.u16("version")?;
+    if version != VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let header_len = r.varint("header length")?;
+    let body = r.take(header_len, "header")?;
+    let header_end = r.pos();
+    let stored = r.u32("header checksum")?;
+    if verify {
+        let computed = crc32fast::hash(&bytes[..header_end]);
+        if computed != stored {
+            return Err(FormatError::ChecksumMismatch {
+                section: Section::Header,
+                stored,
+                computed,
+            });
+        }
+    }
+
+    let mut h = Reader::new(body, Section::Header);
+    let model = h.string("model name")?;
+    let dataset = h.string("dataset name")?;
+    let rank = h.u8("input rank")?;
+    h.check_range("input rank", u64::from(rank), 0, MAX_RANK as u64)?;
+    let mut input_shape = Vec::with_capacity(usize::from(rank));
+    for _ in 0..rank {
+        input_shape.push(h.varint_in("input dimension", 0, u64::from(u32::MAX))? as u32);
+    }
+    let input_scale = h.f32("input scale")?;
+    let input_shift = h.f32("input shift")?;
+    let n_layers = h.varint_in("layer count", 0, MAX_LAYERS as u64)?;
+    if n_layers > h.remaining() as u64 {
+        return Err(FormatError::Truncated {
+            section: Section::Header,
+            what: "layer table",
+            needed: n_layers,
+            available: h.remaining() as u64,
+        });
+    }
+    let mut lens = Vec::with_capacity(n_layers as usize);
+    for _ in 0..n_layers {
+        lens.push(h.varint("layer section length")?);
+    }
+    if h.remaining() != 0 {
+        return Err(FormatError::SectionLength {
+            section: Section::Header,
+            declared: header_len,
+            used: h.pos() as u64,
+        });
+    }
+    let available = r.remaining() as u64;
+    let declared = lens
+        .iter()
+        .try_fold(0u64, |acc, &l| acc.checked_add(l)?.checked_add(4))
+        .unwrap_or(u64::MAX);
+    if declared > available {
+        return Err(FormatError::Truncated {
+            section: Section::Header,
+            what: "layer sections",
+            needed: declared,
+            available,
+        });
+    }
+    if declared < available {
+        return Err(FormatError::TrailingBytes {
+            count: available - declared,
+        });
+    }
+
+    let header = ByteCounts {
+        header: header_end as u64,
+        checksum: 4,
+        ..ByteCounts::default()
+    };
+    let mut total = header;
+    let mut layers = Vec::with_capacity(lens.len());
+    let mut accounts = Vec::with_capacity(lens.len());
+    for (i, &len) in lens.iter().enumerate() {
+        let section = Section::Layer(i);
+        let body = r.take(len, "layer section")?;
+        let stored = r.u32("layer checksum")?;
+        if verify {
+            let computed = layer_crc(i, body);
+            if computed != stored {
+                return Err(FormatError::ChecksumMismatch {
+                    section,
+                    stored,
+                    computed,
+                });
+            }
+        }
+        let (layer, acct) = parse_layer(body, i)?;
+        total.add(&acct.bytes);
+        layers.push(layer);
+        accounts.push(acct);
+    }
+    let model = CompressedModel {
+        model,
+        dataset,
+        input_shape,
+        input_scale,
+        input_shift,
+        layers,
+    };
+    model.validate()?;
+    let account = FileAccount {
+        file_len: bytes.len() as u64,
+        header,
+        layers: accounts,
+        total,
+    };
+    Ok((model, account))
+}
+
+/// Reads a Huffman table and `n` code words from the start of `r`'s unread
+/// bytes; returns the symbols and the table and stream sizes in bytes.
+fn read_coded(
+    r: &mut Reader,
+    stream: Stream,
+    alphabet: u32,
+    n: u64,
+) -> Result<(Vec<u32>, u64, u64), FormatError> {
+    let err = huffman_err(r.section(), stream);
+    let mut br = BitReader::new(r.rest());
+    let code = HuffmanCode::read_table(&mut br, alphabet).map_err(&err)?;
+    let table = br.byte_pos();
+    let symbols = code.decoder().decode_n(&mut br, n).map_err(&err)?;
+    br.align().map_err(|e| err(e.into()))?;
+    let end = br.byte_pos();
+    r.take(end as u64, "coded stream")?;
+    Ok((symbols, table as u64, (end - table) as u64))
+}
+
+fn parse_layer(body: &[u8], i: usize) -> Result<(Layer, LayerAccount), FormatError> {
+    let section = Section::Layer(i);
+    let mut r = Reader::new(body, section);
+    let name = r.string("layer name")?;
+    let kind_b = r.u8("layer kind")?;
+    let kind = LayerKind::from_u8(kind_b).ok_or(FormatError::OutOfRange {
+        section,
+        what: "layer kind",
+        value: u64::from(kind_b),
+        min: 0,
+        max: 1,
+    })?;
+    let rank = r.u8("shape rank")?;
+    r.check_range("shape rank", u64::from(rank), 1, MAX_RANK as u64)?;
+    let mut shape = Vec::with_capacity(usize::from(rank));
+    let mut dense_len: u64 = 1;
+    for _ in 0..rank {
+        let d = r.varint_in("shape dimension", 1, u64::from(u32::MAX))?;
+        dense_len = dense_len.saturating_mul(d);
+        shape.push(d as u32);
+    }
+    r.check_range("dense size", dense_len, 1, MAX_DENSE_LEN)?;
+    let bits = r.u8("bits")?;
+    r.check_range("bits", u64::from(bits), 1, u64::from(MAX_BITS))?;
+    let cb_len = r.varint_in("codebook length", 0, 1u64 << bits)?;
+    let codebook: Vec<f32> = r
+        .take(cb_len * 4, "codebook")?
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let nnz = r.varint_in("nonzero count", 0, dense_len)?;
+    let gap_bits = r.u8("gap bits")?;
+    let sparse = nnz > 0 && nnz < dense_len;
+    if sparse {
+        r.check_range(
+            "gap bits",
+            u64::from(gap_bits),
+            u64::from(MIN_GAP_BITS),
+            u64::from(MAX_GAP_BITS),
+        )?;
+    } else if gap_bits != 0 {
+        return Err(FormatError::Inconsistent {
+            section,
+            what: "gap bits must be 0 for an empty or fully dense layer",
+        });
+    }
+    if nnz > 0 && cb_len == 0 {
+        return Err(FormatError::Inconsistent {
+            section,
+            what: "layer has nonzeros but an empty codebook",
+        });
+    }
+    let n_fillers = if sparse { r.varint("filler count")? } else { 0 };
+    // Every code word takes at least one bit: one gap symbol per nonzero and
+    // filler, one cluster symbol per nonzero.
+    let needed_bits = if sparse {
+        nnz.saturating_mul(2).saturating_add(n_fillers)
+    } else {
+        nnz
+    };
+    let available_bits = r.remaining() as u64 * 8;
+    if needed_bits > available_bits {
+        return Err(FormatError::CountExceedsData {
+            section,
+            what: if sparse && n_fillers > nnz {
+                "filler count"
+            } else {
+                "nonzero count"
+            },
+            count: if sparse && n_fillers > nnz {
+                n_fillers
+            } else {
+                nnz
+            },
+            needed_bits,
+            available_bits,
+        });
+    }
+    let mut bytes = ByteCounts {
+        codebook: cb_len * 4,
+        checksum: 4,
+        ..ByteCounts::default()
+    };
+    let positions = if sparse {
+        let (symbols, t, s) = read_coded(&mut r, Stream::Index, 1 << gap_bits, nnz + n_fillers)?;
+        bytes.index_table = t;
+        bytes.index_stream = s;
+        decode_gaps(&symbols, gap_bits, nnz, dense_len)
+            .map_err(|source| FormatError::Gaps { section, source })?
+    } else {
+        (0..nnz).map(|p| p as u32).collect()
+    };
+    let clusters = if nnz > 0 {
+        let (symbols, t, s) = read_coded(&mut r, Stream::Weight, cb_len as u32, nnz)?;
+        bytes.weight_table = t;
+        bytes.weight_stream = s;
+        symbols
+    } else {
+        Vec::new()
+    };
+    let prec_b = r.u8("bias precision")?;
+    let bias_precision = BiasPrecision::from_u8(prec_b).ok_or(FormatError::OutOfRange {
+        section,
+        what: "bias precision",
+        value: u64::from(prec_b),
+        min: 0,
+        max: 1,
+    })?;
+    let bias_len = r.varint("bias length")?;
+    let width = bias_precision.width() as u64;
+    let raw = r.take(bias_len.saturating_mul(width), "bias")?;
+    let bias: Vec<f32> = match bias_precision {
+        BiasPrecision::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        BiasPrecision::F16 => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    };
+    bytes.bias = raw.len() as u64;
+    if r.remaining() != 0 {
+        return Err(FormatError::SectionLength {
+            section,
+            declared: body.len() as u64,
+            used: r.pos() as u64,
+        });
+    }
+    bytes.header = body.len() as u64 + 4 - bytes.total();
+    let layer = Layer {
+        name,
+        kind,
+        shape,
+        bits,
+        codebook,
+        positions,
+        clusters,
+        bias,
+        bias_precision,
+    };
+    let acct = LayerAccount {
+        name: layer.name.clone(),
+        kind,
+        shape: layer.shape.clone(),
+        dense_len,
+        nnz,
+        n_fillers,
+        gap_bits,
+        bits,
+        codebook_len: cb_len,
+        bias_len,
+        bias_precision,
+        bytes,
+    };
+    Ok((layer, acct))
+}
+
+/// Byte counts of one part of a file (the file header, one layer, or the
+/// total). Each byte of a file is counted in exactly one field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteCounts {
+    /// Fixed metadata: for the file header, magic + version + header length
+    /// + header (incl. layer table); for a layer, its name, kind, shape,
+    ///   bits, counts, gap width, filler count and bias precision/length.
+    pub header: u64,
+    /// Huffman table of the index (gap) stream.
+    pub index_table: u64,
+    /// Huffman table of the weight (cluster) stream.
+    pub weight_table: u64,
+    /// Codebook centroids (4 bytes each).
+    pub codebook: u64,
+    /// Huffman-coded gap stream.
+    pub index_stream: u64,
+    /// Huffman-coded cluster stream.
+    pub weight_stream: u64,
+    /// Bias values.
+    pub bias: u64,
+    /// CRC32 fields (4 bytes per section).
+    pub checksum: u64,
+}
+
+impl ByteCounts {
+    /// Both Huffman tables.
+    pub fn huffman_tables(&self) -> u64 {
+        self.index_table + self.weight_table
+    }
+
+    /// Sum of all fields.
+    pub fn total(&self) -> u64 {
+        self.header
+            + self.index_table
+            + self.weight_table
+            + self.codebook
+            + self.index_stream
+            + self.weight_stream
+            + self.bias
+            + self.checksum
+    }
+
+    fn add(&mut self, o: &ByteCounts) {
+        self.header += o.header;
+        self.index_table += o.index_table;
+        self.weight_table += o.weight_table;
+        self.codebook += o.codebook;
+        self.index_stream += o.index_stream;
+        self.weight_stream += o.weight_stream;
+        self.bias += o.bias;
+        self.checksum += o.checksum;
+    }
+}
+
+/// Account of one layer section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAccount {
+    pub name: String,
+    pub kind: LayerKind,
+    pub shape: Vec<u32>,
+    /// Product of the shape.
+    pub dense_len: u64,
+    /// Number of nonzeros.
+    pub nnz: u64,
+    /// Filler entries in the gap stream.
+    pub n_fillers: u64,
+    /// Gap width (0 = no index stream: empty or fully dense layer).
+    pub gap_bits: u8,
+    /// Weight index width.
+    pub bits: u8,
+    pub codebook_len: u64,
+    pub bias_len: u64,
+    pub bias_precision: BiasPrecision,
+    /// Bytes of the section, its CRC included.
+    pub bytes: ByteCounts,
+}
+
+impl LayerAccount {
+    /// Fraction of weights kept.
+    pub fn density(&self) -> f64 {
+        self.nnz as f64 / self.dense_len.max(1) as f64
+    }
+
+    fn per_nonzero(&self, bits: f64) -> f64 {
+        if self.nnz == 0 {
+            0.0
+        } else {
+            bits / self.nnz as f64
+        }
+    }
+
+    /// Index bits per nonzero before Huffman: `(nnz + fillers) * gap_bits / nnz`.
+    pub fn index_bits_fixed(&self) -> f64 {
+        self.per_nonzero(((self.nnz + self.n_fillers) * u64::from(self.gap_bits)) as f64)
+    }
+
+    /// Index bits per nonzero after Huffman, table included.
+    pub fn index_bits_huffman(&self) -> f64 {
+        self.per_nonzero(((self.bytes.index_table + self.bytes.index_stream) * 8) as f64)
+    }
+
+    /// Weight bits per nonzero before Huffman (= `bits`, 0 for empty layers).
+    pub fn weight_bits_fixed(&self) -> f64 {
+        self.per_nonzero((self.nnz * u64::from(self.bits)) as f64)
+    }
+
+    /// Weight bits per nonzero after Huffman, table included.
+    pub fn weight_bits_huffman(&self) -> f64 {
+        self.per_nonzero(((self.bytes.weight_table + self.bytes.weight_stream) * 8) as f64)
+    }
+
+    /// Size of the uncompressed layer as dense f32 weights and biases.
+    pub fn dense_f32_bytes(&self) -> u64 {
+        (self.dense_len + self.bias_len) * 4
+    }
+}
+
+/// Exact account of a `.dcz` file: `header.total()` plus the sum of
+/// `layers[i].bytes.total()` equals `file_len`; `total` is that sum per field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileAccount {
+    pub file_len: u64,
+    /// File header: magic, version, header length, header, header CRC.
+    pub header: ByteCounts,
+    pub layers: Vec<LayerAccount>,
+    /// Sum of the header and all layers, field by field.
+    pub total: ByteCounts,
+}
+
+impl FileAccount {
+    /// Dense f32 size of all layers divided by the file size.
+    pub fn compression_ratio(&self) -> f64 {
+        let dense: u64 = self.layers.iter().map(LayerAccount::dense_f32_bytes).sum();
+        dense as f64 / self.file_len.max(1) as f64
+    }
+}
+
+impl fmt::Display for FileAccount {
+    /// A table in the spirit of Deep Compression's Table 3.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>10} {:>7} {:>3} {:>8} {:>13} {:>13} {:>9}",
+            "layer", "kind", "nonzeros", "dens%", "gap", "fillers", "idx b/nz", "wt b/nz", "bytes"
+        )?;
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>10} {:>7} {:>3} {:>8} {:>13} {:>13} {:>9}",
+            "", "", "", "", "", "", "fixed  huff", "fixed  huff", ""
+        )?;
+        for l in &self.layers {
+            let kind = match l.kind {
+                LayerKind::Conv => "conv",
+                LayerKind::Linear => "linear",
+            };
+            writeln!(
+                f,
+                "{:<14} {:>6} {:>10} {:>7.2} {:>3} {:>8} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>9}",
+                l.name,
+                kind,
+                l.nnz,
+                100.0 * l.density(),
+                l.gap_bits,
+                l.n_fillers,
+                l.index_bits_fixed(),
+                l.index_bits_huffman(),
+                l.weight_bits_fixed(),
+                l.weight_bits_huffman(),
+                l.bytes.total()
+            )?;
+        }
+        let t = &self.total;
+        writeln!(
+            f,
+            "bytes: header {} + huffman tables {} + codebooks {} + index {} + weights {} + bias {} + checksums {} = {} (file {})",
+            t.header,
+            t.huffman_tables(),
+            t.codebook,
+            t.index_stream,
+            t.weight_stream,
+            t.bias,
+            t.checksum,
+            t.total(),
+            self.file_len
+        )?;
+        write!(
+            f,
+            "compression vs dense f32: {:.1}x",
+            self.compression_ratio()
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::format::gaps::GapError;
+    use crate::format::model::{LayerProblem, ModelError};
+
+    pub(crate) fn sample_model() -> CompressedModel {
+        // fc: 10x20 = 200 weights, positions with gaps up to 60.
+        let fc_positions: Vec<u32> = vec![0, 1, 2, 5, 9, 40, 41, 100, 160, 199];
+        CompressedModel {
+            model: "lenet".into(),
+            dataset: "mnist".into(),
+            input_shape: vec![1, 28, 28],
+            input_scale: 1.0 / 256.0,
+            input_shift: 0.0,
+            layers: vec![
+                Layer {
+                    name: "conv1".into(),
+                    kind: LayerKind::Conv,
+                    shape: vec![4, 1, 3, 3],
+                    bits: 3,
+                    codebook: vec![-0.75, -0.1, 0.1, 0.5, -0.0],
+                    positions: vec![0, 3, 4, 7, 20, 35],
+                    clusters: vec![0, 1, 1, 2, 3, 4],
+                    bias: vec![0.1, -0.2, 0.3, f32::from_bits(1)],
+                    bias_precision: BiasPrecision::F32,
+                },
+                Layer {
+                    name: "fc".into(),
+                    kind: LayerKind::Linear,
+                    shape: vec![10, 20],
+                    bits: 5,
+                    codebook: vec![0.01, 0.02],
+                    clusters: vec![0, 1, 0, 0, 1, 1, 0, 0, 0, 1],
+                    positions: fc_positions,
+                    bias: vec![BiasPrecision::F16.round(0.1), -2.5],
+                    bias_precision: BiasPrecision::F16,
+                },
+                Layer {
+                    name: "dense".into(),
+                    kind: LayerKind::Linear,
+                    shape: vec![3, 2],
+                    bits: 1,
+                    codebook: vec![1.0, -1.0],
+                    positions: (0..6).collect(),
+                    clusters: vec![0, 1, 1, 0, 0, 0],
+                    bias: vec![],
+                    bias_precision: BiasPrecision::F32,
+                },
+                Layer {
+                    name: "empty".into(),
+                    kind: LayerKind::Linear,
+                    shape: vec![5],
+                    bits: 8,
+                    codebook: vec![],
+                    positions: vec![],
+                    clusters: vec![],
+                    bias: vec![],
+                    bias_precision: BiasPrecision::F16,
+                },
+            ],
+        }
+    }
+
+    /// Field-by-field equality with f32 compared by bits.
+    pub(crate) fn bit_equal(a: &CompressedModel, b: &CompressedModel) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        a.model == b.model
+            && a.dataset == b.dataset
+            && a.input_shape == b.input_shape
+            && a.input_scale.to_bits() == b.input_scale.to_bits()
+            && a.input_shift.to_bits() == b.input_shift.to_bits()
+            && a.layers.len() == b.layers.len()
+            && a.layers.iter().zip(&b.layers).all(|(x, y)| {
+                x.name == y.name
+                    && x.kind == y.kind
+                    && x.shape == y.shape
+                    && x.bits == y.bits
+                    && bits(&x.codebook) == bits(&y.codebook)
+                    && x.positions == y.positions
+                    && x.clusters == y.clusters
+                    && bits(&x.bias) == bits(&y.bias)
+                    && x.bias_precision == y.bias_precision
+            })
+    }
+
+    /// A file with valid CRCs around hand-made header and layer bodies.
+    pub(crate) fn assemble(header_body: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        write_varint(&mut out, header_body.len() as u64);
+        out.extend_from_slice(header_body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        for (i, b) in layers.iter().enumerate() {
+            out.extend_from_slice(b);
+            out.extend_from_slice(&layer_crc(i, b).to_le_bytes());
+        }
+        out
+    }
+
+    /// Header body for `layers` (model "m", dataset "d", input [1]).
+    pub(crate) fn header_for(layers: &[Vec<u8>]) -> Vec<u8> {
+        let mut h = vec![1, b'm', 1, b'd', 1, 1];
+        h.extend_from_slice(&1.0f32.to_le_bytes());
+        h.extend_from_slice(&0.0f32.to_le_bytes());
+        write_varint(&mut h, layers.len() as u64);
+        for l in layers {
+            write_varint(&mut h, l.len() as u64);
+        }
+        h
+    }
+
+    pub(crate) fn file_with_layer(body: Vec<u8>) -> Vec<u8> {
+        let layers = vec![body];
+        assemble(&header_for(&layers), &layers)
+    }
+
+    /// Layer body prefix up to and including `bits`.
+    pub(crate) fn layer_prefix(shape: &[u64], bits: u8) -> Vec<u8> {
+        let mut b = vec![1, b'x', 1, shape.len() as u8];
+        for &d in shape {
+            write_varint(&mut b, d);
+        }
+        b.push(bits);
+        b
+    }
+
+    #[test]
+    fn round_trip_is_bit_exact() {
+        let m = sample_model();
+        let bytes = encode(&m).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert!(bit_equal(&m, &back), "{m:?}\n{back:?}");
+        // -0.0 centroid and the subnormal bias survived by bits.
+        assert_eq!(back.layers[0].codebook[4].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(back.layers[0].bias[3].to_bits(), 1);
+        // Encoding is deterministic.
+        assert_eq!(encode(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn f16_bias_decodes_to_rounded_value() {
+        let mut m = sample_model();
+        m.layers[1].bias = vec![0.1, 1.0 / 3.0];
+        let back = decode(&encode(&m).unwrap()).unwrap();
+        assert_eq!(
+            back.layers[1].bias,
+            vec![
+                BiasPrecision::F16.round(0.1),
+                BiasPrecision::F16.round(1.0 / 3.0)
+            ]
+        );
+        assert_ne!(back.layers[1].bias[0], 0.1);
+    }
+
+    #[test]
+    fn dense_weights_after_decode() {
+        let m = decode(&encode(&sample_model()).unwrap()).unwrap();
+        let w = m.layers[2].dense_weights();
+        assert_eq!(w, vec![1.0, -1.0, -1.0, 1.0, 1.0, 1.0]);
+        let w0 = m.layers[0].dense_weights();
+        assert_eq!(w0.len(), 36);
+        assert_eq!((w0[0], w0[3], w0[35], w0[1]), (-0.75, -0.1, -0.0, 0.0));
+        assert_eq!(m.layers[3].dense_weights(), vec![0.0; 5]);
+    }
+
+    #[test]
+    fn account_sums_to_file_length() {
+        let bytes = encode(&sample_model()).unwrap();
+        let a = account(&bytes).unwrap();
+        let sum: u64 = a.header.total() + a.layers.iter().map(|l| l.bytes.total()).sum::<u64>();
+        assert_eq!(sum, bytes.len() as u64);
+        assert_eq!(a.total.total(), bytes.len() as u64);
+        assert_eq!(a.file_len, bytes.len() as u64);
+        assert_eq!(a.total.checksum, 4 * 5);
+        // Header: 4 magic + 2 version + 1 length varint + body.
+        // body = "lenet"(6) + "mnist"(6) + rank(1) + 1,28,28 (3) + 8 floats
+        //        + count(1) + 4 section lengths (1 each) = 29.
+        assert_eq!(a.header.header, 4 + 2 + 1 + 29);
+        let conv = &a.layers[0];
+        assert_eq!(conv.bytes.codebook, 20);
+        assert_eq!(conv.bytes.bias, 16);
+        assert_eq!((conv.nnz, conv.dense_len), (6, 36));
+        assert!(conv.gap_bits >= 1);
+        let fc = &a.layers[1];
+        assert_eq!(fc.bytes.bias, 4);
+        assert_eq!(fc.bias_precision, BiasPrecision::F16);
+        assert_eq!(fc.weight_bits_fixed(), 5.0);
+        // Two clusters, 10 nonzeros: 1-bit codes -> 2 bytes; the table is
+        // DENSE over 2 symbols = kind 2 + eg(1) 3 + width 3 + 2x1 = 10 bits
+        // -> 2 bytes.
+        assert_eq!((fc.bytes.weight_table, fc.bytes.weight_stream), (2, 2));
+        assert_eq!(fc.weight_bits_huffman(), 32.0 / 10.0);
+        let dense = &a.layers[2];
+        assert_eq!((dense.gap_bits, dense.bytes.index_stream), (0, 0));
+        assert_eq!(dense.index_bits_fixed(), 0.0);
+        let empty = &a.layers[3];
+        assert_eq!(empty.bytes.total(), empty.bytes.header + 4);
+        // "empty": name 6 + kind 1 + rank 1 + dim 1 + bits 1 + cb 1 + nnz 1
+        //          + gap 1 + prec 1 + bias len 1 = 15.
+        assert_eq!(empty.bytes.header, 15);
+        let table = a.to_string();
+        assert!(table.contains("conv1") && table.contains("file"), "{table}");
+    }
+
+    #[test]
+    fn account_matches_gap_chooser() {
+        let m = sample_model();
+        let a = account(&encode(&m).unwrap()).unwrap();
+        for (l, la) in m.layers.iter().zip(&a.layers).take(2) {
+            let c = choose_gap_bits(&l.positions).unwrap();
+            assert_eq!(la.gap_bits, c.gap_bits);
+            assert_eq!(la.n_fillers, c.n_fillers);
+            let varint = crate::format::bytes::varint_len(c.n_fillers) as u64;
+            assert_eq!(
+                la.bytes.index_table + la.bytes.index_stream + varint,
+                c.coded_bytes
+            );
+        }
+    }
+
+    #[test]
+    fn empty_model_round_trips() {
+        let m = CompressedModel {
+            model: String::new(),
+            dataset: String::new(),
+            input_shape: vec![],
+            input_scale: 1.0,
+            input_shift: -0.5,
+            layers: vec![],
+        };
+        let bytes = encode(&m).unwrap();
+        assert_eq!(bytes.len(), 4 + 2 + 1 + 12 + 4);
+        assert!(bit_equal(&decode(&bytes).unwrap(), &m));
+    }
+
+    #[test]
+    fn encoder_rejects_invalid_models() {
+        let mut m = sample_model();
+        m.layers[1].positions[3] = 1;
+        assert_eq!(
+            encode(&m),
+            Err(FormatError::InvalidModel(ModelError::Layer {
+                layer: 1,
+                name: "fc".into(),
+                problem: LayerProblem::NotIncreasing { index: 3 }
+            }))
+        );
+        let mut m = sample_model();
+        m.layers[0].clusters[0] = 5;
+        assert!(matches!(
+            encode(&m),
+            Err(FormatError::InvalidModel(ModelError::Layer {
+                problem: LayerProblem::ClusterOutOfRange { .. },
+                ..
+            }))
+        ));
+        let mut m = sample_model();
+        m.layers[0].codebook = vec![0.0; 9];
+        assert!(encode(&m).is_err());
+        let mut m = sample_model();
+        m.layers[0].shape = vec![u32::MAX, u32::MAX, 2];
+        assert!(encode(&m).is_err());
+    }
+
+    #[test]
+    fn truncation_at_every_offset_is_an_error() {
+        let bytes = encode(&sample_model()).unwrap();
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err(), "prefix {n}");
+            assert!(account(&bytes[..n]).is_err(), "prefix {n}");
+            assert!(parse(&bytes[..n], false).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn single_byte_flips_never_panic_and_are_caught_by_crcs() {
+        let bytes = encode(&sample_model()).unwrap();
+        for i in 0..bytes.len() {
+            for mask in [0x01u8, 0x10, 0x80, 0xFF] {
+                let mut b = bytes.clone();
+                b[i] ^= mask;
+                assert!(decode(&b).is_err(), "flip {mask:#x} at {i}");
+                // Without the CRCs the parser itself must cope.
+                let _ = parse(&b, false);
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_magic_and_version() {
+        let mut bytes = encode(&sample_model()).unwrap();
+        bytes.push(0);
+        assert_eq!(decode(&bytes), Err(FormatError::TrailingBytes { count: 1 }));
+        let mut bytes = encode(&sample_model()).unwrap();
+        bytes[0] = b'X';
+        assert_eq!(
+            decode(&bytes),
+            Err(FormatError::BadMagic { found: *b"XCZ\0" })
+        );
+        let mut bytes = encode(&sample_model()).unwrap();
+        bytes[4] = 2;
+        assert_eq!(
+            decode(&bytes),
+            Err(FormatError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            })
+        );
+        assert!(matches!(decode(b""), Err(FormatError::Truncated { .. })));
+    }
+
+    #[test]
+    fn crafted_absurd_counts_are_rejected() {
+        // Huge layer count.
+        let mut h = header_for(&[]);
+        h.pop();
+        write_varint(&mut h, 1_000_000_000);
+        assert!(matches!(
+            decode(&assemble(&h, &[])),
+            Err(FormatError::OutOfRange {
+                section: Section::Header,
+                what: "layer count",
+                ..
+            })
+        ));
+        // Plausible count, but no table behind it.
+        let mut h = header_for(&[]);
+        h.pop();
+        write_varint(&mut h, 4000);
+        assert!(matches!(
+            decode(&assemble(&h, &[])),
+            Err(FormatError::Truncated {
+                what: "layer table",
+                ..
+            })
+        ));
+        // Section length 10^15 in the layer table.
+        let mut h = header_for(&[]);
+        h.pop();
+        write_varint(&mut h, 1);
+        write_varint(&mut h, 1_000_000_000_000_000);
+        assert!(matches!(
+            decode(&assemble(&h, &[])),
+            Err(FormatError::Truncated {
+                what: "layer sections",
+                ..
+            })
+        ));
+        // Shape whose product is ~1.8e19.
+        let b = layer_prefix(&[u64::from(u32::MAX); 3], 4);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::OutOfRange {
+                section: Section::Layer(0),
+                what: "dense size",
+                ..
+            })
+        ));
+        // Dimension above u32.
+        let b = layer_prefix(&[1 << 40], 4);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::OutOfRange {
+                what: "shape dimension",
+                ..
+            })
+        ));
+        // nnz of 4e9 in a 65535x65535 layer, one centroid, no data behind.
+        let mut b = layer_prefix(&[65_535, 65_535], 4);
+        b.push(1);
+        b.extend_from_slice(&1.0f32.to_le_bytes());
+        write_varint(&mut b, 4_000_000_000);
+        b.push(16);
+        write_varint(&mut b, 0);
+        b.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::CountExceedsData {
+                what: "nonzero count",
+                count: 4_000_000_000,
+                ..
+            })
+        ));
+        // Fully dense 65535x65535 layer (no index stream): still needs a bit
+        // per nonzero.
+        let mut b = layer_prefix(&[65_535, 65_535], 4);
+        b.push(1);
+        b.extend_from_slice(&1.0f32.to_le_bytes());
+        write_varint(&mut b, 65_535 * 65_535);
+        b.push(0);
+        b.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::CountExceedsData { .. })
+        ));
+        // Huge filler count.
+        let mut b = layer_prefix(&[1000], 4);
+        b.push(1);
+        b.extend_from_slice(&1.0f32.to_le_bytes());
+        write_varint(&mut b, 1);
+        b.push(3);
+        write_varint(&mut b, u64::MAX);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::CountExceedsData {
+                what: "filler count",
+                ..
+            })
+        ));
+        // nnz above the dense size.
+        let mut b = layer_prefix(&[10], 4);
+        b.push(0);
+        write_varint(&mut b, 11);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::OutOfRange {
+                what: "nonzero count",
+                value: 11,
+                ..
+            })
+        ));
+        // Codebook longer than 2^bits, and one whose bytes are missing.
+        let mut b = layer_prefix(&[10], 2);
+        write_varint(&mut b, 5);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::OutOfRange {
+                what: "codebook length",
+                ..
+            })
+        ));
+        let mut b = layer_prefix(&[10], 16);
+        write_varint(&mut b, 65_536);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::Truncated {
+                what: "codebook",
+                ..
+            })
+        ));
+        // Bias length 2^60.
+        let mut b = layer_prefix(&[10], 4);
+        b.push(0); // codebook length
+        b.push(0); // nnz
+        b.push(0); // gap bits
+        b.push(0); // bias precision
+        write_varint(&mut b, 1 << 60);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::Truncated { what: "bias", .. })
+        ));
+        // gap_bits 17, and gap_bits set on an empty layer.
+        let mut b = layer_prefix(&[10], 4);
+        b.push(1);
+        b.extend_from_slice(&1.0f32.to_le_bytes());
+        b.push(1);
+        b.push(17);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::OutOfRange {
+                what: "gap bits",
+                value: 17,
+                ..
+            })
+        ));
+        let mut b = layer_prefix(&[10], 4);
+        b.extend_from_slice(&[0, 0, 5]);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn crafted_valid_layer_by_hand() {
+        // 8 weights, positions [1, 6] with gap_bits 2: gaps 2, 5 -> symbols
+        // 1, 3(filler), 1. Gap table: DENSE last=3 (eg "00100"), width 1,
+        // lengths 0,1,0,1 -> 10 00100 001 0101 = 14 bits -> 2 bytes.
+        // Canonical codes: symbol 1 = "0", symbol 3 = "1". Stream "010" ->
+        // 0b0100_0000. Clusters [0, 0] with a one-entry codebook: SINGLE
+        // table eg(0) = "1": 01 1 -> 0b0110_0000; stream "00".
+        let mut b = layer_prefix(&[8], 1);
+        b.push(1);
+        b.extend_from_slice(&0.5f32.to_le_bytes());
+        b.push(2); // nnz
+        b.push(2); // gap bits
+        b.push(1); // fillers
+        b.extend_from_slice(&[0b1000_1000, 0b0101_0100]);
+        b.push(0b0100_0000);
+        b.extend_from_slice(&[0b0110_0000, 0b0000_0000]);
+        b.extend_from_slice(&[0, 0]); // bias f32, none
+        let m = decode(&file_with_layer(b.clone())).unwrap();
+        let l = &m.layers[0];
+        assert_eq!(l.positions, vec![1, 6]);
+        assert_eq!(l.clusters, vec![0, 0]);
+        assert_eq!(
+            l.dense_weights(),
+            vec![0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0]
+        );
+        // Now claim a 2nd filler: the zero padding decodes as one more
+        // nonzero, which the gap decoder rejects.
+        b[13] = 2;
+        assert!(matches!(
+            decode(&file_with_layer(b.clone())),
+            Err(FormatError::Huffman {
+                stream: Stream::Index,
+                ..
+            }) | Err(FormatError::Gaps { .. })
+        ));
+        // Or put the nonzero past the end: dense size 6.
+        let mut c = b.clone();
+        c[13] = 1;
+        c[4] = 6;
+        assert_eq!(
+            decode(&file_with_layer(c)),
+            Err(FormatError::Gaps {
+                section: Section::Layer(0),
+                source: GapError::PositionOutOfRange {
+                    index: 1,
+                    position: 6,
+                    dense_len: 6
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn worked_example_of_the_docs() {
+        // docs/format.md §11: keep the two in sync.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        let m = CompressedModel {
+            model: "tiny".into(),
+            dataset: "demo".into(),
+            input_shape: vec![4],
+            input_scale: 1.0,
+            input_shift: 0.0,
+            layers: vec![Layer {
+                name: "fc".into(),
+                kind: LayerKind::Linear,
+                shape: vec![2, 4],
+                bits: 2,
+                codebook: vec![-0.5, 0.25],
+                positions: vec![1, 6],
+                clusters: vec![1, 0],
+                bias: vec![0.5, -1.0],
+                bias_precision: BiasPrecision::F16,
+            }],
+        };
+        let hex = "44 43 5a 00 01 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+                   00 00 00 00 01 20 14 3e 9f 69 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+                   00 00 80 3e 02 01 05 91 c0 bc 91 c0 80 01 02 00 38 00 bc f1 c2 22 05";
+        let want: Vec<u8> = hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        let bytes = encode(&m).unwrap();
+        assert_eq!(bytes, want);
+        assert_eq!(
+            decode(&bytes).unwrap().layers[0].dense_weights(),
+            vec![0.0, 0.25, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0]
+        );
+        let a = account(&bytes).unwrap();
+        assert_eq!(
+            a.header,
+            ByteCounts {
+                header: 29,
+                checksum: 4,
+                ..ByteCounts::default()
+            }
+        );
+        let l = &a.layers[0];
+        assert_eq!(
+            l.bytes,
+            ByteCounts {
+                header: 14,
+                index_table: 2,
+                weight_table: 2,
+                codebook: 8,
+                index_stream: 1,
+                weight_stream: 1,
+                bias: 4,
+                checksum: 4,
+            }
+        );
+        assert_eq!((l.gap_bits, l.n_fillers), (1, 5));
+        assert_eq!(l.index_bits_fixed(), 3.5);
+        assert_eq!(l.index_bits_huffman(), 12.0);
+        assert_eq!(l.weight_bits_fixed(), 2.0);
+        assert_eq!(l.weight_bits_huffman(), 12.0);
+        assert_eq!(a.total.total(), 69);
+    }
+
+    #[test]
+    fn decoded_non_finite_values_are_rejected() {
+        let mut b = layer_prefix(&[4], 1);
+        b.push(1);
+        b.extend_from_slice(&f32::NAN.to_le_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(matches!(
+            decode(&file_with_layer(b)),
+            Err(FormatError::InvalidModel(ModelError::Layer {
+                problem: LayerProblem::NonFiniteCodebook { index: 0 },
+                ..
+            }))
+        ));
+    }
+}

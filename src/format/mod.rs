@@ -1,0 +1,35 @@
+//! The `.dcz` compressed model file format of Deep Compression (Han, Mao &
+//! Dally, ICLR 2016): pruned positions stored as Huffman-coded relative gaps
+//! with fillers, shared-weight cluster indices Huffman-coded against a
+//! per-layer codebook, biases in f32 or f16, and a CRC32 per section.
+//!
+//! * [`bits`]: MSB-first bit writer/reader.
+//! * [`huffman`]: canonical length-limited (24-bit) Huffman codes and their
+//!   compact tables.
+//! * [`gaps`]: relative sparse index with filler symbols, and the per-layer
+//!   gap width chooser.
+//! * [`model`]: the in-memory [`CompressedModel`] and its validation.
+//! * [`dcz`]: the container: [`encode`], [`decode`], [`account`].
+//!
+//! The byte layout is specified in `docs/format.md`. Everything here is pure
+//! functions on slices; decoding untrusted bytes never panics and never
+//! allocates more than a small multiple of the input.
+
+pub mod bits;
+pub mod bytes;
+pub mod dcz;
+pub mod error;
+pub mod gaps;
+pub mod huffman;
+pub mod model;
+#[cfg(test)]
+mod proptests;
+
+pub use dcz::{account, decode, encode, ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION};
+pub use error::{FormatError, Section, Stream};
+pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice, GapError};
+pub use huffman::{HuffmanCode, HuffmanError, MAX_ALPHABET, MAX_CODE_LEN};
+pub use model::{
+    BiasPrecision, CompressedModel, Layer, LayerKind, LayerProblem, ModelError, MAX_BITS,
+    MAX_DENSE_LEN, MAX_LAYERS, MAX_NAME_LEN, MAX_RANK,
+};

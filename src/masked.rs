@@ -1,0 +1,225 @@
+//! A net's compression state: per layer, a pruning mask and (after weight sharing) a
+//! codebook with the cluster of every surviving weight. This module *applies* masks and
+//! codebooks and trains through them; the rules in `compress::prune` / `compress::kmeans`
+//! decide what they are, and schedules decide when.
+//!
+//! Codebook retraining (Deep Compression §3.3): the gradient of a centroid is the sum
+//! (paper) or the mean (the Caffe seed) of its members' gradients; after every step the
+//! weights are re-made from the codebook, so the in-memory model is exactly what the
+//! compressed file decodes to.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::compress::kmeans;
+use crate::compress::prune::{self, PruneRule};
+use crate::models::{tensor_to_vec, Net};
+use crate::train::{Sgd, Update};
+
+/// How a centroid's gradient is made from its members' gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CentroidGrad {
+    /// Σ of members' gradients (the paper).
+    Sum,
+    /// Mean of members' gradients (the Caffe seed).
+    Mean,
+}
+
+/// A layer's shared weights: centroids and, for each surviving weight, its cluster.
+#[derive(Debug)]
+pub struct Codebook {
+    pub bits: u8,
+    /// `[k]` centroids.
+    pub centroids: Tensor,
+    /// `[nnz]` flat positions of the surviving weights (ascending).
+    pub positions: Tensor,
+    /// `[nnz]` cluster of each surviving weight.
+    pub clusters: Tensor,
+    /// `[k]` members per cluster (f32).
+    counts: Tensor,
+    velocity: Tensor,
+}
+
+impl Codebook {
+    /// Writes `centroids[clusters]` at `positions` (zeros elsewhere) into `weight`.
+    fn rebuild(&self, weight: &Tensor) {
+        tch::no_grad(|| {
+            let flat = Tensor::zeros([weight.numel() as i64], (Kind::Float, weight.device()));
+            let flat = flat.index_copy(0, &self.positions, &self.centroids.index_select(0, &self.clusters));
+            weight.shallow_clone().copy_(&flat.view(weight.size().as_slice()));
+        });
+    }
+}
+
+/// The compression state of one layer.
+#[derive(Debug, Default)]
+pub struct LayerState {
+    /// 0/1, weight-shaped; `None` = dense.
+    pub mask: Option<Tensor>,
+    pub codebook: Option<Codebook>,
+}
+
+/// The compression state of every layer of a net.
+#[derive(Debug)]
+pub struct Masked {
+    pub layers: Vec<LayerState>,
+}
+
+impl Masked {
+    /// No layer pruned or shared.
+    pub fn dense(net: &Net) -> Masked {
+        Masked { layers: net.params.iter().map(|_| LayerState::default()).collect() }
+    }
+
+    /// Prunes layer `i` of `net` by `rule` (computed on its current weights, so weights
+    /// already pruned stay pruned under a larger ratio). Returns the kept count.
+    pub fn prune(&mut self, net: &Net, i: usize, rule: PruneRule) -> usize {
+        let w = &net.params[i].weight;
+        let keep = prune::keep_mask(&tensor_to_vec(w), rule);
+        let kept = keep.iter().filter(|&&k| k).count();
+        let host: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        let mask = Tensor::from_slice(&host).view(w.size().as_slice()).to_device(w.device());
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().g_mul_(&mask);
+        });
+        self.layers[i] = LayerState { mask: Some(mask), codebook: None };
+        kept
+    }
+
+    /// Shares the surviving weights of layer `i` among `2^bits` centroids (k-means with
+    /// linear initialisation) and re-makes the weights from the codebook.
+    pub fn quantize(&mut self, net: &Net, i: usize, bits: u8, kmeans_iters: usize) {
+        let w = &net.params[i].weight;
+        let values = tensor_to_vec(w);
+        let positions: Vec<i64> = match &self.layers[i].mask {
+            Some(m) => tensor_to_vec(m).iter().enumerate().filter(|(_, &k)| k != 0.0).map(|(p, _)| p as i64).collect(),
+            None => (0..values.len() as i64).collect(),
+        };
+        let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
+        let km = kmeans::kmeans_1d(&kept, 1usize << bits, kmeans_iters);
+        let mut counts = vec![0f32; km.centroids.len()];
+        for &a in &km.assignments {
+            counts[a as usize] += 1.0;
+        }
+        let dev = w.device();
+        let clusters: Vec<i64> = km.assignments.iter().map(|&a| a as i64).collect();
+        let cb = Codebook {
+            bits,
+            centroids: Tensor::from_slice(&km.centroids).to_device(dev),
+            positions: Tensor::from_slice(&positions).to_device(dev),
+            clusters: Tensor::from_slice(&clusters).to_device(dev),
+            counts: Tensor::from_slice(&counts).to_device(dev),
+            velocity: Tensor::zeros([km.centroids.len() as i64], (Kind::Float, dev)),
+        };
+        cb.rebuild(w);
+        self.layers[i].codebook = Some(cb);
+    }
+
+    /// Kept fraction of each layer's weights.
+    pub fn densities(&self, net: &Net) -> Vec<f64> {
+        self.layers
+            .iter()
+            .zip(&net.params)
+            .map(|(l, p)| match &l.mask {
+                Some(m) => m.sum(Kind::Float).double_value(&[]) / p.weight.numel() as f64,
+                None => 1.0,
+            })
+            .collect()
+    }
+
+    /// Total surviving weights.
+    pub fn nonzeros(&self, net: &Net) -> usize {
+        self.densities(net).iter().zip(&net.params).map(|(d, p)| (d * p.weight.numel() as f64).round() as usize).sum()
+    }
+}
+
+/// Training through masks and codebooks: masked layers take Caffe's SGD with their mask;
+/// shared layers move their centroids by the aggregated gradient; biases take plain SGD.
+pub struct CompressedSgd<'a> {
+    pub sgd: Sgd,
+    pub state: &'a mut Masked,
+    pub centroid_grad: CentroidGrad,
+}
+
+impl<'a> CompressedSgd<'a> {
+    pub fn new(net: &Net, recipe: &crate::train::Recipe, state: &'a mut Masked, centroid_grad: CentroidGrad) -> Self {
+        let mut sgd = Sgd::new(net, recipe);
+        sgd.masks = state.layers.iter().map(|l| l.mask.as_ref().map(|m| m.shallow_clone())).collect();
+        CompressedSgd { sgd, state, centroid_grad }
+    }
+}
+
+impl Update for CompressedSgd<'_> {
+    fn step(&mut self, net: &Net, lr: f64) {
+        for (i, layer) in self.state.layers.iter_mut().enumerate() {
+            let Some(cb) = &mut layer.codebook else {
+                self.sgd.step_weight(net, i, lr);
+                continue;
+            };
+            let w = &net.params[i].weight;
+            let g = w.grad();
+            if !g.defined() {
+                continue;
+            }
+            tch::no_grad(|| {
+                let g = g + w * self.sgd.weight_decay();
+                let members = g.view([-1]).index_select(0, &cb.positions);
+                let mut cg = cb.centroids.zeros_like().index_add(0, &cb.clusters, &members);
+                if self.centroid_grad == CentroidGrad::Mean {
+                    cg = cg / cb.counts.clamp_min(1.0);
+                }
+                let _ = cb.velocity.g_mul_scalar_(self.sgd.momentum()).g_add_(&(cg * lr));
+                let _ = cb.centroids.g_sub_(&cb.velocity);
+            });
+            cb.rebuild(w);
+        }
+        self.sgd.step_biases(net, lr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    #[test]
+    fn quantized_weights_are_codebook_values_after_training_steps() {
+        tch::manual_seed(4);
+        let net = Net::init(&Arch::lenet_300_100(), tch::Device::Cpu);
+        let mut state = Masked::dense(&net);
+        state.prune(&net, 1, PruneRule::SparseRatio(0.7));
+        state.quantize(&net, 1, 3, 50);
+        let recipe = crate::config::Config::resolve("lenet-300-100").unwrap().train;
+        let x = Tensor::rand([16, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::arange(16, (Kind::Int64, tch::Device::Cpu)).remainder(10);
+        let before = tensor_to_vec(&state.layers[1].codebook.as_ref().unwrap().centroids);
+        {
+            let mut upd = CompressedSgd::new(&net, &recipe, &mut state, CentroidGrad::Sum);
+            for _ in 0..3 {
+                for t in net.tensors() {
+                    let mut g = t.grad();
+                    if g.defined() {
+                        let _ = g.zero_();
+                    }
+                }
+                net.forward(&x).cross_entropy_for_logits(&y).backward();
+                upd.step(&net, 0.01);
+            }
+        }
+        let cb = state.layers[1].codebook.as_ref().unwrap();
+        let centroids = tensor_to_vec(&cb.centroids);
+        assert_ne!(before, centroids, "centroids moved");
+        assert!(centroids.len() <= 8);
+        let w = tensor_to_vec(&net.params[1].weight);
+        let mask = tensor_to_vec(state.layers[1].mask.as_ref().unwrap());
+        assert_eq!(mask.iter().filter(|&&m| m == 0.0).count(), 21_000);
+        for (v, m) in w.iter().zip(&mask) {
+            if *m == 0.0 {
+                assert_eq!(*v, 0.0);
+            } else {
+                assert!(centroids.iter().any(|c| c.to_bits() == v.to_bits()), "{v} is a centroid");
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Human-readable tables: the compressed file's layer table in the spirit of the paper's
+//! Table 3, and its exact byte account.
+
+use std::fmt::Write;
+
+use crate::format::FileAccount;
+
+/// Table 3 of Deep Compression for one file: per layer weights, kept %, weight and index
+/// bits per nonzero before and after Huffman, bytes and ratio; totals; the byte account.
+pub fn table3(acc: &FileAccount) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| layer | weights | kept % | weight bits (fixed → Huffman) | index bits (gap width: fixed → Huffman) | bytes | dense f32 bytes | ratio |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for l in &acc.layers {
+        let bytes = l.bytes.total();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {} → {:.2} | {}: {:.2} → {:.2} | {} | {} | {:.1}× |",
+            l.name,
+            l.dense_len,
+            100.0 * l.density(),
+            l.bits,
+            l.weight_bits_huffman(),
+            l.gap_bits,
+            l.index_bits_fixed(),
+            l.index_bits_huffman(),
+            bytes,
+            l.dense_f32_bytes(),
+            l.dense_f32_bytes() as f64 / bytes.max(1) as f64
+        );
+    }
+    let weights: u64 = acc.layers.iter().map(|l| l.dense_len).sum();
+    let nnz: u64 = acc.layers.iter().map(|l| l.nnz).sum();
+    let dense: u64 = acc.layers.iter().map(|l| l.dense_f32_bytes()).sum();
+    let _ = writeln!(
+        s,
+        "| **total** | {weights} | {:.2} | | | {} | {dense} | {:.1}× |",
+        100.0 * nnz as f64 / weights.max(1) as f64,
+        acc.file_len,
+        dense as f64 / acc.file_len.max(1) as f64
+    );
+    let t = &acc.total;
+    let _ = writeln!(
+        s,
+        "\nbyte account: header {} + Huffman tables {} + codebooks {} + index streams {} + weight streams {} + biases {} + checksums {} = {} bytes (file {} bytes)",
+        t.header,
+        t.huffman_tables(),
+        t.codebook,
+        t.index_stream,
+        t.weight_stream,
+        t.bias,
+        t.checksum,
+        t.total(),
+        acc.file_len
+    );
+    let core = t.huffman_tables() + t.codebook + t.index_stream + t.weight_stream;
+    let _ = writeln!(
+        s,
+        "dense float32 model: {dense} bytes; this file: {} bytes = {:.1}× smaller; without header, biases and checksums (the paper's weights + index + codebook subtotal): {core} bytes = {:.1}×",
+        acc.file_len,
+        dense as f64 / acc.file_len.max(1) as f64,
+        dense as f64 / core.max(1) as f64
+    );
+    s
+}
