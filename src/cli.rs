@@ -23,6 +23,26 @@ use crate::runtime::{self, Runtime};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The search: a preset (lenet, lenet-300-100) or a path to a .toml config.
+    model: Option<String>,
+    #[command(flatten)]
+    search: SearchFlags,
+}
+
+/// Flags of the default command, the search.
+#[derive(Debug, Clone, Args)]
+struct SearchFlags {
+    /// Accuracy floor in (0, 1]: the decoded file's validation accuracy must reach it.
+    #[arg(long)]
+    floor: Option<String>,
+    /// Time budget in minutes (default: the config's search.budget_minutes).
+    #[arg(long)]
+    budget: Option<f64>,
+    /// Run folder (default searches/<model>-<dataset>-floor<F>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +87,25 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Sensitivity sweep: each layer pruned alone at each ratio of the grid, no retraining.
+    Sensitivity {
+        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        model: String,
+        /// Output folder for sensitivity.csv and sensitivity.svg.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Benchmarks: `bench sensitivity <model>` times the naive and the fast sweep.
+    Bench {
+        /// What to time: sensitivity.
+        what: String,
+        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        model: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print a compressed file's layer table (like the paper's Table 3) and byte account.
     Inspect {
         /// A .dcz file.
@@ -86,6 +125,9 @@ pub struct Tune {
     /// Codebook retraining epochs.
     #[arg(long)]
     codebook_epochs: Option<f64>,
+    /// Retraining learning rate as a fraction of the dense recipe's (paper: 0.1).
+    #[arg(long)]
+    lr_scale: Option<f64>,
     /// How a centroid's gradient aggregates its members': sum (paper) or mean (seed).
     #[arg(long, value_enum)]
     centroid_grad: Option<CentroidGrad>,
@@ -126,6 +168,18 @@ pub enum Mode {
     EvalFile { file: PathBuf, rt: Runtime, data_dir: Option<PathBuf> },
     Compress { cfg: Config, rt: Runtime, plan: Plan, output: PathBuf },
     Inspect { file: PathBuf },
+    Search { cfg: Config, rt: Runtime, floor: f64, out: PathBuf, command: String },
+    Sensitivity { cfg: Config, rt: Runtime, out: PathBuf },
+    BenchSensitivity { cfg: Config, rt: Runtime },
+}
+
+/// Parses the floor: a fraction in (0, 1].
+pub fn parse_floor(s: &str) -> Result<f64> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        Ok(f) => anyhow::bail!("--floor {f}: give the accuracy floor as a fraction in (0, 1], e.g. --floor 0.99"),
+        Err(_) => anyhow::bail!("--floor {s:?} is not a number: give a fraction in (0, 1], e.g. --floor 0.99"),
+    }
 }
 
 /// Parses the process arguments (clap prints usage errors and exits).
@@ -148,6 +202,12 @@ impl Tune {
                 }
                 *slot = v;
             }
+        }
+        if let Some(v) = self.lr_scale {
+            if !(v > 0.0 && v.is_finite()) {
+                anyhow::bail!("--lr-scale {v}: give a positive fraction of the dense learning rate");
+            }
+            c.lr_scale = v;
         }
         if let Some(g) = self.centroid_grad {
             c.centroid_grad = g;
@@ -260,7 +320,40 @@ impl Cli {
                 Ok(Mode::Compress { cfg, rt, plan, output })
             }
             Some(Command::Inspect { file }) => Ok(Mode::Inspect { file }),
-            None => anyhow::bail!("no command given: try `dc-search train lenet` or `dc-search --help`"),
+            Some(Command::Sensitivity { model, out, common }) => {
+                let (cfg, rt) = common.resolve(&model)?;
+                check_output(&out.join("sensitivity.csv"))?;
+                Ok(Mode::Sensitivity { cfg, rt, out })
+            }
+            Some(Command::Bench { what, model, common }) => {
+                if what != "sensitivity" {
+                    anyhow::bail!("bench {what:?}: the benchmarks are `bench sensitivity <model>` (the search times itself per stage in report.md)");
+                }
+                let (cfg, rt) = common.resolve(&model)?;
+                Ok(Mode::BenchSensitivity { cfg, rt })
+            }
+            None => {
+                let Some(model) = self.model else {
+                    anyhow::bail!("no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`");
+                };
+                let Some(floor) = self.search.floor else {
+                    anyhow::bail!("the search needs --floor, e.g. `dc-search --floor 0.99 {model}`");
+                };
+                let floor = parse_floor(&floor)?;
+                let (mut cfg, rt) = self.search.common.resolve(&model)?;
+                if let Some(b) = self.search.budget {
+                    if !(b > 0.0 && b.is_finite()) {
+                        anyhow::bail!("--budget {b}: give the time budget in minutes, more than 0");
+                    }
+                    cfg.search.budget_minutes = b;
+                }
+                let out = self.search.out.unwrap_or_else(|| {
+                    PathBuf::from("searches").join(format!("{}-{}-floor{floor}", cfg.model, cfg.data.dataset.as_str()))
+                });
+                check_output(&out.join("report.md"))?;
+                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                Ok(Mode::Search { cfg, rt, floor, out, command })
+            }
         }
     }
 }
@@ -284,5 +377,15 @@ mod tests {
         let e = per_layer::<u8>("8,8,abc,5", &names(), 8, "--bits").unwrap_err().to_string();
         assert!(e.contains("\"abc\" is not a valid number"), "{e}");
         assert!(per_layer::<u8>("8,8,300,5", &names(), 8, "--bits").is_err());
+    }
+
+    #[test]
+    fn floors_outside_zero_one_are_refused() {
+        assert_eq!(parse_floor("0.99").unwrap(), 0.99);
+        assert_eq!(parse_floor("1").unwrap(), 1.0);
+        for bad in ["0", "1.5", "NaN", "abc", "-0.2", "inf"] {
+            let e = parse_floor(bad).unwrap_err().to_string();
+            assert!(e.contains("--floor") && e.contains("(0, 1]"), "{bad}: {e}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use crate::data::DatasetName;
 use crate::format;
 use crate::models::Net;
 use crate::report;
+use crate::search::{self, outputs, sensitivity};
 use crate::config::Config;
 use crate::data;
 use crate::dense;
@@ -24,7 +25,115 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::EvalFile { file, rt, data_dir } => eval_file_cmd(&file, &rt, data_dir),
         Mode::Compress { cfg, rt, plan, output } => compress_cmd(&cfg, &rt, &plan, &output),
         Mode::Inspect { file } => inspect_cmd(&file),
+        Mode::Search { cfg, rt, floor, out, command } => search_cmd(&cfg, &rt, floor, &out, &command),
+        Mode::Sensitivity { cfg, rt, out } => sensitivity_cmd(&cfg, &rt, &out),
+        Mode::BenchSensitivity { cfg, rt } => bench_sensitivity_cmd(&cfg, &rt),
     }
+}
+
+/// The data with every split on the run's device.
+fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
+    let d = data::load(&cfg.data)?;
+    Ok(data::Data { name: d.name, train: d.train.to_device(rt.device), valid: d.valid.to_device(rt.device), test: d.test.to_device(rt.device) })
+}
+
+fn sweep_and_write(cfg: &Config, net: &Net, valid: &data::Split, out: &Path, quiet: bool) -> Result<(Vec<sensitivity::Point>, f64)> {
+    let t = std::time::Instant::now();
+    let points = sensitivity::sweep(net, valid, &cfg.search.grid, sensitivity::StopRule::default());
+    let secs = t.elapsed().as_secs_f64();
+    sensitivity::write_csv(&points, &out.join("sensitivity.csv"))?;
+    let names: Vec<String> = net.arch.layers.iter().map(|l| l.name.clone()).collect();
+    outputs::plot_sensitivity(&points, &names, &out.join("sensitivity.svg"))?;
+    if !quiet {
+        eprintln!("sensitivity: {} points in {secs:.1} s → {}", points.len(), out.join("sensitivity.csv").display());
+    }
+    Ok((points, secs))
+}
+
+fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
+    rt.apply();
+    let data = load_on_device(cfg, rt)?;
+    let dense = dense::obtain(cfg, &data, rt, false)?;
+    let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
+    println!("wrote {} and {} ({} points, {secs:.1} s)", out.join("sensitivity.csv").display(), out.join("sensitivity.svg").display(), points.len());
+    Ok(())
+}
+
+fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
+    rt.apply();
+    let data = load_on_device(cfg, rt)?;
+    let dense = dense::obtain(cfg, &data, rt, false)?;
+    let grid = &cfg.search.grid;
+    let t = std::time::Instant::now();
+    let naive = sensitivity::sweep_naive(&dense.net, &data.valid, grid);
+    let naive_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let fast = sensitivity::sweep(&dense.net, &data.valid, grid, sensitivity::StopRule::default());
+    let fast_s = t.elapsed().as_secs_f64();
+    let full: Vec<(f64, &sensitivity::Point)> = naive.iter().zip(&fast).filter(|(_, f)| f.images == data.valid.len()).map(|(n, f)| ((n.accuracy - f.accuracy).abs(), n)).collect();
+    let max_full = full.iter().map(|x| x.0).fold(0.0, f64::max);
+    let max_all = naive.iter().zip(&fast).map(|(n, f)| (n.accuracy - f.accuracy).abs()).fold(0.0, f64::max);
+    let stopped = fast.iter().filter(|p| p.images < data.valid.len()).count();
+    println!("sensitivity sweep of {} ({} layers × {} ratios, {} validation images, {} threads):", cfg.model, dense.net.arch.layers.len(), grid.len(), data.valid.len(), tch::get_num_threads());
+    println!("  naive (full network, full validation set per point): {naive_s:.2} s");
+    println!("  fast  (cached prefix activations, early stop):       {fast_s:.2} s");
+    println!("  speed-up: {:.2}x", naive_s / fast_s);
+    println!("  largest accuracy difference, points evaluated in full: {:.3} percentage points ({} points)", 100.0 * max_full, full.len());
+    println!("  largest accuracy difference, all points:              {:.3} percentage points ({stopped} points stopped early)", 100.0 * max_all);
+    Ok(())
+}
+
+fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str) -> Result<()> {
+    let start = std::time::Instant::now();
+    crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
+    rt.apply();
+    let data = load_on_device(cfg, rt)?;
+    let dense = dense::obtain(cfg, &data, rt, false)?;
+    let dense_acc = train::evaluate(&dense.net, &data.valid).accuracy;
+    if dense_acc < floor {
+        anyhow::bail!(
+            "the dense {} reaches validation accuracy {dense_acc:.4}, already under the floor {floor:.4}: nothing can be \
+             removed; lower --floor (e.g. --floor {:.3})",
+            cfg.model,
+            (dense_acc - 0.002).max(0.001)
+        );
+    }
+    if !rt.quiet {
+        eprintln!("dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})", cfg.model, cfg.search.margin);
+    }
+    let mut times = search::StageTimes::default();
+    let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
+    times.sensitivity = secs;
+    let mut s = search::Search::new(cfg, rt, &data, &dense.net, floor, out);
+    let result = s.run(&points, dense_acc, &mut times);
+    outputs::plot_pareto(&s.trials, floor + cfg.search.margin, &out.join("pareto.svg"))?;
+    let mut outcome = result?;
+    outcome.times.total = start.elapsed().as_secs_f64();
+    let ratios = outputs::Ratios::from_outcome(&outcome);
+    crate::paths::write_text(&out.join("ratios.json"), &serde_json::to_string_pretty(&ratios)?)?;
+    crate::paths::write_text(&out.join("summary.json"), &serde_json::to_string_pretty(&outcome)?)?;
+    let (bytes, _) = read_dcz(&outcome.file)?;
+    let table = report::table3(&format::account(&bytes)?);
+    outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
+    if !rt.quiet {
+        print!("{table}");
+        println!(
+            "\n{}: {} bytes, {:.1}x smaller than dense float32; decoded file: validation {:.4}, test {:.4}; {:.1} min; report {}",
+            outcome.file.display(),
+            outcome.file_bytes,
+            outcome.compression_ratio,
+            outcome.decoded_valid_accuracy,
+            outcome.decoded_test_accuracy,
+            outcome.times.total / 60.0,
+            out.join("report.md").display()
+        );
+    }
+    println!("{}", serde_json::to_string(&serde_json::json!({
+        "file": outcome.file, "bytes": outcome.file_bytes, "ratio": outcome.compression_ratio,
+        "valid_accuracy": outcome.decoded_valid_accuracy, "test_accuracy": outcome.decoded_test_accuracy,
+        "floor": floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
+    }))?);
+    Ok(())
 }
 
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
@@ -121,7 +230,8 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let train_split = data.train.to_device(rt.device);
     rt.reseed(1);
-    let (state, stats) = compress::compress(&dense.net, plan, &train_split, &data.valid.to_device(rt.device), &cfg.train, &cfg.compress, rt.quiet)?;
+    let trainer = compress::Trainer { train: &train_split, dense: &cfg.train, cfg: &cfg.compress, quiet: rt.quiet };
+    let (state, stats) = trainer.compress(&dense.net, plan, &data.valid.to_device(rt.device))?;
     let model = encode::to_model(&dense.net, &state, cfg.data.dataset.as_str(), cfg.data.input_scale, cfg.compress.bias_precision)?;
     let bytes = format::encode(&model)?;
     let decoded = encode::to_net(&format::decode(&bytes)?, rt.device)?;

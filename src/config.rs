@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::CompressConfig;
 use crate::data::DataConfig;
 use crate::models::Arch;
+use crate::search::config::SearchConfig;
 use crate::train::Recipe;
 
 /// Everything that determines a run, as read from a preset or file.
@@ -23,11 +24,15 @@ pub struct Config {
     /// How compression retrains (defaults when absent).
     #[serde(default)]
     pub compress: CompressConfig,
+    /// How the automatic search spends its budget (defaults when absent).
+    #[serde(default)]
+    pub search: SearchConfig,
 }
 
 /// Presets compiled into the binary: `(name, toml)`.
-pub const PRESETS: [(&str, &str); 2] = [
+pub const PRESETS: [(&str, &str); 3] = [
     ("lenet", include_str!("../configs/lenet.toml")),
+    ("lenet-caffe", include_str!("../configs/lenet-caffe.toml")),
     ("lenet-300-100", include_str!("../configs/lenet-300-100.toml")),
 ];
 
@@ -91,7 +96,7 @@ mod tests {
     fn presets_parse_and_round_trip() {
         for (name, _) in PRESETS {
             let c = Config::resolve(name).unwrap();
-            assert_eq!(c.model, name);
+            assert!(crate::models::ZOO.contains(&c.model.as_str()), "{name}");
             assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
         }
     }

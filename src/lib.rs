@@ -3,7 +3,7 @@
 //! accuracy floor, writing a really small model file.
 //!
 //! Pipeline, top to bottom (nothing below imports what is above it):
-//! `cli` → `commands` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
+//! `cli` → `commands` → `search` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
 //! → `models`, `data`, `weights`, `paths`; `format` (the .dcz file) is pure bytes.
 
 pub mod cli;
@@ -18,5 +18,6 @@ pub mod models;
 pub mod paths;
 pub mod report;
 pub mod runtime;
+pub mod search;
 pub mod train;
 pub mod weights;

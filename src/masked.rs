@@ -116,6 +116,26 @@ impl Masked {
         self.layers[i].codebook = Some(cb);
     }
 
+    /// A deep copy (masks and codebooks; velocities reset).
+    pub fn copy(&self) -> Masked {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerState {
+                mask: l.mask.as_ref().map(|m| m.copy()),
+                codebook: l.codebook.as_ref().map(|c| Codebook {
+                    bits: c.bits,
+                    centroids: c.centroids.copy(),
+                    positions: c.positions.copy(),
+                    clusters: c.clusters.copy(),
+                    counts: c.counts.copy(),
+                    velocity: c.velocity.zeros_like(),
+                }),
+            })
+            .collect();
+        Masked { layers }
+    }
+
     /// Kept fraction of each layer's weights.
     pub fn densities(&self, net: &Net) -> Vec<f64> {
         self.layers
@@ -167,7 +187,7 @@ impl Update for CompressedSgd<'_> {
                 let members = g.view([-1]).index_select(0, &cb.positions);
                 let mut cg = cb.centroids.zeros_like().index_add(0, &cb.clusters, &members);
                 if self.centroid_grad == CentroidGrad::Mean {
-                    cg = cg / cb.counts.clamp_min(1.0);
+                    cg /= cb.counts.clamp_min(1.0);
                 }
                 let _ = cb.velocity.g_mul_scalar_(self.sgd.momentum()).g_add_(&(cg * lr));
                 let _ = cb.centroids.g_sub_(&cb.velocity);

@@ -44,6 +44,10 @@ pub struct Recipe {
     pub iterations: i64,
     /// Learning-rate multiplier of biases (Caffe's LeNet uses `lr_mult: 2`).
     pub bias_lr_mult: f64,
+    /// Data augmentation: shift each training image by a random whole number of pixels in
+    /// −s..=s, each axis (zero fill). 0 = none (Caffe).
+    #[serde(default)]
+    pub augment_shift: i64,
 }
 
 impl Recipe {
@@ -189,7 +193,7 @@ pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update,
         }
         let idx = perm.narrow(0, cursor, recipe.batch_size);
         cursor += recipe.batch_size;
-        let x = train.images.index_select(0, &idx);
+        let x = shift_augment(&train.images.index_select(0, &idx), recipe.augment_shift);
         let y = train.labels.index_select(0, &idx);
         for t in net.tensors() {
             let mut g = t.grad();
@@ -225,6 +229,26 @@ pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update,
     let seconds = start.elapsed().as_secs_f64();
     let epochs = recipe.epochs(train.len());
     Ok(TrainStats { iterations: recipe.iterations, epochs, seconds, seconds_per_epoch: seconds / epochs.max(1e-9), final_loss })
+}
+
+/// Shifts each image of `[n, c, h, w]` by its own random offset in −s..=s pixels per axis
+/// (exact whole-pixel moves, zeros shifted in), from torch's generator.
+pub fn shift_augment(x: &Tensor, s: i64) -> Tensor {
+    if s == 0 {
+        return x.shallow_clone();
+    }
+    let size = x.size();
+    let (n, h, w) = (size[0], size[2], size[3]);
+    let opts = (Kind::Float, x.device());
+    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
+    // affine_grid maps output to input coordinates in [-1, 1]: one pixel is 2/size.
+    let tx = d.select(1, 0) * (2.0 / w as f64);
+    let ty = d.select(1, 1) * (2.0 / h as f64);
+    let one = Tensor::ones([n], opts);
+    let zero = Tensor::zeros([n], opts);
+    let theta = Tensor::stack(&[&one, &zero, &tx, &zero, &one, &ty], 1).view([n, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
+    x.grid_sampler(&grid, 1, 0, false)
 }
 
 /// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
@@ -287,7 +311,36 @@ mod tests {
             batch_size: 64,
             iterations: 10_000,
             bias_lr_mult: 2.0,
+            augment_shift: 0,
         }
+    }
+
+    #[test]
+    fn shift_augment_moves_whole_pixels() {
+        tch::manual_seed(9);
+        let x = Tensor::arange(2 * 36, (Kind::Float, tch::Device::Cpu)).view([2, 1, 6, 6]) + 1.0;
+        let y = shift_augment(&x, 2);
+        for i in 0..2 {
+            let a = tensor_to_vec_f(&x.get(i));
+            let b = tensor_to_vec_f(&y.get(i));
+            // every output pixel is an input pixel of the same image or a zero shifted in
+            assert!(b.iter().all(|v| *v == 0.0 || a.contains(v)), "{b:?}");
+            // a shift by (dx, dy): find it and check the whole image
+            let found = (-2i64..=2).flat_map(|dx| (-2i64..=2).map(move |dy| (dx, dy))).any(|(dx, dy)| {
+                (0..6i64).all(|r| {
+                    (0..6i64).all(|c| {
+                        let (sr, sc) = (r + dy, c + dx);
+                        let want = if (0..6).contains(&sr) && (0..6).contains(&sc) { a[(sr * 6 + sc) as usize] } else { 0.0 };
+                        b[(r * 6 + c) as usize] == want
+                    })
+                })
+            });
+            assert!(found, "image {i} is a whole-pixel shift: {b:?}");
+        }
+    }
+
+    fn tensor_to_vec_f(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.contiguous().view([-1])).unwrap()
     }
 
     #[test]

@@ -122,68 +122,76 @@ pub struct CompressStats {
     pub seconds: f64,
 }
 
-/// Retrains `net` through `state` for `epochs` epochs at the compression learning rate.
-pub fn retrain(net: &Net, state: &mut Masked, train_split: &Split, dense: &Recipe, cfg: &CompressConfig, epochs: f64, label: &str, quiet: bool) -> Result<TrainStats> {
-    let codebooks = state.layers.iter().any(|l| l.codebook.is_some());
-    let mut recipe = dense.retrain(epochs, train_split.len(), cfg.lr_scale);
-    if codebooks {
-        recipe.base_lr *= cfg.centroid_lr_scale;
-    }
-    let mut upd = CompressedSgd::new(net, &recipe, state, cfg.centroid_grad);
-    train::train(net, train_split, &recipe, &mut upd, label, quiet)
+/// Everything a compression stage trains with.
+pub struct Trainer<'a> {
+    pub train: &'a Split,
+    /// The dense recipe; retraining scales its learning rate by `cfg.lr_scale`.
+    pub dense: &'a Recipe,
+    pub cfg: &'a CompressConfig,
+    pub quiet: bool,
 }
 
-/// Prunes by `rules` (per `cfg.schedule`) and retrains; the state's masks are replaced.
-pub fn prune_and_retrain(net: &Net, state: &mut Masked, rules: &[PruneRule], train_split: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<Vec<TrainStats>> {
-    let mut stats = Vec::new();
-    match cfg.schedule {
-        Schedule::AllAtOnce => {
-            for (i, r) in rules.iter().enumerate() {
-                state.prune(net, i, *r);
-            }
-            if cfg.prune_epochs > 0.0 {
-                stats.push(retrain(net, state, train_split, dense, cfg, cfg.prune_epochs, "prune", quiet)?);
-            }
+impl Trainer<'_> {
+    /// Retrains `net` through `state` for `epochs` epochs at the compression learning rate.
+    pub fn retrain(&self, net: &Net, state: &mut Masked, epochs: f64, label: &str) -> Result<TrainStats> {
+        let codebooks = state.layers.iter().any(|l| l.codebook.is_some());
+        let mut recipe = self.dense.retrain(epochs, self.train.len(), self.cfg.lr_scale);
+        if codebooks {
+            recipe.base_lr *= self.cfg.centroid_lr_scale;
         }
-        Schedule::LayerWise => {
-            for (i, r) in rules.iter().enumerate() {
-                state.prune(net, i, *r);
-                if cfg.prune_epochs > 0.0 {
-                    let label = format!("prune {}", net.arch.layers[i].name);
-                    stats.push(retrain(net, state, train_split, dense, cfg, cfg.prune_epochs, &label, quiet)?);
+        let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);
+        train::train(net, self.train, &recipe, &mut upd, label, self.quiet)
+    }
+
+    /// Prunes by `rules` (per `cfg.schedule`) for `epochs` epochs per stage; the state's
+    /// masks are replaced.
+    pub fn prune_and_retrain(&self, net: &Net, state: &mut Masked, rules: &[PruneRule], epochs: f64) -> Result<Vec<TrainStats>> {
+        let mut stats = Vec::new();
+        match self.cfg.schedule {
+            Schedule::AllAtOnce => {
+                for (i, r) in rules.iter().enumerate() {
+                    state.prune(net, i, *r);
+                }
+                if epochs > 0.0 {
+                    stats.push(self.retrain(net, state, epochs, "prune")?);
+                }
+            }
+            Schedule::LayerWise => {
+                for (i, r) in rules.iter().enumerate() {
+                    state.prune(net, i, *r);
+                    if epochs > 0.0 {
+                        let label = format!("prune {}", net.arch.layers[i].name);
+                        stats.push(self.retrain(net, state, epochs, &label)?);
+                    }
                 }
             }
         }
+        Ok(stats)
     }
-    Ok(stats)
-}
 
-/// Shares weights (k = 2^bits per layer), retrains the codebooks, rounds biases to the
-/// file's precision.
-pub fn quantize_and_retrain(net: &Net, state: &mut Masked, bits: &[u8], train_split: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<Option<TrainStats>> {
-    for (i, &b) in bits.iter().enumerate() {
-        state.quantize(net, i, b, cfg.kmeans_iters);
+    /// Shares weights (k = 2^bits per layer), retrains the codebooks for `epochs`, rounds
+    /// biases to the file's precision.
+    pub fn quantize_and_retrain(&self, net: &Net, state: &mut Masked, bits: &[u8], epochs: f64) -> Result<Option<TrainStats>> {
+        for (i, &b) in bits.iter().enumerate() {
+            state.quantize(net, i, b, self.cfg.kmeans_iters);
+        }
+        let stats = if epochs > 0.0 { Some(self.retrain(net, state, epochs, "codebook")?) } else { None };
+        encode::round_biases(net, self.cfg.bias_precision);
+        Ok(stats)
     }
-    let stats = if cfg.codebook_epochs > 0.0 {
-        Some(retrain(net, state, train_split, dense, cfg, cfg.codebook_epochs, "codebook", quiet)?)
-    } else {
-        None
-    };
-    encode::round_biases(net, cfg.bias_precision);
-    Ok(stats)
-}
 
-/// The whole of stages 1–2 from a dense net (modified in place); `valid` is evaluated
-/// after each stage for the record.
-pub fn compress(net: &Net, plan: &Plan, train_split: &Split, valid: &Split, dense: &Recipe, cfg: &CompressConfig, quiet: bool) -> Result<(Masked, CompressStats)> {
-    let start = std::time::Instant::now();
-    let mut state = Masked::dense(net);
-    let acc = |net: &Net| train::evaluate(net, valid).accuracy;
-    let mut stages = vec![Stage { name: "dense".into(), train: None, valid_accuracy: acc(net) }];
-    let pruned = prune_and_retrain(net, &mut state, &plan.rules, train_split, dense, cfg, quiet)?;
-    stages.push(Stage { name: "prune+retrain".into(), train: pruned.last().cloned(), valid_accuracy: acc(net) });
-    let cb = quantize_and_retrain(net, &mut state, &plan.bits, train_split, dense, cfg, quiet)?;
-    stages.push(Stage { name: "share+codebook".into(), train: cb, valid_accuracy: acc(net) });
-    let densities = state.densities(net);
-    Ok((state, CompressStats { stages, densities, seconds: start.elapsed().as_secs_f64() }))
+    /// The whole of stages 1–2 from a dense net (modified in place); `valid` is evaluated
+    /// after each stage for the record.
+    pub fn compress(&self, net: &Net, plan: &Plan, valid: &Split) -> Result<(Masked, CompressStats)> {
+        let start = std::time::Instant::now();
+        let mut state = Masked::dense(net);
+        let acc = |net: &Net| train::evaluate(net, valid).accuracy;
+        let mut stages = vec![Stage { name: "dense".into(), train: None, valid_accuracy: acc(net) }];
+        let pruned = self.prune_and_retrain(net, &mut state, &plan.rules, self.cfg.prune_epochs)?;
+        stages.push(Stage { name: "prune+retrain".into(), train: pruned.last().cloned(), valid_accuracy: acc(net) });
+        let cb = self.quantize_and_retrain(net, &mut state, &plan.bits, self.cfg.codebook_epochs)?;
+        stages.push(Stage { name: "share+codebook".into(), train: cb, valid_accuracy: acc(net) });
+        let densities = state.densities(net);
+        Ok((state, CompressStats { stages, densities, seconds: start.elapsed().as_secs_f64() }))
+    }
 }

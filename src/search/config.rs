@@ -1,0 +1,55 @@
+//! The `[search]` section of a config: how the automatic search spends its budget.
+
+use serde::{Deserialize, Serialize};
+
+/// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Probes count as feasible only at validation accuracy ≥ floor + margin; the final
+    /// decoded file must reach the floor itself.
+    pub margin: f64,
+    /// Retraining epochs of each ratio probe (warm-started from the best feasible model).
+    pub probe_epochs: f64,
+    /// Retraining epochs of the chosen ratios before weight sharing.
+    pub final_epochs: f64,
+    /// Codebook retraining epochs of each bits probe.
+    pub bits_epochs: f64,
+    /// Wall-clock budget in minutes for the whole search (sensitivity to file).
+    pub budget_minutes: f64,
+    /// Most probes of the δ bisection (Brent).
+    pub bisection_probes: u64,
+    /// Most probes of the Gaussian-process refinement.
+    pub refine_probes: usize,
+    /// Candidates scored per refinement step.
+    pub refine_candidates: usize,
+    /// Weight bits tried per layer.
+    pub bits_min: u8,
+    pub bits_max: u8,
+    /// Weight bits assumed while searching ratios (for size estimates).
+    pub provisional_bits: u8,
+    /// Largest sparse ratio considered for any layer.
+    pub max_ratio: f64,
+    /// Sensitivity grid (sparse ratios).
+    pub grid: Vec<f64>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            margin: 0.0005,
+            probe_epochs: 1.0,
+            final_epochs: 4.0,
+            bits_epochs: 0.5,
+            budget_minutes: 28.0,
+            bisection_probes: 7,
+            refine_probes: 10,
+            refine_candidates: 4000,
+            bits_min: 2,
+            bits_max: 8,
+            provisional_bits: 5,
+            max_ratio: 0.997,
+            grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
+        }
+    }
+}

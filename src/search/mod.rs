@@ -1,0 +1,493 @@
+//! The automatic search: `dc-search --floor F <model>`. Maximise compression subject to
+//! validation accuracy ≥ F, with retraining inside the loop:
+//!
+//! 1. **sensitivity** — each layer's accuracy curve when pruned alone ([`sensitivity`]);
+//! 2. **bisection** — one scalar δ (tolerated solo drop) turns the curves into a ratio
+//!    per layer ([`delta`]); argmin's Brent root finder brackets the δ where accuracy after
+//!    prune + retrain crosses floor + margin; each probe is warm-started from the most
+//!    pruned feasible model it can grow from;
+//! 3. **refinement** — a Gaussian process over the per-layer ratio vector ([`gp`]) picks
+//!    the candidate with the best expected saving × probability of feasibility;
+//! 4. **final retraining** of the chosen ratios;
+//! 5. **bits** — per layer, the fewest weight bits that keep the floor after codebook
+//!    retraining (binary search, largest layer first);
+//! 6. **file** — weight sharing with those bits, codebook retraining, encode, decode, and
+//!    the decoded file's validation accuracy must reach the floor; then the test set, once.
+
+pub mod config;
+pub mod delta;
+pub mod estimate;
+pub mod gp;
+pub mod outputs;
+pub mod sensitivity;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use argmin::core::{CostFunction, Executor};
+use argmin::solver::brent::BrentRoot;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::compress::prune::PruneRule;
+use crate::compress::{encode, Trainer};
+use crate::config::Config;
+use crate::data::Data;
+use crate::format;
+use crate::masked::Masked;
+use crate::models::Net;
+use crate::runtime::Runtime;
+use crate::train;
+
+/// One probe of the search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub probe: usize,
+    pub phase: String,
+    pub delta: Option<f64>,
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    pub valid_accuracy: f64,
+    pub feasible: bool,
+    pub nonzeros: usize,
+    pub estimated_bytes: f64,
+    pub seconds: f64,
+    pub warm_start: String,
+}
+
+/// Time spent per stage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    pub sensitivity: f64,
+    pub bisection: f64,
+    pub refinement: f64,
+    pub final_retrain: f64,
+    pub bits: f64,
+    pub encode_and_verify: f64,
+    pub total: f64,
+}
+
+/// The search's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub model: String,
+    pub dataset: String,
+    pub floor: f64,
+    pub margin: f64,
+    pub dense_valid_accuracy: f64,
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    pub layers: Vec<String>,
+    pub file: PathBuf,
+    pub file_bytes: usize,
+    pub dense_bytes: usize,
+    pub compression_ratio: f64,
+    pub decoded_valid_accuracy: f64,
+    pub decoded_test_accuracy: f64,
+    pub probes: usize,
+    pub times: StageTimes,
+}
+
+/// A feasible pruned model kept as a warm start.
+struct Feasible {
+    ratios: Vec<f64>,
+    net: Net,
+    state: Masked,
+    bytes: f64,
+}
+
+/// The search's working state.
+pub struct Search<'a> {
+    pub cfg: &'a Config,
+    pub rt: &'a Runtime,
+    pub data: &'a Data,
+    pub floor: f64,
+    pub out: PathBuf,
+    dense: &'a Net,
+    trainer: Trainer<'a>,
+    target: f64,
+    start: Instant,
+    pub trials: Vec<Trial>,
+    feasible: Vec<Feasible>,
+    layer_sizes: Vec<(usize, usize)>,
+}
+
+impl<'a> Search<'a> {
+    pub fn new(cfg: &'a Config, rt: &'a Runtime, data: &'a Data, dense: &'a Net, floor: f64, out: &Path) -> Search<'a> {
+        let layer_sizes = dense.arch.layers.iter().map(|l| (l.weight_numel() as usize, l.outputs() as usize)).collect();
+        Search {
+            cfg,
+            rt,
+            data,
+            floor,
+            out: out.to_path_buf(),
+            dense,
+            trainer: Trainer { train: &data.train, dense: &cfg.train, cfg: &cfg.compress, quiet: true },
+            target: floor + cfg.search.margin,
+            start: Instant::now(),
+            trials: Vec::new(),
+            feasible: Vec::new(),
+            layer_sizes,
+        }
+    }
+
+    fn elapsed_min(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() / 60.0
+    }
+
+    fn say(&self, msg: &str) {
+        if !self.rt.quiet {
+            let s = self.start.elapsed().as_secs();
+            eprintln!("[{:>2}:{:02}] {msg}", s / 60, s % 60);
+        }
+    }
+
+    fn est_bytes(&self, ratios: &[f64], bits: &[u8]) -> f64 {
+        let d: Vec<f64> = ratios.iter().map(|r| 1.0 - r).collect();
+        estimate::model_bytes(&self.layer_sizes, &d, bits)
+    }
+
+    fn provisional_bits(&self) -> Vec<u8> {
+        vec![self.cfg.search.provisional_bits; self.layer_sizes.len()]
+    }
+
+    /// The most pruned feasible model whose ratios are all ≤ `ratios` (it can be pruned
+    /// further to them), else the dense model.
+    fn warm_start(&self, ratios: &[f64]) -> (Net, String) {
+        let best = self
+            .feasible
+            .iter()
+            .filter(|f| f.ratios.iter().zip(ratios).all(|(a, b)| *a <= *b + 1e-12))
+            .min_by(|a, b| a.bytes.total_cmp(&b.bytes));
+        match best {
+            Some(f) => (f.net.copy(), format!("feasible {:?}", round3(&f.ratios))),
+            None => (self.dense.copy(), "dense".into()),
+        }
+    }
+
+    /// Prunes to `ratios` from the best warm start, retrains, and records the trial.
+    pub fn probe_ratios(&mut self, ratios: &[f64], phase: &str, delta: Option<f64>) -> Result<f64> {
+        let t0 = Instant::now();
+        let (net, warm) = self.warm_start(ratios);
+        let mut state = Masked::dense(&net);
+        self.rt.reseed(1000 + self.trials.len() as u64);
+        let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
+        let mut cfg = self.cfg.compress.clone();
+        cfg.schedule = crate::compress::Schedule::AllAtOnce;
+        let trainer = Trainer { cfg: &cfg, ..self.trainer_ref() };
+        trainer.prune_and_retrain(&net, &mut state, &rules, self.cfg.search.probe_epochs)?;
+        let acc = train::evaluate(&net, &self.data.valid).accuracy;
+        let bytes = self.est_bytes(ratios, &self.provisional_bits());
+        let feasible = acc >= self.target;
+        let trial = Trial {
+            probe: self.trials.len() + 1,
+            phase: phase.into(),
+            delta,
+            ratios: ratios.to_vec(),
+            bits: self.provisional_bits(),
+            valid_accuracy: acc,
+            feasible,
+            nonzeros: state.nonzeros(&net),
+            estimated_bytes: bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+            warm_start: warm,
+        };
+        self.say(&format!(
+            "{phase:>8} probe {:>2}: ratios {:?} → validation {:.4} {} (≈{:.1} KB, {:.0} s)",
+            trial.probe,
+            round3(ratios),
+            acc,
+            if feasible { "feasible" } else { "below floor+margin" },
+            bytes / 1000.0,
+            trial.seconds
+        ));
+        self.trials.push(trial);
+        outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
+        if feasible {
+            self.feasible.push(Feasible { ratios: ratios.to_vec(), net, state, bytes });
+        }
+        Ok(acc)
+    }
+
+    fn trainer_ref(&self) -> Trainer<'a> {
+        Trainer { train: self.trainer.train, dense: self.trainer.dense, cfg: self.trainer.cfg, quiet: self.trainer.quiet }
+    }
+
+    fn best(&self) -> Option<&Feasible> {
+        self.feasible.iter().min_by(|a, b| a.bytes.total_cmp(&b.bytes))
+    }
+
+    /// Stage 2: Brent's method over δ.
+    pub fn bisect(&mut self, curves: &[Vec<(f64, f64)>], dense_acc: f64) -> Result<()> {
+        let max_delta = curves
+            .iter()
+            .flat_map(|c| c.iter().map(|(_, a)| dense_acc - a))
+            .fold(0.0f64, f64::max)
+            .max(1e-3);
+        struct Cost<'s, 'a> {
+            search: RefCell<&'s mut Search<'a>>,
+            curves: &'s [Vec<(f64, f64)>],
+            dense_acc: f64,
+            error: &'s RefCell<Option<anyhow::Error>>,
+        }
+        impl CostFunction for Cost<'_, '_> {
+            type Param = f64;
+            type Output = f64;
+            fn cost(&self, delta: &f64) -> Result<f64, argmin::core::Error> {
+                let mut s = self.search.borrow_mut();
+                if *delta <= 0.0 {
+                    return Ok(self.dense_acc - s.target);
+                }
+                if s.elapsed_min() > 0.45 * s.cfg.search.budget_minutes {
+                    return Err(anyhow::anyhow!("time budget of this stage spent"));
+                }
+                let ratios = delta::ratios_for_delta(self.curves, self.dense_acc, *delta, s.cfg.search.max_ratio);
+                match s.probe_ratios(&ratios, "bisect", Some(*delta)) {
+                    Ok(acc) => Ok(acc - s.target),
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        *self.error.borrow_mut() = Some(e);
+                        Err(anyhow::anyhow!(msg))
+                    }
+                }
+            }
+        }
+        let error = RefCell::new(None);
+        let max_iters = self.cfg.search.bisection_probes;
+        let outcome = {
+            let cost = Cost { search: RefCell::new(&mut *self), curves, dense_acc, error: &error };
+            let solver = BrentRoot::new(0.0, max_delta, 1e-4);
+            Executor::new(cost, solver).configure(|s| s.param(max_delta / 2.0).max_iters(max_iters)).run().map(|_| ()).map_err(|e| e.to_string())
+        };
+        if let Some(e) = error.into_inner() {
+            return Err(e);
+        }
+        match outcome {
+            Ok(()) => self.say("bisection converged"),
+            Err(e) => self.say(&format!("bisection ended: {e}")),
+        }
+        Ok(())
+    }
+
+    /// Stage 3: Gaussian-process refinement of the ratio vector.
+    pub fn refine(&mut self) -> Result<()> {
+        let n = self.layer_sizes.len();
+        let lo_density = 1.0 - self.cfg.search.max_ratio;
+        let to_u = |r: f64| ((1.0 - r).max(lo_density)).ln() / lo_density.ln();
+        let from_u = |u: f64| 1.0 - (u.clamp(0.0, 1.0) * lo_density.ln()).exp();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.rt.seed ^ 0x5eed);
+        for step in 0..self.cfg.search.refine_probes {
+            if self.elapsed_min() > 0.7 * self.cfg.search.budget_minutes {
+                self.say("refinement: time budget for this stage spent");
+                break;
+            }
+            let Some(best) = self.best() else {
+                self.say("refinement skipped: no feasible probe yet");
+                break;
+            };
+            let best_bytes = best.bytes;
+            let incumbent: Vec<f64> = best.ratios.iter().map(|&r| to_u(r)).collect();
+            let xs: Vec<Vec<f64>> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.ratios.iter().map(|&r| to_u(r)).collect()).collect();
+            let ys: Vec<f64> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.valid_accuracy).collect();
+            let Some(model) = gp::Gp::fit(&xs, &ys) else { break };
+            let mut pick: Option<(f64, Vec<f64>)> = None;
+            for c in 0..self.cfg.search.refine_candidates {
+                let u: Vec<f64> = if c % 4 == 3 {
+                    (0..n).map(|_| rng.random::<f64>()).collect()
+                } else {
+                    let scale = [0.03, 0.08, 0.15][c % 3];
+                    incumbent.iter().map(|&x| (x + scale * gauss(&mut rng)).clamp(0.0, 1.0)).collect()
+                };
+                let ratios: Vec<f64> = u.iter().map(|&x| from_u(x)).collect();
+                let bytes = self.est_bytes(&ratios, &self.provisional_bits());
+                if bytes >= best_bytes {
+                    continue;
+                }
+                let score = (best_bytes - bytes) / best_bytes * gp::prob_at_least(&model, &u, self.target);
+                if pick.as_ref().is_none_or(|p| score > p.0) {
+                    pick = Some((score, ratios));
+                }
+            }
+            let Some((score, ratios)) = pick else { break };
+            if score < 0.002 {
+                self.say(&format!("refinement converged after {step} probes (best expected gain {:.2} %)", 100.0 * score));
+                break;
+            }
+            self.probe_ratios(&ratios, "refine", None)?;
+        }
+        Ok(())
+    }
+
+    /// Stage 4: longer retraining of the best feasible ratios (from their warm model).
+    fn final_retrain(&mut self) -> Result<(Vec<f64>, Net, Masked)> {
+        let Some(best) = self.best() else {
+            bail!(
+                "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
+                 budget; lower --floor or raise --budget (see {})",
+                self.floor,
+                self.cfg.search.margin,
+                self.out.join("trials.csv").display()
+            );
+        };
+        let (ratios, net, mut state) = (best.ratios.clone(), best.net.copy(), best.state.copy());
+        self.rt.reseed(7);
+        let mut cfg = self.cfg.compress.clone();
+        cfg.schedule = crate::compress::Schedule::AllAtOnce;
+        let trainer = Trainer { cfg: &cfg, ..self.trainer_ref() };
+        let t0 = Instant::now();
+        trainer.retrain(&net, &mut state, self.cfg.search.final_epochs, "final")?;
+        let acc = train::evaluate(&net, &self.data.valid).accuracy;
+        self.say(&format!(
+            "final retraining of {:?}: {:.1} epochs, validation {:.4} ({:.0} s)",
+            round3(&ratios),
+            self.cfg.search.final_epochs,
+            acc,
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok((ratios, net, state))
+    }
+
+    /// Quantizes a copy with `bits`, retrains the codebooks for `epochs`, returns it and its
+    /// validation accuracy.
+    fn quantized(&self, net: &Net, state: &Masked, bits: &[u8], epochs: f64, seed: u64) -> Result<(Net, Masked, f64)> {
+        let net = net.copy();
+        let mut state = state.copy();
+        self.rt.reseed(seed);
+        self.trainer_ref().quantize_and_retrain(&net, &mut state, bits, epochs)?;
+        let acc = train::evaluate(&net, &self.data.valid).accuracy;
+        Ok((net, state, acc))
+    }
+
+    /// Stage 5: per layer (largest first) the fewest bits that stay feasible.
+    fn search_bits(&mut self, ratios: &[f64], net: &Net, state: &Masked) -> Result<Vec<u8>> {
+        let sc = &self.cfg.search;
+        let mut bits = vec![sc.bits_max; ratios.len()];
+        let mut order: Vec<usize> = (0..ratios.len()).collect();
+        order.sort_by(|&a, &b| {
+            let na = (1.0 - ratios[a]) * self.layer_sizes[a].0 as f64;
+            let nb = (1.0 - ratios[b]) * self.layer_sizes[b].0 as f64;
+            nb.total_cmp(&na)
+        });
+        for &layer in &order {
+            let (mut lo, mut hi) = (sc.bits_min, bits[layer]);
+            while lo < hi {
+                if self.elapsed_min() > 0.92 * sc.budget_minutes {
+                    self.say("bits: time budget spent; keeping the widths found so far");
+                    return Ok(bits);
+                }
+                let mid = (lo + hi) / 2;
+                let mut trial_bits = bits.clone();
+                trial_bits[layer] = mid;
+                let t0 = Instant::now();
+                let (qnet, qstate, acc) = self.quantized(net, state, &trial_bits, sc.bits_epochs, 2000 + self.trials.len() as u64)?;
+                let feasible = acc >= self.target;
+                let trial = Trial {
+                    probe: self.trials.len() + 1,
+                    phase: "bits".into(),
+                    delta: None,
+                    ratios: ratios.to_vec(),
+                    bits: trial_bits.clone(),
+                    valid_accuracy: acc,
+                    feasible,
+                    nonzeros: qstate.nonzeros(&qnet),
+                    estimated_bytes: self.est_bytes(ratios, &trial_bits),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    warm_start: "final".into(),
+                };
+                self.say(&format!(
+                    "    bits probe {:>2}: {} at {mid} bits → validation {acc:.4} {}",
+                    trial.probe,
+                    self.dense.arch.layers[layer].name,
+                    if feasible { "feasible" } else { "below floor+margin" }
+                ));
+                self.trials.push(trial);
+                outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
+                if feasible {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            bits[layer] = hi;
+        }
+        Ok(bits)
+    }
+
+    /// Stages 2–6 after the sensitivity sweep. Returns the outcome (test evaluated once).
+    pub fn run(&mut self, points: &[sensitivity::Point], dense_acc: f64, times: &mut StageTimes) -> Result<Outcome> {
+        let names: Vec<String> = self.dense.arch.layers.iter().map(|l| l.name.clone()).collect();
+        let curves: Vec<Vec<(f64, f64)>> = names.iter().map(|n| sensitivity::curve(points, n).collect()).collect();
+        let t = Instant::now();
+        self.bisect(&curves, dense_acc)?;
+        times.bisection = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        self.refine()?;
+        times.refinement = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (ratios, net, state) = self.final_retrain()?;
+        times.final_retrain = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut bits = self.search_bits(&ratios, &net, &state)?;
+        times.bits = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        // Stage 6: the file. If the decoded file misses the floor, widen every layer by a bit.
+        let file = self.out.join(format!("{}.dcz", self.cfg.model));
+        let epochs = self.cfg.compress.codebook_epochs;
+        let (bytes, decoded, valid) = loop {
+            let (qnet, qstate, _) = self.quantized(&net, &state, &bits, epochs, 3000)?;
+            let model = encode::to_model(&qnet, &qstate, self.cfg.data.dataset.as_str(), self.cfg.data.input_scale, self.cfg.compress.bias_precision)?;
+            let bytes = format::encode(&model)?;
+            let decoded = encode::to_net(&format::decode(&bytes)?, self.rt.device)?;
+            crate::commands::verify_decoded(&qnet, &decoded)?;
+            let valid = train::evaluate(&decoded, &self.data.valid).accuracy;
+            self.say(&format!("file: bits {bits:?} → {} bytes, decoded validation {valid:.4}", bytes.len()));
+            if valid >= self.floor || bits.iter().all(|&b| b >= self.cfg.search.bits_max) {
+                break (bytes, decoded, valid);
+            }
+            bits.iter_mut().for_each(|b| *b = (*b + 1).min(self.cfg.search.bits_max));
+        };
+        if valid < self.floor {
+            bail!(
+                "the decoded file reaches validation accuracy {valid:.4}, under the floor {:.4}; lower --floor or raise \
+                 search.margin (trials in {})",
+                self.floor,
+                self.out.join("trials.csv").display()
+            );
+        }
+        crate::paths::write_atomic(&file, &bytes)?;
+        let test = train::evaluate(&decoded, &self.data.test).accuracy;
+        times.encode_and_verify = t.elapsed().as_secs_f64();
+        let dense_bytes = self.dense.arch.num_params() as usize * 4;
+        Ok(Outcome {
+            model: self.cfg.model.clone(),
+            dataset: self.cfg.data.dataset.as_str().into(),
+            floor: self.floor,
+            margin: self.cfg.search.margin,
+            dense_valid_accuracy: dense_acc,
+            ratios,
+            bits,
+            layers: names,
+            file,
+            file_bytes: bytes.len(),
+            dense_bytes,
+            compression_ratio: dense_bytes as f64 / bytes.len() as f64,
+            decoded_valid_accuracy: valid,
+            decoded_test_accuracy: test,
+            probes: self.trials.len(),
+            times: times.clone(),
+        })
+    }
+}
+
+fn round3(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
+}
+
+/// A standard normal sample (Box–Muller).
+fn gauss(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}

@@ -1,0 +1,180 @@
+//! The search's run folder: `trials.csv`, `ratios.json` (what other tools consume),
+//! `report.md`, `summary.json`, and SVG plots of the sensitivity curves and of every
+//! probe's accuracy against size with its Pareto front. Every file is written atomically.
+
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::sensitivity::Point;
+use super::{Outcome, Trial};
+use crate::paths::{write_atomic, write_text};
+
+/// `trials.csv`: one row per probe; list columns are `;`-separated in layer order.
+pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["probe", "phase", "delta", "ratios", "bits", "valid_accuracy", "feasible", "nonzeros", "estimated_bytes", "seconds", "warm_start"])?;
+    for t in trials {
+        let join = |v: Vec<String>| v.join(";");
+        w.write_record([
+            t.probe.to_string(),
+            t.phase.clone(),
+            t.delta.map(|d| format!("{d:.6}")).unwrap_or_default(),
+            join(t.ratios.iter().map(|r| format!("{r:.5}")).collect()),
+            join(t.bits.iter().map(|b| b.to_string()).collect()),
+            format!("{:.4}", t.valid_accuracy),
+            t.feasible.to_string(),
+            t.nonzeros.to_string(),
+            format!("{:.0}", t.estimated_bytes),
+            format!("{:.1}", t.seconds),
+            t.warm_start.clone(),
+        ])?;
+    }
+    write_atomic(path, &w.into_inner()?)
+}
+
+/// One layer's entry in `ratios.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRatio {
+    pub name: String,
+    pub sparse_ratio: f64,
+    pub bits: u8,
+}
+
+/// `ratios.json`: per layer sparse ratio and weight bits, with what they were found for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ratios {
+    pub model: String,
+    pub dataset: String,
+    pub floor: f64,
+    pub layers: Vec<LayerRatio>,
+}
+
+impl Ratios {
+    pub fn from_outcome(o: &Outcome) -> Ratios {
+        Ratios {
+            model: o.model.clone(),
+            dataset: o.dataset.clone(),
+            floor: o.floor,
+            layers: o
+                .layers
+                .iter()
+                .zip(&o.ratios)
+                .zip(&o.bits)
+                .map(|((n, &r), &b)| LayerRatio { name: n.clone(), sparse_ratio: (r * 1e6).round() / 1e6, bits: b })
+                .collect(),
+        }
+    }
+}
+
+/// Plots the sensitivity curves (accuracy against sparse ratio, one line per layer).
+pub fn plot_sensitivity(points: &[Point], layers: &[String], path: &Path) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let lo = points.iter().map(|p| p.accuracy).fold(1.0, f64::min).max(0.0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Sensitivity: validation accuracy with one layer pruned (no retraining)", ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..1.0, lo..1.0)?;
+        chart.configure_mesh().x_desc("sparse ratio").y_desc("validation accuracy").draw()?;
+        for (i, layer) in layers.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = points.iter().filter(|p| &p.layer == layer).map(|p| (p.sparse_ratio, p.accuracy)).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(layer.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        root.present()?;
+    }
+    write_text(path, &svg)
+}
+
+/// Plots every probe's validation accuracy against its estimated size, the feasible Pareto
+/// front, and the floor.
+pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let kb: Vec<(f64, f64)> = trials.iter().map(|t| (t.estimated_bytes / 1000.0, t.valid_accuracy)).collect();
+        let xmax = kb.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+        let ylo = kb.iter().map(|p| p.1).fold(floor, f64::min) - 0.002;
+        let yhi = kb.iter().map(|p| p.1).fold(floor, f64::max) + 0.002;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Probes: validation accuracy against estimated size", ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..xmax, ylo..yhi)?;
+        chart.configure_mesh().x_desc("estimated size (KB)").y_desc("validation accuracy").draw()?;
+        chart.draw_series(LineSeries::new(vec![(0.0, floor), (xmax, floor)], RED.stroke_width(1)))?.label("floor").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .draw_series(trials.iter().map(|t| {
+                let c = if t.feasible { BLUE.filled() } else { BLACK.mix(0.4).filled() };
+                Circle::new((t.estimated_bytes / 1000.0, t.valid_accuracy), 4, c)
+            }))?
+            .label("probe (blue: feasible)")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
+        let mut front: Vec<(f64, f64)> = Vec::new();
+        let mut sorted = kb.clone();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for p in sorted {
+            if front.last().is_none_or(|l| p.1 > l.1) {
+                front.push(p);
+            }
+        }
+        chart.draw_series(LineSeries::new(front, GREEN.stroke_width(2)))?.label("Pareto front").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        root.present()?;
+    }
+    write_text(path, &svg)
+}
+
+/// `report.md`: the table of the file, accuracies, time per stage, the command.
+pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Result<()> {
+    let t = &o.times;
+    let mut s = format!(
+        "# dc-search report: {} on {}\n\nCommand: `{command}`\n\n\
+         | | value |\n|---|---|\n\
+         | floor (validation) | {:.4} (probes need floor + margin {:.4}) |\n\
+         | dense validation accuracy | {:.4} |\n\
+         | decoded file validation accuracy | {:.4} |\n\
+         | decoded file **test** accuracy (evaluated once) | {:.4} |\n\
+         | file | `{}`: {} bytes |\n\
+         | dense float32 | {} bytes |\n\
+         | compression | **{:.1}×** |\n\
+         | probes | {} |\n\n## Per layer\n\n| layer | sparse ratio | kept % | bits |\n|---|---:|---:|---:|\n",
+        o.model,
+        o.dataset,
+        o.floor,
+        o.margin,
+        o.dense_valid_accuracy,
+        o.decoded_valid_accuracy,
+        o.decoded_test_accuracy,
+        o.file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        o.file_bytes,
+        o.dense_bytes,
+        o.compression_ratio,
+        o.probes,
+    );
+    for ((n, r), b) in o.layers.iter().zip(&o.ratios).zip(&o.bits) {
+        s += &format!("| {n} | {r:.4} | {:.2} | {b} |\n", 100.0 * (1.0 - r));
+    }
+    s += &format!("\n## The file (like the paper's Table 3)\n\n{table3}\n");
+    s += &format!(
+        "## Time per stage (seconds)\n\n| sensitivity | bisection | refinement | final retraining | bits | encode + verify | total |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
+         Files: `sensitivity.csv`, `sensitivity.svg`, `trials.csv`, `pareto.svg`, `ratios.json`, `summary.json`, `config.toml`.\n",
+        t.sensitivity, t.bisection, t.refinement, t.final_retrain, t.bits, t.encode_and_verify, t.total
+    );
+    write_text(path, &s)
+}
