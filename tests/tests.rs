@@ -2,4 +2,6 @@
 
 mod util;
 
+mod compress;
 mod foundation;
+mod search;
