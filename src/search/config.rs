@@ -38,12 +38,12 @@ impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             margin: 0.0005,
-            probe_epochs: 2.0,
+            probe_epochs: 1.5,
             final_epochs: 8.0,
             bits_epochs: 0.5,
-            budget_minutes: 28.0,
-            bisection_probes: 8,
-            refine_probes: 12,
+            budget_minutes: 26.0,
+            bisection_probes: 6,
+            refine_probes: 40,
             refine_candidates: 4000,
             bits_min: 2,
             bits_max: 8,

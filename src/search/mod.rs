@@ -243,8 +243,9 @@ impl<'a> Search<'a> {
                 if s.elapsed_min() > 0.45 * s.cfg.search.budget_minutes {
                     return Err(anyhow::anyhow!("time budget of this stage spent"));
                 }
-                let ratios = delta::ratios_for_delta(self.curves, self.dense_acc, *delta, s.cfg.search.max_ratio);
-                match s.probe_ratios(&ratios, "bisect", Some(*delta)) {
+                let delta = MIN_DELTA * (*delta).exp();
+                let ratios = delta::ratios_for_delta(self.curves, self.dense_acc, delta, s.cfg.search.max_ratio);
+                match s.probe_ratios(&ratios, "bisect", Some(delta)) {
                     Ok(acc) => Ok(acc - s.target),
                     Err(e) => {
                         let msg = format!("{e:#}");
@@ -258,8 +259,10 @@ impl<'a> Search<'a> {
         let max_iters = self.cfg.search.bisection_probes;
         let outcome = {
             let cost = Cost { search: RefCell::new(&mut *self), curves, dense_acc, error: &error };
-            let solver = BrentRoot::new(0.0, max_delta, 1e-4);
-            Executor::new(cost, solver).configure(|s| s.param(max_delta / 2.0).max_iters(max_iters)).run().map(|_| ()).map_err(|e| e.to_string())
+            // Brent over x = ln(δ / MIN_DELTA): geometric steps suit drops spanning decades.
+            let hi = (max_delta / MIN_DELTA).ln();
+            let solver = BrentRoot::new(0.0, hi, 0.05);
+            Executor::new(cost, solver).configure(|s| s.param(hi / 2.0).max_iters(max_iters)).run().map(|_| ()).map_err(|e| e.to_string())
         };
         if let Some(e) = error.into_inner() {
             return Err(e);
@@ -273,7 +276,6 @@ impl<'a> Search<'a> {
 
     /// Stage 3: Gaussian-process refinement of the ratio vector.
     pub fn refine(&mut self) -> Result<()> {
-        let n = self.layer_sizes.len();
         let lo_density = 1.0 - self.cfg.search.max_ratio;
         let to_u = |r: f64| ((1.0 - r).max(lo_density)).ln() / lo_density.ln();
         let from_u = |u: f64| 1.0 - (u.clamp(0.0, 1.0) * lo_density.ln()).exp();
@@ -292,29 +294,43 @@ impl<'a> Search<'a> {
             let xs: Vec<Vec<f64>> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.ratios.iter().map(|&r| to_u(r)).collect()).collect();
             let ys: Vec<f64> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.valid_accuracy).collect();
             let Some(model) = gp::Gp::fit(&xs, &ys) else { break };
+            // Candidates only grow the incumbent's ratios (so each probe is warm-started
+            // from it: gradual pruning): one or two layers by a small step in log-density
+            // space. Score = expected saving × probability of feasibility, among candidates
+            // the GP thinks more likely feasible than not; else the surest small step.
+            let n = incumbent.len();
             let mut pick: Option<(f64, Vec<f64>)> = None;
+            let mut surest: Option<(f64, Vec<f64>)> = None;
             for c in 0..self.cfg.search.refine_candidates {
-                let u: Vec<f64> = if c % 4 == 3 {
-                    (0..n).map(|_| rng.random::<f64>()).collect()
-                } else {
-                    let scale = [0.03, 0.08, 0.15][c % 3];
-                    incumbent.iter().map(|&x| (x + scale * gauss(&mut rng)).clamp(0.0, 1.0)).collect()
-                };
-                let ratios: Vec<f64> = u.iter().map(|&x| from_u(x)).collect();
+                let scale = [0.01, 0.02, 0.04, 0.08][c % 4];
+                let mut u = incumbent.clone();
+                let first = rng.random_range(0..n);
+                let second = if rng.random::<f64>() < 0.5 { Some(rng.random_range(0..n)) } else { None };
+                for l in std::iter::once(first).chain(second) {
+                    u[l] = (u[l] + scale * (0.5 + gauss(&mut rng).abs())).min(1.0);
+                }
+                let ratios: Vec<f64> = u.iter().zip(&best.ratios).map(|(&x, &r)| from_u(x).max(r)).collect();
                 let bytes = self.est_bytes(&ratios, &self.provisional_bits());
                 if bytes >= best_bytes {
                     continue;
                 }
-                let score = (best_bytes - bytes) / best_bytes * gp::prob_at_least(&model, &u, self.target);
-                if pick.as_ref().is_none_or(|p| score > p.0) {
-                    pick = Some((score, ratios));
+                let p = gp::prob_at_least(&model, &u, self.target);
+                let score = (best_bytes - bytes) / best_bytes * p;
+                if p >= 0.5 && pick.as_ref().is_none_or(|b| score > b.0) {
+                    pick = Some((score, ratios.clone()));
+                }
+                if scale <= 0.02 && surest.as_ref().is_none_or(|b| p > b.0) {
+                    surest = Some((p, ratios));
                 }
             }
-            let Some((score, ratios)) = pick else { break };
-            if score < 0.002 {
-                self.say(&format!("refinement converged after {step} probes (best expected gain {:.2} %)", 100.0 * score));
-                break;
-            }
+            let ratios = match (pick, surest) {
+                (Some((_, r)), _) => r,
+                (None, Some((p, r))) if p >= 0.15 => r,
+                _ => {
+                    self.say(&format!("refinement converged after {step} probes: no step looks feasible"));
+                    break;
+                }
+            };
             self.probe_ratios(&ratios, "refine", None)?;
         }
         Ok(())
@@ -480,6 +496,9 @@ impl<'a> Search<'a> {
         })
     }
 }
+
+/// The smallest tolerated drop the bisection considers (x = 0 is the dense model).
+const MIN_DELTA: f64 = 2e-4;
 
 fn round3(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
