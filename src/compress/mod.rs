@@ -41,7 +41,9 @@ pub struct CompressConfig {
     pub schedule: Schedule,
     /// Retraining epochs after each pruning stage.
     pub prune_epochs: f64,
-    /// Codebook retraining epochs after weight sharing.
+    /// Codebook retraining epochs after weight sharing. (Default centroid gradient: the
+    /// paper's sum — measured better than the seed's mean on LeNet-5 in the paper setting:
+    /// validation 98.86 % vs 98.70 %, test 99.24 % vs 99.10 %, `searches/core/`.)
     pub codebook_epochs: f64,
     /// Retraining learning rate as a fraction of the dense recipe's (paper: 1/10).
     pub lr_scale: f64,
@@ -59,7 +61,7 @@ impl Default for CompressConfig {
             prune_epochs: 3.0,
             codebook_epochs: 1.0,
             lr_scale: 0.1,
-            centroid_grad: CentroidGrad::Mean,
+            centroid_grad: CentroidGrad::Sum,
             centroid_lr_scale: 1.0,
             kmeans_iters: 100,
             bias_precision: BiasPrecision::F32,
