@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::compress::prune::PruneRule;
 use crate::compress::{BiasPrecision, CompressConfig, Plan, Schedule};
 use crate::config::Config;
-use crate::masked::CentroidGrad;
 use crate::data::{self, DatasetName};
+use crate::masked::CentroidGrad;
 use crate::runtime::{self, Runtime};
 
 #[derive(Debug, Parser)]
@@ -163,22 +163,57 @@ pub struct Common {
 /// What to run, with validated settings.
 #[derive(Debug)]
 pub enum Mode {
-    Train { cfg: Config, rt: Runtime, retrain: bool },
-    Eval { cfg: Config, rt: Runtime },
-    EvalFile { file: PathBuf, rt: Runtime, data_dir: Option<PathBuf> },
-    Compress { cfg: Config, rt: Runtime, plan: Plan, output: PathBuf },
-    Inspect { file: PathBuf },
-    Search { cfg: Config, rt: Runtime, floor: f64, out: PathBuf, command: String },
-    Sensitivity { cfg: Config, rt: Runtime, out: PathBuf },
-    BenchSensitivity { cfg: Config, rt: Runtime },
+    Train {
+        cfg: Config,
+        rt: Runtime,
+        retrain: bool,
+    },
+    Eval {
+        cfg: Config,
+        rt: Runtime,
+    },
+    EvalFile {
+        file: PathBuf,
+        rt: Runtime,
+        data_dir: Option<PathBuf>,
+    },
+    Compress {
+        cfg: Config,
+        rt: Runtime,
+        plan: Plan,
+        output: PathBuf,
+    },
+    Inspect {
+        file: PathBuf,
+    },
+    Search {
+        cfg: Config,
+        rt: Runtime,
+        floor: f64,
+        out: PathBuf,
+        command: String,
+    },
+    Sensitivity {
+        cfg: Config,
+        rt: Runtime,
+        out: PathBuf,
+    },
+    BenchSensitivity {
+        cfg: Config,
+        rt: Runtime,
+    },
 }
 
 /// Parses the floor: a fraction in (0, 1].
 pub fn parse_floor(s: &str) -> Result<f64> {
     match s.trim().parse::<f64>() {
         Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
-        Ok(f) => anyhow::bail!("--floor {f}: give the accuracy floor as a fraction in (0, 1], e.g. --floor 0.99"),
-        Err(_) => anyhow::bail!("--floor {s:?} is not a number: give a fraction in (0, 1], e.g. --floor 0.99"),
+        Ok(f) => anyhow::bail!(
+            "--floor {f}: give the accuracy floor as a fraction in (0, 1], e.g. --floor 0.99"
+        ),
+        Err(_) => anyhow::bail!(
+            "--floor {s:?} is not a number: give a fraction in (0, 1], e.g. --floor 0.99"
+        ),
     }
 }
 
@@ -194,7 +229,11 @@ impl Tune {
         }
         for (flag, v, slot) in [
             ("--prune-epochs", self.prune_epochs, &mut c.prune_epochs),
-            ("--codebook-epochs", self.codebook_epochs, &mut c.codebook_epochs),
+            (
+                "--codebook-epochs",
+                self.codebook_epochs,
+                &mut c.codebook_epochs,
+            ),
         ] {
             if let Some(v) = v {
                 if !(v >= 0.0 && v.is_finite()) {
@@ -205,7 +244,9 @@ impl Tune {
         }
         if let Some(v) = self.lr_scale {
             if !(v > 0.0 && v.is_finite()) {
-                anyhow::bail!("--lr-scale {v}: give a positive fraction of the dense learning rate");
+                anyhow::bail!(
+                    "--lr-scale {v}: give a positive fraction of the dense learning rate"
+                );
             }
             c.lr_scale = v;
         }
@@ -223,7 +264,9 @@ impl Tune {
 fn is_dcz(target: &str) -> bool {
     let p = std::path::Path::new(target);
     p.extension().is_some_and(|e| e == "dcz")
-        || std::fs::read(p).map(|b| b.starts_with(&crate::format::MAGIC)).unwrap_or(false)
+        || std::fs::read(p)
+            .map(|b| b.starts_with(&crate::format::MAGIC))
+            .unwrap_or(false)
 }
 
 /// Refuses an output whose folder cannot be created or written, before any work starts.
@@ -232,18 +275,32 @@ pub fn check_output(path: &std::path::Path) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create output folder {}: {e} (choose a writable place)", dir.display()))?;
-    tempfile::tempfile_in(&dir)
-        .map_err(|e| anyhow::anyhow!("output folder {} is not writable: {e} (choose a writable place)", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create output folder {}: {e} (choose a writable place)",
+            dir.display()
+        )
+    })?;
+    tempfile::tempfile_in(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "output folder {} is not writable: {e} (choose a writable place)",
+            dir.display()
+        )
+    })?;
     Ok(())
 }
 
 /// Parses a per-layer list: `a,b,c` in layer order or `name=a,name=b` (others `default`).
-pub fn per_layer<T: std::str::FromStr + Copy>(s: &str, names: &[String], default: T, flag: &str) -> Result<Vec<T>> {
+pub fn per_layer<T: std::str::FromStr + Copy>(
+    s: &str,
+    names: &[String],
+    default: T,
+    flag: &str,
+) -> Result<Vec<T>> {
     let items: Vec<&str> = s.split(',').map(str::trim).collect();
     let parse = |v: &str| -> Result<T> {
-        v.parse::<T>().map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a valid number"))
+        v.parse::<T>()
+            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a valid number"))
     };
     if items.iter().any(|i| i.contains('=')) {
         let mut out = vec![default; names.len()];
@@ -252,7 +309,11 @@ pub fn per_layer<T: std::str::FromStr + Copy>(s: &str, names: &[String], default
                 anyhow::bail!("{flag}: mix of named and positional values in {s:?}; use one style");
             };
             let Some(i) = names.iter().position(|n| n == name.trim()) else {
-                anyhow::bail!("{flag}: no layer {:?}; the layers are {}", name.trim(), names.join(", "));
+                anyhow::bail!(
+                    "{flag}: no layer {:?}; the layers are {}",
+                    name.trim(),
+                    names.join(", ")
+                );
             };
             out[i] = parse(v.trim())?;
         }
@@ -274,7 +335,12 @@ impl Common {
         if self.threads == Some(0) {
             anyhow::bail!("--threads 0: give at least 1");
         }
-        Ok(Runtime { device: runtime::parse_device(&self.device)?, seed: self.seed, threads: self.threads, quiet: self.quiet })
+        Ok(Runtime {
+            device: runtime::parse_device(&self.device)?,
+            seed: self.seed,
+            threads: self.threads,
+            quiet: self.quiet,
+        })
     }
 
     fn resolve(&self, model: &str) -> Result<(Config, Runtime)> {
@@ -293,31 +359,63 @@ impl Cli {
     /// Validates the flags into a [`Mode`].
     pub fn into_mode(self) -> Result<Mode> {
         match self.command {
-            Some(Command::Train { model, retrain, common }) => {
+            Some(Command::Train {
+                model,
+                retrain,
+                common,
+            }) => {
                 let (cfg, rt) = common.resolve(&model)?;
                 Ok(Mode::Train { cfg, rt, retrain })
             }
             Some(Command::Eval { target, common }) => {
                 if is_dcz(&target) {
                     let rt = common.runtime()?;
-                    return Ok(Mode::EvalFile { file: target.into(), rt, data_dir: data::dir_from_env(common.data_dir) });
+                    return Ok(Mode::EvalFile {
+                        file: target.into(),
+                        rt,
+                        data_dir: data::dir_from_env(common.data_dir),
+                    });
                 }
                 let (cfg, rt) = common.resolve(&target)?;
                 Ok(Mode::Eval { cfg, rt })
             }
-            Some(Command::Compress { model, ratios, quality, bits, output, tune, common }) => {
+            Some(Command::Compress {
+                model,
+                ratios,
+                quality,
+                bits,
+                output,
+                tune,
+                common,
+            }) => {
                 let (mut cfg, rt) = common.resolve(&model)?;
                 tune.apply(&mut cfg.compress)?;
                 let names: Vec<String> = cfg.arch().layers.iter().map(|l| l.name.clone()).collect();
                 let rules = match (ratios, quality) {
-                    (Some(r), _) => per_layer::<f64>(&r, &names, 0.0, "--ratios")?.into_iter().map(PruneRule::SparseRatio).collect(),
-                    (None, Some(q)) => per_layer::<f64>(&q, &names, 0.0, "--quality")?.into_iter().map(PruneRule::Quality).collect(),
-                    (None, None) => anyhow::bail!("give --ratios (or --quality) per layer, e.g. --ratios 0.33,0.8,0.9,0.8"),
+                    (Some(r), _) => per_layer::<f64>(&r, &names, 0.0, "--ratios")?
+                        .into_iter()
+                        .map(PruneRule::SparseRatio)
+                        .collect(),
+                    (None, Some(q)) => per_layer::<f64>(&q, &names, 0.0, "--quality")?
+                        .into_iter()
+                        .map(PruneRule::Quality)
+                        .collect(),
+                    (None, None) => anyhow::bail!(
+                        "give --ratios (or --quality) per layer, e.g. --ratios 0.33,0.8,0.9,0.8"
+                    ),
                 };
-                let plan = Plan { rules, bits: per_layer::<u8>(&bits, &names, 8, "--bits")? };
+                let plan = Plan {
+                    rules,
+                    bits: per_layer::<u8>(&bits, &names, 8, "--bits")?,
+                };
                 plan.check(&names)?;
                 check_output(&output)?;
-                Ok(Mode::Compress { cfg, rt, plan, output })
+                Ok(Mode::Compress {
+                    cfg,
+                    rt,
+                    plan,
+                    output,
+                })
             }
             Some(Command::Inspect { file }) => Ok(Mode::Inspect { file }),
             Some(Command::Sensitivity { model, out, common }) => {
@@ -325,7 +423,11 @@ impl Cli {
                 check_output(&out.join("sensitivity.csv"))?;
                 Ok(Mode::Sensitivity { cfg, rt, out })
             }
-            Some(Command::Bench { what, model, common }) => {
+            Some(Command::Bench {
+                what,
+                model,
+                common,
+            }) => {
                 if what != "sensitivity" {
                     anyhow::bail!("bench {what:?}: the benchmarks are `bench sensitivity <model>` (the search times itself per stage in report.md)");
                 }
@@ -334,10 +436,14 @@ impl Cli {
             }
             None => {
                 let Some(model) = self.model else {
-                    anyhow::bail!("no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`");
+                    anyhow::bail!(
+                        "no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`"
+                    );
                 };
                 let Some(floor) = self.search.floor else {
-                    anyhow::bail!("the search needs --floor, e.g. `dc-search --floor 0.99 {model}`");
+                    anyhow::bail!(
+                        "the search needs --floor, e.g. `dc-search --floor 0.99 {model}`"
+                    );
                 };
                 let floor = parse_floor(&floor)?;
                 let (mut cfg, rt) = self.search.common.resolve(&model)?;
@@ -348,11 +454,21 @@ impl Cli {
                     cfg.search.budget_minutes = b;
                 }
                 let out = self.search.out.unwrap_or_else(|| {
-                    PathBuf::from("searches").join(format!("{}-{}-floor{floor}", cfg.model, cfg.data.dataset.as_str()))
+                    PathBuf::from("searches").join(format!(
+                        "{}-{}-floor{floor}",
+                        cfg.model,
+                        cfg.data.dataset.as_str()
+                    ))
                 });
                 check_output(&out.join("report.md"))?;
                 let command = std::env::args().collect::<Vec<_>>().join(" ");
-                Ok(Mode::Search { cfg, rt, floor, out, command })
+                Ok(Mode::Search {
+                    cfg,
+                    rt,
+                    floor,
+                    out,
+                    command,
+                })
             }
         }
     }
@@ -363,18 +479,33 @@ mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
-        ["conv1", "conv2", "fc1", "fc2"].iter().map(|s| s.to_string()).collect()
+        ["conv1", "conv2", "fc1", "fc2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
     fn per_layer_lists_by_order_and_by_name() {
-        assert_eq!(per_layer::<f64>("0.33,0.8,0.9,0.8", &names(), 0.0, "--ratios").unwrap(), vec![0.33, 0.8, 0.9, 0.8]);
-        assert_eq!(per_layer::<u8>("fc1=5, conv1=8", &names(), 8, "--bits").unwrap(), vec![8, 8, 5, 8]);
-        let e = per_layer::<f64>("0.1,0.2", &names(), 0.0, "--ratios").unwrap_err().to_string();
+        assert_eq!(
+            per_layer::<f64>("0.33,0.8,0.9,0.8", &names(), 0.0, "--ratios").unwrap(),
+            vec![0.33, 0.8, 0.9, 0.8]
+        );
+        assert_eq!(
+            per_layer::<u8>("fc1=5, conv1=8", &names(), 8, "--bits").unwrap(),
+            vec![8, 8, 5, 8]
+        );
+        let e = per_layer::<f64>("0.1,0.2", &names(), 0.0, "--ratios")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2 values given for 4 layers"), "{e}");
-        let e = per_layer::<f64>("fc9=0.1", &names(), 0.0, "--ratios").unwrap_err().to_string();
+        let e = per_layer::<f64>("fc9=0.1", &names(), 0.0, "--ratios")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no layer \"fc9\""), "{e}");
-        let e = per_layer::<u8>("8,8,abc,5", &names(), 8, "--bits").unwrap_err().to_string();
+        let e = per_layer::<u8>("8,8,abc,5", &names(), 8, "--bits")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"abc\" is not a valid number"), "{e}");
         assert!(per_layer::<u8>("8,8,300,5", &names(), 8, "--bits").is_err());
     }

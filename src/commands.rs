@@ -6,15 +6,15 @@ use anyhow::{ensure, Context, Result};
 
 use crate::cli::{Cli, Mode};
 use crate::compress::{self, encode, Plan};
+use crate::config::Config;
+use crate::data;
 use crate::data::DatasetName;
+use crate::dense;
 use crate::format;
 use crate::models::Net;
 use crate::report;
-use crate::search::{self, outputs, sensitivity};
-use crate::config::Config;
-use crate::data;
-use crate::dense;
 use crate::runtime::Runtime;
+use crate::search::{self, outputs, sensitivity};
 use crate::train;
 
 /// Runs the command the user asked for.
@@ -23,9 +23,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::Train { cfg, rt, retrain } => train_cmd(&cfg, &rt, retrain),
         Mode::Eval { cfg, rt } => eval_cmd(&cfg, &rt),
         Mode::EvalFile { file, rt, data_dir } => eval_file_cmd(&file, &rt, data_dir),
-        Mode::Compress { cfg, rt, plan, output } => compress_cmd(&cfg, &rt, &plan, &output),
+        Mode::Compress {
+            cfg,
+            rt,
+            plan,
+            output,
+        } => compress_cmd(&cfg, &rt, &plan, &output),
         Mode::Inspect { file } => inspect_cmd(&file),
-        Mode::Search { cfg, rt, floor, out, command } => search_cmd(&cfg, &rt, floor, &out, &command),
+        Mode::Search {
+            cfg,
+            rt,
+            floor,
+            out,
+            command,
+        } => search_cmd(&cfg, &rt, floor, &out, &command),
         Mode::Sensitivity { cfg, rt, out } => sensitivity_cmd(&cfg, &rt, &out),
         Mode::BenchSensitivity { cfg, rt } => bench_sensitivity_cmd(&cfg, &rt),
     }
@@ -34,18 +45,38 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The data with every split on the run's device.
 fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     let d = data::load(&cfg.data)?;
-    Ok(data::Data { name: d.name, train: d.train.to_device(rt.device), valid: d.valid.to_device(rt.device), test: d.test.to_device(rt.device) })
+    Ok(data::Data {
+        name: d.name,
+        train: d.train.to_device(rt.device),
+        valid: d.valid.to_device(rt.device),
+        test: d.test.to_device(rt.device),
+    })
 }
 
-fn sweep_and_write(cfg: &Config, net: &Net, valid: &data::Split, out: &Path, quiet: bool) -> Result<(Vec<sensitivity::Point>, f64)> {
+fn sweep_and_write(
+    cfg: &Config,
+    net: &Net,
+    valid: &data::Split,
+    out: &Path,
+    quiet: bool,
+) -> Result<(Vec<sensitivity::Point>, f64)> {
     let t = std::time::Instant::now();
-    let points = sensitivity::sweep(net, valid, &cfg.search.grid, sensitivity::StopRule::default());
+    let points = sensitivity::sweep(
+        net,
+        valid,
+        &cfg.search.grid,
+        sensitivity::StopRule::default(),
+    );
     let secs = t.elapsed().as_secs_f64();
     sensitivity::write_csv(&points, &out.join("sensitivity.csv"))?;
     let names: Vec<String> = net.arch.layers.iter().map(|l| l.name.clone()).collect();
     outputs::plot_sensitivity(&points, &names, &out.join("sensitivity.svg"))?;
     if !quiet {
-        eprintln!("sensitivity: {} points in {secs:.1} s → {}", points.len(), out.join("sensitivity.csv").display());
+        eprintln!(
+            "sensitivity: {} points in {secs:.1} s → {}",
+            points.len(),
+            out.join("sensitivity.csv").display()
+        );
     }
     Ok((points, secs))
 }
@@ -55,7 +86,12 @@ fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
-    println!("wrote {} and {} ({} points, {secs:.1} s)", out.join("sensitivity.csv").display(), out.join("sensitivity.svg").display(), points.len());
+    println!(
+        "wrote {} and {} ({} points, {secs:.1} s)",
+        out.join("sensitivity.csv").display(),
+        out.join("sensitivity.svg").display(),
+        points.len()
+    );
     Ok(())
 }
 
@@ -68,13 +104,34 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     let naive = sensitivity::sweep_naive(&dense.net, &data.valid, grid);
     let naive_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let fast = sensitivity::sweep(&dense.net, &data.valid, grid, sensitivity::StopRule::default());
+    let fast = sensitivity::sweep(
+        &dense.net,
+        &data.valid,
+        grid,
+        sensitivity::StopRule::default(),
+    );
     let fast_s = t.elapsed().as_secs_f64();
-    let full: Vec<(f64, &sensitivity::Point)> = naive.iter().zip(&fast).filter(|(_, f)| f.images == data.valid.len()).map(|(n, f)| ((n.accuracy - f.accuracy).abs(), n)).collect();
+    let full: Vec<(f64, &sensitivity::Point)> = naive
+        .iter()
+        .zip(&fast)
+        .filter(|(_, f)| f.images == data.valid.len())
+        .map(|(n, f)| ((n.accuracy - f.accuracy).abs(), n))
+        .collect();
     let max_full = full.iter().map(|x| x.0).fold(0.0, f64::max);
-    let max_all = naive.iter().zip(&fast).map(|(n, f)| (n.accuracy - f.accuracy).abs()).fold(0.0, f64::max);
+    let max_all = naive
+        .iter()
+        .zip(&fast)
+        .map(|(n, f)| (n.accuracy - f.accuracy).abs())
+        .fold(0.0, f64::max);
     let stopped = fast.iter().filter(|p| p.images < data.valid.len()).count();
-    println!("sensitivity sweep of {} ({} layers × {} ratios, {} validation images, {} threads):", cfg.model, dense.net.arch.layers.len(), grid.len(), data.valid.len(), tch::get_num_threads());
+    println!(
+        "sensitivity sweep of {} ({} layers × {} ratios, {} validation images, {} threads):",
+        cfg.model,
+        dense.net.arch.layers.len(),
+        grid.len(),
+        data.valid.len(),
+        tch::get_num_threads()
+    );
     println!("  naive (full network, full validation set per point): {naive_s:.2} s");
     println!("  fast  (cached prefix activations, early stop):       {fast_s:.2} s");
     println!("  speed-up: {:.2}x", naive_s / fast_s);
@@ -99,19 +156,32 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
         );
     }
     if !rt.quiet {
-        eprintln!("dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})", cfg.model, cfg.search.margin);
+        eprintln!(
+            "dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})",
+            cfg.model, cfg.search.margin
+        );
     }
     let mut times = search::StageTimes::default();
     let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
     times.sensitivity = secs;
     let mut s = search::Search::new(cfg, rt, &data, &dense.net, floor, out);
     let result = s.run(&points, dense_acc, &mut times);
-    outputs::plot_pareto(&s.trials, floor + cfg.search.margin, &out.join("pareto.svg"))?;
+    outputs::plot_pareto(
+        &s.trials,
+        floor + cfg.search.margin,
+        &out.join("pareto.svg"),
+    )?;
     let mut outcome = result?;
     outcome.times.total = start.elapsed().as_secs_f64();
     let ratios = outputs::Ratios::from_outcome(&outcome);
-    crate::paths::write_text(&out.join("ratios.json"), &serde_json::to_string_pretty(&ratios)?)?;
-    crate::paths::write_text(&out.join("summary.json"), &serde_json::to_string_pretty(&outcome)?)?;
+    crate::paths::write_text(
+        &out.join("ratios.json"),
+        &serde_json::to_string_pretty(&ratios)?,
+    )?;
+    crate::paths::write_text(
+        &out.join("summary.json"),
+        &serde_json::to_string_pretty(&outcome)?,
+    )?;
     let (bytes, _) = read_dcz(&outcome.file)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
@@ -128,11 +198,14 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
             out.join("report.md").display()
         );
     }
-    println!("{}", serde_json::to_string(&serde_json::json!({
-        "file": outcome.file, "bytes": outcome.file_bytes, "ratio": outcome.compression_ratio,
-        "valid_accuracy": outcome.decoded_valid_accuracy, "test_accuracy": outcome.decoded_test_accuracy,
-        "floor": floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
-    }))?);
+    println!(
+        "{}",
+        serde_json::to_string(&serde_json::json!({
+            "file": outcome.file, "bytes": outcome.file_bytes, "ratio": outcome.compression_ratio,
+            "valid_accuracy": outcome.decoded_valid_accuracy, "test_accuracy": outcome.decoded_test_accuracy,
+            "floor": floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
+        }))?
+    );
     Ok(())
 }
 
@@ -168,15 +241,27 @@ fn report(d: &dense::Dense, data: &data::Data, rt: &Runtime) -> Result<()> {
     let v = train::evaluate(&d.net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&d.net, &data.test.to_device(rt.device));
     println!("weights:    {}", d.path.display());
-    println!("validation: accuracy {:.4} loss {:.4} ({} images)", v.accuracy, v.loss, v.n);
-    println!("test:       accuracy {:.4} loss {:.4} ({} images)", t.accuracy, t.loss, t.n);
+    println!(
+        "validation: accuracy {:.4} loss {:.4} ({} images)",
+        v.accuracy, v.loss, v.n
+    );
+    println!(
+        "test:       accuracy {:.4} loss {:.4} ({} images)",
+        t.accuracy, t.loss, t.n
+    );
     Ok(())
 }
 
 /// Reads and decodes a .dcz file, naming it in every error.
 pub fn read_dcz(file: &Path) -> Result<(Vec<u8>, format::CompressedModel)> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read compressed file {}", file.display()))?;
-    let model = format::decode(&bytes).with_context(|| format!("{} is not a valid dc-search compressed file", file.display()))?;
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("cannot read compressed file {}", file.display()))?;
+    let model = format::decode(&bytes).with_context(|| {
+        format!(
+            "{} is not a valid dc-search compressed file",
+            file.display()
+        )
+    })?;
     Ok((bytes, model))
 }
 
@@ -186,7 +271,9 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
     cfg.data.dataset = match model.dataset.as_str() {
         "mnist" => DatasetName::Mnist,
         "fashion-mnist" => DatasetName::FashionMnist,
-        other => anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load"),
+        other => {
+            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
+        }
     };
     cfg.data.input_scale = model.input_scale;
     cfg.data.dir = data_dir;
@@ -201,23 +288,46 @@ fn eval_file_cmd(file: &Path, rt: &Runtime, data_dir: Option<PathBuf>) -> Result
     let net = encode::to_net(&model, rt.device)?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
-    println!("file:       {} ({} bytes, model {}, dataset {})", file.display(), bytes.len(), model.model, model.dataset);
-    println!("validation: accuracy {:.4} loss {:.4} ({} images)", v.accuracy, v.loss, v.n);
-    println!("test:       accuracy {:.4} loss {:.4} ({} images)", t.accuracy, t.loss, t.n);
+    println!(
+        "file:       {} ({} bytes, model {}, dataset {})",
+        file.display(),
+        bytes.len(),
+        model.model,
+        model.dataset
+    );
+    println!(
+        "validation: accuracy {:.4} loss {:.4} ({} images)",
+        v.accuracy, v.loss, v.n
+    );
+    println!(
+        "test:       accuracy {:.4} loss {:.4} ({} images)",
+        t.accuracy, t.loss, t.n
+    );
     Ok(())
 }
 
 fn inspect_cmd(file: &Path) -> Result<()> {
     let (bytes, model) = read_dcz(file)?;
     let acc = format::account(&bytes)?;
-    println!("{} — model {}, dataset {}, {} bytes\n", file.display(), model.model, model.dataset, bytes.len());
+    println!(
+        "{} — model {}, dataset {}, {} bytes\n",
+        file.display(),
+        model.model,
+        model.dataset,
+        bytes.len()
+    );
     print!("{}", report::table3(&acc));
     Ok(())
 }
 
 /// Checks that decoding gives back exactly the in-memory weights (bit for bit).
 pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
-    for ((name, a), (_, b)) in net.to_host().iter().map(|(n, _, v)| (n, v)).zip(decoded.to_host().iter().map(|(n, _, v)| (n, v))) {
+    for ((name, a), (_, b)) in net
+        .to_host()
+        .iter()
+        .map(|(n, _, v)| (n, v))
+        .zip(decoded.to_host().iter().map(|(n, _, v)| (n, v)))
+    {
         let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         ensure!(same, "decoded tensor {name} differs from the in-memory model: this is a bug in dc-search's encoder");
     }
@@ -230,17 +340,35 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let train_split = data.train.to_device(rt.device);
     rt.reseed(1);
-    let trainer = compress::Trainer { train: &train_split, dense: &cfg.train, cfg: &cfg.compress, quiet: rt.quiet };
+    let trainer = compress::Trainer {
+        train: &train_split,
+        dense: &cfg.train,
+        cfg: &cfg.compress,
+        quiet: rt.quiet,
+    };
     let (state, stats) = trainer.compress(&dense.net, plan, &data.valid.to_device(rt.device))?;
-    let model = encode::to_model(&dense.net, &state, cfg.data.dataset.as_str(), cfg.data.input_scale, cfg.compress.bias_precision)?;
+    let model = encode::to_model(
+        &dense.net,
+        &state,
+        cfg.data.dataset.as_str(),
+        cfg.data.input_scale,
+        cfg.compress.bias_precision,
+    )?;
     let bytes = format::encode(&model)?;
     let decoded = encode::to_net(&format::decode(&bytes)?, rt.device)?;
     verify_decoded(&dense.net, &decoded)?;
     crate::paths::write_atomic(output, &bytes)?;
     print!("{}", report::table3(&format::account(&bytes)?));
     for st in &stats.stages {
-        let t = st.train.as_ref().map(|t| format!(", {:.2} epochs in {:.1} s", t.epochs, t.seconds)).unwrap_or_default();
-        println!("stage {:<15} validation accuracy {:.4}{t}", st.name, st.valid_accuracy);
+        let t = st
+            .train
+            .as_ref()
+            .map(|t| format!(", {:.2} epochs in {:.1} s", t.epochs, t.seconds))
+            .unwrap_or_default();
+        println!(
+            "stage {:<15} validation accuracy {:.4}{t}",
+            st.name, st.valid_accuracy
+        );
     }
     let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let t = train::evaluate(&decoded, &data.test.to_device(rt.device));
@@ -253,7 +381,13 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
         dense_bytes as f64 / bytes.len() as f64,
         stats.seconds
     );
-    println!("decoded file, validation: accuracy {:.4} loss {:.4}", v.accuracy, v.loss);
-    println!("decoded file, test:       accuracy {:.4} loss {:.4}", t.accuracy, t.loss);
+    println!(
+        "decoded file, validation: accuracy {:.4} loss {:.4}",
+        v.accuracy, v.loss
+    );
+    println!(
+        "decoded file, test:       accuracy {:.4} loss {:.4}",
+        t.accuracy, t.loss
+    );
     Ok(())
 }

@@ -33,7 +33,10 @@ pub struct Config {
 pub const PRESETS: [(&str, &str); 3] = [
     ("lenet", include_str!("../configs/lenet.toml")),
     ("lenet-caffe", include_str!("../configs/lenet-caffe.toml")),
-    ("lenet-300-100", include_str!("../configs/lenet-300-100.toml")),
+    (
+        "lenet-300-100",
+        include_str!("../configs/lenet-300-100.toml"),
+    ),
 ];
 
 impl Config {
@@ -44,7 +47,8 @@ impl Config {
         }
         let path = Path::new(name_or_path);
         if path.extension().is_some_and(|e| e == "toml") || path.is_file() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
             return Config::parse(&text, &path.display().to_string());
         }
         let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
@@ -56,8 +60,10 @@ impl Config {
 
     /// Parses and checks a TOML config; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).with_context(|| format!("{source}: invalid config"))?;
-        cfg.check().with_context(|| format!("{source}: invalid config"))?;
+        let cfg: Config =
+            toml::from_str(text).with_context(|| format!("{source}: invalid config"))?;
+        cfg.check()
+            .with_context(|| format!("{source}: invalid config"))?;
         Ok(cfg)
     }
 
@@ -74,7 +80,10 @@ impl Config {
             bail!("train.batch_size and train.iterations must be at least 1");
         }
         if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
-            bail!("data.input_scale must be positive, got {}", self.data.input_scale);
+            bail!(
+                "data.input_scale must be positive, got {}",
+                self.data.input_scale
+            );
         }
         Ok(())
     }
@@ -104,7 +113,10 @@ mod tests {
     #[test]
     fn unknown_names_and_bad_values_are_explained() {
         let e = format!("{:#}", Config::resolve("vgg").unwrap_err());
-        assert!(e.contains("unknown model \"vgg\"") && e.contains("lenet-300-100"), "{e}");
+        assert!(
+            e.contains("unknown model \"vgg\"") && e.contains("lenet-300-100"),
+            "{e}"
+        );
         let text = include_str!("../configs/lenet.toml").replace("base_lr = 0.01", "base_lr = -1");
         let e = format!("{:#}", Config::parse(&text, "x.toml").unwrap_err());
         assert!(e.contains("x.toml") && e.contains("base_lr"), "{e}");

@@ -54,10 +54,18 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
     rt.reseed(0);
     let mut net = Net::init(&cfg.arch(), rt.device);
     if path.is_file() && !retrain {
-        let tensors = weights::read_safetensors(&path)
-            .with_context(|| format!("cached model {} is unreadable: delete it to retrain", path.display()))?;
+        let tensors = weights::read_safetensors(&path).with_context(|| {
+            format!(
+                "cached model {} is unreadable: delete it to retrain",
+                path.display()
+            )
+        })?;
         net.load_host(&tensors, &path.display().to_string())?;
-        return Ok(Dense { net, path, trained: None });
+        return Ok(Dense {
+            net,
+            path,
+            trained: None,
+        });
     }
     let train_split = data.train.to_device(rt.device);
     let mut sgd = Sgd::new(&net, &cfg.train);
@@ -69,5 +77,9 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
         ("recipe".to_string(), serde_json::to_string(&cfg.train)?),
     ]);
     weights::save_net(&net, &path, Some(meta))?;
-    Ok(Dense { net, path, trained: Some(stats) })
+    Ok(Dense {
+        net,
+        path,
+        trained: Some(stats),
+    })
 }

@@ -46,8 +46,14 @@ impl Codebook {
     fn rebuild(&self, weight: &Tensor) {
         tch::no_grad(|| {
             let flat = Tensor::zeros([weight.numel() as i64], (Kind::Float, weight.device()));
-            let flat = flat.index_copy(0, &self.positions, &self.centroids.index_select(0, &self.clusters));
-            weight.shallow_clone().copy_(&flat.view(weight.size().as_slice()));
+            let flat = flat.index_copy(
+                0,
+                &self.positions,
+                &self.centroids.index_select(0, &self.clusters),
+            );
+            weight
+                .shallow_clone()
+                .copy_(&flat.view(weight.size().as_slice()));
         });
     }
 }
@@ -69,7 +75,9 @@ pub struct Masked {
 impl Masked {
     /// No layer pruned or shared.
     pub fn dense(net: &Net) -> Masked {
-        Masked { layers: net.params.iter().map(|_| LayerState::default()).collect() }
+        Masked {
+            layers: net.params.iter().map(|_| LayerState::default()).collect(),
+        }
     }
 
     /// Prunes layer `i` of `net` by `rule` (computed on its current weights, so weights
@@ -79,11 +87,16 @@ impl Masked {
         let keep = prune::keep_mask(&tensor_to_vec(w), rule);
         let kept = keep.iter().filter(|&&k| k).count();
         let host: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-        let mask = Tensor::from_slice(&host).view(w.size().as_slice()).to_device(w.device());
+        let mask = Tensor::from_slice(&host)
+            .view(w.size().as_slice())
+            .to_device(w.device());
         tch::no_grad(|| {
             let _ = w.shallow_clone().g_mul_(&mask);
         });
-        self.layers[i] = LayerState { mask: Some(mask), codebook: None };
+        self.layers[i] = LayerState {
+            mask: Some(mask),
+            codebook: None,
+        };
         kept
     }
 
@@ -93,7 +106,12 @@ impl Masked {
         let w = &net.params[i].weight;
         let values = tensor_to_vec(w);
         let positions: Vec<i64> = match &self.layers[i].mask {
-            Some(m) => tensor_to_vec(m).iter().enumerate().filter(|(_, &k)| k != 0.0).map(|(p, _)| p as i64).collect(),
+            Some(m) => tensor_to_vec(m)
+                .iter()
+                .enumerate()
+                .filter(|(_, &k)| k != 0.0)
+                .map(|(p, _)| p as i64)
+                .collect(),
             None => (0..values.len() as i64).collect(),
         };
         let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
@@ -150,7 +168,11 @@ impl Masked {
 
     /// Total surviving weights.
     pub fn nonzeros(&self, net: &Net) -> usize {
-        self.densities(net).iter().zip(&net.params).map(|(d, p)| (d * p.weight.numel() as f64).round() as usize).sum()
+        self.densities(net)
+            .iter()
+            .zip(&net.params)
+            .map(|(d, p)| (d * p.weight.numel() as f64).round() as usize)
+            .sum()
     }
 }
 
@@ -163,10 +185,23 @@ pub struct CompressedSgd<'a> {
 }
 
 impl<'a> CompressedSgd<'a> {
-    pub fn new(net: &Net, recipe: &crate::train::Recipe, state: &'a mut Masked, centroid_grad: CentroidGrad) -> Self {
+    pub fn new(
+        net: &Net,
+        recipe: &crate::train::Recipe,
+        state: &'a mut Masked,
+        centroid_grad: CentroidGrad,
+    ) -> Self {
         let mut sgd = Sgd::new(net, recipe);
-        sgd.masks = state.layers.iter().map(|l| l.mask.as_ref().map(|m| m.shallow_clone())).collect();
-        CompressedSgd { sgd, state, centroid_grad }
+        sgd.masks = state
+            .layers
+            .iter()
+            .map(|l| l.mask.as_ref().map(|m| m.shallow_clone()))
+            .collect();
+        CompressedSgd {
+            sgd,
+            state,
+            centroid_grad,
+        }
     }
 }
 
@@ -185,11 +220,17 @@ impl Update for CompressedSgd<'_> {
             tch::no_grad(|| {
                 let g = g + w * self.sgd.weight_decay();
                 let members = g.view([-1]).index_select(0, &cb.positions);
-                let mut cg = cb.centroids.zeros_like().index_add(0, &cb.clusters, &members);
+                let mut cg = cb
+                    .centroids
+                    .zeros_like()
+                    .index_add(0, &cb.clusters, &members);
                 if self.centroid_grad == CentroidGrad::Mean {
                     cg /= cb.counts.clamp_min(1.0);
                 }
-                let _ = cb.velocity.g_mul_scalar_(self.sgd.momentum()).g_add_(&(cg * lr));
+                let _ = cb
+                    .velocity
+                    .g_mul_scalar_(self.sgd.momentum())
+                    .g_add_(&(cg * lr));
                 let _ = cb.centroids.g_sub_(&cb.velocity);
             });
             cb.rebuild(w);
@@ -210,7 +251,9 @@ mod tests {
         let mut state = Masked::dense(&net);
         state.prune(&net, 1, PruneRule::SparseRatio(0.7));
         state.quantize(&net, 1, 3, 50);
-        let recipe = crate::config::Config::resolve("lenet-300-100").unwrap().train;
+        let recipe = crate::config::Config::resolve("lenet-300-100")
+            .unwrap()
+            .train;
         let x = Tensor::rand([16, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
         let y = Tensor::arange(16, (Kind::Int64, tch::Device::Cpu)).remainder(10);
         let before = tensor_to_vec(&state.layers[1].codebook.as_ref().unwrap().centroids);
@@ -238,7 +281,10 @@ mod tests {
             if *m == 0.0 {
                 assert_eq!(*v, 0.0);
             } else {
-                assert!(centroids.iter().any(|c| c.to_bits() == v.to_bits()), "{v} is a centroid");
+                assert!(
+                    centroids.iter().any(|c| c.to_bits() == v.to_bits()),
+                    "{v} is a centroid"
+                );
             }
         }
     }

@@ -12,7 +12,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("DC_SEARCH_CACHE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("dc-search")
 }
 
@@ -23,16 +25,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create folder {} (check permissions)", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create folder {} (check permissions)", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".dc-search-")
         .suffix(".part")
         .tempfile_in(&dir)
-        .with_context(|| format!("cannot write in folder {} (check permissions and free space)", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write in folder {} (check permissions and free space)",
+                dir.display()
+            )
+        })?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {} (disk full?)", path.display()))?;
-    tmp.persist(path).with_context(|| format!("cannot rename into {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename into {}", path.display()))?;
     Ok(())
 }
 

@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn devices_parse() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(parse_device("tpu").unwrap_err().to_string().contains("auto, cpu"));
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("auto, cpu"));
         assert!(parse_device("cuda:x").is_err());
     }
 }

@@ -65,8 +65,14 @@ impl Recipe {
 
     /// The same recipe shortened to `epochs` epochs of `n_train` examples, lr scaled by `lr_scale`.
     pub fn retrain(&self, epochs: f64, n_train: usize, lr_scale: f64) -> Recipe {
-        let iterations = ((epochs * n_train as f64) / self.batch_size as f64).ceil().max(1.0) as i64;
-        Recipe { base_lr: self.base_lr * lr_scale, iterations, ..self.clone() }
+        let iterations = ((epochs * n_train as f64) / self.batch_size as f64)
+            .ceil()
+            .max(1.0) as i64;
+        Recipe {
+            base_lr: self.base_lr * lr_scale,
+            iterations,
+            ..self.clone()
+        }
     }
 }
 
@@ -131,7 +137,13 @@ impl Sgd {
             for (i, p) in net.params.iter().enumerate() {
                 let g = p.bias.grad();
                 if g.defined() {
-                    self.apply(&p.bias, &g, &self.velocity[2 * i + 1], lr * self.bias_lr_mult, None);
+                    self.apply(
+                        &p.bias,
+                        &g,
+                        &self.velocity[2 * i + 1],
+                        lr * self.bias_lr_mult,
+                        None,
+                    );
                 }
             }
         });
@@ -177,7 +189,14 @@ pub struct TrainStats {
 /// Trains `net` on `train` with `recipe`, the weights changed by `update`. The batches
 /// follow a fresh torch-seeded permutation each epoch. Stops with an error if the loss
 /// turns NaN or infinite.
-pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update, label: &str, quiet: bool) -> Result<TrainStats> {
+pub fn train(
+    net: &Net,
+    train: &Split,
+    recipe: &Recipe,
+    update: &mut dyn Update,
+    label: &str,
+    quiet: bool,
+) -> Result<TrainStats> {
     let n = train.len() as i64;
     let bar = progress_bar(recipe.iterations as u64, label, quiet);
     let start = Instant::now();
@@ -217,7 +236,11 @@ pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update,
             loss_sum += l;
             loss_count += 1;
             final_loss = l;
-            bar.set_message(format!("loss {:.4} lr {:.5}", loss_sum / loss_count as f64, recipe.lr_at(iter)));
+            bar.set_message(format!(
+                "loss {:.4} lr {:.5}",
+                loss_sum / loss_count as f64,
+                recipe.lr_at(iter)
+            ));
             if loss_count == 20 {
                 loss_sum = 0.0;
                 loss_count = 0;
@@ -228,7 +251,13 @@ pub fn train(net: &Net, train: &Split, recipe: &Recipe, update: &mut dyn Update,
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let epochs = recipe.epochs(train.len());
-    Ok(TrainStats { iterations: recipe.iterations, epochs, seconds, seconds_per_epoch: seconds / epochs.max(1e-9), final_loss })
+    Ok(TrainStats {
+        iterations: recipe.iterations,
+        epochs,
+        seconds,
+        seconds_per_epoch: seconds / epochs.max(1e-9),
+        final_loss,
+    })
 }
 
 /// Shifts each image of `[n, c, h, w]` by its own random offset in −s..=s pixels per axis
@@ -253,11 +282,17 @@ pub fn shift_augment(x: &Tensor, s: i64) -> Tensor {
 
 /// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
 pub fn progress_bar(len: u64, label: &str, quiet: bool) -> ProgressBar {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(label.to_string());
     bar
@@ -288,11 +323,19 @@ pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) ->
             let len = BATCH.min(n - s);
             let logits = net.forward_from(start, &acts.narrow(0, s, len));
             let y = labels.narrow(0, s, len);
-            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
             loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
             s += len;
         }
-        Eval { accuracy: correct as f64 / n.max(1) as f64, loss: loss / n.max(1) as f64, n: n as usize }
+        Eval {
+            accuracy: correct as f64 / n.max(1) as f64,
+            loss: loss / n.max(1) as f64,
+            n: n as usize,
+        }
     })
 }
 
@@ -326,15 +369,21 @@ mod tests {
             // every output pixel is an input pixel of the same image or a zero shifted in
             assert!(b.iter().all(|v| *v == 0.0 || a.contains(v)), "{b:?}");
             // a shift by (dx, dy): find it and check the whole image
-            let found = (-2i64..=2).flat_map(|dx| (-2i64..=2).map(move |dy| (dx, dy))).any(|(dx, dy)| {
-                (0..6i64).all(|r| {
-                    (0..6i64).all(|c| {
-                        let (sr, sc) = (r + dy, c + dx);
-                        let want = if (0..6).contains(&sr) && (0..6).contains(&sc) { a[(sr * 6 + sc) as usize] } else { 0.0 };
-                        b[(r * 6 + c) as usize] == want
+            let found = (-2i64..=2)
+                .flat_map(|dx| (-2i64..=2).map(move |dy| (dx, dy)))
+                .any(|(dx, dy)| {
+                    (0..6i64).all(|r| {
+                        (0..6i64).all(|c| {
+                            let (sr, sc) = (r + dy, c + dx);
+                            let want = if (0..6).contains(&sr) && (0..6).contains(&sc) {
+                                a[(sr * 6 + sc) as usize]
+                            } else {
+                                0.0
+                            };
+                            b[(r * 6 + c) as usize] == want
+                        })
                     })
-                })
-            });
+                });
             assert!(found, "image {i} is a whole-pixel shift: {b:?}");
         }
     }
@@ -382,9 +431,15 @@ mod tests {
             sgd.step(&net, 0.1);
         }
         let inverse: Tensor = mask.ones_like() - &mask;
-        let pruned = (&net.params[0].weight * &inverse).abs().sum(Kind::Float).double_value(&[]);
+        let pruned = (&net.params[0].weight * &inverse)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
         assert_eq!(pruned, 0.0);
-        let kept = (&net.params[0].weight * &mask).abs().sum(Kind::Float).double_value(&[]);
+        let kept = (&net.params[0].weight * &mask)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
         assert!(kept > 0.0);
     }
 }

@@ -14,14 +14,28 @@ use crate::models::Net;
 pub type HostTensors = HashMap<String, (Vec<i64>, Vec<f32>)>;
 
 /// Serialises named f32 tensors as safetensors bytes (with optional string metadata).
-pub fn to_safetensors(tensors: &[(String, Vec<i64>, Vec<f32>)], meta: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn to_safetensors(
+    tensors: &[(String, Vec<i64>, Vec<f32>)],
+    meta: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, v)| (n.clone(), s.iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.iter().map(|&d| d as usize).collect(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
-        .map(|(n, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?,
+            ))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, meta)?)
 }
@@ -34,8 +48,10 @@ pub fn save_net(net: &Net, path: &Path, meta: Option<HashMap<String, String>>) -
 
 /// Reads every F32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read safetensors file {}", path.display()))?;
-    parse_safetensors(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read safetensors file {}", path.display()))?;
+    parse_safetensors(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))
 }
 
 /// Parses safetensors bytes (F32 tensors only).
@@ -44,10 +60,20 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<HostTensors> {
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            bail!("tensor {name:?} has dtype {:?}; only F32 is supported", view.dtype());
+            bail!(
+                "tensor {name:?} has dtype {:?}; only F32 is supported",
+                view.dtype()
+            );
         }
-        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(name, (view.shape().iter().map(|&d| d as i64).collect(), values));
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            (view.shape().iter().map(|&d| d as i64).collect(), values),
+        );
     }
     Ok(out)
 }
@@ -57,5 +83,7 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<HostTensors> {
 pub fn cache_path(model: &str, dataset: &str, key_json: &str) -> PathBuf {
     let digest = Sha256::digest(key_json.as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    crate::paths::cache_dir().join("models").join(format!("{model}-{dataset}-{hex}.safetensors"))
+    crate::paths::cache_dir()
+        .join("models")
+        .join(format!("{model}-{dataset}-{hex}.safetensors"))
 }

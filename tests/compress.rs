@@ -11,9 +11,15 @@ use tch::Device;
 
 use crate::util::{dc_search, mnist, run, torch_lock};
 
-fn small_dense(preset: &str, iterations: i64) -> (dc_search::config::Config, dc_search::data::Data, Net) {
+fn small_dense(
+    preset: &str,
+    iterations: i64,
+) -> (dc_search::config::Config, dc_search::data::Data, Net) {
     let (cfg, data) = mnist(preset);
-    let recipe = Recipe { iterations, ..cfg.train.clone() };
+    let recipe = Recipe {
+        iterations,
+        ..cfg.train.clone()
+    };
     let net = {
         let _g = torch_lock();
         tch::manual_seed(3);
@@ -26,9 +32,26 @@ fn small_dense(preset: &str, iterations: i64) -> (dc_search::config::Config, dc_
 
 fn round_trip(bias: BiasPrecision) {
     let (cfg, data, net) = small_dense("lenet-300-100", 300);
-    let ccfg = CompressConfig { prune_epochs: 0.05, codebook_epochs: 0.05, bias_precision: bias, ..CompressConfig::default() };
-    let plan = Plan { rules: vec![PruneRule::SparseRatio(0.92), PruneRule::SparseRatio(0.91), PruneRule::SparseRatio(0.74)], bits: vec![6, 6, 6] };
-    let trainer = Trainer { train: &data.train, dense: &cfg.train, cfg: &ccfg, quiet: true };
+    let ccfg = CompressConfig {
+        prune_epochs: 0.05,
+        codebook_epochs: 0.05,
+        bias_precision: bias,
+        ..CompressConfig::default()
+    };
+    let plan = Plan {
+        rules: vec![
+            PruneRule::SparseRatio(0.92),
+            PruneRule::SparseRatio(0.91),
+            PruneRule::SparseRatio(0.74),
+        ],
+        bits: vec![6, 6, 6],
+    };
+    let trainer = Trainer {
+        train: &data.train,
+        dense: &cfg.train,
+        cfg: &ccfg,
+        quiet: true,
+    };
     let valid = data.valid.head(1000);
     let (state, stats) = trainer.compress(&net, &plan, &valid).unwrap();
     // Exact ratios survive retraining: pruned weights stayed zero.
@@ -36,7 +59,10 @@ fn round_trip(bias: BiasPrecision) {
         assert!((d - want).abs() < 1e-3, "density {d} vs {want}");
     }
     let w = tensor_to_vec(&net.params[0].weight);
-    assert_eq!(w.iter().filter(|&&v| v != 0.0).count(), (0.08f64 * 235_200.0).round() as usize);
+    assert_eq!(
+        w.iter().filter(|&&v| v != 0.0).count(),
+        (0.08f64 * 235_200.0).round() as usize
+    );
     let model = encode::to_model(&net, &state, "mnist", cfg.data.input_scale, bias).unwrap();
     let bytes = format::encode(&model).unwrap();
     let decoded = encode::to_net(&format::decode(&bytes).unwrap(), Device::Cpu).unwrap();
@@ -44,7 +70,11 @@ fn round_trip(bias: BiasPrecision) {
     let a = train::evaluate(&net, &valid);
     let b = train::evaluate(&decoded, &valid);
     assert_eq!(a, b, "decoded model evaluates identically");
-    assert!(a.accuracy > 0.8, "compressed small model still works: {}", a.accuracy);
+    assert!(
+        a.accuracy > 0.8,
+        "compressed small model still works: {}",
+        a.accuracy
+    );
     assert!(bytes.len() < 30_000, "{} bytes", bytes.len());
     let acc = format::account(&bytes).unwrap();
     assert_eq!(acc.total.total(), bytes.len() as u64);
@@ -63,22 +93,47 @@ fn compressed_file_decodes_bit_exactly_f16_biases() {
 #[test]
 fn compress_flags_are_checked_before_any_work() {
     for (args, want) in [
-        (vec!["--ratios", "0.3,0.8,1.0,0.8", "--bits", "8,8,5,5"], "outside [0, 1)"),
-        (vec!["--ratios", "0.3,0.8,-0.1,0.8", "--bits", "8,8,5,5"], "outside [0, 1)"),
-        (vec!["--ratios", "0.3,0.8,0.9,0.8", "--bits", "0,8,5,5"], "weight bits must be 1 to 16"),
-        (vec!["--ratios", "0.3,0.8,0.9,0.8", "--bits", "8,17,5,5"], "weight bits must be 1 to 16"),
-        (vec!["--ratios", "0.3,0.8", "--bits", "8,8,5,5"], "2 values given for 4 layers"),
-        (vec!["--ratios", "0.3,x,0.9,0.8", "--bits", "8,8,5,5"], "\"x\" is not a valid number"),
+        (
+            vec!["--ratios", "0.3,0.8,1.0,0.8", "--bits", "8,8,5,5"],
+            "outside [0, 1)",
+        ),
+        (
+            vec!["--ratios", "0.3,0.8,-0.1,0.8", "--bits", "8,8,5,5"],
+            "outside [0, 1)",
+        ),
+        (
+            vec!["--ratios", "0.3,0.8,0.9,0.8", "--bits", "0,8,5,5"],
+            "weight bits must be 1 to 16",
+        ),
+        (
+            vec!["--ratios", "0.3,0.8,0.9,0.8", "--bits", "8,17,5,5"],
+            "weight bits must be 1 to 16",
+        ),
+        (
+            vec!["--ratios", "0.3,0.8", "--bits", "8,8,5,5"],
+            "2 values given for 4 layers",
+        ),
+        (
+            vec!["--ratios", "0.3,x,0.9,0.8", "--bits", "8,8,5,5"],
+            "\"x\" is not a valid number",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o.dcz");
         let mut c = dc_search();
-        c.args(["compress", "lenet"]).args(&args).arg("-o").arg(&out);
+        c.args(["compress", "lenet"])
+            .args(&args)
+            .arg("-o")
+            .arg(&out);
         let (code, _, err) = run(c);
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!out.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing partial left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing partial left"
+        );
     }
 }
 
@@ -88,7 +143,16 @@ fn unwritable_output_folder_is_refused() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let mut c = dc_search();
-    c.args(["compress", "lenet", "--ratios", "0.3,0.8,0.9,0.8", "--bits", "8,8,5,5", "-o"]).arg(file.join("out.dcz"));
+    c.args([
+        "compress",
+        "lenet",
+        "--ratios",
+        "0.3,0.8,0.9,0.8",
+        "--bits",
+        "8,8,5,5",
+        "-o",
+    ])
+    .arg(file.join("out.dcz"));
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
     assert!(err.contains("cannot create output folder"), "{err}");
@@ -104,11 +168,17 @@ fn corrupt_and_missing_files_are_named() {
         c.arg(cmd).arg(&bad);
         let (code, _, err) = run(c);
         assert_eq!(code, 2);
-        assert!(err.contains("bad.dcz") && err.contains("not a valid dc-search compressed file"), "{cmd}: {err}");
+        assert!(
+            err.contains("bad.dcz") && err.contains("not a valid dc-search compressed file"),
+            "{cmd}: {err}"
+        );
     }
     let mut c = dc_search();
     c.arg("inspect").arg(dir.path().join("missing.dcz"));
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
-    assert!(err.contains("cannot read compressed file") && err.contains("missing.dcz"), "{err}");
+    assert!(
+        err.contains("cannot read compressed file") && err.contains("missing.dcz"),
+        "{err}"
+    );
 }

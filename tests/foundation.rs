@@ -21,7 +21,10 @@ fn unknown_model_and_device_are_clear_errors() {
     c.args(["eval", "alexnet"]);
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown model \"alexnet\"") && err.contains("lenet-300-100"), "{err}");
+    assert!(
+        err.contains("unknown model \"alexnet\"") && err.contains("lenet-300-100"),
+        "{err}"
+    );
 
     let mut c = dc_search();
     c.args(["eval", "lenet", "--device", "gpu7"]);
@@ -33,10 +36,20 @@ fn unknown_model_and_device_are_clear_errors() {
 #[test]
 fn missing_data_dir_is_a_clear_error() {
     let mut c = dc_search();
-    c.args(["eval", "lenet", "--data-dir", "/nonexistent/mnist", "--device", "cpu"]);
+    c.args([
+        "eval",
+        "lenet",
+        "--data-dir",
+        "/nonexistent/mnist",
+        "--device",
+        "cpu",
+    ]);
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/mnist") && err.contains("scripts/setup.sh"), "{err}");
+    assert!(
+        err.contains("/nonexistent/mnist") && err.contains("scripts/setup.sh"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,7 +59,10 @@ fn mnist_splits_hold_out_validation() {
     assert_eq!(data.train.len(), 60_000 - cfg.data.validation);
     assert_eq!(data.test.len(), 10_000);
     let max = data.train.images.max().double_value(&[]);
-    assert!((max - 255.0 / 256.0).abs() < 1e-6, "Caffe scaling x/256, max {max}");
+    assert!(
+        (max - 255.0 / 256.0).abs() < 1e-6,
+        "Caffe scaling x/256, max {max}"
+    );
 }
 
 /// A few hundred real SGD steps must beat chance (10 %) by far.
@@ -56,7 +72,10 @@ fn short_training_beats_chance() {
     let _g = torch_lock();
     tch::manual_seed(5);
     let net = Net::init(&cfg.arch(), Device::Cpu);
-    let recipe = dc_search::train::Recipe { iterations: 150, ..cfg.train.clone() };
+    let recipe = dc_search::train::Recipe {
+        iterations: 150,
+        ..cfg.train.clone()
+    };
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "test", true).unwrap();
     let acc = train::evaluate(&net, &data.valid.head(2000)).accuracy;
@@ -66,7 +85,10 @@ fn short_training_beats_chance() {
 #[test]
 fn same_seed_same_weights() {
     let (cfg, data) = mnist("lenet-300-100");
-    let recipe = dc_search::train::Recipe { iterations: 40, ..cfg.train.clone() };
+    let recipe = dc_search::train::Recipe {
+        iterations: 40,
+        ..cfg.train.clone()
+    };
     let train_once = |seed: i64| {
         let _g = torch_lock();
         tch::manual_seed(seed);
@@ -76,6 +98,10 @@ fn same_seed_same_weights() {
         net.to_host()
     };
     let a = train_once(11);
-    assert_eq!(a, train_once(11), "same seed must give bit-identical weights");
+    assert_eq!(
+        a,
+        train_once(11),
+        "same seed must give bit-identical weights"
+    );
     assert_ne!(a, train_once(12));
 }

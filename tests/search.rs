@@ -60,28 +60,64 @@ fn small_search_writes_a_file_that_meets_the_floor() {
     let (code, out, err) = search(dir.path(), "0.85");
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let run_dir = dir.path().join("run");
-    for f in ["config.toml", "sensitivity.csv", "sensitivity.svg", "trials.csv", "pareto.svg", "ratios.json", "summary.json", "report.md", "lenet-300-100.dcz"] {
+    for f in [
+        "config.toml",
+        "sensitivity.csv",
+        "sensitivity.svg",
+        "trials.csv",
+        "pareto.svg",
+        "ratios.json",
+        "summary.json",
+        "report.md",
+        "lenet-300-100.dcz",
+    ] {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
     let valid = summary["decoded_valid_accuracy"].as_f64().unwrap();
     assert!(valid >= 0.85, "decoded file meets the floor: {valid}");
-    let ratios: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("ratios.json")).unwrap()).unwrap();
+    let ratios: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("ratios.json")).unwrap())
+            .unwrap();
     let layers = ratios["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
-    let kept: f64 = layers.iter().zip([235_200.0, 30_000.0, 1_000.0]).map(|(l, n)| (1.0 - l["sparse_ratio"].as_f64().unwrap()) * n).sum();
-    assert!(kept < 0.5 * 266_200.0, "it pruned more than half the weights: {layers:?}");
+    let kept: f64 = layers
+        .iter()
+        .zip([235_200.0, 30_000.0, 1_000.0])
+        .map(|(l, n)| (1.0 - l["sparse_ratio"].as_f64().unwrap()) * n)
+        .sum();
+    assert!(
+        kept < 0.5 * 266_200.0,
+        "it pruned more than half the weights: {layers:?}"
+    );
     let csv = std::fs::read_to_string(run_dir.join("sensitivity.csv")).unwrap();
-    assert!(csv.starts_with("layer,sparse_ratio,nonzeros,accuracy,loss,images\n"), "{csv}");
+    assert!(
+        csv.starts_with("layer,sparse_ratio,nonzeros,accuracy,loss,images\n"),
+        "{csv}"
+    );
     assert_eq!(csv.lines().count(), 1 + 3 * 6);
     // The machine-readable summary line and an independent decode of the file agree.
     let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(line["bytes"].as_u64().unwrap(), std::fs::metadata(run_dir.join("lenet-300-100.dcz")).unwrap().len());
+    assert_eq!(
+        line["bytes"].as_u64().unwrap(),
+        std::fs::metadata(run_dir.join("lenet-300-100.dcz"))
+            .unwrap()
+            .len()
+    );
     let mut c = dc_search();
-    c.env("DC_SEARCH_CACHE", dir.path().join("cache")).arg("eval").arg(run_dir.join("lenet-300-100.dcz")).arg("--data-dir").arg(mnist_dir());
+    c.env("DC_SEARCH_CACHE", dir.path().join("cache"))
+        .arg("eval")
+        .arg(run_dir.join("lenet-300-100.dcz"))
+        .arg("--data-dir")
+        .arg(mnist_dir());
     let (code, out, err) = run(c);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("validation: accuracy {valid:.4}")), "{out}");
+    assert!(
+        out.contains(&format!("validation: accuracy {valid:.4}")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -89,7 +125,10 @@ fn floor_above_the_dense_model_stops_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = search(dir.path(), "1.0");
     assert_eq!(code, 2);
-    assert!(err.contains("already under the floor 1.0000") && err.contains("lower --floor"), "{err}");
+    assert!(
+        err.contains("already under the floor 1.0000") && err.contains("lower --floor"),
+        "{err}"
+    );
     assert!(!dir.path().join("run").join("trials.csv").exists());
 }
 
@@ -100,6 +139,9 @@ fn nonsense_floors_are_refused() {
         c.args(["--floor", f, "lenet"]);
         let (code, _, err) = run(c);
         assert_eq!(code, 2, "{f}");
-        assert!(err.contains("--floor") && err.contains("(0, 1]"), "{f}: {err}");
+        assert!(
+            err.contains("--floor") && err.contains("(0, 1]"),
+            "{f}: {err}"
+        );
     }
 }

@@ -15,8 +15,16 @@ pub fn dc_search() -> Command {
 
 /// Runs a command and returns (exit code, stdout, stderr).
 pub fn run(mut c: Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = c.output().expect("the binary starts");
-    (status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into(), String::from_utf8_lossy(&stderr).into())
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("the binary starts");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into(),
+        String::from_utf8_lossy(&stderr).into(),
+    )
 }
 
 /// Serialises tests that seed torch's global generator.

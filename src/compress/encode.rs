@@ -33,11 +33,20 @@ fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
 }
 
 /// The compressed model of a net whose every layer has a codebook.
-pub fn to_model(net: &Net, state: &Masked, dataset: &str, input_scale: f32, bias: BiasPrecision) -> Result<format::CompressedModel> {
+pub fn to_model(
+    net: &Net,
+    state: &Masked,
+    dataset: &str,
+    input_scale: f32,
+    bias: BiasPrecision,
+) -> Result<format::CompressedModel> {
     let mut layers = Vec::new();
     for ((spec, p), ls) in net.arch.layers.iter().zip(&net.params).zip(&state.layers) {
         let Some(cb) = &ls.codebook else {
-            bail!("layer {} has no codebook: quantize every layer before encoding", spec.name);
+            bail!(
+                "layer {} has no codebook: quantize every layer before encoding",
+                spec.name
+            );
         };
         let centroids = tensor_to_vec(&cb.centroids);
         let positions: Vec<i64> = Vec::try_from(&cb.positions.to_device(Device::Cpu))?;
@@ -83,7 +92,8 @@ pub fn to_model(net: &Net, state: &Masked, dataset: &str, input_scale: f32, bias
 
 /// A net with a decoded file's weights; the file's layers must match the zoo model.
 pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
-    let arch = Arch::by_name(&model.model).with_context(|| "the compressed file names a model this dc-search lacks")?;
+    let arch = Arch::by_name(&model.model)
+        .with_context(|| "the compressed file names a model this dc-search lacks")?;
     ensure!(
         model.layers.len() == arch.layers.len(),
         "the file has {} layers, model {} has {}",
@@ -104,7 +114,11 @@ pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
             spec.weight_shape
         );
         tensors.insert(format!("{}.weight", l.name), (shape, l.dense_weights()));
-        let bias = if l.bias.is_empty() { vec![0.0; spec.outputs() as usize] } else { l.bias.clone() };
+        let bias = if l.bias.is_empty() {
+            vec![0.0; spec.outputs() as usize]
+        } else {
+            l.bias.clone()
+        };
         tensors.insert(format!("{}.bias", l.name), (vec![spec.outputs()], bias));
     }
     let mut net = Net::init(&arch, device);

@@ -16,14 +16,20 @@ pub struct KMeans {
 
 /// `k` evenly spaced values from `min` to `max` (one value, `min`, when `k == 1`).
 pub fn linear_init(values: &[f32], k: usize) -> Vec<f32> {
-    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
     if values.is_empty() {
         return Vec::new();
     }
     if k <= 1 {
         return vec![lo];
     }
-    (0..k).map(|j| (lo as f64 + (hi as f64 - lo as f64) * j as f64 / (k - 1) as f64) as f32).collect()
+    (0..k)
+        .map(|j| (lo as f64 + (hi as f64 - lo as f64) * j as f64 / (k - 1) as f64) as f32)
+        .collect()
 }
 
 /// Index of the centroid nearest to `v` in `sorted` (ascending `(value, index)` pairs).
@@ -49,12 +55,20 @@ pub fn kmeans_1d(values: &[f32], k: usize, max_iter: usize) -> KMeans {
     let mut centroids = linear_init(values, k.max(1));
     let mut assignments = vec![0u32; values.len()];
     if values.is_empty() {
-        return KMeans { centroids, assignments, iterations: 0 };
+        return KMeans {
+            centroids,
+            assignments,
+            iterations: 0,
+        };
     }
     let mut iterations = 0;
     for it in 0..max_iter.max(1) {
         iterations = it + 1;
-        let mut sorted: Vec<(f32, u32)> = centroids.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        let mut sorted: Vec<(f32, u32)> = centroids
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut changed = it == 0;
         for (a, &v) in assignments.iter_mut().zip(values) {
@@ -77,7 +91,11 @@ pub fn kmeans_1d(values: &[f32], k: usize, max_iter: usize) -> KMeans {
             }
         }
     }
-    KMeans { centroids, assignments, iterations }
+    KMeans {
+        centroids,
+        assignments,
+        iterations,
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +104,10 @@ mod tests {
 
     #[test]
     fn linear_init_spans_min_to_max() {
-        assert_eq!(linear_init(&[-1.0, 3.0, 0.5], 5), vec![-1.0, 0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(
+            linear_init(&[-1.0, 3.0, 0.5], 5),
+            vec![-1.0, 0.0, 1.0, 2.0, 3.0]
+        );
         assert_eq!(linear_init(&[2.0, 4.0], 1), vec![2.0]);
         assert!(linear_init(&[], 4).is_empty());
     }
@@ -122,9 +143,14 @@ mod tests {
 
     #[test]
     fn deterministic_and_more_clusters_never_worse() {
-        let v: Vec<f32> = (0..5000).map(|i| ((i as f32 * 0.618).sin() * 3.0).powi(3)).collect();
+        let v: Vec<f32> = (0..5000)
+            .map(|i| ((i as f32 * 0.618).sin() * 3.0).powi(3))
+            .collect();
         let sse = |km: &KMeans| -> f64 {
-            v.iter().zip(&km.assignments).map(|(&x, &a)| (x as f64 - km.centroids[a as usize] as f64).powi(2)).sum()
+            v.iter()
+                .zip(&km.assignments)
+                .map(|(&x, &a)| (x as f64 - km.centroids[a as usize] as f64).powi(2))
+                .sum()
         };
         let a = kmeans_1d(&v, 16, 200);
         assert_eq!(a, kmeans_1d(&v, 16, 200));

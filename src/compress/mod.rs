@@ -135,9 +135,17 @@ pub struct Trainer<'a> {
 
 impl Trainer<'_> {
     /// Retrains `net` through `state` for `epochs` epochs at the compression learning rate.
-    pub fn retrain(&self, net: &Net, state: &mut Masked, epochs: f64, label: &str) -> Result<TrainStats> {
+    pub fn retrain(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        epochs: f64,
+        label: &str,
+    ) -> Result<TrainStats> {
         let codebooks = state.layers.iter().any(|l| l.codebook.is_some());
-        let mut recipe = self.dense.retrain(epochs, self.train.len(), self.cfg.lr_scale);
+        let mut recipe = self
+            .dense
+            .retrain(epochs, self.train.len(), self.cfg.lr_scale);
         if codebooks {
             recipe.base_lr *= self.cfg.centroid_lr_scale;
         }
@@ -147,7 +155,13 @@ impl Trainer<'_> {
 
     /// Prunes by `rules` (per `cfg.schedule`) for `epochs` epochs per stage; the state's
     /// masks are replaced.
-    pub fn prune_and_retrain(&self, net: &Net, state: &mut Masked, rules: &[PruneRule], epochs: f64) -> Result<Vec<TrainStats>> {
+    pub fn prune_and_retrain(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        rules: &[PruneRule],
+        epochs: f64,
+    ) -> Result<Vec<TrainStats>> {
         let mut stats = Vec::new();
         match self.cfg.schedule {
             Schedule::AllAtOnce => {
@@ -173,27 +187,62 @@ impl Trainer<'_> {
 
     /// Shares weights (k = 2^bits per layer), retrains the codebooks for `epochs`, rounds
     /// biases to the file's precision.
-    pub fn quantize_and_retrain(&self, net: &Net, state: &mut Masked, bits: &[u8], epochs: f64) -> Result<Option<TrainStats>> {
+    pub fn quantize_and_retrain(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        bits: &[u8],
+        epochs: f64,
+    ) -> Result<Option<TrainStats>> {
         for (i, &b) in bits.iter().enumerate() {
             state.quantize(net, i, b, self.cfg.kmeans_iters);
         }
-        let stats = if epochs > 0.0 { Some(self.retrain(net, state, epochs, "codebook")?) } else { None };
+        let stats = if epochs > 0.0 {
+            Some(self.retrain(net, state, epochs, "codebook")?)
+        } else {
+            None
+        };
         encode::round_biases(net, self.cfg.bias_precision);
         Ok(stats)
     }
 
     /// The whole of stages 1–2 from a dense net (modified in place); `valid` is evaluated
     /// after each stage for the record.
-    pub fn compress(&self, net: &Net, plan: &Plan, valid: &Split) -> Result<(Masked, CompressStats)> {
+    pub fn compress(
+        &self,
+        net: &Net,
+        plan: &Plan,
+        valid: &Split,
+    ) -> Result<(Masked, CompressStats)> {
         let start = std::time::Instant::now();
         let mut state = Masked::dense(net);
         let acc = |net: &Net| train::evaluate(net, valid).accuracy;
-        let mut stages = vec![Stage { name: "dense".into(), train: None, valid_accuracy: acc(net) }];
+        let mut stages = vec![Stage {
+            name: "dense".into(),
+            train: None,
+            valid_accuracy: acc(net),
+        }];
         let pruned = self.prune_and_retrain(net, &mut state, &plan.rules, self.cfg.prune_epochs)?;
-        stages.push(Stage { name: "prune+retrain".into(), train: pruned.last().cloned(), valid_accuracy: acc(net) });
-        let cb = self.quantize_and_retrain(net, &mut state, &plan.bits, self.cfg.codebook_epochs)?;
-        stages.push(Stage { name: "share+codebook".into(), train: cb, valid_accuracy: acc(net) });
+        stages.push(Stage {
+            name: "prune+retrain".into(),
+            train: pruned.last().cloned(),
+            valid_accuracy: acc(net),
+        });
+        let cb =
+            self.quantize_and_retrain(net, &mut state, &plan.bits, self.cfg.codebook_epochs)?;
+        stages.push(Stage {
+            name: "share+codebook".into(),
+            train: cb,
+            valid_accuracy: acc(net),
+        });
         let densities = state.densities(net);
-        Ok((state, CompressStats { stages, densities, seconds: start.elapsed().as_secs_f64() }))
+        Ok((
+            state,
+            CompressStats {
+                stages,
+                densities,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+        ))
     }
 }

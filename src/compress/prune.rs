@@ -43,7 +43,10 @@ fn keep_by_ratio(weights: &[f32], ratio: f64) -> Vec<bool> {
     let mut order: Vec<u32> = (0..weights.len() as u32).collect();
     if m > 0 && m < weights.len() {
         order.select_nth_unstable_by(m, |&a, &b| {
-            weights[a as usize].abs().total_cmp(&weights[b as usize].abs()).then(a.cmp(&b))
+            weights[a as usize]
+                .abs()
+                .total_cmp(&weights[b as usize].abs())
+                .then(a.cmp(&b))
         });
     }
     let mut keep = vec![true; weights.len()];
@@ -71,7 +74,10 @@ mod tests {
     fn ratio_removes_the_smallest_exactly() {
         let w = [0.5, -0.1, 0.0, 2.0, -0.3, 0.1];
         // 50 % of 6 = 3: 0.0, then the tie -0.1 / 0.1 broken by position (index 1 first), then 0.1.
-        assert_eq!(keep_mask(&w, PruneRule::SparseRatio(0.5)), vec![true, false, false, true, true, false]);
+        assert_eq!(
+            keep_mask(&w, PruneRule::SparseRatio(0.5)),
+            vec![true, false, false, true, true, false]
+        );
         assert_eq!(keep_mask(&w, PruneRule::SparseRatio(0.0)), vec![true; 6]);
         let two_thirds = keep_mask(&w, PruneRule::SparseRatio(0.67));
         assert_eq!(two_thirds.iter().filter(|&&k| k).count(), 2);
@@ -80,10 +86,15 @@ mod tests {
 
     #[test]
     fn ratio_is_monotone() {
-        let w: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
+        let w: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 - 500.0)
+            .collect();
         let a = keep_mask(&w, PruneRule::SparseRatio(0.3));
         let b = keep_mask(&w, PruneRule::SparseRatio(0.6));
-        assert!(a.iter().zip(&b).all(|(&ka, &kb)| ka || !kb), "pruned at 30 % stays pruned at 60 %");
+        assert!(
+            a.iter().zip(&b).all(|(&ka, &kb)| ka || !kb),
+            "pruned at 30 % stays pruned at 60 %"
+        );
         assert_eq!(b.iter().filter(|&&k| !k).count(), 600);
     }
 
@@ -91,7 +102,10 @@ mod tests {
     fn quality_uses_std() {
         let w = [1.0, -1.0, 1.0, -1.0, 0.1];
         // mean 0.02, std ≈ 0.8790; quality 1 → threshold 0.879: only ±1 kept.
-        assert_eq!(keep_mask(&w, PruneRule::Quality(1.0)), vec![true, true, true, true, false]);
+        assert_eq!(
+            keep_mask(&w, PruneRule::Quality(1.0)),
+            vec![true, true, true, true, false]
+        );
         assert!((std_dev(&[1.0, 3.0]) - 1.0).abs() < 1e-12);
     }
 }

@@ -25,13 +25,16 @@ const MAX_BYTES: u64 = 1 << 30;
 
 /// Reads an IDX file of u8 data, transparently gunzipping a `.gz` (detected by magic).
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read IDX file {}", path.display()))?;
+    let raw =
+        std::fs::read(path).with_context(|| format!("cannot read IDX file {}", path.display()))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .take(MAX_BYTES)
             .read_to_end(&mut out)
-            .with_context(|| format!("{}: corrupt gzip data (download it again)", path.display()))?;
+            .with_context(|| {
+                format!("{}: corrupt gzip data (download it again)", path.display())
+            })?;
         out
     } else {
         raw
@@ -42,7 +45,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parses IDX bytes (u8 element type only).
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
     if bytes.len() < 4 {
-        bail!("file is {} bytes, shorter than the 4-byte IDX magic", bytes.len());
+        bail!(
+            "file is {} bytes, shorter than the 4-byte IDX magic",
+            bytes.len()
+        );
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         bail!(
@@ -54,7 +60,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
         );
     }
     if bytes[2] != 0x08 {
-        bail!("element type 0x{:02x} is not supported (only 0x08, unsigned byte)", bytes[2]);
+        bail!(
+            "element type 0x{:02x} is not supported (only 0x08, unsigned byte)",
+            bytes[2]
+        );
     }
     let ndim = bytes[3] as usize;
     if ndim == 0 || ndim > 4 {
@@ -62,7 +71,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
     }
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        bail!("truncated header: {} bytes, need {header} for {ndim} dimensions", bytes.len());
+        bail!(
+            "truncated header: {} bytes, need {header} for {ndim} dimensions",
+            bytes.len()
+        );
     }
     let dims: Vec<usize> = (0..ndim)
         .map(|i| {
@@ -80,9 +92,15 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
         bail!("truncated: dimensions {dims:?} need {expected} data bytes, the file has {have}");
     }
     if have > expected {
-        bail!("{} trailing bytes after the {expected} data bytes of dimensions {dims:?}", have - expected);
+        bail!(
+            "{} trailing bytes after the {expected} data bytes of dimensions {dims:?}",
+            have - expected
+        );
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -147,6 +165,9 @@ mod tests {
 
         let missing = dir.path().join("nope");
         let e = format!("{:#}", read_idx(&missing).unwrap_err());
-        assert!(e.contains("cannot read IDX file") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("cannot read IDX file") && e.contains("nope"),
+            "{e}"
+        );
     }
 }

@@ -71,13 +71,19 @@ impl Split {
     }
 
     pub fn to_device(&self, device: Device) -> Split {
-        Split { images: self.images.to_device(device), labels: self.labels.to_device(device) }
+        Split {
+            images: self.images.to_device(device),
+            labels: self.labels.to_device(device),
+        }
     }
 
     /// The first `n` examples (all if fewer).
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len()) as i64;
-        Split { images: self.images.narrow(0, 0, n), labels: self.labels.narrow(0, 0, n) }
+        Split {
+            images: self.images.narrow(0, 0, n),
+            labels: self.labels.narrow(0, 0, n),
+        }
     }
 }
 
@@ -122,7 +128,12 @@ fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> 
         images.display(),
         img.dims
     );
-    ensure!(lab.dims.len() == 1, "{}: expected a 1-d label array, found {:?}", labels.display(), lab.dims);
+    ensure!(
+        lab.dims.len() == 1,
+        "{}: expected a 1-d label array, found {:?}",
+        labels.display(),
+        lab.dims
+    );
     ensure!(
         img.dims[0] == lab.dims[0],
         "{} holds {} images but {} holds {} labels: the two files do not belong together",
@@ -138,7 +149,10 @@ fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> 
 }
 
 fn to_split(images: &[u8], labels: &[u8], n: usize, scale: f32) -> Split {
-    let images = Tensor::from_slice(images).view([n as i64, 1, 28, 28]).to_kind(Kind::Float) * scale as f64;
+    let images = Tensor::from_slice(images)
+        .view([n as i64, 1, 28, 28])
+        .to_kind(Kind::Float)
+        * scale as f64;
     let labels = Tensor::from_slice(labels).to_kind(Kind::Int64);
     Split { images, labels }
 }
@@ -146,7 +160,10 @@ fn to_split(images: &[u8], labels: &[u8], n: usize, scale: f32) -> Split {
 /// Loads the dataset, splits off `cfg.validation` training images with a seeded shuffle.
 pub fn load(cfg: &DataConfig) -> Result<Data> {
     let dir = cfg.dir.clone().unwrap_or_else(|| cfg.dataset.default_dir());
-    let paths: Vec<PathBuf> = FILES.iter().map(|f| find(&dir, f, cfg.dataset)).collect::<Result<_>>()?;
+    let paths: Vec<PathBuf> = FILES
+        .iter()
+        .map(|f| find(&dir, f, cfg.dataset))
+        .collect::<Result<_>>()?;
     let (tr_img, tr_lab, n_train) = read_pair(&paths[0], &paths[1])?;
     let (te_img, te_lab, n_test) = read_pair(&paths[2], &paths[3])?;
     ensure!(
@@ -195,7 +212,8 @@ pub fn dir_from_env(flag: Option<PathBuf>) -> Option<PathBuf> {
 
 /// Checks that a folder exists before a long run starts.
 pub fn check_dir(dir: &Path) -> Result<()> {
-    std::fs::metadata(dir).with_context(|| format!("data folder {} does not exist", dir.display()))?;
+    std::fs::metadata(dir)
+        .with_context(|| format!("data folder {} does not exist", dir.display()))?;
     Ok(())
 }
 
@@ -224,7 +242,10 @@ mod tests {
             dir: Some(dir.path().join("absent")),
         };
         let e = format!("{:#}", load(&cfg).unwrap_err());
-        assert!(e.contains("train-images-idx3-ubyte") && e.contains("--data-dir"), "{e}");
+        assert!(
+            e.contains("train-images-idx3-ubyte") && e.contains("--data-dir"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -65,11 +65,19 @@ pub struct Arch {
 }
 
 fn conv(name: &str, out: i64, inp: i64, k: i64) -> LayerSpec {
-    LayerSpec { name: name.into(), kind: LayerKind::Conv, weight_shape: vec![out, inp, k, k] }
+    LayerSpec {
+        name: name.into(),
+        kind: LayerKind::Conv,
+        weight_shape: vec![out, inp, k, k],
+    }
 }
 
 fn fc(name: &str, out: i64, inp: i64) -> LayerSpec {
-    LayerSpec { name: name.into(), kind: LayerKind::Linear, weight_shape: vec![out, inp] }
+    LayerSpec {
+        name: name.into(),
+        kind: LayerKind::Linear,
+        weight_shape: vec![out, inp],
+    }
 }
 
 /// The zoo's model names.
@@ -83,8 +91,22 @@ impl Arch {
         Arch {
             name: "lenet".into(),
             input_shape: vec![1, 28, 28],
-            layers: vec![conv("conv1", 20, 1, 5), conv("conv2", 50, 20, 5), fc("fc1", 500, 800), fc("fc2", 10, 500)],
-            ops: vec![Conv(0), MaxPool2, Conv(1), MaxPool2, Flatten, Linear(2), Relu, Linear(3)],
+            layers: vec![
+                conv("conv1", 20, 1, 5),
+                conv("conv2", 50, 20, 5),
+                fc("fc1", 500, 800),
+                fc("fc2", 10, 500),
+            ],
+            ops: vec![
+                Conv(0),
+                MaxPool2,
+                Conv(1),
+                MaxPool2,
+                Flatten,
+                Linear(2),
+                Relu,
+                Linear(3),
+            ],
         }
     }
 
@@ -110,7 +132,10 @@ impl Arch {
 
     /// Weights plus biases of every layer.
     pub fn num_params(&self) -> i64 {
-        self.layers.iter().map(|l| l.weight_numel() + l.outputs()).sum()
+        self.layers
+            .iter()
+            .map(|l| l.weight_numel() + l.outputs())
+            .sum()
     }
 
     pub fn layer_index(&self, name: &str) -> Result<usize> {
@@ -119,7 +144,11 @@ impl Arch {
             None => bail!(
                 "model {} has no layer {name:?}; its layers are {}",
                 self.name,
-                self.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -160,11 +189,16 @@ impl Net {
                 let weight = Tensor::empty(l.weight_shape.as_slice(), (Kind::Float, device))
                     .uniform_(-a, a)
                     .set_requires_grad(true);
-                let bias = Tensor::zeros([l.outputs()], (Kind::Float, device)).set_requires_grad(true);
+                let bias =
+                    Tensor::zeros([l.outputs()], (Kind::Float, device)).set_requires_grad(true);
                 Param { weight, bias }
             })
             .collect();
-        Net { arch: arch.clone(), params, device }
+        Net {
+            arch: arch.clone(),
+            params,
+            device,
+        }
     }
 
     /// Logits `[n, classes]` for inputs `[n, c, h, w]`.
@@ -182,7 +216,14 @@ impl Net {
         let mut h = x.shallow_clone();
         for op in &self.arch.ops[start..end] {
             h = match *op {
-                Op::Conv(i) => h.conv2d(&self.params[i].weight, Some(&self.params[i].bias), [1, 1], [0, 0], [1, 1], 1),
+                Op::Conv(i) => h.conv2d(
+                    &self.params[i].weight,
+                    Some(&self.params[i].bias),
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    1,
+                ),
                 Op::Linear(i) => h.linear(&self.params[i].weight, Some(&self.params[i].bias)),
                 Op::MaxPool2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
                 Op::Relu => h.relu(),
@@ -194,7 +235,10 @@ impl Net {
 
     /// Every trainable tensor, weights and biases interleaved in layer order.
     pub fn tensors(&self) -> Vec<&Tensor> {
-        self.params.iter().flat_map(|p| [&p.weight, &p.bias]).collect()
+        self.params
+            .iter()
+            .flat_map(|p| [&p.weight, &p.bias])
+            .collect()
     }
 
     /// `(name, tensor)` pairs with PyTorch names (`conv1.weight`, `conv1.bias`, …).
@@ -203,7 +247,12 @@ impl Net {
             .layers
             .iter()
             .zip(&self.params)
-            .flat_map(|(l, p)| [(format!("{}.weight", l.name), &p.weight), (format!("{}.bias", l.name), &p.bias)])
+            .flat_map(|(l, p)| {
+                [
+                    (format!("{}.weight", l.name), &p.weight),
+                    (format!("{}.bias", l.name), &p.bias),
+                ]
+            })
             .collect()
     }
 
@@ -217,10 +266,17 @@ impl Net {
 
     /// Overwrites the weights with `tensors` (name → (shape, values)); every layer must be
     /// present with its exact shape.
-    pub fn load_host(&mut self, tensors: &HashMap<String, (Vec<i64>, Vec<f32>)>, source: &str) -> Result<()> {
+    pub fn load_host(
+        &mut self,
+        tensors: &HashMap<String, (Vec<i64>, Vec<f32>)>,
+        source: &str,
+    ) -> Result<()> {
         for (name, t) in self.named_tensors() {
             let Some((shape, values)) = tensors.get(&name) else {
-                bail!("{source} has no tensor {name:?} (model {} needs it)", self.arch.name);
+                bail!(
+                    "{source} has no tensor {name:?} (model {} needs it)",
+                    self.arch.name
+                );
             };
             ensure!(
                 shape == &t.size(),
@@ -228,7 +284,9 @@ impl Net {
                 self.arch.name,
                 t.size()
             );
-            let src = Tensor::from_slice(values).view(shape.as_slice()).to_device(self.device);
+            let src = Tensor::from_slice(values)
+                .view(shape.as_slice())
+                .to_device(self.device);
             tch::no_grad(|| t.shallow_clone().copy_(&src));
         }
         Ok(())
@@ -244,7 +302,11 @@ impl Net {
                 bias: p.bias.detach().copy().set_requires_grad(true),
             })
             .collect();
-        Net { arch: self.arch.clone(), params, device: self.device }
+        Net {
+            arch: self.arch.clone(),
+            params,
+            device: self.device,
+        }
     }
 
     /// Copies `other`'s weights into this net (same arch).
@@ -260,7 +322,12 @@ impl Net {
 
 /// A tensor's values as a host `Vec<f32>` (any device, any float kind).
 pub fn tensor_to_vec(t: &Tensor) -> Vec<f32> {
-    let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    let flat = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .view([-1]);
     Vec::<f32>::try_from(&flat).expect("a float tensor converts to Vec<f32>")
 }
 
@@ -284,7 +351,11 @@ mod tests {
             let n: i64 = net.tensors().iter().map(|t| t.numel() as i64).sum();
             assert_eq!(n, arch.num_params());
         }
-        let names: Vec<String> = Net::init(&Arch::lenet(), Device::Cpu).named_tensors().into_iter().map(|x| x.0).collect();
+        let names: Vec<String> = Net::init(&Arch::lenet(), Device::Cpu)
+            .named_tensors()
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
         assert_eq!(names[0], "conv1.weight");
         assert_eq!(names[7], "fc2.bias");
     }

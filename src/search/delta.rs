@@ -28,8 +28,16 @@ pub fn ratio_for_delta(curve: &[(f64, f64)], dense: f64, delta: f64) -> f64 {
 }
 
 /// The ratio vector for `delta`, one curve per layer, each capped at `max_ratio`.
-pub fn ratios_for_delta(curves: &[Vec<(f64, f64)>], dense: f64, delta: f64, max_ratio: f64) -> Vec<f64> {
-    curves.iter().map(|c| ratio_for_delta(c, dense, delta).min(max_ratio)).collect()
+pub fn ratios_for_delta(
+    curves: &[Vec<(f64, f64)>],
+    dense: f64,
+    delta: f64,
+    max_ratio: f64,
+) -> Vec<f64> {
+    curves
+        .iter()
+        .map(|c| ratio_for_delta(c, dense, delta).min(max_ratio))
+        .collect()
 }
 
 #[cfg(test)]

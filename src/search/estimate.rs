@@ -23,7 +23,13 @@ pub fn layer_bytes(weights: usize, outputs: usize, density: f64, bits: u8) -> f6
 
 /// Estimated file bytes: the layers plus a header.
 pub fn model_bytes(layers: &[(usize, usize)], densities: &[f64], bits: &[u8]) -> f64 {
-    150.0 + layers.iter().zip(densities).zip(bits).map(|(((w, o), d), b)| layer_bytes(*w, *o, *d, *b)).sum::<f64>()
+    150.0
+        + layers
+            .iter()
+            .zip(densities)
+            .zip(bits)
+            .map(|(((w, o), d), b)| layer_bytes(*w, *o, *d, *b))
+            .sum::<f64>()
 }
 
 #[cfg(test)]

@@ -91,8 +91,18 @@ impl Gp {
         let alpha = backward(&chol, n, &forward(&chol, n, &centred));
         let fit: f64 = centred.iter().zip(&alpha).map(|(y, a)| y * a).sum();
         let logdet: f64 = (0..n).map(|i| chol[i * n + i].ln()).sum();
-        let log_likelihood = -0.5 * fit - logdet - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
-        Some(Gp { xs: xs.to_vec(), mean, signal, length, noise, chol, alpha, log_likelihood })
+        let log_likelihood =
+            -0.5 * fit - logdet - 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+        Some(Gp {
+            xs: xs.to_vec(),
+            mean,
+            signal,
+            length,
+            noise,
+            chol,
+            alpha,
+            log_likelihood,
+        })
     }
 
     /// Fits, choosing length scale and noise (relative to the data's variance) by maximum
@@ -105,7 +115,10 @@ impl Gp {
         for &length in &[0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0] {
             for &rel_noise in &[1e-4, 1e-3, 1e-2, 5e-2, 0.2] {
                 if let Some(g) = Gp::fit_with(xs, ys, length, rel_noise * var) {
-                    if best.as_ref().is_none_or(|b| g.log_likelihood > b.log_likelihood) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| g.log_likelihood > b.log_likelihood)
+                    {
                         best = Some(g);
                     }
                 }
@@ -117,8 +130,11 @@ impl Gp {
     /// Posterior mean and standard deviation at `x` (the latent function, without noise).
     pub fn predict(&self, x: &[f64]) -> (f64, f64) {
         let n = self.xs.len();
-        let kx: Vec<f64> =
-            self.xs.iter().map(|xi| self.signal * (-sqdist(xi, x) / (2.0 * self.length * self.length)).exp()).collect();
+        let kx: Vec<f64> = self
+            .xs
+            .iter()
+            .map(|xi| self.signal * (-sqdist(xi, x) / (2.0 * self.length * self.length)).exp())
+            .collect();
         let mu = self.mean + kx.iter().zip(&self.alpha).map(|(k, a)| k * a).sum::<f64>();
         let v = forward(&self.chol, n, &kx);
         let var = (self.signal - v.iter().map(|x| x * x).sum::<f64>()).max(0.0);
@@ -130,7 +146,9 @@ impl Gp {
 pub fn normal_cdf(z: f64) -> f64 {
     let x = z.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * x);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let erf = 1.0 - poly * (-x * x).exp();
     if z >= 0.0 {
         0.5 * (1.0 + erf)
@@ -156,7 +174,11 @@ mod tests {
     fn cholesky_of_a_hand_matrix() {
         // [[4, 2], [2, 3]] = L Lᵀ with L = [[2, 0], [1, √2]]
         let l = cholesky(&[4.0, 2.0, 2.0, 3.0], 2).unwrap();
-        assert!((l[0] - 2.0).abs() < 1e-12 && (l[2] - 1.0).abs() < 1e-12 && (l[3] - 2f64.sqrt()).abs() < 1e-12);
+        assert!(
+            (l[0] - 2.0).abs() < 1e-12
+                && (l[2] - 1.0).abs() < 1e-12
+                && (l[3] - 2f64.sqrt()).abs() < 1e-12
+        );
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
         let x = backward(&l, 2, &forward(&l, 2, &[8.0, 7.0]));
         // [[4,2],[2,3]] x = [8,7] → x = [1.25, 1.5]

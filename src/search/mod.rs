@@ -115,8 +115,20 @@ pub struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
-    pub fn new(cfg: &'a Config, rt: &'a Runtime, data: &'a Data, dense: &'a Net, floor: f64, out: &Path) -> Search<'a> {
-        let layer_sizes = dense.arch.layers.iter().map(|l| (l.weight_numel() as usize, l.outputs() as usize)).collect();
+    pub fn new(
+        cfg: &'a Config,
+        rt: &'a Runtime,
+        data: &'a Data,
+        dense: &'a Net,
+        floor: f64,
+        out: &Path,
+    ) -> Search<'a> {
+        let layer_sizes = dense
+            .arch
+            .layers
+            .iter()
+            .map(|l| (l.weight_numel() as usize, l.outputs() as usize))
+            .collect();
         Search {
             cfg,
             rt,
@@ -124,7 +136,12 @@ impl<'a> Search<'a> {
             floor,
             out: out.to_path_buf(),
             dense,
-            trainer: Trainer { train: &data.train, dense: &cfg.train, cfg: &cfg.compress, quiet: true },
+            trainer: Trainer {
+                train: &data.train,
+                dense: &cfg.train,
+                cfg: &cfg.compress,
+                quiet: true,
+            },
             target: floor + cfg.search.margin,
             start: Instant::now(),
             trials: Vec::new(),
@@ -176,7 +193,10 @@ impl<'a> Search<'a> {
         let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
         let mut cfg = self.cfg.compress.clone();
         cfg.schedule = crate::compress::Schedule::AllAtOnce;
-        let trainer = Trainer { cfg: &cfg, ..self.trainer_ref() };
+        let trainer = Trainer {
+            cfg: &cfg,
+            ..self.trainer_ref()
+        };
         trainer.prune_and_retrain(&net, &mut state, &rules, self.cfg.search.probe_epochs)?;
         let acc = train::evaluate(&net, &self.data.valid).accuracy;
         let bytes = self.est_bytes(ratios, &self.provisional_bits());
@@ -199,24 +219,40 @@ impl<'a> Search<'a> {
             trial.probe,
             round3(ratios),
             acc,
-            if feasible { "feasible" } else { "below floor+margin" },
+            if feasible {
+                "feasible"
+            } else {
+                "below floor+margin"
+            },
             bytes / 1000.0,
             trial.seconds
         ));
         self.trials.push(trial);
         outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
         if feasible {
-            self.feasible.push(Feasible { ratios: ratios.to_vec(), net, state, bytes });
+            self.feasible.push(Feasible {
+                ratios: ratios.to_vec(),
+                net,
+                state,
+                bytes,
+            });
         }
         Ok(acc)
     }
 
     fn trainer_ref(&self) -> Trainer<'a> {
-        Trainer { train: self.trainer.train, dense: self.trainer.dense, cfg: self.trainer.cfg, quiet: self.trainer.quiet }
+        Trainer {
+            train: self.trainer.train,
+            dense: self.trainer.dense,
+            cfg: self.trainer.cfg,
+            quiet: self.trainer.quiet,
+        }
     }
 
     fn best(&self) -> Option<&Feasible> {
-        self.feasible.iter().min_by(|a, b| a.bytes.total_cmp(&b.bytes))
+        self.feasible
+            .iter()
+            .min_by(|a, b| a.bytes.total_cmp(&b.bytes))
     }
 
     /// Stage 2: Brent's method over δ.
@@ -244,7 +280,12 @@ impl<'a> Search<'a> {
                     return Err(anyhow::anyhow!("time budget of this stage spent"));
                 }
                 let delta = MIN_DELTA * (*delta).exp();
-                let ratios = delta::ratios_for_delta(self.curves, self.dense_acc, delta, s.cfg.search.max_ratio);
+                let ratios = delta::ratios_for_delta(
+                    self.curves,
+                    self.dense_acc,
+                    delta,
+                    s.cfg.search.max_ratio,
+                );
                 match s.probe_ratios(&ratios, "bisect", Some(delta)) {
                     Ok(acc) => Ok(acc - s.target),
                     Err(e) => {
@@ -258,11 +299,20 @@ impl<'a> Search<'a> {
         let error = RefCell::new(None);
         let max_iters = self.cfg.search.bisection_probes;
         let outcome = {
-            let cost = Cost { search: RefCell::new(&mut *self), curves, dense_acc, error: &error };
+            let cost = Cost {
+                search: RefCell::new(&mut *self),
+                curves,
+                dense_acc,
+                error: &error,
+            };
             // Brent over x = ln(δ / MIN_DELTA): geometric steps suit drops spanning decades.
             let hi = (max_delta / MIN_DELTA).ln();
             let solver = BrentRoot::new(0.0, hi, 0.05);
-            Executor::new(cost, solver).configure(|s| s.param(hi / 2.0).max_iters(max_iters)).run().map(|_| ()).map_err(|e| e.to_string())
+            Executor::new(cost, solver)
+                .configure(|s| s.param(hi / 2.0).max_iters(max_iters))
+                .run()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         if let Some(e) = error.into_inner() {
             return Err(e);
@@ -291,9 +341,21 @@ impl<'a> Search<'a> {
             };
             let best_bytes = best.bytes;
             let incumbent: Vec<f64> = best.ratios.iter().map(|&r| to_u(r)).collect();
-            let xs: Vec<Vec<f64>> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.ratios.iter().map(|&r| to_u(r)).collect()).collect();
-            let ys: Vec<f64> = self.trials.iter().filter(|t| t.phase != "bits").map(|t| t.valid_accuracy).collect();
-            let Some(model) = gp::Gp::fit(&xs, &ys) else { break };
+            let xs: Vec<Vec<f64>> = self
+                .trials
+                .iter()
+                .filter(|t| t.phase != "bits")
+                .map(|t| t.ratios.iter().map(|&r| to_u(r)).collect())
+                .collect();
+            let ys: Vec<f64> = self
+                .trials
+                .iter()
+                .filter(|t| t.phase != "bits")
+                .map(|t| t.valid_accuracy)
+                .collect();
+            let Some(model) = gp::Gp::fit(&xs, &ys) else {
+                break;
+            };
             // Candidates only grow the incumbent's ratios (so each probe is warm-started
             // from it: gradual pruning): one or two layers by a small step in log-density
             // space. Score = expected saving × probability of feasibility, among candidates
@@ -305,11 +367,19 @@ impl<'a> Search<'a> {
                 let scale = [0.01, 0.02, 0.04, 0.08][c % 4];
                 let mut u = incumbent.clone();
                 let first = rng.random_range(0..n);
-                let second = if rng.random::<f64>() < 0.5 { Some(rng.random_range(0..n)) } else { None };
+                let second = if rng.random::<f64>() < 0.5 {
+                    Some(rng.random_range(0..n))
+                } else {
+                    None
+                };
                 for l in std::iter::once(first).chain(second) {
                     u[l] = (u[l] + scale * (0.5 + gauss(&mut rng).abs())).min(1.0);
                 }
-                let ratios: Vec<f64> = u.iter().zip(&best.ratios).map(|(&x, &r)| from_u(x).max(r)).collect();
+                let ratios: Vec<f64> = u
+                    .iter()
+                    .zip(&best.ratios)
+                    .map(|(&x, &r)| from_u(x).max(r))
+                    .collect();
                 let bytes = self.est_bytes(&ratios, &self.provisional_bits());
                 if bytes >= best_bytes {
                     continue;
@@ -327,7 +397,9 @@ impl<'a> Search<'a> {
                 (Some((_, r)), _) => r,
                 (None, Some((p, r))) if p >= 0.15 => r,
                 _ => {
-                    self.say(&format!("refinement converged after {step} probes: no step looks feasible"));
+                    self.say(&format!(
+                        "refinement converged after {step} probes: no step looks feasible"
+                    ));
                     break;
                 }
             };
@@ -351,7 +423,10 @@ impl<'a> Search<'a> {
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
         cfg.schedule = crate::compress::Schedule::AllAtOnce;
-        let trainer = Trainer { cfg: &cfg, ..self.trainer_ref() };
+        let trainer = Trainer {
+            cfg: &cfg,
+            ..self.trainer_ref()
+        };
         let t0 = Instant::now();
         trainer.retrain(&net, &mut state, self.cfg.search.final_epochs, "final")?;
         let acc = train::evaluate(&net, &self.data.valid).accuracy;
@@ -367,11 +442,19 @@ impl<'a> Search<'a> {
 
     /// Quantizes a copy with `bits`, retrains the codebooks for `epochs`, returns it and its
     /// validation accuracy.
-    fn quantized(&self, net: &Net, state: &Masked, bits: &[u8], epochs: f64, seed: u64) -> Result<(Net, Masked, f64)> {
+    fn quantized(
+        &self,
+        net: &Net,
+        state: &Masked,
+        bits: &[u8],
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Net, Masked, f64)> {
         let net = net.copy();
         let mut state = state.copy();
         self.rt.reseed(seed);
-        self.trainer_ref().quantize_and_retrain(&net, &mut state, bits, epochs)?;
+        self.trainer_ref()
+            .quantize_and_retrain(&net, &mut state, bits, epochs)?;
         let acc = train::evaluate(&net, &self.data.valid).accuracy;
         Ok((net, state, acc))
     }
@@ -397,7 +480,13 @@ impl<'a> Search<'a> {
                 let mut trial_bits = bits.clone();
                 trial_bits[layer] = mid;
                 let t0 = Instant::now();
-                let (qnet, qstate, acc) = self.quantized(net, state, &trial_bits, sc.bits_epochs, 2000 + self.trials.len() as u64)?;
+                let (qnet, qstate, acc) = self.quantized(
+                    net,
+                    state,
+                    &trial_bits,
+                    sc.bits_epochs,
+                    2000 + self.trials.len() as u64,
+                )?;
                 let feasible = acc >= self.target;
                 let trial = Trial {
                     probe: self.trials.len() + 1,
@@ -416,7 +505,11 @@ impl<'a> Search<'a> {
                     "    bits probe {:>2}: {} at {mid} bits → validation {acc:.4} {}",
                     trial.probe,
                     self.dense.arch.layers[layer].name,
-                    if feasible { "feasible" } else { "below floor+margin" }
+                    if feasible {
+                        "feasible"
+                    } else {
+                        "below floor+margin"
+                    }
                 ));
                 self.trials.push(trial);
                 outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
@@ -432,9 +525,23 @@ impl<'a> Search<'a> {
     }
 
     /// Stages 2–6 after the sensitivity sweep. Returns the outcome (test evaluated once).
-    pub fn run(&mut self, points: &[sensitivity::Point], dense_acc: f64, times: &mut StageTimes) -> Result<Outcome> {
-        let names: Vec<String> = self.dense.arch.layers.iter().map(|l| l.name.clone()).collect();
-        let curves: Vec<Vec<(f64, f64)>> = names.iter().map(|n| sensitivity::curve(points, n).collect()).collect();
+    pub fn run(
+        &mut self,
+        points: &[sensitivity::Point],
+        dense_acc: f64,
+        times: &mut StageTimes,
+    ) -> Result<Outcome> {
+        let names: Vec<String> = self
+            .dense
+            .arch
+            .layers
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        let curves: Vec<Vec<(f64, f64)>> = names
+            .iter()
+            .map(|n| sensitivity::curve(points, n).collect())
+            .collect();
         let t = Instant::now();
         self.bisect(&curves, dense_acc)?;
         times.bisection = t.elapsed().as_secs_f64();
@@ -453,16 +560,26 @@ impl<'a> Search<'a> {
         let epochs = self.cfg.compress.codebook_epochs;
         let (bytes, decoded, valid) = loop {
             let (qnet, qstate, _) = self.quantized(&net, &state, &bits, epochs, 3000)?;
-            let model = encode::to_model(&qnet, &qstate, self.cfg.data.dataset.as_str(), self.cfg.data.input_scale, self.cfg.compress.bias_precision)?;
+            let model = encode::to_model(
+                &qnet,
+                &qstate,
+                self.cfg.data.dataset.as_str(),
+                self.cfg.data.input_scale,
+                self.cfg.compress.bias_precision,
+            )?;
             let bytes = format::encode(&model)?;
             let decoded = encode::to_net(&format::decode(&bytes)?, self.rt.device)?;
             crate::commands::verify_decoded(&qnet, &decoded)?;
             let valid = train::evaluate(&decoded, &self.data.valid).accuracy;
-            self.say(&format!("file: bits {bits:?} → {} bytes, decoded validation {valid:.4}", bytes.len()));
+            self.say(&format!(
+                "file: bits {bits:?} → {} bytes, decoded validation {valid:.4}",
+                bytes.len()
+            ));
             if valid >= self.floor || bits.iter().all(|&b| b >= self.cfg.search.bits_max) {
                 break (bytes, decoded, valid);
             }
-            bits.iter_mut().for_each(|b| *b = (*b + 1).min(self.cfg.search.bits_max));
+            bits.iter_mut()
+                .for_each(|b| *b = (*b + 1).min(self.cfg.search.bits_max));
         };
         if valid < self.floor {
             bail!(

@@ -15,7 +15,19 @@ use crate::paths::{write_atomic, write_text};
 /// `trials.csv`: one row per probe; list columns are `;`-separated in layer order.
 pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["probe", "phase", "delta", "ratios", "bits", "valid_accuracy", "feasible", "nonzeros", "estimated_bytes", "seconds", "warm_start"])?;
+    w.write_record([
+        "probe",
+        "phase",
+        "delta",
+        "ratios",
+        "bits",
+        "valid_accuracy",
+        "feasible",
+        "nonzeros",
+        "estimated_bytes",
+        "seconds",
+        "warm_start",
+    ])?;
     for t in trials {
         let join = |v: Vec<String>| v.join(";");
         w.write_record([
@@ -63,7 +75,11 @@ impl Ratios {
                 .iter()
                 .zip(&o.ratios)
                 .zip(&o.bits)
-                .map(|((n, &r), &b)| LayerRatio { name: n.clone(), sparse_ratio: (r * 1e6).round() / 1e6, bits: b })
+                .map(|((n, &r), &b)| LayerRatio {
+                    name: n.clone(),
+                    sparse_ratio: (r * 1e6).round() / 1e6,
+                    bits: b,
+                })
                 .collect(),
         }
     }
@@ -75,24 +91,46 @@ pub fn plot_sensitivity(points: &[Point], layers: &[String], path: &Path) -> Res
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
         root.fill(&WHITE)?;
-        let lo = points.iter().map(|p| p.accuracy).fold(1.0, f64::min).max(0.0);
+        let lo = points
+            .iter()
+            .map(|p| p.accuracy)
+            .fold(1.0, f64::min)
+            .max(0.0);
         let mut chart = ChartBuilder::on(&root)
-            .caption("Sensitivity: validation accuracy with one layer pruned (no retraining)", ("sans-serif", 18))
+            .caption(
+                "Sensitivity: validation accuracy with one layer pruned (no retraining)",
+                ("sans-serif", 18),
+            )
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(55)
             .build_cartesian_2d(0.0..1.0, lo..1.0)?;
-        chart.configure_mesh().x_desc("sparse ratio").y_desc("validation accuracy").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("sparse ratio")
+            .y_desc("validation accuracy")
+            .draw()?;
         for (i, layer) in layers.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = points.iter().filter(|p| &p.layer == layer).map(|p| (p.sparse_ratio, p.accuracy)).collect();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| &p.layer == layer)
+                .map(|p| (p.sparse_ratio, p.accuracy))
+                .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
                 .label(layer.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
+            chart.draw_series(
+                pts.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+            )?;
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
         root.present()?;
     }
     write_text(path, &svg)
@@ -105,21 +143,41 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
         root.fill(&WHITE)?;
-        let kb: Vec<(f64, f64)> = trials.iter().map(|t| (t.estimated_bytes / 1000.0, t.valid_accuracy)).collect();
+        let kb: Vec<(f64, f64)> = trials
+            .iter()
+            .map(|t| (t.estimated_bytes / 1000.0, t.valid_accuracy))
+            .collect();
         let xmax = kb.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
         let ylo = kb.iter().map(|p| p.1).fold(floor, f64::min) - 0.002;
         let yhi = kb.iter().map(|p| p.1).fold(floor, f64::max) + 0.002;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Probes: validation accuracy against estimated size", ("sans-serif", 18))
+            .caption(
+                "Probes: validation accuracy against estimated size",
+                ("sans-serif", 18),
+            )
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..xmax, ylo..yhi)?;
-        chart.configure_mesh().x_desc("estimated size (KB)").y_desc("validation accuracy").draw()?;
-        chart.draw_series(LineSeries::new(vec![(0.0, floor), (xmax, floor)], RED.stroke_width(1)))?.label("floor").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .configure_mesh()
+            .x_desc("estimated size (KB)")
+            .y_desc("validation accuracy")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, floor), (xmax, floor)],
+                RED.stroke_width(1),
+            ))?
+            .label("floor")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         chart
             .draw_series(trials.iter().map(|t| {
-                let c = if t.feasible { BLUE.filled() } else { BLACK.mix(0.4).filled() };
+                let c = if t.feasible {
+                    BLUE.filled()
+                } else {
+                    BLACK.mix(0.4).filled()
+                };
                 Circle::new((t.estimated_bytes / 1000.0, t.valid_accuracy), 4, c)
             }))?
             .label("probe (blue: feasible)")
@@ -132,8 +190,15 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
                 front.push(p);
             }
         }
-        chart.draw_series(LineSeries::new(front, GREEN.stroke_width(2)))?.label("Pareto front").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        chart
+            .draw_series(LineSeries::new(front, GREEN.stroke_width(2)))?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
         root.present()?;
     }
     write_text(path, &svg)

@@ -26,8 +26,10 @@ use crate::models::{tensor_to_vec, Net};
 use crate::train;
 
 /// The default grid: 0 to 0.99, dense near the top.
-pub const DEFAULT_GRID: [f64; 18] =
-    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99];
+pub const DEFAULT_GRID: [f64; 18] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98,
+    0.99,
+];
 
 /// One point of a sensitivity curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +53,10 @@ pub struct StopRule {
 
 impl Default for StopRule {
     fn default() -> Self {
-        StopRule { stop_drop: 0.2, chunk: 1000 }
+        StopRule {
+            stop_drop: 0.2,
+            chunk: 1000,
+        }
     }
 }
 
@@ -59,7 +64,12 @@ fn pruned_weight(w: &Tensor, ratio: f64) -> (Tensor, usize) {
     let keep = prune::keep_mask(&tensor_to_vec(w), PruneRule::SparseRatio(ratio));
     let kept = keep.iter().filter(|&&k| k).count();
     let mask: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-    (w * Tensor::from_slice(&mask).view(w.size().as_slice()).to_device(w.device()), kept)
+    (
+        w * Tensor::from_slice(&mask)
+            .view(w.size().as_slice())
+            .to_device(w.device()),
+        kept,
+    )
 }
 
 /// Runs `f` with layer `layer`'s weight temporarily replaced by `w`.
@@ -78,7 +88,14 @@ pub fn sweep_naive(net: &Net, valid: &Split, grid: &[f64]) -> Vec<Point> {
         for &r in grid {
             let (w, kept) = pruned_weight(&net.params[li].weight, r);
             let e = with_weight(net, li, &w, || train::evaluate(net, valid));
-            points.push(Point { layer: spec.name.clone(), sparse_ratio: r, nonzeros: kept, accuracy: e.accuracy, loss: e.loss, images: e.n });
+            points.push(Point {
+                layer: spec.name.clone(),
+                sparse_ratio: r,
+                nonzeros: kept,
+                accuracy: e.accuracy,
+                loss: e.loss,
+                images: e.n,
+            });
         }
     }
     points
@@ -101,7 +118,12 @@ pub fn sweep(net: &Net, valid: &Split, grid: &[f64], stop: StopRule) -> Vec<Poin
                 let mut seen = 0i64;
                 while seen < n {
                     let len = stop.chunk.min(n - seen);
-                    let e = train::evaluate_from(net, op, &acts.narrow(0, seen, len), &valid.labels.narrow(0, seen, len));
+                    let e = train::evaluate_from(
+                        net,
+                        op,
+                        &acts.narrow(0, seen, len),
+                        &valid.labels.narrow(0, seen, len),
+                    );
                     correct += (e.accuracy * len as f64).round() as i64;
                     loss += e.loss * len as f64;
                     seen += len;
@@ -144,5 +166,8 @@ pub fn read_csv(path: &Path) -> Result<Vec<Point>> {
 
 /// The curve of one layer: `(sparse_ratio, accuracy)` in grid order.
 pub fn curve<'a>(points: &'a [Point], layer: &'a str) -> impl Iterator<Item = (f64, f64)> + 'a {
-    points.iter().filter(move |p| p.layer == layer).map(|p| (p.sparse_ratio, p.accuracy))
+    points
+        .iter()
+        .filter(move |p| p.layer == layer)
+        .map(|p| (p.sparse_ratio, p.accuracy))
 }
