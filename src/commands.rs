@@ -241,6 +241,12 @@ fn report(d: &dense::Dense, data: &data::Data, rt: &Runtime) -> Result<()> {
     let v = train::evaluate(&d.net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&d.net, &data.test.to_device(rt.device));
     println!("weights:    {}", d.path.display());
+    print_accuracies(&v, &t);
+    Ok(())
+}
+
+/// Prints validation and test accuracy and loss.
+fn print_accuracies(v: &train::Eval, t: &train::Eval) {
     println!(
         "validation: accuracy {:.4} loss {:.4} ({} images)",
         v.accuracy, v.loss, v.n
@@ -249,7 +255,6 @@ fn report(d: &dense::Dense, data: &data::Data, rt: &Runtime) -> Result<()> {
         "test:       accuracy {:.4} loss {:.4} ({} images)",
         t.accuracy, t.loss, t.n
     );
-    Ok(())
 }
 
 /// Reads and decodes a .dcz file, naming it in every error.
@@ -295,14 +300,7 @@ fn eval_file_cmd(file: &Path, rt: &Runtime, data_dir: Option<PathBuf>) -> Result
         model.model,
         model.dataset
     );
-    println!(
-        "validation: accuracy {:.4} loss {:.4} ({} images)",
-        v.accuracy, v.loss, v.n
-    );
-    println!(
-        "test:       accuracy {:.4} loss {:.4} ({} images)",
-        t.accuracy, t.loss, t.n
-    );
+    print_accuracies(&v, &t);
     Ok(())
 }
 

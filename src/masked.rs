@@ -260,12 +260,7 @@ mod tests {
         {
             let mut upd = CompressedSgd::new(&net, &recipe, &mut state, CentroidGrad::Sum);
             for _ in 0..3 {
-                for t in net.tensors() {
-                    let mut g = t.grad();
-                    if g.defined() {
-                        let _ = g.zero_();
-                    }
-                }
+                net.zero_grad();
                 net.forward(&x).cross_entropy_for_logits(&y).backward();
                 upd.step(&net, 0.01);
             }

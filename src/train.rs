@@ -214,12 +214,7 @@ pub fn train(
         cursor += recipe.batch_size;
         let x = shift_augment(&train.images.index_select(0, &idx), recipe.augment_shift);
         let y = train.labels.index_select(0, &idx);
-        for t in net.tensors() {
-            let mut g = t.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        net.zero_grad();
         let loss = net.forward(&x).cross_entropy_for_logits(&y);
         loss.backward();
         update.step(net, recipe.lr_at(iter));
@@ -421,12 +416,7 @@ mod tests {
         let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
         for _ in 0..5 {
-            for t in net.tensors() {
-                let mut g = t.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
-            }
+            net.zero_grad();
             net.forward(&x).cross_entropy_for_logits(&y).backward();
             sgd.step(&net, 0.1);
         }

@@ -241,6 +241,16 @@ impl Net {
             .collect()
     }
 
+    /// Zeroes every accumulated gradient.
+    pub fn zero_grad(&self) {
+        for t in self.tensors() {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
     /// `(name, tensor)` pairs with PyTorch names (`conv1.weight`, `conv1.bias`, …).
     pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
         self.arch
