@@ -143,12 +143,19 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
         root.fill(&WHITE)?;
+        // Probes far below the floor sit on the bottom edge, so the region around the
+        // floor keeps its resolution.
+        let ylo = trials
+            .iter()
+            .map(|t| t.valid_accuracy)
+            .fold(floor, f64::min)
+            .max(floor - 0.015)
+            - 0.002;
         let kb: Vec<(f64, f64)> = trials
             .iter()
-            .map(|t| (t.estimated_bytes / 1000.0, t.valid_accuracy))
+            .map(|t| (t.estimated_bytes / 1000.0, t.valid_accuracy.max(ylo)))
             .collect();
         let xmax = kb.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-        let ylo = kb.iter().map(|p| p.1).fold(floor, f64::min) - 0.002;
         let yhi = kb.iter().map(|p| p.1).fold(floor, f64::max) + 0.002;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -172,13 +179,13 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
             .label("floor")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         chart
-            .draw_series(trials.iter().map(|t| {
+            .draw_series(trials.iter().zip(&kb).map(|(t, &p)| {
                 let c = if t.feasible {
                     BLUE.filled()
                 } else {
                     BLACK.mix(0.4).filled()
                 };
-                Circle::new((t.estimated_bytes / 1000.0, t.valid_accuracy), 4, c)
+                Circle::new(p, 4, c)
             }))?
             .label("probe (blue: feasible)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
