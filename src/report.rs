@@ -66,3 +66,40 @@ pub fn table3(acc: &FileAccount) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::format::{self, BiasPrecision, CompressedModel, Layer, LayerKind};
+
+    #[test]
+    fn table_names_layers_and_accounts_for_the_file() {
+        let m = CompressedModel {
+            model: "lenet".into(),
+            dataset: "mnist".into(),
+            input_shape: vec![1, 28, 28],
+            input_scale: 1.0 / 256.0,
+            input_shift: 0.0,
+            layers: vec![Layer {
+                name: "conv1".into(),
+                kind: LayerKind::Conv,
+                shape: vec![2, 1, 2, 2],
+                bits: 2,
+                codebook: vec![-0.5, 0.5],
+                positions: vec![0, 3, 6],
+                clusters: vec![0, 1, 1],
+                bias: vec![0.1, -0.1],
+                bias_precision: BiasPrecision::F32,
+            }],
+        };
+        let bytes = format::encode(&m).unwrap();
+        let table = super::table3(&format::account(&bytes).unwrap());
+        assert!(
+            table.contains("| conv1 | 8 |") && table.contains("file"),
+            "{table}"
+        );
+        assert!(
+            table.contains(&format!("(file {} bytes)", bytes.len())),
+            "{table}"
+        );
+    }
+}

@@ -20,7 +20,6 @@ use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
 use super::model::{
     BiasPrecision, CompressedModel, Layer, LayerKind, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK,
 };
-use std::fmt;
 
 /// The first four bytes of every `.dcz` file.
 pub const MAGIC: [u8; 4] = *b"DCZ\0";
@@ -590,62 +589,6 @@ impl FileAccount {
     }
 }
 
-impl fmt::Display for FileAccount {
-    /// A table in the spirit of Deep Compression's Table 3.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{:<14} {:>6} {:>10} {:>7} {:>3} {:>8} {:>13} {:>13} {:>9}",
-            "layer", "kind", "nonzeros", "dens%", "gap", "fillers", "idx b/nz", "wt b/nz", "bytes"
-        )?;
-        writeln!(
-            f,
-            "{:<14} {:>6} {:>10} {:>7} {:>3} {:>8} {:>13} {:>13} {:>9}",
-            "", "", "", "", "", "", "fixed  huff", "fixed  huff", ""
-        )?;
-        for l in &self.layers {
-            let kind = match l.kind {
-                LayerKind::Conv => "conv",
-                LayerKind::Linear => "linear",
-            };
-            writeln!(
-                f,
-                "{:<14} {:>6} {:>10} {:>7.2} {:>3} {:>8} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>9}",
-                l.name,
-                kind,
-                l.nnz,
-                100.0 * l.density(),
-                l.gap_bits,
-                l.n_fillers,
-                l.index_bits_fixed(),
-                l.index_bits_huffman(),
-                l.weight_bits_fixed(),
-                l.weight_bits_huffman(),
-                l.bytes.total()
-            )?;
-        }
-        let t = &self.total;
-        writeln!(
-            f,
-            "bytes: header {} + huffman tables {} + codebooks {} + index {} + weights {} + bias {} + checksums {} = {} (file {})",
-            t.header,
-            t.huffman_tables(),
-            t.codebook,
-            t.index_stream,
-            t.weight_stream,
-            t.bias,
-            t.checksum,
-            t.total(),
-            self.file_len
-        )?;
-        write!(
-            f,
-            "compression vs dense f32: {:.1}x",
-            self.compression_ratio()
-        )
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -848,8 +791,6 @@ pub(crate) mod tests {
         // "empty": name 6 + kind 1 + rank 1 + dim 1 + bits 1 + cb 1 + nnz 1
         //          + gap 1 + prec 1 + bias len 1 = 15.
         assert_eq!(empty.bytes.header, 15);
-        let table = a.to_string();
-        assert!(table.contains("conv1") && table.contains("file"), "{table}");
     }
 
     #[test]

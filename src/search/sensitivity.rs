@@ -5,7 +5,6 @@
 //! the whole validation set for every point; [`sweep`] makes it cheap —
 //! - the activations entering the probed layer are computed once per layer and reused
 //!   (pruning a layer changes nothing before it);
-//! - all ratios of a layer go through the rest of the network together in batches;
 //! - a point whose accuracy is already decided to be useless — certainly (Hoeffding bound)
 //!   more than `stop_drop` below the dense accuracy — stops after the chunk that shows it,
 //!   and the CSV says how many images it saw.
@@ -18,7 +17,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::compress::prune::{self, PruneRule};
 use crate::data::Split;
@@ -145,7 +144,6 @@ pub fn sweep(net: &Net, valid: &Split, grid: &[f64], stop: StopRule) -> Vec<Poin
             });
         }
     }
-    let _ = Kind::Float;
     points
 }
 
