@@ -35,9 +35,10 @@ struct SearchFlags {
     /// Accuracy floor in (0, 1]: the decoded file's validation accuracy must reach it.
     #[arg(long)]
     floor: Option<String>,
-    /// Time budget in minutes (default: the config's search.budget_minutes).
+    /// Budget: minutes (`26`, `26m`) or ratio probes (`40p`); default the config's
+    /// search.budget_minutes. A probe budget makes the run independent of the clock.
     #[arg(long)]
-    budget: Option<f64>,
+    budget: Option<String>,
     /// Run folder (default searches/<model>-<dataset>-floor<F>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -447,11 +448,20 @@ impl Cli {
                 };
                 let floor = parse_floor(&floor)?;
                 let (mut cfg, rt) = self.search.common.resolve(&model)?;
-                if let Some(b) = self.search.budget {
-                    if !(b > 0.0 && b.is_finite()) {
-                        anyhow::bail!("--budget {b}: give the time budget in minutes, more than 0");
+                match self
+                    .search
+                    .budget
+                    .as_deref()
+                    .map(parse_budget)
+                    .transpose()?
+                {
+                    Some(Budget::Minutes(m)) => cfg.search.budget_minutes = m,
+                    Some(Budget::Probes(p)) => {
+                        cfg.search.budget_probes = p;
+                        // The probe count rules; the clock only stops a runaway run.
+                        cfg.search.budget_minutes = cfg.search.budget_minutes.max(24.0 * 60.0);
                     }
-                    cfg.search.budget_minutes = b;
+                    None => {}
                 }
                 let out = self.search.out.unwrap_or_else(|| {
                     PathBuf::from("searches").join(format!(
@@ -474,9 +484,54 @@ impl Cli {
     }
 }
 
+/// A search budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    Minutes(f64),
+    Probes(usize),
+}
+
+/// Parses `--budget`: `26`, `26m`, `26min` (minutes) or `40p`, `40probes` (ratio probes).
+pub fn parse_budget(s: &str) -> Result<Budget> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        anyhow::anyhow!(
+            "--budget {s:?}: give minutes (e.g. 26 or 26m) or ratio probes (e.g. 40p), more than 0"
+        )
+    };
+    match unit {
+        "" | "m" | "min" | "minutes" => {
+            let m: f64 = num.parse().map_err(|_| bad())?;
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(bad());
+            }
+            Ok(Budget::Minutes(m))
+        }
+        "p" | "probes" => match num.parse::<usize>() {
+            Ok(p) if p > 0 => Ok(Budget::Probes(p)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_in_minutes_or_probes() {
+        assert_eq!(parse_budget("26").unwrap(), Budget::Minutes(26.0));
+        assert_eq!(parse_budget("2.5m").unwrap(), Budget::Minutes(2.5));
+        assert_eq!(parse_budget("40p").unwrap(), Budget::Probes(40));
+        assert_eq!(parse_budget("7probes").unwrap(), Budget::Probes(7));
+        for bad in ["0", "-3", "abc", "5x", "0p", "1.5p", "NaN", ""] {
+            let e = parse_budget(bad).unwrap_err().to_string();
+            assert!(e.contains("--budget"), "{bad}: {e}");
+        }
+    }
 
     fn names() -> Vec<String> {
         ["conv1", "conv2", "fc1", "fc2"]

@@ -164,14 +164,37 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
     let mut times = search::StageTimes::default();
     let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
     times.sensitivity = secs;
-    let mut s = search::Search::new(cfg, rt, &data, &dense.net, floor, out);
+    let key = journal_key(cfg, rt, floor, &dense.path);
+    let journal = search::journal::Journal::open(out, &key)?;
+    if journal.pending() > 0 && !rt.quiet {
+        eprintln!(
+            "resuming from {} ({} entries journaled)",
+            out.join("journal.jsonl").display(),
+            journal.pending()
+        );
+    }
+    crate::runtime::catch_interrupts();
+    let mut s = search::Search::new(cfg, rt, &data, &dense.net, floor, out).with_journal(journal);
     let result = s.run(&points, dense_acc, &mut times);
     outputs::plot_pareto(
         &s.trials,
         floor + cfg.search.margin,
         &out.join("pareto.svg"),
     )?;
-    let mut outcome = result?;
+    let mut outcome = match result {
+        Err(e) if e.is::<crate::runtime::Interrupted>() => {
+            let report = out.join("report.md");
+            outputs::write_interrupted(&s.trials, floor, command, &report)?;
+            return Err(e.context(format!(
+                "{} probes are journaled in {}; the best feasible so far is in {}. Rerun the same command to \
+                 resume",
+                s.trials.len(),
+                out.join("journal.jsonl").display(),
+                report.display()
+            )));
+        }
+        r => r?,
+    };
     outcome.times.total = start.elapsed().as_secs_f64();
     let ratios = outputs::Ratios::from_outcome(&outcome);
     crate::paths::write_text(
@@ -207,6 +230,24 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
         }))?
     );
     Ok(())
+}
+
+/// What decides a search's result: the resolved config, floor, seed, threads and the dense
+/// weights. A journal written under another key is not resumed.
+fn journal_key(cfg: &Config, rt: &Runtime, floor: f64, dense: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!(
+        "{}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={}",
+        cfg.to_toml(),
+        rt.seed,
+        rt.threads,
+        rt.device_name(),
+        dense.display()
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {

@@ -1,7 +1,43 @@
 //! Runtime settings shared by every command that computes: device, threads, seed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
 use anyhow::{bail, Result};
 use tch::Device;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static HANDLER: Once = Once::new();
+
+/// The error a long computation stops with after Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted (Ctrl-C)")]
+pub struct Interrupted;
+
+/// Makes Ctrl-C (SIGINT/SIGTERM) set a flag that training loops check between steps,
+/// instead of killing the process mid-write. A second Ctrl-C kills at once.
+pub fn catch_interrupts() {
+    HANDLER.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    });
+}
+
+/// Whether Ctrl-C was pressed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Stops with [`Interrupted`] after Ctrl-C.
+pub fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
 
 /// Where and how tensors are computed.
 #[derive(Debug, Clone, Copy)]

@@ -206,6 +206,10 @@ pub fn train(
     let mut loss_count = 0;
     let mut final_loss = f64::NAN;
     for iter in 0..recipe.iterations {
+        if crate::runtime::interrupted() {
+            bar.abandon();
+            return Err(crate::runtime::Interrupted.into());
+        }
         if cursor + recipe.batch_size > n {
             perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
             cursor = 0;

@@ -2,6 +2,8 @@
 //! its refusals.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::util::{dc_search, run};
 
@@ -41,17 +43,111 @@ fn mnist_dir() -> PathBuf {
     cache.join("data/mnist")
 }
 
-fn search(dir: &Path, floor: &str) -> (i32, String, String) {
+/// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
+fn search_command(dir: &Path, floor: &str, out: &str, extra: &[&str]) -> Command {
     let cfg = dir.join("tiny.toml");
     std::fs::write(&cfg, TINY).unwrap();
     let mut c = dc_search();
     c.env("DC_SEARCH_CACHE", dir.join("cache"))
         .args(["--floor", floor, "--quiet", "--device", "cpu", "--out"])
-        .arg(dir.join("run"))
+        .arg(dir.join(out))
         .arg("--data-dir")
         .arg(mnist_dir())
+        .args(extra)
         .arg(&cfg);
-    run(c)
+    c
+}
+
+fn search(dir: &Path, floor: &str) -> (i32, String, String) {
+    run(search_command(dir, floor, "run", &[]))
+}
+
+fn journal_lines(run_dir: &Path) -> usize {
+    std::fs::read_to_string(run_dir.join("journal.jsonl"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Kills a search (SIGKILL) at several points, reruns it each time, and ends with the
+/// same ratios, the same file (byte for byte) and the same probes as an uninterrupted run.
+#[test]
+fn killed_search_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--budget", "5p", "--threads", "2", "--seed", "3"];
+    let (code, _, err) = run(search_command(dir.path(), "0.85", "whole", &extra));
+    assert_eq!(code, 0, "{err}");
+    let whole = dir.path().join("whole");
+    let total = journal_lines(&whole);
+    assert!(total >= 7, "header, 5 ratio probes, final: {total} lines");
+
+    let cut = dir.path().join("cut");
+    let mut kills = 0;
+    // Kill once the journal holds 2 lines (one probe), then 4, then after the final
+    // retraining was journaled (during the bits probes or the file).
+    for at in [2, 4, 7] {
+        let mut child = search_command(dir.path(), "0.85", "cut", &extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if journal_lines(&cut) >= at {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(kills >= 2, "the search was killed mid-way at least twice");
+    let (code, _, err) = run(search_command(dir.path(), "0.85", "cut", &extra));
+    assert_eq!(code, 0, "{err}");
+
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(read(&whole, "ratios.json"), read(&cut, "ratios.json"));
+    assert_eq!(
+        read(&whole, "lenet-300-100.dcz"),
+        read(&cut, "lenet-300-100.dcz")
+    );
+    // No probe was journaled twice: the same probes, in the same order, with the same results.
+    let probes = |d: &Path| -> Vec<String> {
+        let csv = String::from_utf8(read(d, "trials.csv")).unwrap();
+        csv.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                // drop seconds and warm start (the last fields) which may differ
+                f[..9].join(",")
+            })
+            .collect()
+    };
+    assert_eq!(probes(&whole), probes(&cut));
+    assert_eq!(journal_lines(&whole), journal_lines(&cut));
+}
+
+/// A journal from other settings is refused, not silently mixed in.
+#[test]
+fn resume_with_other_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(
+        run_dir.join("journal.jsonl"),
+        "{\"header\":{\"journal\":1,\"key\":\"another run\"}}\n",
+    )
+    .unwrap();
+    let (code, _, err) = search(dir.path(), "0.85");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("journal.jsonl") && err.contains("other settings") && err.contains("--out"),
+        "{err}"
+    );
+    assert!(!run_dir.join("ratios.json").exists());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::masked::{CentroidGrad, CompressedSgd, Masked};
-use crate::models::Net;
+use crate::models::{tensor_to_vec, Net};
 use crate::train::{self, Recipe, TrainStats};
 use prune::PruneRule;
 
@@ -24,6 +24,10 @@ pub enum Schedule {
     AllAtOnce,
     /// The seed's way: prune one more layer per stage, retraining after each.
     LayerWise,
+    /// Zhu & Gupta's gradual pruning: every layer moves from its current sparsity to its
+    /// target in `gradual_steps` steps (cubic: big steps first, small ones last), training
+    /// between steps over the first `gradual_ramp` of the epochs, then at the targets.
+    Gradual,
 }
 
 /// Precision of the biases in the compressed file.
@@ -52,6 +56,10 @@ pub struct CompressConfig {
     pub centroid_lr_scale: f64,
     pub kmeans_iters: usize,
     pub bias_precision: BiasPrecision,
+    /// Pruning steps of the gradual schedule.
+    pub gradual_steps: usize,
+    /// Fraction of the retraining epochs over which the gradual schedule prunes.
+    pub gradual_ramp: f64,
 }
 
 impl Default for CompressConfig {
@@ -65,6 +73,8 @@ impl Default for CompressConfig {
             centroid_lr_scale: 1.0,
             kmeans_iters: 100,
             bias_precision: BiasPrecision::F32,
+            gradual_steps: 4,
+            gradual_ramp: 0.5,
         }
     }
 }
@@ -106,6 +116,16 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Sparsity after step `s` of `steps` going from `from` to `to` (Zhu & Gupta's cubic
+/// schedule; never below `from`, exactly `to` at the last step).
+pub fn gradual_ratio(from: f64, to: f64, s: usize, steps: usize) -> f64 {
+    if to <= from {
+        return to;
+    }
+    let left = 1.0 - s.min(steps) as f64 / steps.max(1) as f64;
+    to - (to - from) * left.powi(3)
 }
 
 /// One stage of a compression run and the validation accuracy after it.
@@ -181,6 +201,36 @@ impl Trainer<'_> {
                     }
                 }
             }
+            Schedule::Gradual => {
+                let steps = self.cfg.gradual_steps.max(1);
+                let (from, to): (Vec<f64>, Vec<f64>) = rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let w = tensor_to_vec(&net.params[i].weight);
+                        let zeros = w.iter().filter(|&&x| x == 0.0).count();
+                        let kept = prune::keep_mask(&w, *r).iter().filter(|&&k| k).count();
+                        let n = w.len().max(1) as f64;
+                        (zeros as f64 / n, 1.0 - kept as f64 / n)
+                    })
+                    .unzip();
+                let ramp = self.cfg.gradual_ramp.clamp(0.0, 1.0);
+                for s in 1..=steps {
+                    for i in 0..rules.len() {
+                        let r = gradual_ratio(from[i], to[i], s, steps);
+                        state.prune(net, i, PruneRule::SparseRatio(r));
+                    }
+                    let slice = if s == steps {
+                        epochs * (1.0 - ramp) + epochs * ramp / steps as f64
+                    } else {
+                        epochs * ramp / steps as f64
+                    };
+                    if slice > 0.0 {
+                        let label = format!("prune {s}/{steps}");
+                        stats.push(self.retrain(net, state, slice, &label)?);
+                    }
+                }
+            }
         }
         Ok(stats)
     }
@@ -244,5 +294,27 @@ impl Trainer<'_> {
                 seconds: start.elapsed().as_secs_f64(),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gradual_ratio;
+
+    #[test]
+    fn gradual_ratio_is_cubic_and_ends_at_target() {
+        assert_eq!(gradual_ratio(0.5, 0.9, 4, 4), 0.9);
+        // first step removes most: 1 - (3/4)^3 = 0.578 of the way
+        let r1 = gradual_ratio(0.5, 0.9, 1, 4);
+        assert!((r1 - (0.9 - 0.4 * 0.421875)).abs() < 1e-12);
+        let rs: Vec<f64> = (1..=4).map(|s| gradual_ratio(0.5, 0.9, s, 4)).collect();
+        assert!(rs.windows(2).all(|w| w[1] > w[0]));
+        let steps: Vec<f64> = rs.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            steps.windows(2).all(|w| w[1] < w[0]),
+            "steps shrink: {steps:?}"
+        );
+        // nothing to do when already there
+        assert_eq!(gradual_ratio(0.9, 0.9, 1, 4), 0.9);
     }
 }

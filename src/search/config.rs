@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::Schedule;
+
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -11,12 +13,21 @@ pub struct SearchConfig {
     pub margin: f64,
     /// Retraining epochs of each ratio probe (warm-started from the best feasible model).
     pub probe_epochs: f64,
+    /// How a probe prunes from its warm start to its ratios (gradual: a few cubic steps
+    /// over the first half of the probe's epochs; all-at-once: one step).
+    pub probe_schedule: Schedule,
+    /// A probe that misses the target by at most this much validation accuracy is
+    /// retrained once more for `probe_epochs` and evaluated again before it is given up.
+    pub recovery_gap: f64,
     /// Retraining epochs of the chosen ratios before weight sharing.
     pub final_epochs: f64,
     /// Codebook retraining epochs of each bits probe.
     pub bits_epochs: f64,
     /// Wall-clock budget in minutes for the whole search (sensitivity to file).
     pub budget_minutes: f64,
+    /// Most ratio probes (bisection + refinement) in all; 0 = no limit but the minutes.
+    /// With a probe budget the search does not depend on the clock (reproducible).
+    pub budget_probes: usize,
     /// Most probes of the δ bisection (Brent).
     pub bisection_probes: u64,
     /// Most probes of the Gaussian-process refinement.
@@ -39,9 +50,12 @@ impl Default for SearchConfig {
         SearchConfig {
             margin: 0.0005,
             probe_epochs: 1.5,
+            probe_schedule: Schedule::Gradual,
+            recovery_gap: 0.0,
             final_epochs: 8.0,
             bits_epochs: 0.5,
             budget_minutes: 26.0,
+            budget_probes: 0,
             bisection_probes: 6,
             refine_probes: 40,
             refine_candidates: 4000,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod delta;
 pub mod estimate;
 pub mod gp;
+pub mod journal;
 pub mod outputs;
 pub mod sensitivity;
 
@@ -112,6 +113,9 @@ pub struct Search<'a> {
     pub trials: Vec<Trial>,
     feasible: Vec<Feasible>,
     layer_sizes: Vec<(usize, usize)>,
+    journal: Option<journal::Journal>,
+    /// Seconds of the probes read back from the journal (they count against the budget).
+    replayed_seconds: f64,
 }
 
 impl<'a> Search<'a> {
@@ -147,11 +151,57 @@ impl<'a> Search<'a> {
             trials: Vec::new(),
             feasible: Vec::new(),
             layer_sizes,
+            journal: None,
+            replayed_seconds: 0.0,
         }
     }
 
+    /// Journals every probe to `journal` and replays what it already holds.
+    pub fn with_journal(mut self, journal: journal::Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Minutes spent, counting the replayed probes' recorded time.
     fn elapsed_min(&self) -> f64 {
-        self.start.elapsed().as_secs_f64() / 60.0
+        (self.start.elapsed().as_secs_f64() + self.replayed_seconds) / 60.0
+    }
+
+    /// Whether the probe budget (`search.budget_probes`, 0 = none) is spent.
+    fn probes_spent(&self) -> bool {
+        let b = self.cfg.search.budget_probes;
+        b > 0 && self.trials.iter().filter(|t| t.phase != "bits").count() >= b
+    }
+
+    /// Appends a trial (and the model of a feasible one) to the journal and trials.csv.
+    fn record(&mut self, trial: Trial, model: Option<(&Net, &Masked)>) -> Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            j.record_probe(&trial, model)?;
+        }
+        self.trials.push(trial);
+        outputs::write_trials(&self.trials, &self.out.join("trials.csv"))
+    }
+
+    /// The journaled result of the probe about to run, if the journal has it.
+    fn replay(
+        &mut self,
+        phase: &str,
+        ratios: &[f64],
+        bits: &[u8],
+    ) -> Result<Option<journal::Replayed>> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(None);
+        };
+        let r = j.replay_probe(phase, ratios, bits, self.dense)?;
+        if let Some(r) = &r {
+            self.replayed_seconds += r.trial.seconds;
+            self.say(&format!(
+                "{phase:>8} probe {:>2}: replayed from the journal → validation {:.4}",
+                r.trial.probe, r.trial.valid_accuracy
+            ));
+            self.trials.push(r.trial.clone());
+        }
+        Ok(r)
     }
 
     fn say(&self, msg: &str) {
@@ -186,19 +236,40 @@ impl<'a> Search<'a> {
 
     /// Prunes to `ratios` from the best warm start, retrains, and records the trial.
     pub fn probe_ratios(&mut self, ratios: &[f64], phase: &str, delta: Option<f64>) -> Result<f64> {
+        if let Some(r) = self.replay(phase, ratios, &self.provisional_bits())? {
+            if let Some((net, state)) = r.model {
+                self.feasible.push(Feasible {
+                    ratios: ratios.to_vec(),
+                    net,
+                    state,
+                    bytes: r.trial.estimated_bytes,
+                });
+            }
+            return Ok(r.trial.valid_accuracy);
+        }
         let t0 = Instant::now();
         let (net, warm) = self.warm_start(ratios);
         let mut state = Masked::dense(&net);
         self.rt.reseed(1000 + self.trials.len() as u64);
         let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
         let mut cfg = self.cfg.compress.clone();
-        cfg.schedule = crate::compress::Schedule::AllAtOnce;
+        cfg.schedule = self.cfg.search.probe_schedule;
         let trainer = Trainer {
             cfg: &cfg,
             ..self.trainer_ref()
         };
-        trainer.prune_and_retrain(&net, &mut state, &rules, self.cfg.search.probe_epochs)?;
-        let acc = train::evaluate(&net, &self.data.valid).accuracy;
+        let epochs = self.cfg.search.probe_epochs;
+        trainer.prune_and_retrain(&net, &mut state, &rules, epochs)?;
+        let mut acc = train::evaluate(&net, &self.data.valid).accuracy;
+        if acc < self.target && acc >= self.target - self.cfg.search.recovery_gap {
+            self.say(&format!(
+                "    probe {}: validation {acc:.4} just under {:.4}: retraining once more",
+                self.trials.len() + 1,
+                self.target
+            ));
+            trainer.retrain(&net, &mut state, epochs, "recover")?;
+            acc = train::evaluate(&net, &self.data.valid).accuracy;
+        }
         let bytes = self.est_bytes(ratios, &self.provisional_bits());
         let feasible = acc >= self.target;
         let trial = Trial {
@@ -227,8 +298,7 @@ impl<'a> Search<'a> {
             bytes / 1000.0,
             trial.seconds
         ));
-        self.trials.push(trial);
-        outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
+        self.record(trial, feasible.then_some((&net, &state)))?;
         if feasible {
             self.feasible.push(Feasible {
                 ratios: ratios.to_vec(),
@@ -278,6 +348,9 @@ impl<'a> Search<'a> {
                 }
                 if s.elapsed_min() > 0.45 * s.cfg.search.budget_minutes {
                     return Err(anyhow::anyhow!("time budget of this stage spent"));
+                }
+                if s.probes_spent() {
+                    return Err(anyhow::anyhow!("probe budget spent"));
                 }
                 let delta = MIN_DELTA * (*delta).exp();
                 let ratios = delta::ratios_for_delta(
@@ -333,6 +406,10 @@ impl<'a> Search<'a> {
         for step in 0..self.cfg.search.refine_probes {
             if self.elapsed_min() > 0.7 * self.cfg.search.budget_minutes {
                 self.say("refinement: time budget for this stage spent");
+                break;
+            }
+            if self.probes_spent() {
+                self.say("refinement: probe budget spent");
                 break;
             }
             let Some(best) = self.best() else {
@@ -420,6 +497,14 @@ impl<'a> Search<'a> {
             );
         };
         let (ratios, net, mut state) = (best.ratios.clone(), best.net.copy(), best.state.copy());
+        if let Some((net, state, secs)) = match self.journal.as_mut() {
+            Some(j) => j.replay_final(self.dense)?,
+            None => None,
+        } {
+            self.replayed_seconds += secs;
+            self.say("final retraining: replayed from the journal");
+            return Ok((ratios, net, state));
+        }
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
         cfg.schedule = crate::compress::Schedule::AllAtOnce;
@@ -437,6 +522,9 @@ impl<'a> Search<'a> {
             acc,
             t0.elapsed().as_secs_f64()
         ));
+        if let Some(j) = self.journal.as_mut() {
+            j.record_final(&net, &state, t0.elapsed().as_secs_f64())?;
+        }
         Ok((ratios, net, state))
     }
 
@@ -479,6 +567,14 @@ impl<'a> Search<'a> {
                 let mid = (lo + hi) / 2;
                 let mut trial_bits = bits.clone();
                 trial_bits[layer] = mid;
+                if let Some(r) = self.replay("bits", ratios, &trial_bits)? {
+                    if r.trial.feasible {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                    continue;
+                }
                 let t0 = Instant::now();
                 let (qnet, qstate, acc) = self.quantized(
                     net,
@@ -511,8 +607,7 @@ impl<'a> Search<'a> {
                         "below floor+margin"
                     }
                 ));
-                self.trials.push(trial);
-                outputs::write_trials(&self.trials, &self.out.join("trials.csv"))?;
+                self.record(trial, None)?;
                 if feasible {
                     hi = mid;
                 } else {

@@ -212,6 +212,30 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
 }
 
 /// `report.md`: the table of the file, accuracies, time per stage, the command.
+/// The report of an interrupted search: the best feasible probe so far.
+pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Path) -> Result<()> {
+    let best = trials
+        .iter()
+        .filter(|t| t.feasible && t.phase != "bits")
+        .min_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes));
+    let mut s = format!(
+        "# dc-search report: interrupted\n\nCommand: `{command}`\n\nThe search stopped after {} probes \
+         (Ctrl-C). Every finished probe is in `journal.jsonl`; rerun the same command to resume.\n\n",
+        trials.len()
+    );
+    match best {
+        Some(t) => {
+            s += &format!(
+                "Best feasible probe so far (validation ≥ floor {floor:.4} + margin): probe {}, ratios {:?}, \
+                 validation accuracy {:.4}, {} nonzeros, ≈{:.0} bytes estimated. No file was written yet.\n",
+                t.probe, t.ratios, t.valid_accuracy, t.nonzeros, t.estimated_bytes
+            );
+        }
+        None => s += "No probe has reached the floor yet.\n",
+    }
+    crate::paths::write_text(path, &s)
+}
+
 pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Result<()> {
     let t = &o.times;
     let mut s = format!(

@@ -1,0 +1,234 @@
+//! The search's journal: every finished probe is appended to `journal.jsonl` in the run
+//! folder (one JSON line, flushed and synced) and every feasible probe's model is saved
+//! beside it (`checkpoints/probe-NNN.safetensors`, written atomically before its line).
+//! Rerunning the same command on the same folder replays the journal instead of
+//! retraining, so the search resumes where it stopped and, the search being deterministic
+//! for a seed and thread count, ends where an uninterrupted run would. The first line
+//! holds a key of everything that decides the result; a different key is refused.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::Trial;
+use crate::masked::Masked;
+use crate::models::Net;
+
+/// One line of the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    /// First line: what the run is.
+    Header { journal: u32, key: String },
+    /// A finished probe; `checkpoint` is its model when it was feasible.
+    Probe {
+        trial: Trial,
+        checkpoint: Option<String>,
+    },
+    /// The model after the final retraining.
+    Final { checkpoint: String, seconds: f64 },
+}
+
+/// A probe read back from the journal.
+pub struct Replayed {
+    pub trial: Trial,
+    pub model: Option<(Net, Masked)>,
+}
+
+/// The open journal of a run folder.
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+    replay: VecDeque<Line>,
+    /// Probes read back so far.
+    pub replayed: usize,
+}
+
+const VERSION: u32 = 1;
+const NAME: &str = "journal.jsonl";
+
+impl Journal {
+    /// Opens (or starts) the journal in `dir` for a run described by `key`. An existing
+    /// journal with another key is refused; a torn last line (a crash mid-write) is
+    /// dropped.
+    pub fn open(dir: &Path, key: &str) -> Result<Journal> {
+        let path = dir.join(NAME);
+        let mut replay = VecDeque::new();
+        if path.exists() {
+            let f = File::open(&path)
+                .with_context(|| format!("cannot read the journal {}", path.display()))?;
+            let mut lines = Vec::new();
+            for line in BufReader::new(f).lines() {
+                let line =
+                    line.with_context(|| format!("cannot read the journal {}", path.display()))?;
+                match serde_json::from_str::<Line>(&line) {
+                    Ok(l) => lines.push(l),
+                    // A torn final line: the probe it described is simply run again.
+                    Err(_) => break,
+                }
+            }
+            let mut it = lines.into_iter();
+            if let Some(Line::Header { journal, key: k }) = it.next() {
+                if journal != VERSION || k != key {
+                    bail!(
+                        "{} belongs to a search with other settings (config, floor, seed, threads or dense \
+                         model differ): rerun with the same command to resume it, or choose another --out \
+                         (or delete that folder) to start afresh",
+                        path.display()
+                    );
+                }
+                replay.extend(it);
+            }
+        }
+        // Rewrite the valid prefix (drops a torn line), then append.
+        let mut text = serde_json::to_string(&Line::Header {
+            journal: VERSION,
+            key: key.to_string(),
+        })? + "\n";
+        for l in &replay {
+            text += &(serde_json::to_string(l)? + "\n");
+        }
+        crate::paths::write_text(&path, &text)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot append to the journal {}", path.display()))?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            file,
+            replay,
+            replayed: 0,
+        })
+    }
+
+    /// Probes still to replay.
+    pub fn pending(&self) -> usize {
+        self.replay.len()
+    }
+
+    fn append(&mut self, line: &Line) -> Result<()> {
+        let text = serde_json::to_string(line)? + "\n";
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .with_context(|| format!("cannot append to the journal in {}", self.dir.display()))
+    }
+
+    /// The next journaled probe if there is one; it must be the probe the search is about
+    /// to run (same phase, ratios and bits), else the journal does not belong to this run.
+    pub fn replay_probe(
+        &mut self,
+        phase: &str,
+        ratios: &[f64],
+        bits: &[u8],
+        like: &Net,
+    ) -> Result<Option<Replayed>> {
+        let Some(Line::Probe { .. }) = self.replay.front() else {
+            return Ok(None);
+        };
+        let Some(Line::Probe { trial, checkpoint }) = self.replay.pop_front() else {
+            unreachable!()
+        };
+        if trial.phase != phase || trial.bits != bits || !same(&trial.ratios, ratios) {
+            bail!(
+                "the journal in {} does not match this run at probe {} (it recorded {} {:?}, the search asks for \
+                 {phase} {:?}): delete the folder or choose another --out",
+                self.dir.display(),
+                trial.probe,
+                trial.phase,
+                trial.ratios,
+                ratios
+            );
+        }
+        let model = match checkpoint {
+            Some(c) => Some(load(&self.dir.join(c), like)?),
+            None => None,
+        };
+        self.replayed += 1;
+        Ok(Some(Replayed { trial, model }))
+    }
+
+    /// Appends a finished probe (and saves its model when given).
+    pub fn record_probe(&mut self, trial: &Trial, model: Option<(&Net, &Masked)>) -> Result<()> {
+        let checkpoint = match model {
+            Some((net, state)) => {
+                let rel = format!("checkpoints/probe-{:03}.safetensors", trial.probe);
+                save(&self.dir.join(&rel), net, state)?;
+                Some(rel)
+            }
+            None => None,
+        };
+        self.append(&Line::Probe {
+            trial: trial.clone(),
+            checkpoint,
+        })
+    }
+
+    /// The journaled final model, if the run got that far.
+    pub fn replay_final(&mut self, like: &Net) -> Result<Option<(Net, Masked, f64)>> {
+        let Some(Line::Final { .. }) = self.replay.front() else {
+            return Ok(None);
+        };
+        let Some(Line::Final {
+            checkpoint,
+            seconds,
+        }) = self.replay.pop_front()
+        else {
+            unreachable!()
+        };
+        let (net, state) = load(&self.dir.join(checkpoint), like)?;
+        Ok(Some((net, state, seconds)))
+    }
+
+    /// Saves the final model and appends it.
+    pub fn record_final(&mut self, net: &Net, state: &Masked, seconds: f64) -> Result<()> {
+        let rel = "checkpoints/final.safetensors".to_string();
+        save(&self.dir.join(&rel), net, state)?;
+        self.append(&Line::Final {
+            checkpoint: rel,
+            seconds,
+        })
+    }
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12)
+}
+
+/// Weights under their PyTorch names plus each mask as `mask.<layer>`.
+fn save(path: &Path, net: &Net, state: &Masked) -> Result<()> {
+    let mut tensors = net.to_host();
+    for (l, layer) in state.layers.iter().zip(&net.arch.layers) {
+        if let Some(m) = &l.mask {
+            tensors.push((
+                format!("mask.{}", layer.name),
+                m.size(),
+                crate::models::tensor_to_vec(m),
+            ));
+        }
+    }
+    let bytes = crate::weights::to_safetensors(&tensors, None)?;
+    crate::paths::write_atomic(path, &bytes)
+}
+
+fn load(path: &Path, like: &Net) -> Result<(Net, Masked)> {
+    let host = crate::weights::read_safetensors(path)
+        .with_context(|| format!("checkpoint of the journal {}", path.display()))?;
+    let mut net = like.copy();
+    net.load_host(&host, &format!("checkpoint {}", path.display()))?;
+    let mut state = Masked::dense(&net);
+    for (i, layer) in net.arch.layers.iter().enumerate() {
+        if let Some((shape, values)) = host.get(&format!("mask.{}", layer.name)) {
+            let m = Tensor::from_slice(values)
+                .view(shape.as_slice())
+                .to_device(net.params[i].weight.device());
+            state.layers[i].mask = Some(m);
+        }
+    }
+    Ok((net, state))
+}
