@@ -18,6 +18,10 @@ use crate::train::Recipe;
 pub struct Config {
     /// A zoo model name (`lenet`, `lenet-300-100`).
     pub model: String,
+    /// Dense weights imported from a file (`.caffemodel` or `.safetensors`, `--weights`)
+    /// instead of trained with `[train]`'s recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::path::PathBuf>,
     pub data: DataConfig,
     /// The dense training recipe.
     pub train: Recipe,
