@@ -115,6 +115,19 @@ mod tests {
     }
 
     #[test]
+    fn imported_weights_are_saved_with_the_config() {
+        let mut c = Config::resolve("lenet").unwrap();
+        assert!(!c.to_toml().contains("weights"));
+        c.weights = Some("seed/lenet_iter_10000.caffemodel".into());
+        let text = c.to_toml();
+        assert!(
+            text.contains("weights = \"seed/lenet_iter_10000.caffemodel\""),
+            "{text}"
+        );
+        assert_eq!(Config::parse(&text, "round trip").unwrap(), c);
+    }
+
+    #[test]
     fn unknown_names_and_bad_values_are_explained() {
         let e = format!("{:#}", Config::resolve("vgg").unwrap_err());
         assert!(

@@ -259,7 +259,8 @@ mod tests {
     #[test]
     fn csv_parses_back() {
         let r = ratios();
-        let mut rd = ::csv::Reader::from_reader(csv(&r).as_bytes());
+        let text = csv(&r);
+        let mut rd = ::csv::Reader::from_reader(text.as_bytes());
         assert_eq!(
             rd.headers().unwrap().iter().collect::<Vec<_>>(),
             ["layer", "sparse_ratio", "bits"]

@@ -83,9 +83,12 @@ pub fn parse_weights(bytes: &[u8], format: WeightsFormat, arch: &Arch) -> Result
     }
 }
 
+/// A tensor's shape, its values as f32, and the dtype it was stored in.
+type TypedTensor = (Vec<i64>, Vec<f32>, Dtype);
+
 /// Every tensor of a safetensors file converted to f32 (F32, F64, F16 and BF16 tensors;
 /// others kept as empty placeholders so [`fit`] can name them).
-fn parse_safetensors_any(bytes: &[u8]) -> Result<HashMap<String, (Vec<i64>, Vec<f32>, Dtype)>> {
+fn parse_safetensors_any(bytes: &[u8]) -> Result<HashMap<String, TypedTensor>> {
     let st = SafeTensors::deserialize(bytes).context(
         "not a valid safetensors file; give a .safetensors state dict (torch: \
          safetensors.torch.save_file(model.state_dict(), PATH)) or a Caffe .caffemodel",
@@ -158,7 +161,7 @@ impl Found for (Vec<i64>, Vec<f32>) {
     }
 }
 
-impl Found for (Vec<i64>, Vec<f32>, Dtype) {
+impl Found for TypedTensor {
     fn shape(&self) -> &[i64] {
         &self.0
     }
