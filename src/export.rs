@@ -96,14 +96,34 @@ fn yaml_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Distiller schedule (YAML): one `AutomatedGradualPruner` per layer growing its weight's
-/// sparsity to the found ratio over [`DISTILLER_EPOCHS`] epochs.
+/// A YAML mapping key: bare when it is a plain name, else quoted.
+fn yaml_key(s: &str) -> String {
+    let plain = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if plain {
+        s.to_string()
+    } else {
+        yaml_str(s)
+    }
+}
+
+/// Distiller schedule (YAML): one `AutomatedGradualPruner` per pruned layer growing its
+/// weight's sparsity to the found ratio over [`DISTILLER_EPOCHS`] epochs. Distiller's
+/// AGP needs `final_sparsity > initial_sparsity`, so layers left dense (ratio 0) get no
+/// pruner (a comment names them) and `initial_sparsity` is 0.05 or half the final one.
 pub fn distiller(r: &Ratios) -> String {
+    let pruned: Vec<_> = r.layers.iter().filter(|l| l.sparse_ratio > 0.0).collect();
+    let dense: Vec<&str> = r
+        .layers
+        .iter()
+        .filter(|l| l.sparse_ratio <= 0.0)
+        .map(|l| l.name.as_str())
+        .collect();
     let mut s = format!(
         "# Distiller compression schedule from dc-search: model {}, dataset {}, floor {}.\n\
          # final_sparsity is what dc-search found per layer; the epochs are a starting point.\n\
-         # dc-search's weight bits per layer (k-means weight sharing): {}.\n\
-         version: 1\n\npruners:\n",
+         # dc-search's weight bits per layer (k-means weight sharing): {}.\n",
         r.model,
         r.dataset,
         r.floor,
@@ -113,18 +133,25 @@ pub fn distiller(r: &Ratios) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for l in &r.layers {
+    if !dense.is_empty() {
+        s += &format!(
+            "# Left dense (sparse ratio 0, no pruner): {}.\n",
+            dense.join(", ")
+        );
+    }
+    s += "version: 1\n\npruners:\n";
+    for l in &pruned {
         s += &format!(
             "  {}:\n    class: 'AutomatedGradualPruner'\n    initial_sparsity: {}\n    \
              final_sparsity: {}\n    weights: [{}]\n",
-            yaml_str(&format!("{}_pruner", l.name)),
-            l.sparse_ratio.min(0.05),
+            yaml_key(&format!("{}_pruner", l.name)),
+            (l.sparse_ratio / 2.0).min(0.05),
             l.sparse_ratio,
             yaml_str(&format!("{}.weight", l.name))
         );
     }
     s += "\npolicies:\n";
-    for l in &r.layers {
+    for l in &pruned {
         s += &format!(
             "  - pruner:\n      instance_name: {}\n    starting_epoch: 0\n    ending_epoch: {}\n    \
              frequency: 1\n",
@@ -237,16 +264,23 @@ mod tests {
     #[test]
     fn distiller_schedule_parses_back() {
         let r = ratios();
-        let y: serde_norway::Value = serde_norway::from_str(&distiller(&r)).unwrap();
+        let text = distiller(&r);
+        let y: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         assert_eq!(y["version"].as_u64(), Some(1));
         let policies = y["policies"].as_sequence().unwrap();
-        assert_eq!(policies.len(), 4);
+        // fc2 (ratio 0) has no pruner: AGP needs final > initial.
+        assert_eq!(policies.len(), 3);
+        assert!(y["pruners"].get("fc2_pruner").is_none());
+        assert!(
+            text.contains("# Left dense (sparse ratio 0, no pruner): fc2."),
+            "{text}"
+        );
         for (l, p) in r.layers.iter().zip(policies) {
             let name = format!("{}_pruner", l.name);
             let pr = &y["pruners"][name.as_str()];
             assert_eq!(pr["class"].as_str(), Some("AutomatedGradualPruner"));
             assert_eq!(pr["final_sparsity"].as_f64(), Some(l.sparse_ratio));
-            assert!(pr["initial_sparsity"].as_f64().unwrap() <= l.sparse_ratio);
+            assert!(pr["initial_sparsity"].as_f64().unwrap() < l.sparse_ratio);
             assert_eq!(
                 pr["weights"][0].as_str(),
                 Some(format!("{}.weight", l.name).as_str())
@@ -254,6 +288,14 @@ mod tests {
             assert_eq!(p["pruner"]["instance_name"].as_str(), Some(name.as_str()));
             assert_eq!(p["ending_epoch"].as_u64(), Some(DISTILLER_EPOCHS as u64));
         }
+    }
+
+    #[test]
+    fn yaml_keys_are_quoted_only_when_needed() {
+        assert_eq!(yaml_key("fc1_pruner"), "fc1_pruner");
+        assert_eq!(yaml_key("features.0_pruner"), "features.0_pruner");
+        assert_eq!(yaml_key("a b"), "'a b'");
+        assert_eq!(yaml_key("it's"), "'it''s'");
     }
 
     #[test]
