@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::compress::prune::PruneRule;
 use crate::compress::{BiasPrecision, CompressConfig, Plan, Schedule};
 use crate::config::Config;
 use crate::data::{self, DatasetName};
+use crate::export::ExportFormat;
 use crate::masked::CentroidGrad;
 use crate::runtime::{self, Runtime};
 
@@ -112,6 +113,18 @@ enum Command {
         /// A .dcz file.
         file: PathBuf,
     },
+    /// Export for other tools: a .dcz file's decoded model as a PyTorch safetensors state
+    /// dict, or a search's ratios.json as an NNI config_list, a Distiller schedule or CSV.
+    Export {
+        /// A .dcz file (--to safetensors) or a ratios.json (--to nni|distiller|csv).
+        input: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        to: ExportFormat,
+        /// Output file (required for safetensors; ratios print to stdout without it).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Overrides of the config's `[compress]` section.
@@ -159,6 +172,10 @@ pub struct Common {
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+    /// Dense weights from a file instead of training: a Caffe .caffemodel or a PyTorch
+    /// .safetensors state dict with the model's layer names (conv1.weight, conv1.bias, …).
+    #[arg(long, value_name = "PATH")]
+    weights: Option<PathBuf>,
 }
 
 /// What to run, with validated settings.
@@ -186,6 +203,11 @@ pub enum Mode {
     },
     Inspect {
         file: PathBuf,
+    },
+    Export {
+        input: PathBuf,
+        to: ExportFormat,
+        output: Option<PathBuf>,
     },
     Search {
         cfg: Config,
@@ -352,6 +374,15 @@ impl Common {
         if let Some(dir) = data::dir_from_env(self.data_dir.clone()) {
             cfg.data.dir = Some(dir);
         }
+        if let Some(w) = &self.weights {
+            if !w.is_file() {
+                anyhow::bail!(
+                    "--weights {}: no such file (give a .caffemodel or .safetensors file)",
+                    w.display()
+                );
+            }
+            cfg.weights = Some(w.clone());
+        }
         Ok((cfg, self.runtime()?))
     }
 }
@@ -365,11 +396,23 @@ impl Cli {
                 retrain,
                 common,
             }) => {
+                if common.weights.is_some() {
+                    anyhow::bail!(
+                        "train trains from scratch; --weights already gives a dense model: use it \
+                         with eval, compress, sensitivity or the search"
+                    );
+                }
                 let (cfg, rt) = common.resolve(&model)?;
                 Ok(Mode::Train { cfg, rt, retrain })
             }
             Some(Command::Eval { target, common }) => {
                 if is_dcz(&target) {
+                    if common.weights.is_some() {
+                        anyhow::bail!(
+                            "{target} is a compressed file and carries its own weights; --weights \
+                             goes with a model (eval lenet --weights FILE)"
+                        );
+                    }
                     let rt = common.runtime()?;
                     return Ok(Mode::EvalFile {
                         file: target.into(),
@@ -419,6 +462,29 @@ impl Cli {
                 })
             }
             Some(Command::Inspect { file }) => Ok(Mode::Inspect { file }),
+            Some(Command::Export { input, to, output }) => {
+                let dcz = is_dcz(&input.to_string_lossy());
+                match (to, dcz) {
+                    (ExportFormat::Safetensors, false) => anyhow::bail!(
+                        "--to safetensors exports a compressed model: give a .dcz file, not {}",
+                        input.display()
+                    ),
+                    (ExportFormat::Safetensors, true) if output.is_none() => anyhow::bail!(
+                        "--to safetensors writes a binary file: give -o FILE.safetensors"
+                    ),
+                    (ExportFormat::Nni | ExportFormat::Distiller | ExportFormat::Csv, true) => {
+                        anyhow::bail!(
+                            "--to {} exports a search's ratios: give its ratios.json, not the .dcz file",
+                            to.to_possible_value().expect("a value").get_name()
+                        )
+                    }
+                    _ => {}
+                }
+                if let Some(o) = &output {
+                    check_output(o)?;
+                }
+                Ok(Mode::Export { input, to, output })
+            }
             Some(Command::Sensitivity { model, out, common }) => {
                 let (cfg, rt) = common.resolve(&model)?;
                 check_output(&out.join("sensitivity.csv"))?;

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::data;
 use crate::data::DatasetName;
 use crate::dense;
+use crate::export::{self, ExportFormat};
 use crate::format;
 use crate::models::Net;
 use crate::report;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
         } => compress_cmd(&cfg, &rt, &plan, &output),
         Mode::Inspect { file } => inspect_cmd(&file),
+        Mode::Export { input, to, output } => export_cmd(&input, to, output.as_deref()),
         Mode::Search {
             cfg,
             rt,
@@ -342,6 +344,41 @@ fn eval_file_cmd(file: &Path, rt: &Runtime, data_dir: Option<PathBuf>) -> Result
         model.dataset
     );
     print_accuracies(&v, &t);
+    Ok(())
+}
+
+fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<()> {
+    if to == ExportFormat::Safetensors {
+        let (_, model) = read_dcz(input)?;
+        let bytes = export::dcz_to_safetensors(&model)?;
+        let out = output.expect("checked by the CLI");
+        crate::paths::write_atomic(out, &bytes)?;
+        println!(
+            "wrote {} ({} bytes): decoded {} ({} layers) as a PyTorch state dict (f32)",
+            out.display(),
+            bytes.len(),
+            input.display(),
+            model.layers.len()
+        );
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read ratios file {}", input.display()))?;
+    let ratios = export::parse_ratios(&text).with_context(|| {
+        format!(
+            "{} is not a dc-search ratios.json (model, dataset, floor, layers: name, \
+             sparse_ratio, bits)",
+            input.display()
+        )
+    })?;
+    let out = export::ratios_as(&ratios, to)?;
+    match output {
+        Some(o) => {
+            crate::paths::write_text(o, &out)?;
+            println!("wrote {}", o.display());
+        }
+        None => print!("{out}"),
+    }
     Ok(())
 }
 

@@ -18,6 +18,10 @@ use crate::train::Recipe;
 pub struct Config {
     /// A zoo model name (`lenet`, `lenet-300-100`).
     pub model: String,
+    /// Dense weights imported from a file (`.caffemodel` or `.safetensors`, `--weights`)
+    /// instead of trained with `[train]`'s recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::path::PathBuf>,
     pub data: DataConfig,
     /// The dense training recipe.
     pub train: Recipe,
@@ -108,6 +112,19 @@ mod tests {
             assert!(crate::models::ZOO.contains(&c.model.as_str()), "{name}");
             assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
         }
+    }
+
+    #[test]
+    fn imported_weights_are_saved_with_the_config() {
+        let mut c = Config::resolve("lenet").unwrap();
+        assert!(!c.to_toml().contains("weights"));
+        c.weights = Some("seed/lenet_iter_10000.caffemodel".into());
+        let text = c.to_toml();
+        assert!(
+            text.contains("weights = \"seed/lenet_iter_10000.caffemodel\""),
+            "{text}"
+        );
+        assert_eq!(Config::parse(&text, "round trip").unwrap(), c);
     }
 
     #[test]

@@ -48,11 +48,29 @@ pub fn cache_path(cfg: &Config, seed: u64) -> PathBuf {
     weights::cache_path(&cfg.model, cfg.data.dataset.as_str(), &json)
 }
 
-/// Loads the cached dense model, or trains it (and caches it) when absent or `retrain`.
+/// Loads the cached dense model, or trains it (and caches it) when absent or `retrain`;
+/// with `cfg.weights` (`--weights`) it imports that file instead.
 pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
     let path = cache_path(cfg, rt.seed);
     rt.reseed(0);
     let mut net = Net::init(&cfg.arch(), rt.device);
+    if let Some(file) = &cfg.weights {
+        let (tensors, format) = crate::import::read_weights(file, &net.arch)?;
+        net.load_host(&tensors, &file.display().to_string())?;
+        if !rt.quiet {
+            eprintln!(
+                "dense {}: weights imported from {} ({})",
+                cfg.model,
+                file.display(),
+                format.as_str()
+            );
+        }
+        return Ok(Dense {
+            net,
+            path: file.clone(),
+            trained: None,
+        });
+    }
     if path.is_file() && !retrain {
         let tensors = weights::read_safetensors(&path).with_context(|| {
             format!(

@@ -4,7 +4,8 @@
 //!
 //! Pipeline, top to bottom (nothing below imports what is above it):
 //! `cli` → `commands` → `search` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
-//! → `models`, `data`, `weights`, `paths`; `format` (the .dcz file) is pure bytes.
+//! → `import` (caffemodel, safetensors) → `models`, `data`, `weights`, `paths`; `export` (ratios
+//! and decoded files for other tools); `format` (the .dcz file) is pure bytes.
 
 pub mod cli;
 pub mod commands;
@@ -12,7 +13,9 @@ pub mod compress;
 pub mod config;
 pub mod data;
 pub mod dense;
+pub mod export;
 pub mod format;
+pub mod import;
 pub mod masked;
 pub mod models;
 pub mod paths;

@@ -4,4 +4,5 @@ mod util;
 
 mod compress;
 mod foundation;
+mod import;
 mod search;

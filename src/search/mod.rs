@@ -89,6 +89,9 @@ pub struct Outcome {
     pub decoded_test_accuracy: f64,
     pub probes: usize,
     pub times: StageTimes,
+    /// Where the dense model came from: a `--weights` file, or training with the recipe.
+    #[serde(default)]
+    pub dense_weights: String,
 }
 
 /// A feasible pruned model kept as a warm start.
@@ -705,6 +708,10 @@ impl<'a> Search<'a> {
             decoded_test_accuracy: test,
             probes: self.trials.len(),
             times: times.clone(),
+            dense_weights: match &self.cfg.weights {
+                Some(p) => format!("imported from {}", p.display()),
+                None => "trained with the config's [train] recipe (cached)".into(),
+            },
         })
     }
 }

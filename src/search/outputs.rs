@@ -242,6 +242,7 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         "# dc-search report: {} on {}\n\nCommand: `{command}`\n\n\
          | | value |\n|---|---|\n\
          | floor (validation) | {:.4} (probes need floor + margin {:.4}) |\n\
+         | dense weights | {} |\n\
          | dense validation accuracy | {:.4} |\n\
          | decoded file validation accuracy | {:.4} |\n\
          | decoded file **test** accuracy (evaluated once) | {:.4} |\n\
@@ -253,6 +254,7 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         o.dataset,
         o.floor,
         o.margin,
+        o.dense_weights,
         o.dense_valid_accuracy,
         o.decoded_valid_accuracy,
         o.decoded_test_accuracy,

@@ -1,0 +1,378 @@
+//! Take results elsewhere: a search's `ratios.json` as an NNI `config_list`, a Distiller
+//! compression schedule or plain CSV, and a `.dcz` file's decoded model as a PyTorch
+//! state dict in safetensors. Pure functions over parsed inputs; the command writes the
+//! text atomically.
+//!
+//! ## Reference
+//! - NNI 3.x "Compression Config Specification" (`op_names`, `op_types`, `target_names`,
+//!   `sparse_ratio`; the legacy `sparsity_per_layer` is deprecated from 3.2).
+//! - Distiller "Compression scheduler" schedule YAML (`version: 1`, `pruners:` with
+//!   `AutomatedGradualPruner` `initial_sparsity` / `final_sparsity` / `weights`,
+//!   `policies:`).
+
+use std::collections::HashMap;
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+use crate::format::CompressedModel;
+use crate::models::{Arch, LayerKind};
+use crate::search::outputs::Ratios;
+
+/// Where ratios go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The decoded model as a PyTorch state dict (from a .dcz file).
+    Safetensors,
+    /// NNI `config_list` JSON (from ratios.json).
+    Nni,
+    /// Distiller schedule YAML (from ratios.json).
+    Distiller,
+    /// CSV `layer,sparse_ratio,bits` (from ratios.json).
+    Csv,
+}
+
+/// Epochs over which the Distiller schedule grows sparsity (a starting point to tune).
+pub const DISTILLER_EPOCHS: u32 = 30;
+
+/// Parses and checks `ratios.json` text.
+pub fn parse_ratios(text: &str) -> Result<Ratios> {
+    let r: Ratios = serde_json::from_str(text)?;
+    ensure!(!r.layers.is_empty(), "it lists no layers");
+    for l in &r.layers {
+        ensure!(
+            (0.0..1.0).contains(&l.sparse_ratio),
+            "layer {}: sparse_ratio {} is outside [0, 1)",
+            l.name,
+            l.sparse_ratio
+        );
+    }
+    Ok(r)
+}
+
+/// The PyTorch module type of each layer, when the model is in the zoo.
+fn op_types(r: &Ratios) -> HashMap<String, &'static str> {
+    Arch::by_name(&r.model)
+        .map(|a| {
+            a.layers
+                .iter()
+                .map(|l| {
+                    let t = match l.kind {
+                        LayerKind::Conv => "Conv2d",
+                        LayerKind::Linear => "Linear",
+                    };
+                    (l.name.clone(), t)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// NNI `config_list` (JSON): one sub-config per layer pruning its weight to the found
+/// sparse ratio; bits have no NNI pruning key (NNI quantizes linearly, not by k-means)
+/// and are left out.
+pub fn nni(r: &Ratios) -> String {
+    let types = op_types(r);
+    let list: Vec<serde_json::Value> = r
+        .layers
+        .iter()
+        .map(|l| {
+            let mut c = json!({
+                "op_names": [l.name],
+                "target_names": ["weight"],
+                "sparse_ratio": l.sparse_ratio,
+            });
+            if let Some(t) = types.get(&l.name) {
+                c["op_types"] = json!([t]);
+            }
+            c
+        })
+        .collect();
+    serde_json::to_string_pretty(&list).expect("JSON serialises") + "\n"
+}
+
+/// A YAML string scalar (single-quoted).
+fn yaml_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A YAML mapping key: bare when it is a plain name, else quoted.
+fn yaml_key(s: &str) -> String {
+    let plain = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if plain {
+        s.to_string()
+    } else {
+        yaml_str(s)
+    }
+}
+
+/// Distiller schedule (YAML): one `AutomatedGradualPruner` per pruned layer growing its
+/// weight's sparsity to the found ratio over [`DISTILLER_EPOCHS`] epochs. Distiller's
+/// AGP needs `final_sparsity > initial_sparsity`, so layers left dense (ratio 0) get no
+/// pruner (a comment names them) and `initial_sparsity` is 0.05 or half the final one.
+pub fn distiller(r: &Ratios) -> String {
+    let pruned: Vec<_> = r.layers.iter().filter(|l| l.sparse_ratio > 0.0).collect();
+    let dense: Vec<&str> = r
+        .layers
+        .iter()
+        .filter(|l| l.sparse_ratio <= 0.0)
+        .map(|l| l.name.as_str())
+        .collect();
+    let mut s = format!(
+        "# Distiller compression schedule from dc-search: model {}, dataset {}, floor {}.\n\
+         # final_sparsity is what dc-search found per layer; the epochs are a starting point.\n\
+         # dc-search's weight bits per layer (k-means weight sharing): {}.\n",
+        r.model,
+        r.dataset,
+        r.floor,
+        r.layers
+            .iter()
+            .map(|l| format!("{} {}", l.name, l.bits))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !dense.is_empty() {
+        s += &format!(
+            "# Left dense (sparse ratio 0, no pruner): {}.\n",
+            dense.join(", ")
+        );
+    }
+    s += "version: 1\n\npruners:\n";
+    for l in &pruned {
+        s += &format!(
+            "  {}:\n    class: 'AutomatedGradualPruner'\n    initial_sparsity: {}\n    \
+             final_sparsity: {}\n    weights: [{}]\n",
+            yaml_key(&format!("{}_pruner", l.name)),
+            (l.sparse_ratio / 2.0).min(0.05),
+            l.sparse_ratio,
+            yaml_str(&format!("{}.weight", l.name))
+        );
+    }
+    s += "\npolicies:\n";
+    for l in &pruned {
+        s += &format!(
+            "  - pruner:\n      instance_name: {}\n    starting_epoch: 0\n    ending_epoch: {}\n    \
+             frequency: 1\n",
+            yaml_str(&format!("{}_pruner", l.name)),
+            DISTILLER_EPOCHS
+        );
+    }
+    s
+}
+
+/// Plain CSV: `layer,sparse_ratio,bits`, one row per layer in order.
+pub fn csv(r: &Ratios) -> String {
+    let mut s = String::from("layer,sparse_ratio,bits\n");
+    for l in &r.layers {
+        s += &format!("{},{},{}\n", l.name, l.sparse_ratio, l.bits);
+    }
+    s
+}
+
+/// The ratios in `format` (not [`ExportFormat::Safetensors`], which needs a model).
+pub fn ratios_as(r: &Ratios, format: ExportFormat) -> Result<String> {
+    Ok(match format {
+        ExportFormat::Nni => nni(r),
+        ExportFormat::Distiller => distiller(r),
+        ExportFormat::Csv => csv(r),
+        ExportFormat::Safetensors => anyhow::bail!(
+            "--to safetensors exports a compressed model: give a .dcz file, not ratios"
+        ),
+    })
+}
+
+/// A decoded compressed model as a PyTorch state dict in safetensors: per layer
+/// `<name>.weight` (zeros where pruned, codebook values elsewhere) and `<name>.bias`
+/// (zeros when the file stores none), f32, with the model's names and provenance in the
+/// metadata (`format: pt`).
+pub fn dcz_to_safetensors(m: &CompressedModel) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for l in &m.layers {
+        let shape: Vec<i64> = l.shape.iter().map(|&d| d as i64).collect();
+        let out = shape.first().copied().unwrap_or(0);
+        tensors.push((format!("{}.weight", l.name), shape, l.dense_weights()));
+        let bias = if l.bias.is_empty() {
+            vec![0.0; out as usize]
+        } else {
+            l.bias.clone()
+        };
+        tensors.push((format!("{}.bias", l.name), vec![out], bias));
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("model".to_string(), m.model.clone()),
+        ("dataset".to_string(), m.dataset.clone()),
+        ("input_scale".to_string(), m.input_scale.to_string()),
+        (
+            "source".to_string(),
+            "dc-search export of a .dcz file".to_string(),
+        ),
+    ]);
+    crate::weights::to_safetensors(&tensors, Some(meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::outputs::LayerRatio;
+
+    fn ratios() -> Ratios {
+        Ratios {
+            model: "lenet".into(),
+            dataset: "mnist".into(),
+            floor: 0.99,
+            layers: [
+                ("conv1", 0.530549, 4),
+                ("conv2", 0.944607, 6),
+                ("fc1", 0.932676, 3),
+                ("fc2", 0.0, 3),
+            ]
+            .iter()
+            .map(|&(n, r, b)| LayerRatio {
+                name: n.into(),
+                sparse_ratio: r,
+                bits: b,
+            })
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn nni_config_list_parses_back() {
+        let r = ratios();
+        let v: serde_json::Value = serde_json::from_str(&nni(&r)).unwrap();
+        let list = v.as_array().unwrap();
+        assert_eq!(list.len(), 4);
+        for (c, l) in list.iter().zip(&r.layers) {
+            assert_eq!(c["op_names"], json!([l.name]));
+            assert_eq!(c["target_names"], json!(["weight"]));
+            assert_eq!(c["sparse_ratio"].as_f64().unwrap(), l.sparse_ratio);
+        }
+        assert_eq!(list[0]["op_types"], json!(["Conv2d"]));
+        assert_eq!(list[3]["op_types"], json!(["Linear"]));
+        // A model outside the zoo: no op_types.
+        let custom = Ratios {
+            model: "mine".into(),
+            ..r
+        };
+        let v: serde_json::Value = serde_json::from_str(&nni(&custom)).unwrap();
+        assert!(v[0].get("op_types").is_none());
+    }
+
+    #[test]
+    fn distiller_schedule_parses_back() {
+        let r = ratios();
+        let text = distiller(&r);
+        let y: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(y["version"].as_u64(), Some(1));
+        let policies = y["policies"].as_sequence().unwrap();
+        // fc2 (ratio 0) has no pruner: AGP needs final > initial.
+        assert_eq!(policies.len(), 3);
+        assert!(y["pruners"].get("fc2_pruner").is_none());
+        assert!(
+            text.contains("# Left dense (sparse ratio 0, no pruner): fc2."),
+            "{text}"
+        );
+        for (l, p) in r.layers.iter().zip(policies) {
+            let name = format!("{}_pruner", l.name);
+            let pr = &y["pruners"][name.as_str()];
+            assert_eq!(pr["class"].as_str(), Some("AutomatedGradualPruner"));
+            assert_eq!(pr["final_sparsity"].as_f64(), Some(l.sparse_ratio));
+            assert!(pr["initial_sparsity"].as_f64().unwrap() < l.sparse_ratio);
+            assert_eq!(
+                pr["weights"][0].as_str(),
+                Some(format!("{}.weight", l.name).as_str())
+            );
+            assert_eq!(p["pruner"]["instance_name"].as_str(), Some(name.as_str()));
+            assert_eq!(p["ending_epoch"].as_u64(), Some(DISTILLER_EPOCHS as u64));
+        }
+    }
+
+    #[test]
+    fn yaml_keys_are_quoted_only_when_needed() {
+        assert_eq!(yaml_key("fc1_pruner"), "fc1_pruner");
+        assert_eq!(yaml_key("features.0_pruner"), "features.0_pruner");
+        assert_eq!(yaml_key("a b"), "'a b'");
+        assert_eq!(yaml_key("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn csv_parses_back() {
+        let r = ratios();
+        let text = csv(&r);
+        let mut rd = ::csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            rd.headers().unwrap().iter().collect::<Vec<_>>(),
+            ["layer", "sparse_ratio", "bits"]
+        );
+        let rows: Vec<LayerRatio> = rd
+            .records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                LayerRatio {
+                    name: rec[0].to_string(),
+                    sparse_ratio: rec[1].parse().unwrap(),
+                    bits: rec[2].parse().unwrap(),
+                }
+            })
+            .collect();
+        assert_eq!(rows, r.layers);
+    }
+
+    #[test]
+    fn ratios_json_is_checked() {
+        let text = serde_json::to_string(&ratios()).unwrap();
+        assert_eq!(parse_ratios(&text).unwrap(), ratios());
+        let bad = text.replace("0.944607", "1.5");
+        let e = parse_ratios(&bad).unwrap_err().to_string();
+        assert!(e.contains("conv2") && e.contains("outside [0, 1)"), "{e}");
+        assert!(parse_ratios("{\"model\": 1}").is_err());
+        assert!(ratios_as(&ratios(), ExportFormat::Safetensors).is_err());
+    }
+
+    #[test]
+    fn dcz_model_becomes_a_state_dict() {
+        use crate::format::{BiasPrecision, Layer};
+        let m = CompressedModel {
+            model: "lenet-300-100".into(),
+            dataset: "mnist".into(),
+            input_shape: vec![1, 28, 28],
+            input_scale: 1.0 / 256.0,
+            input_shift: 0.0,
+            layers: vec![
+                Layer {
+                    name: "fc1".into(),
+                    kind: crate::format::LayerKind::Linear,
+                    shape: vec![2, 3],
+                    bits: 2,
+                    codebook: vec![-0.5, 0.25],
+                    positions: vec![1, 4],
+                    clusters: vec![1, 0],
+                    bias: vec![0.125, -1.0],
+                    bias_precision: BiasPrecision::F32,
+                },
+                Layer {
+                    name: "fc2".into(),
+                    kind: crate::format::LayerKind::Linear,
+                    shape: vec![1, 2],
+                    bits: 1,
+                    codebook: vec![],
+                    positions: vec![],
+                    clusters: vec![],
+                    bias: vec![],
+                    bias_precision: BiasPrecision::F32,
+                },
+            ],
+        };
+        let t = crate::weights::parse_safetensors(&dcz_to_safetensors(&m).unwrap()).unwrap();
+        assert_eq!(
+            t["fc1.weight"],
+            (vec![2, 3], vec![0.0, 0.25, 0.0, 0.0, -0.5, 0.0])
+        );
+        assert_eq!(t["fc1.bias"], (vec![2], vec![0.125, -1.0]));
+        assert_eq!(t["fc2.weight"], (vec![1, 2], vec![0.0, 0.0]));
+        assert_eq!(t["fc2.bias"], (vec![1], vec![0.0]));
+    }
+}
