@@ -5,3 +5,4 @@ mod util;
 mod compress;
 mod foundation;
 mod search;
+mod torchscript;

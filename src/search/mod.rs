@@ -568,7 +568,7 @@ impl<'a> Search<'a> {
                 self.cfg.compress.bias_precision,
             )?;
             let bytes = format::encode(&model)?;
-            let decoded = encode::to_net(&format::decode(&bytes)?, self.rt.device)?;
+            let decoded = encode::to_net_like(&format::decode(&bytes)?, &qnet)?;
             crate::commands::verify_decoded(&qnet, &decoded)?;
             let valid = train::evaluate(&decoded, &self.data.valid).accuracy;
             self.say(&format!(
