@@ -223,7 +223,10 @@ fn torchscript_cli_compress_then_eval_the_file() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(acc > 0.5, "retrained from the untrained fixture: {compressed}");
+    assert!(
+        acc > 0.5,
+        "retrained from the untrained fixture: {compressed}"
+    );
 
     let mut c = dc_search();
     c.arg("eval")
