@@ -139,6 +139,21 @@ fn torchscript_fixture_compresses_end_to_end() {
 }
 
 #[test]
+fn torchscript_config_round_trips_as_saved_beside_results() {
+    let cfg = fixture_config();
+    assert!(cfg
+        .torchscript
+        .as_ref()
+        .unwrap()
+        .module
+        .as_ref()
+        .unwrap()
+        .is_file());
+    assert_eq!(Config::parse(&cfg.to_toml(), "config.toml").unwrap(), cfg);
+    assert_eq!(cfg.layer_names(), vec!["conv1", "fc1", "fc2"]);
+}
+
+#[test]
 fn torchscript_parameter_missing_from_module_is_named() {
     let text = std::fs::read_to_string(fixture("tiny-cnn.toml"))
         .unwrap()
