@@ -64,6 +64,9 @@ enum Command {
     Eval {
         /// A preset, a path to a .toml config, or a .dcz file.
         target: String,
+        /// For a .dcz made from a TorchScript module: the config it was made with.
+        #[arg(long, value_name = "TOML")]
+        ts_config: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -176,6 +179,10 @@ pub struct Common {
     /// .safetensors state dict with the model's layer names (conv1.weight, conv1.bias, …).
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// The TorchScript module (.pt) of a config with a [torchscript] section, overriding
+    /// its torchscript.module.
+    #[arg(long, value_name = "PT")]
+    torchscript: Option<PathBuf>,
 }
 
 /// What to run, with validated settings.
@@ -194,6 +201,8 @@ pub enum Mode {
         file: PathBuf,
         rt: Runtime,
         data_dir: Option<PathBuf>,
+        /// The TorchScript config the file was made with (`None`: a zoo model's file).
+        config: Option<Config>,
     },
     Compress {
         cfg: Config,
@@ -383,6 +392,16 @@ impl Common {
             }
             cfg.weights = Some(w.clone());
         }
+        if let Some(pt) = &self.torchscript {
+            let Some(ts) = cfg.torchscript.as_mut() else {
+                anyhow::bail!(
+                    "--torchscript {}: {model} is not a TorchScript config; give a config with a \
+                     [torchscript] section naming the module's input shape and layers",
+                    pt.display()
+                );
+            };
+            ts.module = Some(pt.clone());
+        }
         Ok((cfg, self.runtime()?))
     }
 }
@@ -403,9 +422,19 @@ impl Cli {
                     );
                 }
                 let (cfg, rt) = common.resolve(&model)?;
+                if cfg.torchscript.is_some() {
+                    anyhow::bail!(
+                        "{model} is a TorchScript model: it comes trained (its module's weights are the dense \
+                         model); compress, eval, sensitivity and the search use them as they are"
+                    );
+                }
                 Ok(Mode::Train { cfg, rt, retrain })
             }
-            Some(Command::Eval { target, common }) => {
+            Some(Command::Eval {
+                target,
+                ts_config,
+                common,
+            }) => {
                 if is_dcz(&target) {
                     if common.weights.is_some() {
                         anyhow::bail!(
@@ -413,12 +442,23 @@ impl Cli {
                              goes with a model (eval lenet --weights FILE)"
                         );
                     }
+                    let config = match &ts_config {
+                        Some(c) => Some(common.resolve(c)?.0),
+                        None if common.torchscript.is_some() => anyhow::bail!(
+                            "--torchscript with a .dcz file needs the module's config too: --ts-config CONFIG.toml"
+                        ),
+                        None => None,
+                    };
                     let rt = common.runtime()?;
                     return Ok(Mode::EvalFile {
                         file: target.into(),
                         rt,
                         data_dir: data::dir_from_env(common.data_dir),
+                        config,
                     });
+                }
+                if ts_config.is_some() {
+                    anyhow::bail!("--ts-config is for `eval FILE.dcz`; to evaluate the dense module, give its config as the target");
                 }
                 let (cfg, rt) = common.resolve(&target)?;
                 Ok(Mode::Eval { cfg, rt })
@@ -434,7 +474,7 @@ impl Cli {
             }) => {
                 let (mut cfg, rt) = common.resolve(&model)?;
                 tune.apply(&mut cfg.compress)?;
-                let names: Vec<String> = cfg.arch().layers.iter().map(|l| l.name.clone()).collect();
+                let names = cfg.layer_names();
                 let rules = match (ratios, quality) {
                     (Some(r), _) => per_layer::<f64>(&r, &names, 0.0, "--ratios")?
                         .into_iter()

@@ -23,7 +23,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.into_mode()? {
         Mode::Train { cfg, rt, retrain } => train_cmd(&cfg, &rt, retrain),
         Mode::Eval { cfg, rt } => eval_cmd(&cfg, &rt),
-        Mode::EvalFile { file, rt, data_dir } => eval_file_cmd(&file, &rt, data_dir),
+        Mode::EvalFile {
+            file,
+            rt,
+            data_dir,
+            config,
+        } => eval_file_cmd(&file, &rt, data_dir, config),
         Mode::Compress {
             cfg,
             rt,
@@ -144,6 +149,9 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
 
 fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str) -> Result<()> {
     let start = std::time::Instant::now();
+    let mut cfg = cfg.clone();
+    cfg.compress.bias_precision = cfg.search.bias_precision;
+    let cfg = &cfg;
     crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     rt.apply();
     let data = load_on_device(cfg, rt)?;
@@ -315,7 +323,13 @@ pub fn read_dcz(file: &Path) -> Result<(Vec<u8>, format::CompressedModel)> {
 
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
 fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
-    let mut cfg = Config::resolve(&model.model)?;
+    let mut cfg = Config::resolve(&model.model).with_context(|| {
+        format!(
+            "the file holds model {:?}; if it was made from a TorchScript module, give its config: \
+             eval FILE.dcz --ts-config CONFIG.toml",
+            model.model
+        )
+    })?;
     cfg.data.dataset = match model.dataset.as_str() {
         "mnist" => DatasetName::Mnist,
         "fashion-mnist" => DatasetName::FashionMnist,
@@ -328,12 +342,46 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
     Ok(cfg)
 }
 
-fn eval_file_cmd(file: &Path, rt: &Runtime, data_dir: Option<PathBuf>) -> Result<()> {
+/// The config and net of a file made from a TorchScript module: `cfg` names the module; the
+/// file's dataset and input normalisation win over the config's.
+fn torchscript_file_net(
+    model: &format::CompressedModel,
+    mut cfg: Config,
+    rt: &Runtime,
+) -> Result<(Config, Net)> {
+    let Some(ts) = cfg.torchscript.as_mut() else {
+        anyhow::bail!("--ts-config needs a config with a [torchscript] section");
+    };
+    ts.input_shift = model.input_shift;
+    cfg.data.input_scale = model.input_scale;
+    cfg.data.dataset = match model.dataset.as_str() {
+        "mnist" => DatasetName::Mnist,
+        "fashion-mnist" => DatasetName::FashionMnist,
+        other => {
+            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
+        }
+    };
+    let like = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
+    let net = encode::to_net_like(model, &like)?;
+    Ok((cfg, net))
+}
+
+fn eval_file_cmd(
+    file: &Path,
+    rt: &Runtime,
+    data_dir: Option<PathBuf>,
+    config: Option<Config>,
+) -> Result<()> {
     rt.apply();
     let (bytes, model) = read_dcz(file)?;
-    let cfg = file_config(&model, data_dir)?;
+    let (cfg, net) = match config {
+        Some(cfg) => torchscript_file_net(&model, cfg, rt)?,
+        None => (
+            file_config(&model, data_dir)?,
+            encode::to_net(&model, rt.device)?,
+        ),
+    };
     let data = data::load(&cfg.data)?;
-    let net = encode::to_net(&model, rt.device)?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
@@ -431,7 +479,7 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
         cfg.compress.bias_precision,
     )?;
     let bytes = format::encode(&model)?;
-    let decoded = encode::to_net(&format::decode(&bytes)?, rt.device)?;
+    let decoded = encode::to_net_like(&format::decode(&bytes)?, &dense.net)?;
     verify_decoded(&dense.net, &decoded)?;
     crate::paths::write_atomic(output, &bytes)?;
     print!("{}", report::table3(&format::account(&bytes)?));
@@ -448,7 +496,7 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     }
     let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let t = train::evaluate(&decoded, &data.test.to_device(rt.device));
-    let dense_bytes = cfg.arch().num_params() * 4;
+    let dense_bytes = dense.net.arch.num_params() * 4;
     println!(
         "wrote {} ({} bytes; dense float32 {} bytes; {:.1}x) in {:.0} s",
         output.display(),

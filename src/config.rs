@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::CompressConfig;
 use crate::data::DataConfig;
+use crate::models::torchscript::TorchScriptConfig;
 use crate::models::Arch;
 use crate::search::config::SearchConfig;
 use crate::train::Recipe;
@@ -16,12 +17,17 @@ use crate::train::Recipe;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// A zoo model name (`lenet`, `lenet-300-100`).
+    /// A zoo model name (`lenet`, `lenet-300-100`), or with `[torchscript]` the name the
+    /// TorchScript model's files carry.
     pub model: String,
     /// Dense weights imported from a file (`.caffemodel` or `.safetensors`, `--weights`)
     /// instead of trained with `[train]`'s recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::path::PathBuf>,
+    /// A TorchScript module instead of a zoo model (its section names the module file,
+    /// input shape and compressible layers; see `models::torchscript`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript: Option<TorchScriptConfig>,
     pub data: DataConfig,
     /// The dense training recipe.
     pub train: Recipe,
@@ -53,7 +59,14 @@ impl Config {
         if path.extension().is_some_and(|e| e == "toml") || path.is_file() {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            return Config::parse(&text, &path.display().to_string());
+            let mut cfg = Config::parse(&text, &path.display().to_string())?;
+            // A TorchScript module path is relative to the config file.
+            if let Some(m) = cfg.torchscript.as_mut().and_then(|t| t.module.as_mut()) {
+                if m.is_relative() {
+                    *m = path.parent().unwrap_or(Path::new("")).join(&*m);
+                }
+            }
+            return Ok(cfg);
         }
         let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
         bail!(
@@ -72,7 +85,20 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
-        Arch::by_name(&self.model)?;
+        match &self.torchscript {
+            None => {
+                Arch::by_name(&self.model)?;
+            }
+            Some(ts) => {
+                if self.model.is_empty() || self.model.len() > crate::format::MAX_NAME_LEN {
+                    bail!(
+                        "model: give the TorchScript model a name of 1 to {} bytes",
+                        crate::format::MAX_NAME_LEN
+                    );
+                }
+                ts.check()?;
+            }
+        }
         let t = &self.train;
         if !(t.base_lr > 0.0 && t.base_lr.is_finite()) {
             bail!("train.base_lr must be a positive number, got {}", t.base_lr);
@@ -92,8 +118,22 @@ impl Config {
         Ok(())
     }
 
+    /// The zoo model's arch (a TorchScript model's comes from its module:
+    /// `models::torchscript::load`).
     pub fn arch(&self) -> Arch {
+        assert!(
+            self.torchscript.is_none(),
+            "a TorchScript config has no zoo arch: load its module"
+        );
         Arch::by_name(&self.model).expect("checked when parsed")
+    }
+
+    /// The compressible layers' names, in order.
+    pub fn layer_names(&self) -> Vec<String> {
+        match &self.torchscript {
+            Some(ts) => ts.layers.iter().map(|l| l.name.clone()).collect(),
+            None => self.arch().layers.into_iter().map(|l| l.name).collect(),
+        }
     }
 
     pub fn to_toml(&self) -> String {

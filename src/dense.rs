@@ -49,8 +49,24 @@ pub fn cache_path(cfg: &Config, seed: u64) -> PathBuf {
 }
 
 /// Loads the cached dense model, or trains it (and caches it) when absent or `retrain`;
-/// with `cfg.weights` (`--weights`) it imports that file instead.
+/// with `cfg.weights` (`--weights`) it imports that file instead. A TorchScript model is
+/// its module's weights as saved (never trained or cached here).
 pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
+    if let Some(ts) = &cfg.torchscript {
+        if let Some(w) = &cfg.weights {
+            anyhow::bail!(
+                "--weights {} with a TorchScript model: its weights are the module's; give one or the other",
+                w.display()
+            );
+        }
+        let net = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
+        let path = ts.module.clone().unwrap_or_default();
+        return Ok(Dense {
+            net,
+            path,
+            trained: None,
+        });
+    }
     let path = cache_path(cfg, rt.seed);
     rt.reseed(0);
     let mut net = Net::init(&cfg.arch(), rt.device);

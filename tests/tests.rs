@@ -6,3 +6,4 @@ mod compress;
 mod foundation;
 mod import;
 mod search;
+mod torchscript;

@@ -85,7 +85,7 @@ pub fn to_model(
         dataset: dataset.to_string(),
         input_shape: net.arch.input_shape.iter().map(|&d| d as u32).collect(),
         input_scale,
-        input_shift: 0.0,
+        input_shift: net.input_shift(),
         layers,
     })
 }
@@ -94,6 +94,26 @@ pub fn to_model(
 pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
     let arch = Arch::by_name(&model.model)
         .with_context(|| "the compressed file names a model this dc-search lacks")?;
+    to_net_like(model, &Net::init(&arch, device))
+}
+
+/// A copy of `like` (any net: zoo or TorchScript) with a decoded file's weights; the file's
+/// model, layers and input shape must match it.
+pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
+    let arch = &like.arch;
+    ensure!(
+        model.model == arch.name,
+        "the file holds model {:?}, not {:?}",
+        model.model,
+        arch.name
+    );
+    let input_shape: Vec<i64> = model.input_shape.iter().map(|&d| d as i64).collect();
+    ensure!(
+        input_shape == arch.input_shape,
+        "the file's input shape {input_shape:?} differs from model {}'s {:?}",
+        arch.name,
+        arch.input_shape
+    );
     ensure!(
         model.layers.len() == arch.layers.len(),
         "the file has {} layers, model {} has {}",
@@ -121,7 +141,7 @@ pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
         };
         tensors.insert(format!("{}.bias", l.name), (vec![spec.outputs()], bias));
     }
-    let mut net = Net::init(&arch, device);
+    let mut net = like.copy();
     net.load_host(&tensors, "compressed file")?;
     Ok(net)
 }

@@ -4,8 +4,15 @@
 //! Layers are exposed by name and in order (`conv1, conv2, fc1, fc2` for LeNet-5), which
 //! is what pruning ratios, bits, CSV rows and the compressed file refer to. Tensor names
 //! follow PyTorch (`fc1.weight`, `fc1.bias`) so state dicts move both ways.
+//!
+//! A model defined outside dc-search can stand in as a TorchScript module
+//! ([`torchscript`]): its arch has one opaque [`Op::Script`] and its layers' tensors are the
+//! module's own parameters.
+
+pub mod torchscript;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -52,6 +59,9 @@ pub enum Op {
     MaxPool2,
     Relu,
     Flatten,
+    /// The whole TorchScript module of [`Net::script`] (inputs to logits): it applies every
+    /// layer, so no prefix of it can be cached.
+    Script,
 }
 
 /// A model's architecture: named layers and the ops that chain them.
@@ -153,11 +163,13 @@ impl Arch {
         }
     }
 
-    /// Index of the op that applies layer `layer`.
+    /// Index of the op that applies layer `layer` (for a TorchScript model, its one
+    /// [`Op::Script`]: the activations entering it are the inputs).
     pub fn op_of_layer(&self, layer: usize) -> usize {
         self.ops
             .iter()
             .position(|op| matches!(op, Op::Conv(i) | Op::Linear(i) if *i == layer))
+            .or_else(|| self.ops.iter().position(|op| *op == Op::Script))
             .expect("every layer has an op")
     }
 }
@@ -175,6 +187,9 @@ pub struct Net {
     pub arch: Arch,
     pub params: Vec<Param>,
     pub device: Device,
+    /// The TorchScript module that [`Op::Script`] runs; `params` share its parameters'
+    /// storage. `None` for zoo models.
+    pub script: Option<Arc<torchscript::Script>>,
 }
 
 impl Net {
@@ -198,6 +213,7 @@ impl Net {
             arch: arch.clone(),
             params,
             device,
+            script: None,
         }
     }
 
@@ -228,6 +244,11 @@ impl Net {
                 Op::MaxPool2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
                 Op::Relu => h.relu(),
                 Op::Flatten => h.flatten(1, -1),
+                Op::Script => self
+                    .script
+                    .as_ref()
+                    .expect("an arch with Op::Script belongs to a TorchScript net")
+                    .forward(&h),
             };
         }
         h
@@ -302,8 +323,11 @@ impl Net {
         Ok(())
     }
 
-    /// A deep copy on the same device.
+    /// A deep copy on the same device (a TorchScript net gets its own module instance).
     pub fn copy(&self) -> Net {
+        if let Some(script) = &self.script {
+            return script.copy_net(self);
+        }
         let params = self
             .params
             .iter()
@@ -316,7 +340,14 @@ impl Net {
             arch: self.arch.clone(),
             params,
             device: self.device,
+            script: None,
         }
+    }
+
+    /// Added to the scaled inputs before the first layer (a TorchScript config's
+    /// `input_shift`; 0 for zoo models).
+    pub fn input_shift(&self) -> f32 {
+        self.script.as_ref().map_or(0.0, |s| s.input_shift())
     }
 
     /// Copies `other`'s weights into this net (same arch).

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::Schedule;
+use crate::compress::{BiasPrecision, Schedule};
 
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +16,14 @@ pub struct SearchConfig {
     /// How a probe prunes from its warm start to its ratios (gradual: a few cubic steps
     /// over the first half of the probe's epochs; all-at-once: one step).
     pub probe_schedule: Schedule,
+    /// Learning rate of probes and of the final retraining, as a fraction of the dense
+    /// recipe's (the `[compress]` lr_scale still rules codebook retraining). Measured on
+    /// LeNet-5 at 0.55/0.95/0.955/0.8 pruned, 6 epochs: 0.3 → 98.70 % validation, the
+    /// paper's 0.1 → 98.44 %.
+    pub lr_scale: f64,
+    /// Bias precision of the search's file (overrides `[compress]`; f16 saved 1,160 bytes
+    /// on LeNet-5 at equal accuracy, see README).
+    pub bias_precision: BiasPrecision,
     /// A probe that misses the target by at most this much validation accuracy is
     /// retrained once more for `probe_epochs` and evaluated again before it is given up.
     pub recovery_gap: f64,
@@ -50,8 +58,10 @@ impl Default for SearchConfig {
         SearchConfig {
             margin: 0.0005,
             probe_epochs: 1.5,
-            probe_schedule: Schedule::Gradual,
-            recovery_gap: 0.0,
+            probe_schedule: Schedule::AllAtOnce,
+            lr_scale: 0.3,
+            bias_precision: BiasPrecision::F16,
+            recovery_gap: 0.001,
             final_epochs: 8.0,
             bits_epochs: 0.5,
             budget_minutes: 26.0,

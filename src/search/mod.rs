@@ -257,6 +257,7 @@ impl<'a> Search<'a> {
         let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
         let mut cfg = self.cfg.compress.clone();
         cfg.schedule = self.cfg.search.probe_schedule;
+        cfg.lr_scale = self.cfg.search.lr_scale;
         let trainer = Trainer {
             cfg: &cfg,
             ..self.trainer_ref()
@@ -510,7 +511,7 @@ impl<'a> Search<'a> {
         }
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
-        cfg.schedule = crate::compress::Schedule::AllAtOnce;
+        cfg.lr_scale = self.cfg.search.lr_scale;
         let trainer = Trainer {
             cfg: &cfg,
             ..self.trainer_ref()
@@ -666,7 +667,7 @@ impl<'a> Search<'a> {
                 self.cfg.compress.bias_precision,
             )?;
             let bytes = format::encode(&model)?;
-            let decoded = encode::to_net(&format::decode(&bytes)?, self.rt.device)?;
+            let decoded = encode::to_net_like(&format::decode(&bytes)?, &qnet)?;
             crate::commands::verify_decoded(&qnet, &decoded)?;
             let valid = train::evaluate(&decoded, &self.data.valid).accuracy;
             self.say(&format!(
