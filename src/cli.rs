@@ -34,13 +34,17 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 struct SearchFlags {
     /// Accuracy floor in (0, 1]: the decoded file's validation accuracy must reach it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "max_drop")]
     floor: Option<String>,
+    /// The floor relative to the dense model instead: its validation accuracy minus this
+    /// many percentage points (e.g. 0.5; for datasets where 0.99 makes no sense).
+    #[arg(long, value_name = "POINTS")]
+    max_drop: Option<String>,
     /// Budget: minutes (`26`, `26m`) or ratio probes (`40p`); default the config's
     /// search.budget_minutes. A probe budget makes the run independent of the clock.
     #[arg(long)]
     budget: Option<String>,
-    /// Run folder (default searches/<model>-<dataset>-floor<F>).
+    /// Run folder (default searches/<model>-<dataset>-floor<F> or …-maxdrop<P>).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -179,6 +183,10 @@ pub struct Common {
     /// .safetensors state dict with the model's layer names (conv1.weight, conv1.bias, …).
     #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// Hold the validation images out of the training set (default) or out of the test set
+    /// (for imported weights trained on every training image; the test set is then the rest).
+    #[arg(long, value_enum, value_name = "SET")]
+    validation_from: Option<data::ValidationFrom>,
     /// The TorchScript module (.pt) of a config with a [torchscript] section, overriding
     /// its torchscript.module.
     #[arg(long, value_name = "PT")]
@@ -221,7 +229,7 @@ pub enum Mode {
     Search {
         cfg: Config,
         rt: Runtime,
-        floor: f64,
+        floor: Floor,
         out: PathBuf,
         command: String,
     },
@@ -234,6 +242,44 @@ pub enum Mode {
         cfg: Config,
         rt: Runtime,
     },
+}
+
+/// The search's accuracy floor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Floor {
+    /// Validation accuracy, a fraction in (0, 1].
+    Absolute(f64),
+    /// Percentage points below the dense model's validation accuracy.
+    MaxDrop(f64),
+}
+
+impl Floor {
+    /// The floor for a dense model of validation accuracy `dense`.
+    pub fn resolve(self, dense: f64) -> f64 {
+        match self {
+            Floor::Absolute(f) => f,
+            Floor::MaxDrop(p) => dense - p / 100.0,
+        }
+    }
+
+    /// How the run folder names it.
+    pub fn tag(self) -> String {
+        match self {
+            Floor::Absolute(f) => format!("floor{f}"),
+            Floor::MaxDrop(p) => format!("maxdrop{p}"),
+        }
+    }
+}
+
+/// Parses `--max-drop`: percentage points in (0, 100).
+pub fn parse_max_drop(s: &str) -> Result<f64> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 100.0 => Ok(p),
+        _ => anyhow::bail!(
+            "--max-drop {s:?}: give the tolerated drop in percentage points of accuracy, more than 0 and \
+             under 100, e.g. --max-drop 0.5"
+        ),
+    }
 }
 
 /// Parses the floor: a fraction in (0, 1].
@@ -382,6 +428,9 @@ impl Common {
         }
         if let Some(dir) = data::dir_from_env(self.data_dir.clone()) {
             cfg.data.dir = Some(dir);
+        }
+        if let Some(v) = self.validation_from {
+            cfg.data.validation_from = v;
         }
         if let Some(w) = &self.weights {
             if !w.is_file() {
@@ -547,12 +596,14 @@ impl Cli {
                         "no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`"
                     );
                 };
-                let Some(floor) = self.search.floor else {
-                    anyhow::bail!(
-                        "the search needs --floor, e.g. `dc-search --floor 0.99 {model}`"
-                    );
+                let floor = match (&self.search.floor, &self.search.max_drop) {
+                    (Some(f), _) => Floor::Absolute(parse_floor(f)?),
+                    (None, Some(p)) => Floor::MaxDrop(parse_max_drop(p)?),
+                    (None, None) => anyhow::bail!(
+                        "the search needs --floor (e.g. `dc-search --floor 0.99 {model}`) or --max-drop \
+                         (points below the dense model, e.g. `--max-drop 0.5`)"
+                    ),
                 };
-                let floor = parse_floor(&floor)?;
                 let (mut cfg, rt) = self.search.common.resolve(&model)?;
                 match self
                     .search
@@ -571,9 +622,10 @@ impl Cli {
                 }
                 let out = self.search.out.unwrap_or_else(|| {
                     PathBuf::from("searches").join(format!(
-                        "{}-{}-floor{floor}",
+                        "{}-{}-{}",
                         cfg.model,
-                        cfg.data.dataset.as_str()
+                        cfg.data.dataset.as_str(),
+                        floor.tag()
                     ))
                 });
                 check_output(&out.join("report.md"))?;
@@ -669,6 +721,20 @@ mod tests {
             .to_string();
         assert!(e.contains("\"abc\" is not a valid number"), "{e}");
         assert!(per_layer::<u8>("8,8,300,5", &names(), 8, "--bits").is_err());
+    }
+
+    #[test]
+    fn max_drop_is_points_below_dense() {
+        assert_eq!(parse_max_drop("0.5").unwrap(), 0.5);
+        assert!((Floor::MaxDrop(0.5).resolve(0.91) - 0.905).abs() < 1e-12);
+        assert_eq!(Floor::Absolute(0.99).resolve(0.5), 0.99);
+        for bad in ["0", "-1", "100", "abc", "NaN"] {
+            let e = parse_max_drop(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--max-drop") && e.contains("percentage points"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

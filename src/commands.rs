@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::cli::{Cli, Mode};
+use crate::cli::{Cli, Floor, Mode};
 use crate::compress::{self, encode, Plan};
 use crate::config::Config;
 use crate::data;
@@ -147,7 +147,7 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     Ok(())
 }
 
-fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str) -> Result<()> {
+fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &str) -> Result<()> {
     let start = std::time::Instant::now();
     let mut cfg = cfg.clone();
     cfg.compress.bias_precision = cfg.search.bias_precision;
@@ -157,6 +157,13 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let dense_acc = train::evaluate(&dense.net, &data.valid).accuracy;
+    let floor = floor.resolve(dense_acc);
+    if !(floor > 0.0) {
+        anyhow::bail!(
+            "--max-drop leaves no floor: the dense {} reaches only {dense_acc:.4} on validation",
+            cfg.model
+        );
+    }
     if dense_acc < floor {
         anyhow::bail!(
             "the dense {} reaches validation accuracy {dense_acc:.4}, already under the floor {floor:.4}: nothing can be \
@@ -218,6 +225,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: f64, out: &Path, command: &str)
     let (bytes, _) = read_dcz(&outcome.file)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
+    s.finish()?;
     if !rt.quiet {
         print!("{table}");
         println!(

@@ -44,12 +44,13 @@ fn mnist_dir() -> PathBuf {
 }
 
 /// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
-fn search_command(dir: &Path, floor: &str, out: &str, extra: &[&str]) -> Command {
+fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
     let cfg = dir.join("tiny.toml");
     std::fs::write(&cfg, TINY).unwrap();
     let mut c = dc_search();
     c.env("DC_SEARCH_CACHE", dir.join("cache"))
-        .args(["--floor", floor, "--quiet", "--device", "cpu", "--out"])
+        .args(floor)
+        .args(["--quiet", "--device", "cpu", "--out"])
         .arg(dir.join(out))
         .arg("--data-dir")
         .arg(mnist_dir())
@@ -59,7 +60,7 @@ fn search_command(dir: &Path, floor: &str, out: &str, extra: &[&str]) -> Command
 }
 
 fn search(dir: &Path, floor: &str) -> (i32, String, String) {
-    run(search_command(dir, floor, "run", &[]))
+    run(search_command(dir, &["--floor", floor], "run", &[]))
 }
 
 fn journal_lines(run_dir: &Path) -> usize {
@@ -74,7 +75,12 @@ fn journal_lines(run_dir: &Path) -> usize {
 fn killed_search_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let extra = ["--budget", "5p", "--threads", "2", "--seed", "3"];
-    let (code, _, err) = run(search_command(dir.path(), "0.85", "whole", &extra));
+    let (code, _, err) = run(search_command(
+        dir.path(),
+        &["--floor", "0.85"],
+        "whole",
+        &extra,
+    ));
     assert_eq!(code, 0, "{err}");
     let whole = dir.path().join("whole");
     let total = journal_lines(&whole);
@@ -85,7 +91,7 @@ fn killed_search_resumes_to_the_same_result() {
     // Kill once the journal holds 2 lines (one probe), then 4, then after the final
     // retraining was journaled (during the bits probes or the file).
     for at in [2, 4, 7] {
-        let mut child = search_command(dir.path(), "0.85", "cut", &extra)
+        let mut child = search_command(dir.path(), &["--floor", "0.85"], "cut", &extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -106,7 +112,12 @@ fn killed_search_resumes_to_the_same_result() {
         }
     }
     assert!(kills >= 2, "the search was killed mid-way at least twice");
-    let (code, _, err) = run(search_command(dir.path(), "0.85", "cut", &extra));
+    let (code, _, err) = run(search_command(
+        dir.path(),
+        &["--floor", "0.85"],
+        "cut",
+        &extra,
+    ));
     assert_eq!(code, 0, "{err}");
 
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
@@ -127,6 +138,24 @@ fn killed_search_resumes_to_the_same_result() {
             .collect()
     };
     assert_eq!(probes(&whole), probes(&cut));
+    assert_eq!(journal_lines(&whole), journal_lines(&cut));
+    // A finished run keeps only its final model; rerunning it replays to the same file.
+    let kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(kept, vec!["final.safetensors".to_string()]);
+    let (code, _, err) = run(search_command(
+        dir.path(),
+        &["--floor", "0.85"],
+        "cut",
+        &extra,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        read(&whole, "lenet-300-100.dcz"),
+        read(&cut, "lenet-300-100.dcz")
+    );
     assert_eq!(journal_lines(&whole), journal_lines(&cut));
 }
 
@@ -152,8 +181,10 @@ fn resume_with_other_settings_is_refused() {
 
 #[test]
 fn small_search_writes_a_file_that_meets_the_floor() {
+    // The floor relative to the dense model (--max-drop); the kill/resume test uses --floor.
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = search(dir.path(), "0.85");
+    let c = search_command(dir.path(), &["--max-drop", "4"], "run", &[]);
+    let (code, out, err) = run(c);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let run_dir = dir.path().join("run");
     for f in [
@@ -173,7 +204,16 @@ fn small_search_writes_a_file_that_meets_the_floor() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
     let valid = summary["decoded_valid_accuracy"].as_f64().unwrap();
-    assert!(valid >= 0.85, "decoded file meets the floor: {valid}");
+    let dense = summary["dense_valid_accuracy"].as_f64().unwrap();
+    let floor = summary["floor"].as_f64().unwrap();
+    assert!(
+        (floor - (dense - 0.04)).abs() < 1e-9,
+        "floor {floor} = dense {dense} - 4 points"
+    );
+    assert!(
+        valid >= floor,
+        "decoded file meets the floor: {valid} < {floor}"
+    );
     let ratios: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("ratios.json")).unwrap())
             .unwrap();

@@ -52,6 +52,27 @@ pub struct DataConfig {
     /// Folder with the four IDX files; `None` = where setup put them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Where the validation images come from: `train` (held out of the training images,
+    /// the default) or `test` (held out of the test images, the rest stay the test set) —
+    /// for imported models that were trained on every training image, so that no
+    /// decision is made on images the model has seen.
+    #[serde(default, skip_serializing_if = "ValidationFrom::is_train")]
+    pub validation_from: ValidationFrom,
+}
+
+/// The set the validation images are held out of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationFrom {
+    #[default]
+    Train,
+    Test,
+}
+
+impl ValidationFrom {
+    fn is_train(&self) -> bool {
+        *self == ValidationFrom::Train
+    }
 }
 
 /// Images `[n, 1, 28, 28]` (f32, scaled) and labels `[n]` (i64).
@@ -166,36 +187,56 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
         .collect::<Result<_>>()?;
     let (tr_img, tr_lab, n_train) = read_pair(&paths[0], &paths[1])?;
     let (te_img, te_lab, n_test) = read_pair(&paths[2], &paths[3])?;
+    if cfg.validation_from == ValidationFrom::Test {
+        ensure!(
+            cfg.validation < n_test,
+            "validation split of {} images leaves no test images ({} test images)",
+            cfg.validation,
+            n_test
+        );
+        let (valid, test) = hold_out(&te_img, &te_lab, n_test, cfg.validation, cfg.split_seed);
+        return Ok(Data {
+            name: cfg.dataset,
+            train: to_split(&tr_img, &tr_lab, n_train, cfg.input_scale),
+            valid: to_split(&valid.0, &valid.1, cfg.validation, cfg.input_scale),
+            test: to_split(&test.0, &test.1, n_test - cfg.validation, cfg.input_scale),
+        });
+    }
     ensure!(
         cfg.validation < n_train,
         "validation split of {} images leaves nothing to train on ({} training images)",
         cfg.validation,
         n_train
     );
-    let order = validation_order(n_train, cfg.split_seed);
-    let (valid_idx, train_idx) = order.split_at(cfg.validation);
-    let gather = |idx: &[usize]| -> (Vec<u8>, Vec<u8>) {
-        let mut img = Vec::with_capacity(idx.len() * 784);
-        let mut lab = Vec::with_capacity(idx.len());
-        for &i in idx {
-            img.extend_from_slice(&tr_img[i * 784..(i + 1) * 784]);
-            lab.push(tr_lab[i]);
-        }
-        (img, lab)
-    };
-    // Keep the training images in their file order (minus the held-out ones).
-    let mut train_sorted = train_idx.to_vec();
-    train_sorted.sort_unstable();
-    let mut valid_sorted = valid_idx.to_vec();
-    valid_sorted.sort_unstable();
-    let (ti, tl) = gather(&train_sorted);
-    let (vi, vl) = gather(&valid_sorted);
+    let ((vi, vl), (ti, tl)) = hold_out(&tr_img, &tr_lab, n_train, cfg.validation, cfg.split_seed);
     Ok(Data {
         name: cfg.dataset,
-        train: to_split(&ti, &tl, train_sorted.len(), cfg.input_scale),
-        valid: to_split(&vi, &vl, valid_sorted.len(), cfg.input_scale),
+        train: to_split(&ti, &tl, n_train - cfg.validation, cfg.input_scale),
+        valid: to_split(&vi, &vl, cfg.validation, cfg.input_scale),
         test: to_split(&te_img, &te_lab, n_test, cfg.input_scale),
     })
+}
+
+/// Images and labels of one part of a split.
+type Part = (Vec<u8>, Vec<u8>);
+
+/// Splits `n` images into `k` held out by a seeded shuffle and the rest, both kept in file
+/// order.
+fn hold_out(img: &[u8], lab: &[u8], n: usize, k: usize, seed: u64) -> (Part, Part) {
+    let order = validation_order(n, seed);
+    let (held, rest) = order.split_at(k);
+    let gather = |idx: &[usize]| -> Part {
+        let mut sorted = idx.to_vec();
+        sorted.sort_unstable();
+        let mut i_out = Vec::with_capacity(sorted.len() * 784);
+        let mut l_out = Vec::with_capacity(sorted.len());
+        for &i in &sorted {
+            i_out.extend_from_slice(&img[i * 784..(i + 1) * 784]);
+            l_out.push(lab[i]);
+        }
+        (i_out, l_out)
+    };
+    (gather(held), gather(rest))
 }
 
 /// A seeded permutation of `0..n`; its first `validation` entries are the held-out set.
@@ -240,6 +281,7 @@ mod tests {
             split_seed: 1,
             input_scale: 1.0,
             dir: Some(dir.path().join("absent")),
+            validation_from: ValidationFrom::Train,
         };
         let e = format!("{:#}", load(&cfg).unwrap_err());
         assert!(
@@ -262,8 +304,52 @@ mod tests {
             split_seed: 1,
             input_scale: 1.0,
             dir: Some(dir.path().to_path_buf()),
+            validation_from: ValidationFrom::Train,
         };
         let e = format!("{:#}", load(&cfg).unwrap_err());
         assert!(e.contains("3 images but") && e.contains("2 labels"), "{e}");
+    }
+
+    #[test]
+    fn validation_from_test_splits_the_test_images() {
+        let dir = tempfile::tempdir().unwrap();
+        // Image i is filled with byte i, so every split's images can be told apart.
+        let img = |n: usize| {
+            let px: Vec<u8> = (0..n).flat_map(|i| vec![i as u8; 784]).collect();
+            idx::encode_idx(&[n as u32, 28, 28], &px)
+        };
+        let lab = |n: usize| idx::encode_idx(&[n as u32], &vec![1u8; n]);
+        let files = [img(8), lab(8), img(10), lab(10)];
+        for (f, bytes) in FILES.iter().zip(&files) {
+            std::fs::write(dir.path().join(f), bytes).unwrap();
+        }
+        let mut cfg = DataConfig {
+            dataset: DatasetName::Mnist,
+            validation: 4,
+            split_seed: 3,
+            input_scale: 1.0,
+            dir: Some(dir.path().to_path_buf()),
+            validation_from: ValidationFrom::Test,
+        };
+        let d = load(&cfg).unwrap();
+        assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (8, 4, 6));
+        let firsts = |s: &Split| -> Vec<i64> {
+            (0..s.len() as i64)
+                .map(|i| s.images.get(i).double_value(&[0, 0, 0]) as i64)
+                .collect()
+        };
+        let (v, t) = (firsts(&d.valid), firsts(&d.test));
+        let mut all: Vec<i64> = v.iter().chain(&t).copied().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..10).collect::<Vec<_>>(),
+            "valid + test = the test images"
+        );
+        assert_eq!(firsts(&d.train), (0..8).collect::<Vec<_>>());
+        // The default keeps the test set whole.
+        cfg.validation_from = ValidationFrom::Train;
+        let d = load(&cfg).unwrap();
+        assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (4, 4, 10));
     }
 }

@@ -31,7 +31,11 @@ enum Line {
         checkpoint: Option<String>,
     },
     /// The model after the final retraining.
-    Final { checkpoint: String, seconds: f64 },
+    Final {
+        ratios: Vec<f64>,
+        checkpoint: String,
+        seconds: f64,
+    },
 }
 
 /// A probe read back from the journal.
@@ -146,6 +150,9 @@ impl Journal {
             );
         }
         let model = match checkpoint {
+            // After a finished run only the final model is kept; the probes' models are
+            // not needed to replay it.
+            Some(c) if !self.dir.join(&c).exists() && self.has_final() => None,
             Some(c) => Some(load(&self.dir.join(c), like)?),
             None => None,
         };
@@ -169,12 +176,17 @@ impl Journal {
         })
     }
 
-    /// The journaled final model, if the run got that far.
-    pub fn replay_final(&mut self, like: &Net) -> Result<Option<(Net, Masked, f64)>> {
+    fn has_final(&self) -> bool {
+        self.replay.iter().any(|l| matches!(l, Line::Final { .. }))
+    }
+
+    /// The journaled final model (ratios, net, masks, seconds), if the run got that far.
+    pub fn replay_final(&mut self, like: &Net) -> Result<Option<(Vec<f64>, Net, Masked, f64)>> {
         let Some(Line::Final { .. }) = self.replay.front() else {
             return Ok(None);
         };
         let Some(Line::Final {
+            ratios,
             checkpoint,
             seconds,
         }) = self.replay.pop_front()
@@ -182,17 +194,41 @@ impl Journal {
             unreachable!()
         };
         let (net, state) = load(&self.dir.join(checkpoint), like)?;
-        Ok(Some((net, state, seconds)))
+        Ok(Some((ratios, net, state, seconds)))
     }
 
     /// Saves the final model and appends it.
-    pub fn record_final(&mut self, net: &Net, state: &Masked, seconds: f64) -> Result<()> {
+    pub fn record_final(
+        &mut self,
+        ratios: &[f64],
+        net: &Net,
+        state: &Masked,
+        seconds: f64,
+    ) -> Result<()> {
         let rel = "checkpoints/final.safetensors".to_string();
         save(&self.dir.join(&rel), net, state)?;
         self.append(&Line::Final {
+            ratios: ratios.to_vec(),
             checkpoint: rel,
             seconds,
         })
+    }
+
+    /// After a finished run: removes the probes' models (a rerun replays from the final
+    /// model), keeping the folder small.
+    pub fn drop_probe_checkpoints(&self) -> Result<()> {
+        let dir = self.dir.join("checkpoints");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("probe-") {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -159,6 +159,14 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// After the outcome is written: drops the journal's probe checkpoints.
+    pub fn finish(&self) -> Result<()> {
+        match &self.journal {
+            Some(j) => j.drop_probe_checkpoints(),
+            None => Ok(()),
+        }
+    }
+
     /// Journals every probe to `journal` and replays what it already holds.
     pub fn with_journal(mut self, journal: journal::Journal) -> Self {
         self.journal = Some(journal);
@@ -491,6 +499,14 @@ impl<'a> Search<'a> {
 
     /// Stage 4: longer retraining of the best feasible ratios (from their warm model).
     fn final_retrain(&mut self) -> Result<(Vec<f64>, Net, Masked)> {
+        if let Some((ratios, net, state, secs)) = match self.journal.as_mut() {
+            Some(j) => j.replay_final(self.dense)?,
+            None => None,
+        } {
+            self.replayed_seconds += secs;
+            self.say("final retraining: replayed from the journal");
+            return Ok((ratios, net, state));
+        }
         let Some(best) = self.best() else {
             bail!(
                 "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
@@ -501,14 +517,6 @@ impl<'a> Search<'a> {
             );
         };
         let (ratios, net, mut state) = (best.ratios.clone(), best.net.copy(), best.state.copy());
-        if let Some((net, state, secs)) = match self.journal.as_mut() {
-            Some(j) => j.replay_final(self.dense)?,
-            None => None,
-        } {
-            self.replayed_seconds += secs;
-            self.say("final retraining: replayed from the journal");
-            return Ok((ratios, net, state));
-        }
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
         cfg.lr_scale = self.cfg.search.lr_scale;
@@ -527,7 +535,7 @@ impl<'a> Search<'a> {
             t0.elapsed().as_secs_f64()
         ));
         if let Some(j) = self.journal.as_mut() {
-            j.record_final(&net, &state, t0.elapsed().as_secs_f64())?;
+            j.record_final(&ratios, &net, &state, t0.elapsed().as_secs_f64())?;
         }
         Ok((ratios, net, state))
     }
