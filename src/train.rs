@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -186,6 +186,33 @@ pub struct TrainStats {
     pub final_loss: f64,
 }
 
+/// Training stopped because the loss turned NaN or infinite. [`train`] returns it inside
+/// an `anyhow::Error`; callers that know which setting sets the learning rate downcast it
+/// and name that setting ([`Diverged::with_fix`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "training diverged ({label}): loss is {loss} at iteration {iteration} of {iterations} \
+     (learning rate {lr:e})"
+)]
+pub struct Diverged {
+    pub label: String,
+    pub loss: f64,
+    pub iteration: i64,
+    pub iterations: i64,
+    pub lr: f64,
+}
+
+impl Diverged {
+    /// Turns a [`Diverged`] inside `err` into one message that ends with `fix`; any other
+    /// error passes through unchanged.
+    pub fn with_fix(err: anyhow::Error, fix: impl FnOnce() -> String) -> anyhow::Error {
+        match err.downcast::<Diverged>() {
+            Ok(d) => anyhow::anyhow!("{d}; {}", fix()),
+            Err(e) => e,
+        }
+    }
+}
+
 /// Trains `net` on `train` with `recipe`, the weights changed by `update`. The batches
 /// follow a fresh torch-seeded permutation each epoch. Stops with an error if the loss
 /// turns NaN or infinite.
@@ -222,11 +249,14 @@ pub fn train(
             let l = loss.double_value(&[]);
             if !l.is_finite() {
                 bar.abandon();
-                bail!(
-                    "training diverged: loss is {l} at iteration {iter} ({label}); lower base_lr (now {}) \
-                     in the config's [train] section",
-                    recipe.base_lr
-                );
+                return Err(Diverged {
+                    label: label.to_string(),
+                    loss: l,
+                    iteration: iter,
+                    iterations: recipe.iterations,
+                    lr: recipe.lr_at(iter),
+                }
+                .into());
             }
             loss_sum += l;
             loss_count += 1;
