@@ -214,8 +214,8 @@ impl Diverged {
 }
 
 /// Trains `net` on `train` with `recipe`, the weights changed by `update`. The batches
-/// follow a fresh torch-seeded permutation each epoch. Stops with an error if the loss
-/// turns NaN or infinite.
+/// follow a fresh torch-seeded permutation each epoch. Refuses a batch larger than the
+/// split; stops with a [`Diverged`] error if the loss turns NaN or infinite.
 pub fn train(
     net: &Net,
     train: &Split,
@@ -225,6 +225,13 @@ pub fn train(
     quiet: bool,
 ) -> Result<TrainStats> {
     let n = train.len() as i64;
+    if recipe.batch_size > n {
+        anyhow::bail!(
+            "batch size {} is larger than the {n} training images ({label}): lower \
+             train.batch_size in the config or give more data",
+            recipe.batch_size
+        );
+    }
     let bar = progress_bar(recipe.iterations as u64, label, quiet);
     let start = Instant::now();
     let mut perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));

@@ -2,6 +2,8 @@
 
 mod util;
 
+mod bad_input;
 mod compress;
+mod determinism;
 mod foundation;
 mod search;
