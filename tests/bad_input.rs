@@ -172,9 +172,15 @@ fn write_idx_set(dir: &Path, train: u32, test: u32) {
     };
     let labels = |n: u32| -> Vec<u8> { (0..n).map(|i| (i % 10) as u8).collect() };
     for (name, bytes) in [
-        ("train-images-idx3-ubyte", idx(&[train, 28, 28], &pixels(train))),
+        (
+            "train-images-idx3-ubyte",
+            idx(&[train, 28, 28], &pixels(train)),
+        ),
         ("train-labels-idx1-ubyte", idx(&[train], &labels(train))),
-        ("t10k-images-idx3-ubyte", idx(&[test, 28, 28], &pixels(test))),
+        (
+            "t10k-images-idx3-ubyte",
+            idx(&[test, 28, 28], &pixels(test)),
+        ),
         ("t10k-labels-idx1-ubyte", idx(&[test], &labels(test))),
     ] {
         std::fs::write(dir.join(name), bytes).unwrap();
@@ -183,7 +189,14 @@ fn write_idx_set(dir: &Path, train: u32, test: u32) {
 
 /// `train tiny.toml --data-dir data` on the scratch.
 fn train_cmd(s: &Scratch) -> Command {
-    let mut c = s.cmd(&["train", "tiny.toml", "--device", "cpu", "--quiet", "--data-dir"]);
+    let mut c = s.cmd(&[
+        "train",
+        "tiny.toml",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-dir",
+    ]);
     c.arg(s.data());
     c
 }
@@ -279,10 +292,18 @@ fn idx_truncated_gzip() {
     gz.write_all(&std::fs::read(&p).unwrap()).unwrap();
     let gz = gz.finish().unwrap();
     std::fs::remove_file(&p).unwrap();
-    std::fs::write(s.data().join("train-labels-idx1-ubyte.gz"), &gz[..gz.len() / 2]).unwrap();
+    std::fs::write(
+        s.data().join("train-labels-idx1-ubyte.gz"),
+        &gz[..gz.len() / 2],
+    )
+    .unwrap();
     s.refused(
         train_cmd(&s),
-        &["train-labels-idx1-ubyte.gz", "corrupt gzip", "download it again"],
+        &[
+            "train-labels-idx1-ubyte.gz",
+            "corrupt gzip",
+            "download it again",
+        ],
     );
 }
 
@@ -402,7 +423,14 @@ fn dense_host() -> Vec<(String, Vec<i64>, Vec<f32>)> {
 }
 
 fn eval_cmd(s: &Scratch) -> Command {
-    let mut c = s.cmd(&["eval", "tiny.toml", "--device", "cpu", "--quiet", "--data-dir"]);
+    let mut c = s.cmd(&[
+        "eval",
+        "tiny.toml",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-dir",
+    ]);
     c.arg(s.data());
     c
 }
@@ -446,7 +474,9 @@ fn safetensors_not_safetensors() {
 fn unknown_model_name() {
     let s = Scratch::new();
     s.refused(
-        s.cmd(&["compress", "vgg16", "--ratios", "0.5", "--bits", "4", "-o", "o.dcz"]),
+        s.cmd(&[
+            "compress", "vgg16", "--ratios", "0.5", "--bits", "4", "-o", "o.dcz",
+        ]),
         &["unknown model \"vgg16\"", "lenet-300-100", ".toml"],
     );
 }

@@ -103,9 +103,18 @@ fn same_seed_and_threads_give_identical_files_and_figures() {
     let (b, out_b) = compress(dir.path(), &dir.path().join("cache-b"), "b");
     // A run that loads the dense model the first one cached.
     let (c, out_c) = compress(dir.path(), &dir.path().join("cache-a"), "c");
-    assert!(out_a.contains("dense float32"), "the ratio is printed: {out_a}");
-    assert_eq!(out_a, out_b, "printed figures differ between identical runs");
-    assert_eq!(out_a, out_c, "printed figures differ with a cached dense model");
+    assert!(
+        out_a.contains("dense float32"),
+        "the ratio is printed: {out_a}"
+    );
+    assert_eq!(
+        out_a, out_b,
+        "printed figures differ between identical runs"
+    );
+    assert_eq!(
+        out_a, out_c,
+        "printed figures differ with a cached dense model"
+    );
     assert!(a == b, "the .dcz differs between identical runs");
     assert!(a == c, "the .dcz differs with a cached dense model");
 }
