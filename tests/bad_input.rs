@@ -461,6 +461,18 @@ fn safetensors_wrong_shape() {
 }
 
 #[test]
+fn safetensors_with_nan() {
+    let s = Scratch::new();
+    let mut t = dense_host();
+    t[4].2[3] = f32::NAN;
+    plant_cache(&s, &t);
+    s.refused(
+        eval_cmd(&s),
+        &["cached model", "fc3.weight", "non-finite", "delete it"],
+    );
+}
+
+#[test]
 fn safetensors_not_safetensors() {
     let s = Scratch::new();
     let p = plant_cache(&s, &dense_host());
