@@ -81,7 +81,7 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
             train::Diverged::with_fix(e, || {
                 format!(
                     "lower base_lr (now {}) in the config's [train] section; nothing was cached",
-                    cfg.train.base_lr
+                    train::show(cfg.train.base_lr)
                 )
             })
         })?;
@@ -95,7 +95,7 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
             "training diverged (train): tensor {name} holds NaN or infinite values after \
              {} iterations; lower base_lr (now {}) in the config's [train] section; nothing was cached",
             cfg.train.iterations,
-            cfg.train.base_lr
+            train::show(cfg.train.base_lr)
         );
     }
     let meta = HashMap::from([

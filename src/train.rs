@@ -189,17 +189,38 @@ pub struct TrainStats {
 /// Training stopped because the loss turned NaN or infinite. [`train`] returns it inside
 /// an `anyhow::Error`; callers that know which setting sets the learning rate downcast it
 /// and name that setting ([`Diverged::with_fix`]).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "training diverged ({label}): loss is {loss} at iteration {iteration} of {iterations} \
-     (learning rate {lr:e})"
-)]
+#[derive(Debug, Clone)]
 pub struct Diverged {
     pub label: String,
     pub loss: f64,
     pub iteration: i64,
     pub iterations: i64,
     pub lr: f64,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training diverged ({}): loss is {} at iteration {} of {} (learning rate {})",
+            self.label,
+            self.loss,
+            self.iteration,
+            self.iterations,
+            show(self.lr)
+        )
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// A setting's value for a message: plain when ordinary, scientific when huge or tiny.
+pub fn show(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) || !x.is_finite() {
+        format!("{x}")
+    } else {
+        format!("{x:.3e}")
+    }
 }
 
 impl Diverged {

@@ -154,7 +154,7 @@ impl Trainer<'_> {
             train::Diverged::with_fix(e, || {
                 format!(
                     "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
-                    self.cfg.lr_scale
+                    train::show(self.cfg.lr_scale)
                 )
             })
         })
