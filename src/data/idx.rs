@@ -62,6 +62,12 @@ pub fn decode_idx(raw: &[u8]) -> Result<IdxArray> {
                 .take(expected + 1)
                 .read_to_end(&mut bytes)
                 .context(corrupt)?;
+            if bytes.len() as u64 > 4 + 4 * ndim + expected {
+                bail!(
+                    "trailing bytes after the {expected} data bytes of dimensions {:?}",
+                    header_dims(&bytes)
+                );
+            }
         }
     }
     // A malformed header: parse_idx says what is wrong with it.
@@ -156,6 +162,13 @@ pub(crate) fn encode_idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
     fn err(bytes: &[u8]) -> String {
         format!("{:#}", parse_idx(bytes).unwrap_err())
     }
@@ -183,6 +196,8 @@ mod tests {
         let mut long = encode_idx(&[2], &[1, 2]);
         long.push(0);
         assert!(err(&long).contains("1 trailing bytes"));
+        let e = format!("{:#}", decode_idx(&gzip(&long)).unwrap_err());
+        assert!(e.contains("trailing bytes after the 2 data bytes"), "{e}");
         let huge = encode_idx(&[u32::MAX, u32::MAX, u32::MAX], &[]);
         assert!(err(&huge).contains("absurdly large"));
     }
