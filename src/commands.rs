@@ -152,7 +152,6 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     let mut cfg = cfg.clone();
     cfg.compress.bias_precision = cfg.search.bias_precision;
     let cfg = &cfg;
-    crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
@@ -172,6 +171,8 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             (dense_acc - 0.002).max(0.001)
         );
     }
+    // The run folder is made only once the inputs are known to be good.
+    crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     if !rt.quiet {
         eprintln!(
             "dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})",
@@ -322,7 +323,8 @@ pub fn read_dcz(file: &Path) -> Result<(Vec<u8>, format::CompressedModel)> {
         .with_context(|| format!("cannot read compressed file {}", file.display()))?;
     let model = format::decode(&bytes).with_context(|| {
         format!(
-            "{} is not a valid dc-search compressed file",
+            "{} is not a valid dc-search compressed file (damaged or not a .dcz: write it \
+             again with `dc-search compress` or a search)",
             file.display()
         )
     })?;

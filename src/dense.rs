@@ -94,7 +94,14 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
                 path.display()
             )
         })?;
-        net.load_host(&tensors, &path.display().to_string())?;
+        net.load_host(&tensors, &path.display().to_string())
+            .with_context(|| {
+                format!(
+                    "cached model {} does not fit {}: delete it to retrain",
+                    path.display(),
+                    cfg.model
+                )
+            })?;
         return Ok(Dense {
             net,
             path,
@@ -103,7 +110,28 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
     }
     let train_split = data.train.to_device(rt.device);
     let mut sgd = Sgd::new(&net, &cfg.train);
-    let stats = train::train(&net, &train_split, &cfg.train, &mut sgd, "train", rt.quiet)?;
+    let stats =
+        train::train(&net, &train_split, &cfg.train, &mut sgd, "train", rt.quiet).map_err(|e| {
+            train::Diverged::with_fix(e, || {
+                format!(
+                    "lower base_lr (now {}) in the config's [train] section; nothing was cached",
+                    train::show(cfg.train.base_lr)
+                )
+            })
+        })?;
+    // The loss is checked every 50 iterations: never cache weights that went bad after.
+    if let Some((name, _, _)) = net
+        .to_host()
+        .iter()
+        .find(|(_, _, v)| v.iter().any(|x| !x.is_finite()))
+    {
+        anyhow::bail!(
+            "training diverged (train): tensor {name} holds NaN or infinite values after \
+             {} iterations; lower base_lr (now {}) in the config's [train] section; nothing was cached",
+            cfg.train.iterations,
+            train::show(cfg.train.base_lr)
+        );
+    }
     let meta = HashMap::from([
         ("model".to_string(), cfg.model.clone()),
         ("dataset".to_string(), cfg.data.dataset.as_str().to_string()),

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -186,9 +186,57 @@ pub struct TrainStats {
     pub final_loss: f64,
 }
 
+/// Training stopped because the loss turned NaN or infinite. [`train`] returns it inside
+/// an `anyhow::Error`; callers that know which setting sets the learning rate downcast it
+/// and name that setting ([`Diverged::with_fix`]).
+#[derive(Debug, Clone)]
+pub struct Diverged {
+    pub label: String,
+    pub loss: f64,
+    pub iteration: i64,
+    pub iterations: i64,
+    pub lr: f64,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training diverged ({}): loss is {} at iteration {} of {} (learning rate {})",
+            self.label,
+            self.loss,
+            self.iteration,
+            self.iterations,
+            show(self.lr)
+        )
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// A setting's value for a message: plain when ordinary, scientific when huge or tiny.
+pub fn show(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) || !x.is_finite() {
+        format!("{x}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+impl Diverged {
+    /// Turns a [`Diverged`] inside `err` into one message that ends with `fix`; any other
+    /// error passes through unchanged.
+    pub fn with_fix(err: anyhow::Error, fix: impl FnOnce() -> String) -> anyhow::Error {
+        match err.downcast::<Diverged>() {
+            Ok(d) => anyhow::anyhow!("{d}; {}", fix()),
+            Err(e) => e,
+        }
+    }
+}
+
 /// Trains `net` on `train` with `recipe`, the weights changed by `update`. The batches
-/// follow a fresh torch-seeded permutation each epoch. Stops with an error if the loss
-/// turns NaN or infinite.
+/// follow a fresh torch-seeded permutation each epoch. Refuses a batch larger than the
+/// split; stops with a [`Diverged`] error if the loss turns NaN or infinite.
 pub fn train(
     net: &Net,
     train: &Split,
@@ -198,6 +246,13 @@ pub fn train(
     quiet: bool,
 ) -> Result<TrainStats> {
     let n = train.len() as i64;
+    if recipe.batch_size > n {
+        anyhow::bail!(
+            "batch size {} is larger than the {n} training images ({label}): lower \
+             train.batch_size in the config or give more data",
+            recipe.batch_size
+        );
+    }
     let bar = progress_bar(recipe.iterations as u64, label, quiet);
     let start = Instant::now();
     let mut perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
@@ -226,11 +281,14 @@ pub fn train(
             let l = loss.double_value(&[]);
             if !l.is_finite() {
                 bar.abandon();
-                bail!(
-                    "training diverged: loss is {l} at iteration {iter} ({label}); lower base_lr (now {}) \
-                     in the config's [train] section",
-                    recipe.base_lr
-                );
+                return Err(Diverged {
+                    label: label.to_string(),
+                    loss: l,
+                    iteration: iter,
+                    iterations: recipe.iterations,
+                    lr: recipe.lr_at(iter),
+                }
+                .into());
             }
             loss_sum += l;
             loss_count += 1;

@@ -2,7 +2,9 @@
 
 mod util;
 
+mod bad_input;
 mod compress;
+mod determinism;
 mod foundation;
 mod import;
 mod search;

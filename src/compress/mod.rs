@@ -170,7 +170,14 @@ impl Trainer<'_> {
             recipe.base_lr *= self.cfg.centroid_lr_scale;
         }
         let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);
-        train::train(net, self.train, &recipe, &mut upd, label, self.quiet)
+        train::train(net, self.train, &recipe, &mut upd, label, self.quiet).map_err(|e| {
+            train::Diverged::with_fix(e, || {
+                format!(
+                    "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
+                    train::show(self.cfg.lr_scale)
+                )
+            })
+        })
     }
 
     /// Prunes by `rules` (per `cfg.schedule`) for `epochs` epochs per stage; the state's

@@ -27,19 +27,73 @@ const MAX_BYTES: u64 = 1 << 30;
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw =
         std::fs::read(path).with_context(|| format!("cannot read IDX file {}", path.display()))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(MAX_BYTES)
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!("{}: corrupt gzip data (download it again)", path.display())
-            })?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes).with_context(|| format!("{}: not a valid IDX file", path.display()))
+    decode_idx(&raw).with_context(|| {
+        format!(
+            "{} is not a valid IDX file (download it again, or point --data-dir at the \
+             right folder)",
+            path.display()
+        )
+    })
+}
+
+/// Decodes the bytes of an IDX file, plain or gzip-compressed. Nothing is allocated for
+/// the data before the header's dimensions are checked against [`MAX_BYTES`], and a gzip
+/// stream is inflated only up to the size its header declares (plus one byte, to notice
+/// trailing data), so no header field can make the reader allocate more than the input
+/// holds.
+pub fn decode_idx(raw: &[u8]) -> Result<IdxArray> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx(raw);
+    }
+    let corrupt = "corrupt gzip data";
+    let mut gz = flate2::read::GzDecoder::new(raw);
+    // The fixed part of the header, then the dimensions it announces.
+    let mut bytes = Vec::new();
+    (&mut gz).take(4).read_to_end(&mut bytes).context(corrupt)?;
+    if bytes.len() == 4 && bytes[..3] == [0, 0, 0x08] && (1..=4).contains(&bytes[3]) {
+        let ndim = bytes[3] as u64;
+        (&mut gz)
+            .take(4 * ndim)
+            .read_to_end(&mut bytes)
+            .context(corrupt)?;
+        if bytes.len() as u64 == 4 + 4 * ndim {
+            let expected = declared_len(&bytes)?;
+            (&mut gz)
+                .take(expected + 1)
+                .read_to_end(&mut bytes)
+                .context(corrupt)?;
+            if bytes.len() as u64 > 4 + 4 * ndim + expected {
+                bail!(
+                    "trailing bytes after the {expected} data bytes of dimensions {:?}",
+                    header_dims(&bytes)
+                );
+            }
+        }
+    }
+    // A malformed header: parse_idx says what is wrong with it.
+    parse_idx(&bytes)
+}
+
+/// The data length a complete header declares, refused above [`MAX_BYTES`].
+fn declared_len(header: &[u8]) -> Result<u64> {
+    let dims = header_dims(header);
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_BYTES)
+        .with_context(|| {
+            format!("dimensions {dims:?} are absurdly large (more than {MAX_BYTES} bytes)")
+        })
+}
+
+/// The dimensions of a header whose first 4 bytes and dimension fields are present.
+fn header_dims(bytes: &[u8]) -> Vec<usize> {
+    let ndim = bytes[3] as usize;
+    (0..ndim)
+        .map(|i| {
+            let o = 4 + 4 * i;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect()
 }
 
 /// Parses IDX bytes (u8 element type only).
@@ -76,17 +130,8 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
             bytes.len()
         );
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n as u64 <= MAX_BYTES)
-        .with_context(|| format!("dimensions {dims:?} are absurdly large"))?;
+    let dims = header_dims(bytes);
+    let expected = declared_len(bytes)? as usize;
     let have = bytes.len() - header;
     if have < expected {
         bail!("truncated: dimensions {dims:?} need {expected} data bytes, the file has {have}");
@@ -117,6 +162,13 @@ pub(crate) fn encode_idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
     fn err(bytes: &[u8]) -> String {
         format!("{:#}", parse_idx(bytes).unwrap_err())
     }
@@ -144,6 +196,8 @@ mod tests {
         let mut long = encode_idx(&[2], &[1, 2]);
         long.push(0);
         assert!(err(&long).contains("1 trailing bytes"));
+        let e = format!("{:#}", decode_idx(&gzip(&long)).unwrap_err());
+        assert!(e.contains("trailing bytes after the 2 data bytes"), "{e}");
         let huge = encode_idx(&[u32::MAX, u32::MAX, u32::MAX], &[]);
         assert!(err(&huge).contains("absurdly large"));
     }
@@ -169,5 +223,80 @@ mod tests {
             e.contains("cannot read IDX file") && e.contains("nope"),
             "{e}"
         );
+    }
+}
+
+/// Property tests: arbitrary bytes never panic, and no header field makes the reader
+/// allocate more than its input holds (measured with the `.dcz` property tests'
+/// per-thread allocation probe).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::format::proptests::peak_alloc as largest_alloc;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// A header of `dims` (any u32s) followed by a short body.
+    fn header_and_body() -> impl Strategy<Value = (Vec<u32>, Vec<u8>)> {
+        (
+            prop::collection::vec(
+                prop_oneof![0u32..64, any::<u32>(), Just(u32::MAX), Just(1 << 20)],
+                1..=4,
+            ),
+            prop::collection::vec(any::<u8>(), 0..256),
+        )
+    }
+
+    /// Allowance for the reader's fixed buffers (dims, messages, the inflater's window).
+    const SLACK: usize = 128 << 10;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_idx(&raw);
+            let mut gz = vec![0x1f, 0x8b];
+            gz.extend_from_slice(&raw);
+            let _ = decode_idx(&gz);
+        }
+
+        #[test]
+        fn declared_sizes_beyond_the_input_are_refused_without_allocating(
+            (dims, body) in header_and_body()
+        ) {
+            let plain = encode_idx(&dims, &body);
+            let declared: u128 = dims.iter().map(|&d| d as u128).product();
+            let (res, largest) = largest_alloc(|| decode_idx(&plain));
+            prop_assert!(largest <= plain.len() + SLACK, "plain: {largest} bytes for a {}-byte input", plain.len());
+            prop_assert_eq!(res.is_ok(), declared == body.len() as u128);
+            if declared > body.len() as u128 {
+                let e = format!("{:#}", res.unwrap_err());
+                prop_assert!(e.contains("truncated") || e.contains("absurdly large"), "{}", e);
+            }
+            // gzip: the inflated size is bounded by what the stream holds, whatever the
+            // header claims.
+            let gz = gzip(&plain);
+            let (res, largest) = largest_alloc(|| decode_idx(&gz));
+            prop_assert!(largest <= plain.len() + SLACK, "gzip: {largest} bytes for {} inflated", plain.len());
+            prop_assert_eq!(res.is_ok(), declared == body.len() as u128);
+        }
+    }
+
+    #[test]
+    fn a_half_gigabyte_claim_in_twenty_bytes_allocates_nothing_big() {
+        let claim = encode_idx(&[1 << 10, 1 << 10, 1 << 9], &[7; 4]);
+        for input in [claim.clone(), gzip(&claim)] {
+            let (res, largest) = largest_alloc(|| decode_idx(&input));
+            let e = format!("{:#}", res.unwrap_err());
+            assert!(e.contains("truncated: dimensions [1024, 1024, 512]"), "{e}");
+            assert!(largest <= SLACK, "{largest}");
+        }
     }
 }

@@ -157,14 +157,24 @@ fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> 
     );
     ensure!(
         img.dims[0] == lab.dims[0],
-        "{} holds {} images but {} holds {} labels: the two files do not belong together",
+        "{} holds {} images but {} holds {} labels: the two files do not belong together \
+         (download both again, or point --data-dir at a folder with a matching set)",
         images.display(),
         img.dims[0],
         labels.display(),
         lab.dims[0]
     );
+    ensure!(
+        img.dims[0] > 0,
+        "{} holds no images (download it again, or point --data-dir at the right folder)",
+        images.display()
+    );
     if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
-        bail!("{}: label {bad} is not a class 0..9", labels.display());
+        bail!(
+            "{}: label {bad} is not a class 0..9 (download it again, or point --data-dir at \
+             the right folder)",
+            labels.display()
+        );
     }
     Ok((img.data, lab.data, img.dims[0]))
 }
@@ -204,7 +214,8 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
     }
     ensure!(
         cfg.validation < n_train,
-        "validation split of {} images leaves nothing to train on ({} training images)",
+        "validation split of {} images leaves nothing to train on ({} training images): \
+         lower data.validation in the config",
         cfg.validation,
         n_train
     );

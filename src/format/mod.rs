@@ -23,7 +23,7 @@ pub mod gaps;
 pub mod huffman;
 pub mod model;
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 
 pub use dcz::{account, decode, encode, ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION};
 pub use error::{FormatError, Section, Stream};

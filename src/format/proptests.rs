@@ -47,8 +47,9 @@ unsafe impl GlobalAlloc for Probe {
 #[global_allocator]
 static PROBE: Probe = Probe;
 
-/// Runs `f` and returns the largest single allocation it made.
-fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, usize) {
+/// Runs `f` and returns the largest single allocation it made (the IDX reader's
+/// property tests use it too).
+pub(crate) fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, usize) {
     PEAK.with(|p| p.set(0));
     let t = f();
     (t, PEAK.with(|p| p.get()))

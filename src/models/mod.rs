@@ -296,7 +296,7 @@ impl Net {
     }
 
     /// Overwrites the weights with `tensors` (name → (shape, values)); every layer must be
-    /// present with its exact shape.
+    /// present with its exact shape and finite values.
     pub fn load_host(
         &mut self,
         tensors: &HashMap<String, (Vec<i64>, Vec<f32>)>,
@@ -315,6 +315,12 @@ impl Net {
                 self.arch.name,
                 t.size()
             );
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "{source}: tensor {name:?} holds a non-finite value ({} at index {i})",
+                    values[i]
+                );
+            }
             let src = Tensor::from_slice(values)
                 .view(shape.as_slice())
                 .to_device(self.device);

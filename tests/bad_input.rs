@@ -1,0 +1,619 @@
+//! The bad-input table: every way a user can hand dc-search something wrong, one test
+//! each. Each runs the real binary and asserts a non-zero exit, exactly one error line
+//! that names the thing and the fix, no panic or backtrace, and that nothing partial was
+//! left behind (the output absent or unchanged, no `*.part` temp files, no cached model).
+//!
+//! Data comes from a small synthetic IDX set written per test (no MNIST needed), and the
+//! model cache is a temp folder (`DC_SEARCH_CACHE`), so the tests take seconds.
+//!
+//! TODO once `--weights` lands: the same rows for an imported safetensors file (missing
+//! layer, wrong shape, not F32, not safetensors) and for a caffemodel (not a protobuf,
+//! truncated, a layer missing, blob shape mismatch, a layer of unknown type).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dc_search::config::Config;
+use dc_search::models::Net;
+use dc_search::weights;
+use tch::Device;
+
+use crate::util::{dc_search, run};
+
+/// A small LeNet-300-100 config that trains on the synthetic set in a second.
+const TINY: &str = r#"
+model = "lenet-300-100"
+[data]
+dataset = "mnist"
+validation = 40
+split_seed = 7
+input_scale = 0.00390625
+[train]
+base_lr = 0.01
+momentum = 0.9
+weight_decay = 0.0005
+lr_policy = "inv"
+gamma = 0.0001
+power = 0.75
+batch_size = 16
+iterations = 60
+bias_lr_mult = 2.0
+[compress]
+prune_epochs = 5.0
+codebook_epochs = 1.0
+"#;
+
+/// A scratch folder: synthetic data in `data/`, a config `tiny.toml`, an empty model
+/// cache `cache/`, and room for outputs.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let s = Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(s.data()).unwrap();
+        std::fs::create_dir(s.cache()).unwrap();
+        write_idx_set(&s.data(), 200, 20);
+        s.config(TINY);
+        s
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    /// Writes `tiny.toml` with `text` and returns its path.
+    fn config(&self, text: &str) -> PathBuf {
+        let p = self.path("tiny.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `dc-search ARGS` with this scratch's cache and data, on the CPU, quiet.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = dc_search();
+        c.env("DC_SEARCH_CACHE", self.cache())
+            .env_remove("DC_SEARCH_DATA_DIR")
+            .env_remove("RUST_BACKTRACE")
+            .current_dir(self.dir.path())
+            .args(args);
+        c
+    }
+
+    /// Every file under the scratch folder with its bytes.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+
+    /// Runs `c` and checks the refusal; returns the error line.
+    fn refused(&self, c: Command, keys: &[&str]) -> String {
+        let before = self.snapshot();
+        let (code, out, err) = run(c);
+        let after = self.snapshot();
+        check_refusal(code, &out, &err, keys);
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>(),
+            "files appeared or vanished: {err}"
+        );
+        assert!(before == after, "a file changed: {err}");
+        err
+    }
+}
+
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        assert!(
+            !p.to_string_lossy().ends_with(".part"),
+            "temp file left: {}",
+            p.display()
+        );
+        if p.is_dir() {
+            out.insert(p.clone(), Vec::new());
+            walk(&p, out);
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+/// Exit 2, one line on stderr starting `error:`, holding every key (case-insensitive),
+/// nothing that looks like a panic.
+fn check_refusal(code: i32, out: &str, err: &str, keys: &[&str]) {
+    assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "thread 'main'"] {
+        assert!(!err.contains(bad), "looks like a panic: {err}");
+    }
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    let lower = lines[0].to_lowercase();
+    for k in keys {
+        assert!(lower.contains(&k.to_lowercase()), "missing {k:?} in: {err}");
+    }
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// Four IDX files: `train` and `test` images of random pixels, labels 0..9 by position.
+fn write_idx_set(dir: &Path, train: u32, test: u32) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut pixels = |n: u32| -> Vec<u8> {
+        (0..n as usize * 784)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect()
+    };
+    let labels = |n: u32| -> Vec<u8> { (0..n).map(|i| (i % 10) as u8).collect() };
+    for (name, bytes) in [
+        (
+            "train-images-idx3-ubyte",
+            idx(&[train, 28, 28], &pixels(train)),
+        ),
+        ("train-labels-idx1-ubyte", idx(&[train], &labels(train))),
+        (
+            "t10k-images-idx3-ubyte",
+            idx(&[test, 28, 28], &pixels(test)),
+        ),
+        ("t10k-labels-idx1-ubyte", idx(&[test], &labels(test))),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// `train tiny.toml --data-dir data` on the scratch.
+fn train_cmd(s: &Scratch) -> Command {
+    let mut c = s.cmd(&[
+        "train",
+        "tiny.toml",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-dir",
+    ]);
+    c.arg(s.data());
+    c
+}
+
+/// `compress tiny.toml --ratios ratios --bits bits -o output`.
+fn compress_to(s: &Scratch, ratios: &str, bits: &str, output: &str) -> Command {
+    let mut c = s.cmd(&[
+        "compress",
+        "tiny.toml",
+        "--ratios",
+        ratios,
+        "--bits",
+        bits,
+        "--device",
+        "cpu",
+        "--quiet",
+        "-o",
+        output,
+        "--data-dir",
+    ]);
+    c.arg(s.data());
+    c
+}
+
+/// [`compress_to`] writing `out/model.dcz`.
+fn compress_cmd(s: &Scratch, ratios: &str, bits: &str) -> Command {
+    compress_to(s, ratios, bits, "out/model.dcz")
+}
+
+/// The search on the scratch with `--floor floor --out out`.
+fn search_to(s: &Scratch, floor: &str, out: &str) -> Command {
+    let mut c = s.cmd(&[
+        "--floor",
+        floor,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+        "tiny.toml",
+        "--data-dir",
+    ]);
+    c.arg(s.data());
+    c
+}
+
+/// [`search_to`] with the run folder `run`.
+fn search_cmd(s: &Scratch, floor: &str) -> Command {
+    search_to(s, floor, "run")
+}
+
+// ---- data ----------------------------------------------------------------------------
+
+#[test]
+fn missing_data_dir() {
+    let s = Scratch::new();
+    let mut c = s.cmd(&["--floor", "0.9", "--quiet", "--out", "run", "tiny.toml"]);
+    c.arg("--data-dir").arg(s.path("absent"));
+    s.refused(c, &["absent", "train-images-idx3-ubyte", "--data-dir"]);
+}
+
+#[test]
+fn idx_bad_magic() {
+    let s = Scratch::new();
+    let p = s.data().join("train-images-idx3-ubyte");
+    let mut b = std::fs::read(&p).unwrap();
+    b[0] = 0x50;
+    std::fs::write(&p, b).unwrap();
+    s.refused(
+        train_cmd(&s),
+        &["train-images-idx3-ubyte", "bad magic", "download it again"],
+    );
+}
+
+#[test]
+fn idx_truncated() {
+    let s = Scratch::new();
+    let p = s.data().join("t10k-images-idx3-ubyte");
+    let b = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+    s.refused(
+        train_cmd(&s),
+        &["t10k-images-idx3-ubyte", "truncated", "download it again"],
+    );
+}
+
+#[test]
+fn idx_truncated_gzip() {
+    use std::io::Write;
+    let s = Scratch::new();
+    let p = s.data().join("train-labels-idx1-ubyte");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&std::fs::read(&p).unwrap()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(
+        s.data().join("train-labels-idx1-ubyte.gz"),
+        &gz[..gz.len() / 2],
+    )
+    .unwrap();
+    s.refused(
+        train_cmd(&s),
+        &[
+            "train-labels-idx1-ubyte.gz",
+            "corrupt gzip",
+            "download it again",
+        ],
+    );
+}
+
+#[test]
+fn idx_image_label_count_mismatch() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.data().join("t10k-labels-idx1-ubyte"),
+        idx(&[19], &[1; 19]),
+    )
+    .unwrap();
+    s.refused(
+        train_cmd(&s),
+        &[
+            "20 images",
+            "19 labels",
+            "t10k-labels-idx1-ubyte",
+            "do not belong together",
+            "download both again",
+        ],
+    );
+}
+
+#[test]
+fn idx_label_out_of_range() {
+    let s = Scratch::new();
+    let mut labels = vec![0u8; 200];
+    labels[17] = 12;
+    std::fs::write(
+        s.data().join("train-labels-idx1-ubyte"),
+        idx(&[200], &labels),
+    )
+    .unwrap();
+    s.refused(train_cmd(&s), &["label 12", "0..9", "download it again"]);
+}
+
+#[test]
+fn batch_larger_than_the_training_set() {
+    let s = Scratch::new();
+    s.config(&TINY.replace("batch_size = 16", "batch_size = 512"));
+    s.refused(
+        train_cmd(&s),
+        &["batch size 512", "160 training images", "train.batch_size"],
+    );
+}
+
+// ---- compressed files ----------------------------------------------------------------
+
+const SMALL_DCZ: &[u8] = include_bytes!("../fuzz/corpus/dcz_decode/small.dcz");
+
+#[test]
+fn dcz_bit_flipped() {
+    let s = Scratch::new();
+    let mut b = SMALL_DCZ.to_vec();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x10;
+    std::fs::write(s.path("flipped.dcz"), b).unwrap();
+    for cmd in ["inspect", "eval"] {
+        s.refused(
+            s.cmd(&[cmd, "flipped.dcz"]),
+            &[
+                "flipped.dcz",
+                "not a valid dc-search compressed file",
+                "checksum mismatch",
+                "write it again",
+            ],
+        );
+    }
+}
+
+#[test]
+fn dcz_truncated() {
+    let s = Scratch::new();
+    std::fs::write(s.path("cut.dcz"), &SMALL_DCZ[..SMALL_DCZ.len() - 7]).unwrap();
+    for cmd in ["inspect", "eval"] {
+        s.refused(
+            s.cmd(&[cmd, "cut.dcz"]),
+            &[
+                "cut.dcz",
+                "not a valid dc-search compressed file",
+                "truncated",
+                "write it again",
+            ],
+        );
+    }
+}
+
+#[test]
+fn dcz_not_a_dcz() {
+    let s = Scratch::new();
+    std::fs::write(s.path("notes.dcz"), "hello, world").unwrap();
+    s.refused(
+        s.cmd(&["inspect", "notes.dcz"]),
+        &["notes.dcz", "bad magic", "write it again"],
+    );
+}
+
+// ---- dense weights (through the model cache until --weights lands) ------------------
+
+/// Writes `tensors` as the cached dense model of `tiny.toml` (seed 1) and returns its path.
+fn plant_cache(s: &Scratch, tensors: &[(String, Vec<i64>, Vec<f32>)]) -> PathBuf {
+    let cfg = Config::resolve(s.path("tiny.toml").to_str().unwrap()).unwrap();
+    let name = dc_search::dense::cache_path(&cfg, 1)
+        .file_name()
+        .unwrap()
+        .to_owned();
+    let p = s.cache().join("models").join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, weights::to_safetensors(tensors, None).unwrap()).unwrap();
+    p
+}
+
+fn dense_host() -> Vec<(String, Vec<i64>, Vec<f32>)> {
+    let _g = crate::util::torch_lock();
+    tch::manual_seed(1);
+    Net::init(&dc_search::models::Arch::lenet_300_100(), Device::Cpu).to_host()
+}
+
+fn eval_cmd(s: &Scratch) -> Command {
+    let mut c = s.cmd(&[
+        "eval",
+        "tiny.toml",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data-dir",
+    ]);
+    c.arg(s.data());
+    c
+}
+
+#[test]
+fn safetensors_missing_layer() {
+    let s = Scratch::new();
+    let mut t = dense_host();
+    t.retain(|(n, _, _)| n != "fc2.weight");
+    plant_cache(&s, &t);
+    s.refused(
+        eval_cmd(&s),
+        &["cached model", "no tensor \"fc2.weight\"", "delete it"],
+    );
+}
+
+#[test]
+fn safetensors_wrong_shape() {
+    let s = Scratch::new();
+    let mut t = dense_host();
+    let fc2 = t.iter_mut().find(|(n, _, _)| n == "fc2.weight").unwrap();
+    fc2.1 = vec![300, 100];
+    plant_cache(&s, &t);
+    s.refused(
+        eval_cmd(&s),
+        &["cached model", "fc2.weight", "[300, 100]", "delete it"],
+    );
+}
+
+#[test]
+fn safetensors_with_nan() {
+    let s = Scratch::new();
+    let mut t = dense_host();
+    t[4].2[3] = f32::NAN;
+    plant_cache(&s, &t);
+    s.refused(
+        eval_cmd(&s),
+        &["cached model", "fc3.weight", "non-finite", "delete it"],
+    );
+}
+
+#[test]
+fn safetensors_not_safetensors() {
+    let s = Scratch::new();
+    let p = plant_cache(&s, &dense_host());
+    std::fs::write(&p, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    s.refused(eval_cmd(&s), &["cached model", "unreadable", "delete it"]);
+}
+
+// ---- flags ---------------------------------------------------------------------------
+
+#[test]
+fn unknown_model_name() {
+    let s = Scratch::new();
+    s.refused(
+        s.cmd(&[
+            "compress", "vgg16", "--ratios", "0.5", "--bits", "4", "-o", "o.dcz",
+        ]),
+        &["unknown model \"vgg16\"", "lenet-300-100", ".toml"],
+    );
+}
+
+#[test]
+fn floor_zero() {
+    let s = Scratch::new();
+    s.refused(search_cmd(&s, "0"), &["--floor 0", "(0, 1]"]);
+}
+
+#[test]
+fn floor_above_one() {
+    let s = Scratch::new();
+    s.refused(search_cmd(&s, "1.5"), &["--floor 1.5", "(0, 1]"]);
+}
+
+#[test]
+fn floor_nan() {
+    let s = Scratch::new();
+    s.refused(search_cmd(&s, "NaN"), &["--floor NaN", "(0, 1]"]);
+}
+
+#[test]
+fn floor_not_a_number() {
+    let s = Scratch::new();
+    s.refused(
+        search_cmd(&s, "abc"),
+        &["--floor \"abc\" is not a number", "(0, 1]"],
+    );
+}
+
+#[test]
+fn bits_zero() {
+    let s = Scratch::new();
+    s.refused(
+        compress_cmd(&s, "0.5,0.5,0.5", "0,6,6"),
+        &["0 bits for layer fc1", "1 to 16"],
+    );
+}
+
+#[test]
+fn bits_seventeen() {
+    let s = Scratch::new();
+    s.refused(
+        compress_cmd(&s, "0.5,0.5,0.5", "6,6,17"),
+        &["17 bits for layer fc3", "1 to 16"],
+    );
+}
+
+#[test]
+fn ratio_negative() {
+    let s = Scratch::new();
+    s.refused(
+        compress_cmd(&s, "0.5,-0.1,0.5", "6,6,6"),
+        &["sparse ratio -0.1 for layer fc2", "[0, 1)"],
+    );
+}
+
+#[test]
+fn ratio_one_or_more() {
+    let s = Scratch::new();
+    for r in ["1", "1.2"] {
+        s.refused(
+            compress_cmd(&s, &format!("{r},0.5,0.5"), "6,6,6"),
+            &[&format!("sparse ratio {r} for layer fc1"), "[0, 1)"],
+        );
+    }
+}
+
+// ---- outputs -------------------------------------------------------------------------
+
+#[test]
+fn output_under_a_regular_file() {
+    let s = Scratch::new();
+    std::fs::write(s.path("a-file"), "x").unwrap();
+    s.refused(
+        compress_to(&s, "0.5,0.5,0.5", "6,6,6", "a-file/sub/model.dcz"),
+        &["a-file/sub", "a-file is a file", "writable place"],
+    );
+    s.refused(
+        search_to(&s, "0.5", "a-file/run"),
+        &["a-file/run", "a-file is a file", "writable place"],
+    );
+}
+
+#[test]
+fn output_in_proc() {
+    let s = Scratch::new();
+    s.refused(
+        compress_to(&s, "0.5,0.5,0.5", "6,6,6", "/proc/x/model.dcz"),
+        &["/proc/x", "not writable", "writable place"],
+    );
+}
+
+#[test]
+fn output_is_a_folder() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("out")).unwrap();
+    s.refused(
+        compress_to(&s, "0.5,0.5,0.5", "6,6,6", "out"),
+        &["output out is a folder", "file name"],
+    );
+}
+
+// ---- training ------------------------------------------------------------------------
+
+#[test]
+fn dense_training_diverges_to_nan() {
+    let s = Scratch::new();
+    s.config(&TINY.replace("base_lr = 0.01", "base_lr = 1e30"));
+    s.refused(
+        train_cmd(&s),
+        &["training diverged", "nan", "base_lr", "nothing was cached"],
+    );
+    assert!(!s.cache().join("models").exists());
+}
+
+#[test]
+fn retraining_diverges_to_nan() {
+    let s = Scratch::new();
+    // The dense model trains (and is cached), then retraining after pruning blows up.
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    let mut c = compress_cmd(&s, "0.5,0.5,0.5", "6,6,6");
+    c.args(["--lr-scale", "1e30"]);
+    s.refused(c, &["training diverged (prune)", "nan", "--lr-scale"]);
+    assert!(!s.path("out").exists());
+}
