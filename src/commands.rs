@@ -157,7 +157,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let dense_acc = train::evaluate(&dense.net, &data.valid).accuracy;
     let floor = floor.resolve(dense_acc);
-    if !(floor > 0.0) {
+    if floor <= 0.0 || floor.is_nan() {
         anyhow::bail!(
             "--max-drop leaves no floor: the dense {} reaches only {dense_acc:.4} on validation",
             cfg.model

@@ -349,4 +349,33 @@ mod tests {
         let e = format!("{:#}", parse(&empty).unwrap_err());
         assert!(e.contains("no layer with weights"), "{e}");
     }
+
+    /// Damaged files — every truncation, single-byte flips, random bytes — give an error
+    /// or tensors, never a panic.
+    #[test]
+    fn damaged_files_never_panic() {
+        use proptest::prelude::*;
+        let bytes =
+            to_caffemodel("LeNet", &Arch::lenet_300_100(), &tiny(), CaffeForm::Layer).unwrap();
+        for cut in 0..bytes.len() {
+            let _ = parse(&bytes[..cut]);
+        }
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        runner
+            .run(
+                &(
+                    0..bytes.len(),
+                    any::<u8>(),
+                    proptest::collection::vec(any::<u8>(), 0..256),
+                ),
+                |(at, xor, junk)| {
+                    let mut b = bytes.clone();
+                    b[at] ^= xor;
+                    let _ = parse(&b);
+                    let _ = parse(&junk);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
 }

@@ -38,6 +38,9 @@ enum Line {
     },
 }
 
+/// The final model read back: ratios, net, masks, seconds it took.
+pub type Final = (Vec<f64>, Net, Masked, f64);
+
 /// A probe read back from the journal.
 pub struct Replayed {
     pub trial: Trial,
@@ -181,7 +184,7 @@ impl Journal {
     }
 
     /// The journaled final model (ratios, net, masks, seconds), if the run got that far.
-    pub fn replay_final(&mut self, like: &Net) -> Result<Option<(Vec<f64>, Net, Masked, f64)>> {
+    pub fn replay_final(&mut self, like: &Net) -> Result<Option<Final>> {
         let Some(Line::Final { .. }) = self.replay.front() else {
             return Ok(None);
         };

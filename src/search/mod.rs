@@ -87,6 +87,12 @@ pub struct Outcome {
     pub compression_ratio: f64,
     pub decoded_valid_accuracy: f64,
     pub decoded_test_accuracy: f64,
+    /// Images of the validation and test splits (with `--validation-from test` both are
+    /// halves of the test set).
+    #[serde(default)]
+    pub valid_images: usize,
+    #[serde(default)]
+    pub test_images: usize,
     pub probes: usize,
     pub times: StageTimes,
     /// Where the dense model came from: a `--weights` file, or training with the recipe.
@@ -715,6 +721,8 @@ impl<'a> Search<'a> {
             compression_ratio: dense_bytes as f64 / bytes.len() as f64,
             decoded_valid_accuracy: valid,
             decoded_test_accuracy: test,
+            valid_images: self.data.valid.len(),
+            test_images: self.data.test.len(),
             probes: self.trials.len(),
             times: times.clone(),
             dense_weights: match &self.cfg.weights {

@@ -244,8 +244,8 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
          | floor (validation) | {:.4} (probes need floor + margin {:.4}) |\n\
          | dense weights | {} |\n\
          | dense validation accuracy | {:.4} |\n\
-         | decoded file validation accuracy | {:.4} |\n\
-         | decoded file **test** accuracy (evaluated once) | {:.4} |\n\
+         | decoded file validation accuracy | {:.4} ({} images) |\n\
+         | decoded file **test** accuracy (evaluated once) | {:.4} ({} images) |\n\
          | file | `{}`: {} bytes |\n\
          | dense float32 | {} bytes |\n\
          | compression | **{:.1}×** |\n\
@@ -257,7 +257,9 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         o.dense_weights,
         o.dense_valid_accuracy,
         o.decoded_valid_accuracy,
+        o.valid_images,
         o.decoded_test_accuracy,
+        o.test_images,
         o.file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
         o.file_bytes,
         o.dense_bytes,
