@@ -100,12 +100,24 @@ pub struct Outcome {
     pub dense_weights: String,
 }
 
-/// A feasible pruned model kept as a warm start.
+/// A feasible pruned model kept as a warm start (`model` is `None` only for a probe replayed
+/// from a finished run's journal, whose probe checkpoints are gone and not needed).
 struct Feasible {
     ratios: Vec<f64>,
-    net: Net,
-    state: Masked,
+    model: Option<(Net, Masked)>,
     bytes: f64,
+}
+
+impl Feasible {
+    fn model(&self) -> Result<&(Net, Masked)> {
+        self.model.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
+                 choose another --out) to search afresh",
+                round3(&self.ratios)
+            )
+        })
+    }
 }
 
 /// The search's working state.
@@ -239,33 +251,35 @@ impl<'a> Search<'a> {
 
     /// The most pruned feasible model whose ratios are all ≤ `ratios` (it can be pruned
     /// further to them), else the dense model.
-    fn warm_start(&self, ratios: &[f64]) -> (Net, String) {
+    fn warm_start(&self, ratios: &[f64]) -> Result<(Net, String)> {
         let best = self
             .feasible
             .iter()
             .filter(|f| f.ratios.iter().zip(ratios).all(|(a, b)| *a <= *b + 1e-12))
             .min_by(|a, b| a.bytes.total_cmp(&b.bytes));
-        match best {
-            Some(f) => (f.net.copy(), format!("feasible {:?}", round3(&f.ratios))),
+        Ok(match best {
+            Some(f) => (
+                f.model()?.0.copy(),
+                format!("feasible {:?}", round3(&f.ratios)),
+            ),
             None => (self.dense.copy(), "dense".into()),
-        }
+        })
     }
 
     /// Prunes to `ratios` from the best warm start, retrains, and records the trial.
     pub fn probe_ratios(&mut self, ratios: &[f64], phase: &str, delta: Option<f64>) -> Result<f64> {
         if let Some(r) = self.replay(phase, ratios, &self.provisional_bits())? {
-            if let Some((net, state)) = r.model {
+            if r.trial.feasible {
                 self.feasible.push(Feasible {
                     ratios: ratios.to_vec(),
-                    net,
-                    state,
+                    model: r.model,
                     bytes: r.trial.estimated_bytes,
                 });
             }
             return Ok(r.trial.valid_accuracy);
         }
         let t0 = Instant::now();
-        let (net, warm) = self.warm_start(ratios);
+        let (net, warm) = self.warm_start(ratios)?;
         let mut state = Masked::dense(&net);
         self.rt.reseed(1000 + self.trials.len() as u64);
         let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
@@ -320,8 +334,7 @@ impl<'a> Search<'a> {
         if feasible {
             self.feasible.push(Feasible {
                 ratios: ratios.to_vec(),
-                net,
-                state,
+                model: Some((net, state)),
                 bytes,
             });
         }
@@ -522,7 +535,8 @@ impl<'a> Search<'a> {
                 self.out.join("trials.csv").display()
             );
         };
-        let (ratios, net, mut state) = (best.ratios.clone(), best.net.copy(), best.state.copy());
+        let (net, state) = best.model()?;
+        let (ratios, net, mut state) = (best.ratios.clone(), net.copy(), state.copy());
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
         cfg.lr_scale = self.cfg.search.lr_scale;
