@@ -6,9 +6,8 @@
 //! Data comes from a small synthetic IDX set written per test (no MNIST needed), and the
 //! model cache is a temp folder (`DC_SEARCH_CACHE`), so the tests take seconds.
 //!
-//! TODO once `--weights` lands: the same rows for an imported safetensors file (missing
-//! layer, wrong shape, not F32, not safetensors) and for a caffemodel (not a protobuf,
-//! truncated, a layer missing, blob shape mismatch, a layer of unknown type).
+//! The rows for imported weights (`--weights`: a caffemodel or safetensors file with a
+//! missing layer, a wrong shape, truncated or not the format at all) are in `import.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
