@@ -159,6 +159,52 @@ fn killed_search_resumes_to_the_same_result() {
     assert_eq!(journal_lines(&whole), journal_lines(&cut));
 }
 
+/// Ctrl-C (SIGINT) stops a search at the next training step with a partial report and
+/// status 130, writes no file, and the same command then resumes it to the end.
+#[test]
+fn interrupted_search_reports_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--budget", "4p", "--threads", "2"];
+    let run_dir = dir.path().join("run");
+    let child = search_command(dir.path(), &["--floor", "0.85"], "run", &extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while journal_lines(&run_dir) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("Rerun the same command"),
+        "{err}"
+    );
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("interrupted") && report.contains("journal.jsonl"),
+        "{report}"
+    );
+    assert!(!run_dir.join("ratios.json").exists());
+    assert!(!run_dir.join("lenet-300-100.dcz").exists());
+    let (code, _, err) = run(search_command(
+        dir.path(),
+        &["--floor", "0.85"],
+        "run",
+        &extra,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(run_dir.join("lenet-300-100.dcz").is_file());
+}
+
 /// A journal from other settings is refused, not silently mixed in.
 #[test]
 fn resume_with_other_settings_is_refused() {

@@ -13,6 +13,9 @@
 //!    retraining (binary search, largest layer first);
 //! 6. **file** — weight sharing with those bits, codebook retraining, encode, decode, and
 //!    the decoded file's validation accuracy must reach the floor; then the test set, once.
+//!
+//! Every finished probe goes to the run folder's [`journal`]; a rerun replays it and goes
+//! on, so a crash, a kill or Ctrl-C loses at most the probe that was running.
 
 pub mod config;
 pub mod delta;
