@@ -2,7 +2,7 @@
 //! its refusals.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{dc_search, run};
@@ -69,6 +69,22 @@ fn journal_lines(run_dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until the journal in `run_dir` holds `lines` lines while `child` runs: true if it
+/// got there, false if the search ended first.
+fn wait_for_journal(child: &mut Child, run_dir: &Path, lines: usize) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if journal_lines(run_dir) >= lines {
+            return true;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Kills a search (SIGKILL) at several points, reruns it each time, and ends with the
 /// same ratios, the same file (byte for byte) and the same probes as an uninterrupted run.
 #[test]
@@ -96,19 +112,10 @@ fn killed_search_resumes_to_the_same_result() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if journal_lines(&cut) >= at {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
-            std::thread::sleep(Duration::from_millis(20));
+        if wait_for_journal(&mut child, &cut, at) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
         }
     }
     assert!(kills >= 2, "the search was killed mid-way at least twice");
@@ -166,16 +173,15 @@ fn interrupted_search_reports_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let extra = ["--budget", "4p", "--threads", "2"];
     let run_dir = dir.path().join("run");
-    let child = search_command(dir.path(), &["--floor", "0.85"], "run", &extra)
+    let mut child = search_command(dir.path(), &["--floor", "0.85"], "run", &extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while journal_lines(&run_dir) < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_for_journal(&mut child, &run_dir, 2),
+        "the search ended before its first probe"
+    );
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
