@@ -109,6 +109,24 @@ impl Config {
         if t.batch_size < 1 || t.iterations < 1 {
             bail!("train.batch_size and train.iterations must be at least 1");
         }
+        if t.augment_shift < 0 {
+            bail!(
+                "train.augment_shift must be ≥ 0 pixels, got {}",
+                t.augment_shift
+            );
+        }
+        if !(0.0..=180.0).contains(&t.augment_rotate) {
+            bail!(
+                "train.augment_rotate must be in [0, 180] degrees, got {}",
+                t.augment_rotate
+            );
+        }
+        if !(0.0..1.0).contains(&t.augment_scale) {
+            bail!(
+                "train.augment_scale must be in [0, 1), got {}",
+                t.augment_scale
+            );
+        }
         if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
             bail!(
                 "data.input_scale must be positive, got {}",

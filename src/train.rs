@@ -25,6 +25,9 @@ pub enum LrPolicy {
     Inv,
     /// `base_lr`
     Fixed,
+    /// `base_lr · (1 − iter/iterations)^power`: reaches zero at the last iteration, so a
+    /// retraining (which gets its own `iterations`) also ends annealed.
+    Poly,
 }
 
 /// A training recipe (defaults: Caffe's `lenet_solver.prototxt`).
@@ -48,6 +51,19 @@ pub struct Recipe {
     /// −s..=s, each axis (zero fill). 0 = none (Caffe).
     #[serde(default)]
     pub augment_shift: i64,
+    /// Data augmentation: rotate each training image by a random angle in ±this many
+    /// degrees (bilinear resampling). 0 = none. Left out of the serialised recipe when 0,
+    /// so the dense-model cache keys of recipes without it are unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub augment_rotate: f64,
+    /// Data augmentation: scale each training image by a random factor in [1 − s, 1 + s].
+    /// 0 = none (left out of the serialised recipe when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub augment_scale: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Recipe {
@@ -55,6 +71,10 @@ impl Recipe {
         match self.lr_policy {
             LrPolicy::Inv => self.base_lr * (1.0 + self.gamma * iter as f64).powf(-self.power),
             LrPolicy::Fixed => self.base_lr,
+            LrPolicy::Poly => {
+                let left = 1.0 - iter as f64 / self.iterations.max(1) as f64;
+                self.base_lr * left.max(0.0).powf(self.power)
+            }
         }
     }
 
@@ -271,7 +291,7 @@ pub fn train(
         }
         let idx = perm.narrow(0, cursor, recipe.batch_size);
         cursor += recipe.batch_size;
-        let x = shift_augment(&train.images.index_select(0, &idx), recipe.augment_shift);
+        let x = augment(&train.images.index_select(0, &idx), recipe);
         let y = train.labels.index_select(0, &idx);
         net.zero_grad();
         let loss = net.forward(&x).cross_entropy_for_logits(&y);
@@ -315,6 +335,41 @@ pub fn train(
         seconds_per_epoch: seconds / epochs.max(1e-9),
         final_loss,
     })
+}
+
+/// The recipe's augmentation of a training batch `[n, c, h, w]`: whole-pixel shifts alone
+/// ([`shift_augment`]), or with random rotation and scaling ([`affine_augment`]).
+pub fn augment(x: &Tensor, recipe: &Recipe) -> Tensor {
+    if recipe.augment_rotate == 0.0 && recipe.augment_scale == 0.0 {
+        shift_augment(x, recipe.augment_shift)
+    } else {
+        affine_augment(
+            x,
+            recipe.augment_shift,
+            recipe.augment_rotate,
+            recipe.augment_scale,
+        )
+    }
+}
+
+/// Moves each image of `[n, c, h, w]` by its own random affine map: a whole-pixel shift in
+/// −s..=s per axis, a rotation in ±`degrees` and a scale factor in [1 − `scale`, 1 + `scale`]
+/// about the centre (bilinear, zeros outside), from torch's generator.
+pub fn affine_augment(x: &Tensor, s: i64, degrees: f64, scale: f64) -> Tensor {
+    let size = x.size();
+    let (n, h, w) = (size[0], size[2], size[3]);
+    let opts = (Kind::Float, x.device());
+    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
+    let tx = d.select(1, 0) * (2.0 / w as f64);
+    let ty = d.select(1, 1) * (2.0 / h as f64);
+    let angle = (Tensor::rand([n], opts) * 2.0 - 1.0) * degrees.to_radians();
+    let factor = (Tensor::rand([n], opts) * 2.0 - 1.0) * scale + 1.0;
+    // affine_grid maps output to input coordinates: the inverse of the image's motion.
+    let cos = angle.cos() / &factor;
+    let sin = angle.sin() / &factor;
+    let theta = Tensor::stack(&[&cos, &(-&sin), &tx, &sin, &cos, &ty], 1).view([n, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
+    x.grid_sampler(&grid, 0, 0, false)
 }
 
 /// Shifts each image of `[n, c, h, w]` by its own random offset in −s..=s pixels per axis
@@ -412,7 +467,37 @@ mod tests {
             iterations: 10_000,
             bias_lr_mult: 2.0,
             augment_shift: 0,
+            augment_rotate: 0.0,
+            augment_scale: 0.0,
         }
+    }
+
+    #[test]
+    fn affine_augment_keeps_shape_and_mass_and_varies_per_image() {
+        tch::manual_seed(3);
+        // a centred blob: rotation and mild scaling keep it inside the frame
+        let mut v = vec![0f32; 2 * 28 * 28];
+        for i in 0..2 {
+            for r in 10..18 {
+                for c in 12..16 {
+                    v[i * 784 + r * 28 + c] = 1.0;
+                }
+            }
+        }
+        let x = Tensor::from_slice(&v).view([2, 1, 28, 28]);
+        let y = affine_augment(&x, 0, 30.0, 0.1);
+        assert_eq!(y.size(), vec![2, 1, 28, 28]);
+        let ya = tensor_to_vec_f(&y.get(0));
+        let yb = tensor_to_vec_f(&y.get(1));
+        assert!(ya.iter().all(|p| (0.0..=1.0 + 1e-6).contains(p)));
+        assert_ne!(ya, yb, "each image gets its own transform");
+        assert_ne!(ya, v[..784].to_vec(), "the image moved");
+        // bilinear resampling of a ±10 % scaled blob keeps its mass within (1 ± 0.1)² · ~
+        let mass: f32 = ya.iter().sum();
+        assert!((20.0..=45.0).contains(&mass), "mass {mass} (input 32)");
+        // no rotation, no scaling, no shift: the identity
+        let same = affine_augment(&x, 0, 0.0, 0.0);
+        assert!(same.allclose(&x, 1e-6, 1e-6, false));
     }
 
     #[test]
@@ -450,11 +535,24 @@ mod tests {
     }
 
     #[test]
-    fn inv_policy_matches_caffe() {
+    fn lr_policies_match_caffe() {
         let r = recipe();
         assert_eq!(r.lr_at(0), 0.01);
         // Caffe: 0.01 * (1 + 1e-4 * 10000)^-0.75 = 0.01 * 2^-0.75
         assert!((r.lr_at(10_000) - 0.01 * 2f64.powf(-0.75)).abs() < 1e-15);
+        let poly = Recipe {
+            lr_policy: LrPolicy::Poly,
+            power: 1.0,
+            iterations: 1000,
+            ..r.clone()
+        };
+        assert_eq!(poly.lr_at(0), 0.01);
+        assert!((poly.lr_at(250) - 0.0075).abs() < 1e-15);
+        assert_eq!(poly.lr_at(1000), 0.0);
+        // A retraining anneals over its own iterations.
+        let re = poly.retrain(1.0, 6400, 0.5);
+        assert_eq!(re.iterations, 100);
+        assert!((re.lr_at(50) - 0.0025).abs() < 1e-15);
     }
 
     #[test]

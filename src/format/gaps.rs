@@ -214,10 +214,16 @@ pub fn gap_cost(positions: &[u32], gap_bits: u8) -> Result<GapChoice, GapError> 
 pub fn choose_gap_bits(positions: &[u32]) -> Result<GapChoice, GapError> {
     let g = gaps(positions)?;
     let mut best = cost_from_gaps(&g, MIN_GAP_BITS)?;
+    let mut last = best;
     for b in MIN_GAP_BITS + 1..=MAX_GAP_BITS {
-        let c = cost_from_gaps(&g, b)?;
-        if c.coded_bytes < best.coded_bytes {
-            best = c;
+        // Once a width needs no filler, every wider one codes the same symbols with the
+        // same code (the filler unused), so costs the same and loses the tie.
+        if last.n_fillers == 0 {
+            break;
+        }
+        last = cost_from_gaps(&g, b)?;
+        if last.coded_bytes < best.coded_bytes {
+            best = last;
         }
     }
     Ok(best)
@@ -380,6 +386,36 @@ mod tests {
             assert_eq!(
                 c.n_fillers,
                 s.iter().filter(|&&x| x == filler_symbol(b)).count() as u64
+            );
+        }
+    }
+
+    #[test]
+    fn chooser_equals_trying_every_width() {
+        let exhaustive = |p: &[u32]| {
+            let mut best = gap_cost(p, MIN_GAP_BITS).unwrap();
+            for b in MIN_GAP_BITS + 1..=MAX_GAP_BITS {
+                let c = gap_cost(p, b).unwrap();
+                if c.coded_bytes < best.coded_bytes {
+                    best = c;
+                }
+            }
+            best
+        };
+        let cases = [
+            vec![],
+            vec![0],
+            vec![3, 4, 70_000],
+            bernoulli(5_000, 0.3, 1),
+            bernoulli(50_000, 0.02, 2),
+            bernoulli(200_000, 0.001, 3),
+        ];
+        for p in &cases {
+            assert_eq!(
+                choose_gap_bits(p).unwrap(),
+                exhaustive(p),
+                "{} positions",
+                p.len()
             );
         }
     }
