@@ -30,6 +30,39 @@ fn small_dense(
     (cfg, data, net)
 }
 
+#[test]
+fn fast_sensitivity_sweep_equals_the_naive_one() {
+    use dc_search::search::sensitivity;
+    let (_, data, net) = small_dense("lenet", 150);
+    let valid = data.valid.head(600);
+    let grid = [0.0, 0.3, 0.9, 0.99];
+    let naive = sensitivity::sweep_naive(&net, &valid, &grid);
+    // three chunks, the last one partial
+    let fast = sensitivity::sweep_chunked(&net, &valid, &grid, 250);
+    assert_eq!(naive.len(), 16);
+    assert_eq!(fast.len(), naive.len());
+    for (a, b) in naive.iter().zip(&fast) {
+        assert_eq!(
+            (&a.layer, a.sparse_ratio, a.nonzeros),
+            (&b.layer, b.sparse_ratio, b.nonzeros)
+        );
+        // float rounding of a different summation order may flip at most a near-tie
+        assert!(
+            (a.accuracy - b.accuracy).abs() <= 1.0 / 600.0 + 1e-12,
+            "{a:?} vs {b:?}"
+        );
+        assert!((a.loss - b.loss).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert_eq!(b.images, 600);
+    }
+    // the sweep measured something: 99 % of conv2 pruned hurts
+    let conv2_99 = &fast[7];
+    assert_eq!(
+        (conv2_99.layer.as_str(), conv2_99.sparse_ratio),
+        ("conv2", 0.99)
+    );
+    assert!(conv2_99.accuracy < fast[4].accuracy, "{fast:?}");
+}
+
 fn round_trip(bias: BiasPrecision) {
     let (cfg, data, net) = small_dense("lenet-300-100", 300);
     let ccfg = CompressConfig {

@@ -66,12 +66,7 @@ fn torchscript_fixture_compresses_end_to_end() {
     assert_eq!(train::evaluate(&net, &valid), dense, "original unchanged");
 
     // The sensitivity sweep has no prefix to cache: it runs the whole module.
-    let points = sensitivity::sweep(
-        &net,
-        &valid.head(500),
-        &[0.0, 0.99],
-        sensitivity::StopRule::default(),
-    );
+    let points = sensitivity::sweep(&net, &valid.head(500), &[0.0, 0.99]);
     assert_eq!(points.len(), 6);
     let dense500 = train::evaluate(&net, &valid.head(500)).accuracy;
     assert_eq!(points[0].accuracy, dense500);

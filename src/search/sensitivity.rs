@@ -2,26 +2,30 @@
 //! prune that layer alone (no retraining) and measure validation accuracy and loss.
 //!
 //! Two implementations with the same results: [`sweep_naive`] runs the whole network on
-//! the whole validation set for every point; [`sweep`] makes it cheap —
-//! - the activations entering the probed layer are computed once per layer and reused
-//!   (pruning a layer changes nothing before it);
-//! - a point whose accuracy is already decided to be useless — certainly (Hoeffding bound)
-//!   more than `stop_drop` below the dense accuracy — stops after the chunk that shows it,
-//!   and the CSV says how many images it saw.
+//! the whole validation set for every point; [`sweep`] gets the same numbers cheaply —
+//! - one dense forward pass per chunk of images keeps the activation entering every op:
+//!   pruning a layer changes nothing before it, so each layer's points start from there;
+//! - a conv or linear layer's output channels (and the channel-wise max-pool / ReLU after
+//!   them) depend only on that channel's weights: from one grid point to the next only the
+//!   channels whose kept weights changed are recomputed, the rest are reused;
+//! - a point whose weights equal the previous point's (ratio 0 = the dense model) reuses its
+//!   result.
+//!
+//! (A TorchScript model is one opaque op: its sweep is the naive one.)
 //!
 //! CSV (`sensitivity.csv`), one row per (layer, sparse_ratio), header
-//! `layer,sparse_ratio,nonzeros,accuracy,loss,images` — `accuracy` and `loss` over the first
-//! `images` validation images (all of them unless the point stopped early).
+//! `layer,sparse_ratio,nonzeros,accuracy,loss,images` — `accuracy` and `loss` over the
+//! `images` validation images (all of them).
 
 use std::path::Path;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::compress::prune::{self, PruneRule};
 use crate::data::Split;
-use crate::models::{tensor_to_vec, Net};
+use crate::models::{tensor_to_vec, Net, Op};
 use crate::train;
 
 /// The default grid: 0 to 0.99, dense near the top.
@@ -39,24 +43,6 @@ pub struct Point {
     pub accuracy: f64,
     pub loss: f64,
     pub images: usize,
-}
-
-/// Early-stop setting of the fast sweep.
-#[derive(Debug, Clone, Copy)]
-pub struct StopRule {
-    /// A point is decided once its accuracy is certainly below `dense − stop_drop`.
-    pub stop_drop: f64,
-    /// Images per chunk between checks.
-    pub chunk: i64,
-}
-
-impl Default for StopRule {
-    fn default() -> Self {
-        StopRule {
-            stop_drop: 0.2,
-            chunk: 1000,
-        }
-    }
 }
 
 fn pruned_weight(w: &Tensor, ratio: f64) -> (Tensor, usize) {
@@ -100,47 +86,115 @@ pub fn sweep_naive(net: &Net, valid: &Split, grid: &[f64]) -> Vec<Point> {
     points
 }
 
-/// The fast sweep (cached prefix activations, early stop of decided points).
-pub fn sweep(net: &Net, valid: &Split, grid: &[f64], stop: StopRule) -> Vec<Point> {
-    let dense = train::evaluate(net, valid).accuracy;
+/// Validation images per chunk of the fast sweep.
+const CHUNK: i64 = 2500;
+
+/// Correct predictions and summed cross-entropy of `logits` for labels `y`.
+fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let loss = logits.cross_entropy_for_logits(y).double_value(&[]) * y.size()[0] as f64;
+    (correct, loss)
+}
+
+/// The ops after `op` up to (not including) the first that mixes channels: the max-pools
+/// and ReLUs that act on each of `op`'s output channels alone.
+fn channelwise_end(ops: &[Op], op: usize) -> usize {
+    let mut end = op + 1;
+    while end < ops.len() && matches!(ops[end], Op::MaxPool2 | Op::Relu) {
+        end += 1;
+    }
+    end
+}
+
+/// The fast sweep: the same points as [`sweep_naive`] (see the module doc for how).
+pub fn sweep(net: &Net, valid: &Split, grid: &[f64]) -> Vec<Point> {
+    sweep_chunked(net, valid, grid, CHUNK)
+}
+
+/// [`sweep`] over chunks of `chunk` images (the working set; any size gives the same points).
+pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<Point> {
+    if net.script.is_some() {
+        return sweep_naive(net, valid, grid);
+    }
+    let layers = &net.arch.layers;
+    let ops = &net.arch.ops;
+    let pruned: Vec<Vec<(Tensor, usize)>> = net
+        .params
+        .iter()
+        .map(|p| {
+            grid.iter()
+                .map(|&r| pruned_weight(&p.weight.detach(), r))
+                .collect()
+        })
+        .collect();
+    // [layer][point] → (correct, summed loss)
+    let mut tally = vec![vec![(0i64, 0.0f64); grid.len()]; layers.len()];
     let n = valid.len() as i64;
-    let mut points = Vec::new();
-    for (li, spec) in net.arch.layers.iter().enumerate() {
-        let op = net.arch.op_of_layer(li);
-        // [n, …] activations entering the probed layer: unchanged by pruning it.
-        let acts = tch::no_grad(|| net.forward_range(0, op, &valid.images));
-        for &r in grid {
-            let (w, kept) = pruned_weight(&net.params[li].weight, r);
-            let (correct, loss, seen) = with_weight(net, li, &w, || {
-                let mut correct = 0i64;
-                let mut loss = 0.0;
-                let mut seen = 0i64;
-                while seen < n {
-                    let len = stop.chunk.min(n - seen);
-                    let e = train::evaluate_from(
-                        net,
-                        op,
-                        &acts.narrow(0, seen, len),
-                        &valid.labels.narrow(0, seen, len),
-                    );
-                    correct += (e.accuracy * len as f64).round() as i64;
-                    loss += e.loss * len as f64;
-                    seen += len;
-                    // Hoeffding: P(true acc ≥ observed + eps) ≤ exp(−2·seen·eps²) = 1e-4.
-                    let eps = ((1e4f64).ln() / (2.0 * seen as f64)).sqrt();
-                    if (correct as f64 / seen as f64) + eps < dense - stop.stop_drop {
-                        break;
+    tch::no_grad(|| {
+        let mut s = 0;
+        while s < n {
+            let len = chunk.max(1).min(n - s);
+            let y = valid.labels.narrow(0, s, len);
+            // acts[i]: the dense activation entering op i (acts[ops.len()]: the logits).
+            let mut acts = vec![valid.images.narrow(0, s, len)];
+            for i in 0..ops.len() {
+                let next = net.forward_range(i, i + 1, &acts[i]);
+                acts.push(next);
+            }
+            let dense = score(&acts[ops.len()], &y);
+            for (li, points) in pruned.iter().enumerate() {
+                let op = net.arch.op_of_layer(li);
+                let end = channelwise_end(ops, op);
+                let bias = &net.params[li].bias;
+                // The weights behind `h` (the activation entering op `end`) and its score.
+                let mut cur_w = net.params[li].weight.detach();
+                let mut h = acts[end].shallow_clone();
+                let mut cur = dense;
+                for (pi, (w, _)) in points.iter().enumerate() {
+                    let changed = w
+                        .ne_tensor(&cur_w)
+                        .flatten(1, -1)
+                        .any_dim(1, false)
+                        .nonzero()
+                        .squeeze_dim(1);
+                    if changed.size()[0] > 0 {
+                        let ws = w.index_select(0, &changed);
+                        let bs = bias.index_select(0, &changed);
+                        let z = match ops[op] {
+                            Op::Conv(_) => {
+                                acts[op].conv2d(&ws, Some(&bs), [1, 1], [0, 0], [1, 1], 1)
+                            }
+                            Op::Linear(_) => acts[op].linear(&ws, Some(&bs)),
+                            _ => unreachable!("a zoo layer's op is a conv or a linear"),
+                        };
+                        let part = net.forward_range(op + 1, end, &z);
+                        h = h.index_copy(1, &changed, &part);
+                        cur = score(&net.forward_from(end, &h), &y);
+                        cur_w = w.shallow_clone();
                     }
+                    let t = &mut tally[li][pi];
+                    t.0 += cur.0;
+                    t.1 += cur.1;
                 }
-                (correct, loss, seen)
-            });
+            }
+            s += len;
+        }
+    });
+    let mut points = Vec::new();
+    for (li, spec) in layers.iter().enumerate() {
+        for (pi, &r) in grid.iter().enumerate() {
+            let (correct, loss) = tally[li][pi];
             points.push(Point {
                 layer: spec.name.clone(),
                 sparse_ratio: r,
-                nonzeros: kept,
-                accuracy: correct as f64 / seen as f64,
-                loss: loss / seen as f64,
-                images: seen as usize,
+                nonzeros: pruned[li][pi].1,
+                accuracy: correct as f64 / n.max(1) as f64,
+                loss: loss / n.max(1) as f64,
+                images: n as usize,
             });
         }
     }
