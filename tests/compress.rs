@@ -6,7 +6,7 @@ use dc_search::compress::prune::PruneRule;
 use dc_search::compress::{encode, BiasPrecision, CompressConfig, Plan, Trainer};
 use dc_search::format;
 use dc_search::models::{tensor_to_vec, Net};
-use dc_search::train::{self, Recipe, Sgd};
+use dc_search::train::{self, LrPolicy, Recipe, Sgd};
 use tch::Device;
 
 use crate::util::{dc_search, mnist, run, torch_lock};
@@ -15,9 +15,17 @@ fn small_dense(
     preset: &str,
     iterations: i64,
 ) -> (dc_search::config::Config, dc_search::data::Data, Net) {
-    let (cfg, data) = mnist(preset);
+    let (mut cfg, data) = mnist(preset);
+    // A quick model: Caffe's inv policy without rotations or scalings (a preset's long
+    // poly recipe, cut to a few hundred steps, anneals before it has learnt much); the
+    // returned config retrains with the same recipe.
     let recipe = Recipe {
         iterations,
+        lr_policy: LrPolicy::Inv,
+        gamma: 1e-4,
+        power: 0.75,
+        augment_rotate: 0.0,
+        augment_scale: 0.0,
         ..cfg.train.clone()
     };
     let net = {
@@ -27,6 +35,7 @@ fn small_dense(
     };
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
+    cfg.train = recipe;
     (cfg, data, net)
 }
 
