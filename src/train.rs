@@ -356,20 +356,15 @@ pub fn augment(x: &Tensor, recipe: &Recipe) -> Tensor {
 /// −s..=s per axis, a rotation in ±`degrees` and a scale factor in [1 − `scale`, 1 + `scale`]
 /// about the centre (bilinear, zeros outside), from torch's generator.
 pub fn affine_augment(x: &Tensor, s: i64, degrees: f64, scale: f64) -> Tensor {
-    let size = x.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
+    let n = x.size()[0];
     let opts = (Kind::Float, x.device());
-    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
-    let tx = d.select(1, 0) * (2.0 / w as f64);
-    let ty = d.select(1, 1) * (2.0 / h as f64);
+    let (tx, ty) = random_translations(x, s);
     let angle = (Tensor::rand([n], opts) * 2.0 - 1.0) * degrees.to_radians();
     let factor = (Tensor::rand([n], opts) * 2.0 - 1.0) * scale + 1.0;
     // affine_grid maps output to input coordinates: the inverse of the image's motion.
     let cos = angle.cos() / &factor;
     let sin = angle.sin() / &factor;
-    let theta = Tensor::stack(&[&cos, &(-&sin), &tx, &sin, &cos, &ty], 1).view([n, 2, 3]);
-    let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
-    x.grid_sampler(&grid, 0, 0, false)
+    warp(x, [&cos, &(-&sin), &tx, &sin, &cos, &ty], 0)
 }
 
 /// Shifts each image of `[n, c, h, w]` by its own random offset in −s..=s pixels per axis
@@ -378,18 +373,34 @@ pub fn shift_augment(x: &Tensor, s: i64) -> Tensor {
     if s == 0 {
         return x.shallow_clone();
     }
-    let size = x.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
+    let n = x.size()[0];
     let opts = (Kind::Float, x.device());
-    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
-    // affine_grid maps output to input coordinates in [-1, 1]: one pixel is 2/size.
-    let tx = d.select(1, 0) * (2.0 / w as f64);
-    let ty = d.select(1, 1) * (2.0 / h as f64);
+    let (tx, ty) = random_translations(x, s);
     let one = Tensor::ones([n], opts);
     let zero = Tensor::zeros([n], opts);
-    let theta = Tensor::stack(&[&one, &zero, &tx, &zero, &one, &ty], 1).view([n, 2, 3]);
-    let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
-    x.grid_sampler(&grid, 1, 0, false)
+    warp(x, [&one, &zero, &tx, &zero, &one, &ty], 1)
+}
+
+/// A random whole-pixel offset in −s..=s per image and axis of `[n, c, h, w]`, as
+/// affine_grid translations (coordinates in [−1, 1]: one pixel is 2/size).
+fn random_translations(x: &Tensor, s: i64) -> (Tensor, Tensor) {
+    let size = x.size();
+    let (n, h, w) = (size[0], size[2], size[3]);
+    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
+    (
+        d.select(1, 0) * (2.0 / w as f64),
+        d.select(1, 1) * (2.0 / h as f64),
+    )
+}
+
+/// Resamples each image of `[n, c, h, w]` through its own affine map, whose 2×3 matrix
+/// entries (each `[n]`, row by row) map output to input coordinates; `mode` 0 bilinear,
+/// 1 nearest; zeros outside.
+fn warp(x: &Tensor, theta: [&Tensor; 6], mode: i64) -> Tensor {
+    let n = x.size()[0];
+    let theta = Tensor::stack(&theta, 1).view([n, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, x.size().as_slice(), false);
+    x.grid_sampler(&grid, mode, 0, false)
 }
 
 /// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
