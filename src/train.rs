@@ -434,6 +434,17 @@ pub fn evaluate(net: &Net, split: &Split) -> Eval {
     evaluate_from(net, 0, &split.images, &split.labels)
 }
 
+/// Correct predictions and summed cross-entropy of a batch's `logits` for labels `y`.
+pub fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let loss = logits.cross_entropy_for_logits(y).double_value(&[]) * y.size()[0] as f64;
+    (correct, loss)
+}
+
 /// Evaluates ops `start..` of `net` on activations `acts` (the input of op `start`).
 pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) -> Eval {
     const BATCH: i64 = 2000;
@@ -445,13 +456,9 @@ pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) ->
         while s < n {
             let len = BATCH.min(n - s);
             let logits = net.forward_from(start, &acts.narrow(0, s, len));
-            let y = labels.narrow(0, s, len);
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
-            loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
+            let (c, l) = score(&logits, &labels.narrow(0, s, len));
+            correct += c;
+            loss += l;
             s += len;
         }
         Eval {

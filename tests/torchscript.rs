@@ -148,18 +148,23 @@ fn torchscript_config_round_trips_as_saved_beside_results() {
     assert_eq!(cfg.layer_names(), vec!["conv1", "fc1", "fc2"]);
 }
 
-#[test]
-fn torchscript_parameter_missing_from_module_is_named() {
+/// The error of loading the fixture module with its config's `from` replaced by `to`.
+fn load_error(from: &str, to: &str) -> String {
     let text = std::fs::read_to_string(fixture("tiny-cnn.toml"))
         .unwrap()
-        .replace("weight = \"fc2.weight\"", "weight = \"head.weight\"");
-    let mut cfg = Config::parse(&text, "bad.toml").unwrap();
+        .replace(from, to);
+    let mut cfg = Config::parse(&text, "changed.toml").unwrap();
     let ts = cfg.torchscript.as_mut().unwrap();
     ts.module = Some(fixture("tiny-cnn.pt"));
-    let e = format!(
+    format!(
         "{:#}",
         torchscript::load(&cfg.model, ts, Device::Cpu).unwrap_err()
-    );
+    )
+}
+
+#[test]
+fn torchscript_parameter_missing_from_module_is_named() {
+    let e = load_error("weight = \"fc2.weight\"", "weight = \"head.weight\"");
     assert!(
         e.contains("has no parameter \"head.weight\"")
             && e.contains("layer \"fc2\"")
@@ -170,23 +175,20 @@ fn torchscript_parameter_missing_from_module_is_named() {
 
 #[test]
 fn torchscript_input_shape_that_the_module_refuses_is_explained() {
-    let text = std::fs::read_to_string(fixture("tiny-cnn.toml"))
-        .unwrap()
-        .replace("input_shape = [1, 28, 28]", "input_shape = [784]");
-    let mut cfg = Config::parse(&text, "flat.toml").unwrap();
-    let ts = cfg.torchscript.as_mut().unwrap();
-    ts.module = Some(fixture("tiny-cnn.pt"));
-    let e = format!(
-        "{:#}",
-        torchscript::load(&cfg.model, ts, Device::Cpu).unwrap_err()
-    );
+    let e = load_error("input_shape = [1, 28, 28]", "input_shape = [784]");
     assert!(
         e.contains("forward of a batch of shape [2, 784] failed") && e.contains("input_shape"),
         "{e}"
     );
     let e = format!(
         "{:#}",
-        Config::parse(&text.replace("[784]", "[1, 28, 27]"), "x.toml").unwrap_err()
+        Config::parse(
+            &std::fs::read_to_string(fixture("tiny-cnn.toml"))
+                .unwrap()
+                .replace("input_shape = [1, 28, 28]", "input_shape = [1, 28, 27]"),
+            "x.toml"
+        )
+        .unwrap_err()
     );
     assert!(e.contains("784 values"), "{e}");
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::compress::prune::{self, PruneRule};
 use crate::data::Split;
@@ -89,17 +89,6 @@ pub fn sweep_naive(net: &Net, valid: &Split, grid: &[f64]) -> Vec<Point> {
 /// Validation images per chunk of the fast sweep.
 const CHUNK: i64 = 2500;
 
-/// Correct predictions and summed cross-entropy of `logits` for labels `y`.
-fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
-    let correct = logits
-        .argmax(-1, false)
-        .eq_tensor(y)
-        .sum(Kind::Int64)
-        .int64_value(&[]);
-    let loss = logits.cross_entropy_for_logits(y).double_value(&[]) * y.size()[0] as f64;
-    (correct, loss)
-}
-
 /// The ops after `op` up to (not including) the first that mixes channels: the max-pools
 /// and ReLUs that act on each of `op`'s output channels alone.
 fn channelwise_end(ops: &[Op], op: usize) -> usize {
@@ -145,7 +134,7 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
                 let next = net.forward_range(i, i + 1, &acts[i]);
                 acts.push(next);
             }
-            let dense = score(&acts[ops.len()], &y);
+            let dense = train::score(&acts[ops.len()], &y);
             for (li, points) in pruned.iter().enumerate() {
                 let op = net.arch.op_of_layer(li);
                 let end = channelwise_end(ops, op);
@@ -173,7 +162,7 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
                         };
                         let part = net.forward_range(op + 1, end, &z);
                         h = h.index_copy(1, &changed, &part);
-                        cur = score(&net.forward_from(end, &h), &y);
+                        cur = train::score(&net.forward_from(end, &h), &y);
                         cur_w = w.shallow_clone();
                     }
                     let t = &mut tally[li][pi];
