@@ -127,6 +127,17 @@ impl Config {
                 t.augment_scale
             );
         }
+        let s = &self.search;
+        for (key, v) in [
+            ("refine_push", s.refine_push),
+            ("refine_min_push", s.refine_min_push),
+        ] {
+            if !(v > 0.0 && v < 1.0) {
+                bail!(
+                    "search.{key} must be a fraction in (0, 1) of a layer's kept weights, got {v}"
+                );
+            }
+        }
         if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
             bail!(
                 "data.input_scale must be positive, got {}",
@@ -186,15 +197,34 @@ mod tests {
     }
 
     #[test]
+    fn older_run_folders_configs_still_load() {
+        // Written before session 4, whose refinement no longer reads refine_candidates.
+        let text = include_str!("../searches/lenet-mnist-floor0.99/config.toml");
+        let c = Config::parse(text, "config.toml").unwrap();
+        assert_eq!(c.search.refine_candidates, Some(4000));
+        assert!(!c.to_toml().contains("refine_candidates"));
+    }
+
+    #[test]
     fn unknown_names_and_bad_values_are_explained() {
         let e = format!("{:#}", Config::resolve("vgg").unwrap_err());
         assert!(
             e.contains("unknown model \"vgg\"") && e.contains("lenet-300-100"),
             "{e}"
         );
-        let text = include_str!("../configs/lenet.toml").replace("base_lr = 0.01", "base_lr = -1");
+        let text_ok = include_str!("../configs/lenet.toml");
+        let text = text_ok.replace("base_lr = 0.01", "base_lr = -1");
         let e = format!("{:#}", Config::parse(&text, "x.toml").unwrap_err());
         assert!(e.contains("x.toml") && e.contains("base_lr"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                &format!("{text_ok}\n[search]\nrefine_push = 1.5\n"),
+                "x.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("search.refine_push"), "{e}");
         let e = format!("{:#}", Config::resolve("/nonexistent/c.toml").unwrap_err());
         assert!(e.contains("cannot read config file"), "{e}");
     }

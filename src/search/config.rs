@@ -40,8 +40,16 @@ pub struct SearchConfig {
     pub bisection_probes: u64,
     /// Most probes of the Gaussian-process refinement.
     pub refine_probes: usize,
-    /// Candidates scored per refinement step.
-    pub refine_candidates: usize,
+    /// A layer's first refinement push removes this fraction of its kept weights; a
+    /// feasible push makes the next one 1.5× as strong (in log density), an infeasible
+    /// one half as strong.
+    pub refine_push: f64,
+    /// A layer whose push fell under this fraction is done.
+    pub refine_min_push: f64,
+    /// Ignored (the refinement before session 4 scored this many random candidates); read
+    /// so that older run folders' config.toml still load.
+    #[serde(skip_serializing)]
+    pub refine_candidates: Option<usize>,
     /// Weight bits tried per layer.
     pub bits_min: u8,
     pub bits_max: u8,
@@ -68,7 +76,9 @@ impl Default for SearchConfig {
             budget_probes: 0,
             bisection_probes: 6,
             refine_probes: 40,
-            refine_candidates: 4000,
+            refine_push: 0.25,
+            refine_min_push: 0.03,
+            refine_candidates: None,
             bits_min: 2,
             bits_max: 8,
             provisional_bits: 5,

@@ -32,7 +32,6 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use argmin::core::{CostFunction, Executor};
 use argmin::solver::brent::BrentRoot;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::compress::prune::PruneRule;
@@ -431,13 +430,22 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
-    /// Stage 3: Gaussian-process refinement of the ratio vector.
+    /// Stage 3: per-layer pushes from the incumbent (the smallest feasible model), chosen
+    /// by a Gaussian process. Every layer has its own push (the fraction of its kept weights
+    /// the next probe of it removes): a feasible probe becomes the incumbent and its layer's
+    /// push grows, an infeasible one halves it, and a layer whose push fell under
+    /// `refine_min_push` is done. Each step the GP — fitted to every probe's validation
+    /// accuracy over the log-density vector — scores the one-layer pushes by expected saving
+    /// × probability of feasibility, and the best is probed, warm-started from the
+    /// incumbent. So the budget goes where the bytes are and where pruning still works,
+    /// rather than to whichever small step looks surest.
     pub fn refine(&mut self) -> Result<()> {
-        let lo_density = 1.0 - self.cfg.search.max_ratio;
+        let sc = &self.cfg.search;
+        let lo_density = 1.0 - sc.max_ratio;
         let to_u = |r: f64| ((1.0 - r).max(lo_density)).ln() / lo_density.ln();
-        let from_u = |u: f64| 1.0 - (u.clamp(0.0, 1.0) * lo_density.ln()).exp();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.rt.seed ^ 0x5eed);
-        for step in 0..self.cfg.search.refine_probes {
+        let mut push = vec![push_strength(sc.refine_push); self.layer_sizes.len()];
+        let min_push = push_strength(sc.refine_min_push);
+        for step in 0..sc.refine_probes {
             if self.elapsed_min() > 0.7 * self.cfg.search.budget_minutes {
                 self.say("refinement: time budget for this stage spent");
                 break;
@@ -450,71 +458,35 @@ impl<'a> Search<'a> {
                 self.say("refinement skipped: no feasible probe yet");
                 break;
             };
-            let best_bytes = best.bytes;
-            let incumbent: Vec<f64> = best.ratios.iter().map(|&r| to_u(r)).collect();
-            let xs: Vec<Vec<f64>> = self
-                .trials
+            let (best_bytes, incumbent) = (best.bytes, best.ratios.clone());
+            let probes: Vec<&Trial> = self.trials.iter().filter(|t| t.phase != "bits").collect();
+            let xs: Vec<Vec<f64>> = probes
                 .iter()
-                .filter(|t| t.phase != "bits")
                 .map(|t| t.ratios.iter().map(|&r| to_u(r)).collect())
                 .collect();
-            let ys: Vec<f64> = self
-                .trials
-                .iter()
-                .filter(|t| t.phase != "bits")
-                .map(|t| t.valid_accuracy)
-                .collect();
-            let Some(model) = gp::Gp::fit(&xs, &ys) else {
+            let ys: Vec<f64> = probes.iter().map(|t| t.valid_accuracy).collect();
+            let model = gp::Gp::fit(&xs, &ys);
+            let candidates = (0..incumbent.len())
+                .filter(|&l| push[l] >= min_push)
+                .filter_map(|l| {
+                    let ratios = pushed(&incumbent, l, push[l], self.cfg.search.max_ratio)?;
+                    let saving = (best_bytes - self.est_bytes(&ratios, &self.provisional_bits()))
+                        / best_bytes;
+                    let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
+                    let p = model
+                        .as_ref()
+                        .map_or(0.5, |m| gp::prob_at_least(m, &u, self.target));
+                    (saving > 0.0).then_some((saving * p, l, ratios))
+                });
+            let Some((_, layer, ratios)) = candidates.max_by(|a, b| a.0.total_cmp(&b.0)) else {
+                self.say(&format!(
+                    "refinement converged after {step} probes: every layer's push is under {:.1} %",
+                    100.0 * self.cfg.search.refine_min_push
+                ));
                 break;
             };
-            // Candidates only grow the incumbent's ratios (so each probe is warm-started
-            // from it: gradual pruning): one or two layers by a small step in log-density
-            // space. Score = expected saving × probability of feasibility, among candidates
-            // the GP thinks more likely feasible than not; else the surest small step.
-            let n = incumbent.len();
-            let mut pick: Option<(f64, Vec<f64>)> = None;
-            let mut surest: Option<(f64, Vec<f64>)> = None;
-            for c in 0..self.cfg.search.refine_candidates {
-                let scale = [0.01, 0.02, 0.04, 0.08][c % 4];
-                let mut u = incumbent.clone();
-                let first = rng.random_range(0..n);
-                let second = if rng.random::<f64>() < 0.5 {
-                    Some(rng.random_range(0..n))
-                } else {
-                    None
-                };
-                for l in std::iter::once(first).chain(second) {
-                    u[l] = (u[l] + scale * (0.5 + gauss(&mut rng).abs())).min(1.0);
-                }
-                let ratios: Vec<f64> = u
-                    .iter()
-                    .zip(&best.ratios)
-                    .map(|(&x, &r)| from_u(x).max(r))
-                    .collect();
-                let bytes = self.est_bytes(&ratios, &self.provisional_bits());
-                if bytes >= best_bytes {
-                    continue;
-                }
-                let p = gp::prob_at_least(&model, &u, self.target);
-                let score = (best_bytes - bytes) / best_bytes * p;
-                if p >= 0.5 && pick.as_ref().is_none_or(|b| score > b.0) {
-                    pick = Some((score, ratios.clone()));
-                }
-                if scale <= 0.02 && surest.as_ref().is_none_or(|b| p > b.0) {
-                    surest = Some((p, ratios));
-                }
-            }
-            let ratios = match (pick, surest) {
-                (Some((_, r)), _) => r,
-                (None, Some((p, r))) if p >= 0.15 => r,
-                _ => {
-                    self.say(&format!(
-                        "refinement converged after {step} probes: no step looks feasible"
-                    ));
-                    break;
-                }
-            };
-            self.probe_ratios(&ratios, "refine", None)?;
+            let acc = self.probe_ratios(&ratios, "refine", None)?;
+            push[layer] *= if acc >= self.target { 1.5 } else { 0.5 };
         }
         Ok(())
     }
@@ -757,9 +729,38 @@ fn round3(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
 }
 
-/// A standard normal sample (Box–Muller).
-fn gauss(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-12);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+/// A push as a log-density step: removing the fraction `p` of a layer's kept weights
+/// multiplies its density by `exp(-push_strength(p))`.
+fn push_strength(p: f64) -> f64 {
+    -(1.0 - p.clamp(0.0, 0.999)).ln()
+}
+
+/// `ratios` with layer `l`'s density multiplied by `exp(-strength)` (capped at
+/// `max_ratio`); `None` when the cap leaves it where it is.
+fn pushed(ratios: &[f64], l: usize, strength: f64, max_ratio: f64) -> Option<Vec<f64>> {
+    let mut r = ratios.to_vec();
+    r[l] = (1.0 - (1.0 - ratios[l]) * (-strength).exp()).min(max_ratio);
+    (r[l] > ratios[l] + 1e-9).then_some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_removes_that_fraction_of_the_kept_weights() {
+        let r = pushed(&[0.5, 0.9], 1, push_strength(0.25), 0.997).unwrap();
+        assert_eq!(r[0], 0.5);
+        assert!((r[1] - (1.0 - 0.1 * 0.75)).abs() < 1e-12);
+        // Halving the strength removes less: 1 - sqrt(0.75) of the kept weights.
+        let h = pushed(&[0.5, 0.9], 1, push_strength(0.25) / 2.0, 0.997).unwrap();
+        assert!((h[1] - (1.0 - 0.1 * 0.75f64.sqrt())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_push_stops_at_the_largest_ratio() {
+        let r = pushed(&[0.99], 0, push_strength(0.9), 0.995).unwrap();
+        assert_eq!(r[0], 0.995);
+        assert!(pushed(&[0.995], 0, push_strength(0.9), 0.995).is_none());
+    }
 }
