@@ -32,7 +32,7 @@ final_epochs = 0.05
 bits_epochs = 0.02
 bisection_probes = 3
 refine_probes = 2
-refine_candidates = 500
+refine_push = 0.3
 grid = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98]
 "#;
 
