@@ -9,7 +9,9 @@ use crate::compress::{BiasPrecision, Schedule};
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// Probes count as feasible only at validation accuracy ≥ floor + margin; the final
-    /// decoded file must reach the floor itself.
+    /// decoded file must reach the floor itself. 0.001 = 5 of 5,000 validation images; with
+    /// 0.0005 a LeNet-5 search (session 4) chose a frontier probe at 99.06 % whose 8-epoch
+    /// retraining scored 98.98 %, and no bit width then kept the floor.
     pub margin: f64,
     /// Retraining epochs of each ratio probe (warm-started from the best feasible model).
     pub probe_epochs: f64,
@@ -64,7 +66,7 @@ pub struct SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
-            margin: 0.0005,
+            margin: 0.001,
             probe_epochs: 1.5,
             probe_schedule: Schedule::AllAtOnce,
             lr_scale: 0.3,

@@ -8,7 +8,8 @@
 //!    pruned feasible model it can grow from;
 //! 3. **refinement** — a Gaussian process over the per-layer ratio vector ([`gp`]) picks
 //!    the candidate with the best expected saving × probability of feasibility;
-//! 4. **final retraining** of the chosen ratios;
+//! 4. **final retraining** of the chosen ratios (kept only if validation does not drop:
+//!    a probe at the frontier passed partly by luck, and retraining regresses to the mean);
 //! 5. **bits** — per layer, the fewest weight bits that keep the floor after codebook
 //!    retraining (binary search, largest layer first);
 //! 6. **file** — weight sharing with those bits, codebook retraining, encode, decode, and
@@ -520,15 +521,26 @@ impl<'a> Search<'a> {
             ..self.trainer_ref()
         };
         let t0 = Instant::now();
+        let before = train::evaluate(&net, &self.data.valid).accuracy;
         trainer.retrain(&net, &mut state, self.cfg.search.final_epochs, "final")?;
         let acc = train::evaluate(&net, &self.data.valid).accuracy;
         self.say(&format!(
-            "final retraining of {:?}: {:.1} epochs, validation {:.4} ({:.0} s)",
+            "final retraining of {:?}: {:.1} epochs, validation {before:.4} → {acc:.4} ({:.0} s){}",
             round3(&ratios),
             self.cfg.search.final_epochs,
-            acc,
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            if acc < before {
+                "; keeping the probe's model, which scored higher"
+            } else {
+                ""
+            }
         ));
+        let (net, state) = if acc < before {
+            let (n, s) = self.best().expect("checked above").model()?;
+            (n.copy(), s.copy())
+        } else {
+            (net, state)
+        };
         if let Some(j) = self.journal.as_mut() {
             j.record_final(&ratios, &net, &state, t0.elapsed().as_secs_f64())?;
         }
