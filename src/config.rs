@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn older_run_folders_configs_still_load() {
         // Written before session 4, whose refinement no longer reads refine_candidates.
-        let text = include_str!("../searches/lenet-mnist-floor0.99/config.toml");
+        let text = include_str!("../searches/lenet-mnist-floor0.99-session2/config.toml");
         let c = Config::parse(text, "config.toml").unwrap();
         assert_eq!(c.search.refine_candidates, Some(4000));
         assert!(!c.to_toml().contains("refine_candidates"));
