@@ -6,8 +6,9 @@
 //!    per layer ([`delta`]); argmin's Brent root finder brackets the δ where accuracy after
 //!    prune + retrain crosses floor + margin; each probe is warm-started from the most
 //!    pruned feasible model it can grow from;
-//! 3. **refinement** — a Gaussian process over the per-layer ratio vector ([`gp`]) picks
-//!    the candidate with the best expected saving × probability of feasibility;
+//! 3. **refinement** — per-layer pushes from the smallest feasible model, each layer with
+//!    its own step; a Gaussian process over the per-layer ratio vector ([`gp`]) picks the
+//!    push with the best expected saving × probability of feasibility;
 //! 4. **final retraining** of the chosen ratios (kept only if validation does not drop:
 //!    a probe at the frontier passed partly by luck, and retraining regresses to the mean);
 //! 5. **bits** — per layer, the fewest weight bits that keep floor + half the margin after
@@ -109,6 +110,8 @@ struct Feasible {
     ratios: Vec<f64>,
     model: Option<(Net, Masked)>,
     bytes: f64,
+    /// The model's validation accuracy.
+    accuracy: f64,
 }
 
 impl Feasible {
@@ -277,6 +280,7 @@ impl<'a> Search<'a> {
                     ratios: ratios.to_vec(),
                     model: r.model,
                     bytes: r.trial.estimated_bytes,
+                    accuracy: r.trial.valid_accuracy,
                 });
             }
             return Ok(r.trial.valid_accuracy);
@@ -339,6 +343,7 @@ impl<'a> Search<'a> {
                 ratios: ratios.to_vec(),
                 model: Some((net, state)),
                 bytes,
+                accuracy: acc,
             });
         }
         Ok(acc)
@@ -447,7 +452,7 @@ impl<'a> Search<'a> {
         let mut push = vec![push_strength(sc.refine_push); self.layer_sizes.len()];
         let min_push = push_strength(sc.refine_min_push);
         for step in 0..sc.refine_probes {
-            if self.elapsed_min() > 0.7 * self.cfg.search.budget_minutes {
+            if self.elapsed_min() > 0.7 * sc.budget_minutes {
                 self.say("refinement: time budget for this stage spent");
                 break;
             }
@@ -470,7 +475,7 @@ impl<'a> Search<'a> {
             let candidates = (0..incumbent.len())
                 .filter(|&l| push[l] >= min_push)
                 .filter_map(|l| {
-                    let ratios = pushed(&incumbent, l, push[l], self.cfg.search.max_ratio)?;
+                    let ratios = pushed(&incumbent, l, push[l], sc.max_ratio)?;
                     let saving = (best_bytes - self.est_bytes(&ratios, &self.provisional_bits()))
                         / best_bytes;
                     let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
@@ -482,7 +487,7 @@ impl<'a> Search<'a> {
             let Some((_, layer, ratios)) = candidates.max_by(|a, b| a.0.total_cmp(&b.0)) else {
                 self.say(&format!(
                     "refinement converged after {step} probes: every layer's push is under {:.1} %",
-                    100.0 * self.cfg.search.refine_min_push
+                    100.0 * sc.refine_min_push
                 ));
                 break;
             };
@@ -512,7 +517,8 @@ impl<'a> Search<'a> {
             );
         };
         let (net, state) = best.model()?;
-        let (ratios, net, mut state) = (best.ratios.clone(), net.copy(), state.copy());
+        let (ratios, before) = (best.ratios.clone(), best.accuracy);
+        let (net, mut state) = (net.copy(), state.copy());
         self.rt.reseed(7);
         let mut cfg = self.cfg.compress.clone();
         cfg.lr_scale = self.cfg.search.lr_scale;
@@ -521,7 +527,6 @@ impl<'a> Search<'a> {
             ..self.trainer_ref()
         };
         let t0 = Instant::now();
-        let before = train::evaluate(&net, &self.data.valid).accuracy;
         trainer.retrain(&net, &mut state, self.cfg.search.final_epochs, "final")?;
         let acc = train::evaluate(&net, &self.data.valid).accuracy;
         self.say(&format!(

@@ -99,6 +99,40 @@ fn channelwise_end(ops: &[Op], op: usize) -> usize {
     end
 }
 
+/// One grid point of one layer in the fast sweep: its kept weights, and the output
+/// channels whose weights differ from the previous point's (the first point's: from the
+/// dense weights) as (their pruned weights, their biases, indices) — `None` if none do.
+struct GridStep {
+    nonzeros: usize,
+    changed: Option<(Tensor, Tensor, Tensor)>,
+}
+
+/// Every layer's [`GridStep`]s along `grid` (the same for every chunk of images).
+fn grid_steps(net: &Net, grid: &[f64]) -> Vec<Vec<GridStep>> {
+    net.params
+        .iter()
+        .map(|p| {
+            let dense = p.weight.detach();
+            let mut prev = dense.shallow_clone();
+            grid.iter()
+                .map(|&r| {
+                    let (w, nonzeros) = pruned_weight(&dense, r);
+                    let idx = w
+                        .ne_tensor(&prev)
+                        .flatten(1, -1)
+                        .any_dim(1, false)
+                        .nonzero()
+                        .squeeze_dim(1);
+                    let changed = (idx.size()[0] > 0)
+                        .then(|| (w.index_select(0, &idx), p.bias.index_select(0, &idx), idx));
+                    prev = w;
+                    GridStep { nonzeros, changed }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The fast sweep: the same points as [`sweep_naive`] (see the module doc for how).
 pub fn sweep(net: &Net, valid: &Split, grid: &[f64]) -> Vec<Point> {
     sweep_chunked(net, valid, grid, CHUNK)
@@ -111,18 +145,10 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
     }
     let layers = &net.arch.layers;
     let ops = &net.arch.ops;
-    let pruned: Vec<Vec<(Tensor, usize)>> = net
-        .params
-        .iter()
-        .map(|p| {
-            grid.iter()
-                .map(|&r| pruned_weight(&p.weight.detach(), r))
-                .collect()
-        })
-        .collect();
+    let n = valid.len() as i64;
     // [layer][point] → (correct, summed loss)
     let mut tally = vec![vec![(0i64, 0.0f64); grid.len()]; layers.len()];
-    let n = valid.len() as i64;
+    let steps = tch::no_grad(|| grid_steps(net, grid));
     tch::no_grad(|| {
         let mut s = 0;
         while s < n {
@@ -135,35 +161,22 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
                 acts.push(next);
             }
             let dense = train::score(&acts[ops.len()], &y);
-            for (li, points) in pruned.iter().enumerate() {
+            for (li, points) in steps.iter().enumerate() {
                 let op = net.arch.op_of_layer(li);
                 let end = channelwise_end(ops, op);
-                let bias = &net.params[li].bias;
-                // The weights behind `h` (the activation entering op `end`) and its score.
-                let mut cur_w = net.params[li].weight.detach();
+                // `h`: the activation entering op `end` at the current point; `cur` its score.
                 let mut h = acts[end].shallow_clone();
                 let mut cur = dense;
-                for (pi, (w, _)) in points.iter().enumerate() {
-                    let changed = w
-                        .ne_tensor(&cur_w)
-                        .flatten(1, -1)
-                        .any_dim(1, false)
-                        .nonzero()
-                        .squeeze_dim(1);
-                    if changed.size()[0] > 0 {
-                        let ws = w.index_select(0, &changed);
-                        let bs = bias.index_select(0, &changed);
+                for (pi, step) in points.iter().enumerate() {
+                    if let Some((ws, bs, idx)) = &step.changed {
                         let z = match ops[op] {
-                            Op::Conv(_) => {
-                                acts[op].conv2d(&ws, Some(&bs), [1, 1], [0, 0], [1, 1], 1)
-                            }
-                            Op::Linear(_) => acts[op].linear(&ws, Some(&bs)),
+                            Op::Conv(_) => acts[op].conv2d(ws, Some(bs), [1, 1], [0, 0], [1, 1], 1),
+                            Op::Linear(_) => acts[op].linear(ws, Some(bs)),
                             _ => unreachable!("a zoo layer's op is a conv or a linear"),
                         };
                         let part = net.forward_range(op + 1, end, &z);
-                        h = h.index_copy(1, &changed, &part);
+                        h = h.index_copy(1, idx, &part);
                         cur = train::score(&net.forward_from(end, &h), &y);
-                        cur_w = w.shallow_clone();
                     }
                     let t = &mut tally[li][pi];
                     t.0 += cur.0;
@@ -180,7 +193,7 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
             points.push(Point {
                 layer: spec.name.clone(),
                 sparse_ratio: r,
-                nonzeros: pruned[li][pi].1,
+                nonzeros: steps[li][pi].nonzeros,
                 accuracy: correct as f64 / n.max(1) as f64,
                 loss: loss / n.max(1) as f64,
                 images: n as usize,
