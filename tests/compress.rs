@@ -11,6 +11,9 @@ use tch::Device;
 
 use crate::util::{dc_search, mnist, run, torch_lock};
 
+/// A small dense model; callers hold [`torch_lock`] from before this call to the end of
+/// their retraining, because training draws batches from torch's global generator and
+/// tests run side by side in one process.
 fn small_dense(
     preset: &str,
     iterations: i64,
@@ -28,11 +31,8 @@ fn small_dense(
         augment_scale: 0.0,
         ..cfg.train.clone()
     };
-    let net = {
-        let _g = torch_lock();
-        tch::manual_seed(3);
-        Net::init(&cfg.arch(), Device::Cpu)
-    };
+    tch::manual_seed(3);
+    let net = Net::init(&cfg.arch(), Device::Cpu);
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
     cfg.train = recipe;
@@ -42,6 +42,7 @@ fn small_dense(
 #[test]
 fn fast_sensitivity_sweep_equals_the_naive_one() {
     use dc_search::search::sensitivity;
+    let _g = torch_lock();
     let (_, data, net) = small_dense("lenet", 150);
     let valid = data.valid.head(600);
     let grid = [0.0, 0.3, 0.9, 0.99];
@@ -73,6 +74,7 @@ fn fast_sensitivity_sweep_equals_the_naive_one() {
 }
 
 fn round_trip(bias: BiasPrecision) {
+    let _g = torch_lock();
     let (cfg, data, net) = small_dense("lenet-300-100", 300);
     let ccfg = CompressConfig {
         prune_epochs: 0.05,

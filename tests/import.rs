@@ -237,11 +237,10 @@ fn small_dcz(path: &Path) {
         iterations: 300,
         ..cfg.train.clone()
     };
-    let net = {
-        let _g = torch_lock();
-        tch::manual_seed(4);
-        Net::init(&cfg.arch(), Device::Cpu)
-    };
+    // Held to the end: training and retraining draw batches from torch's global generator.
+    let _g = torch_lock();
+    tch::manual_seed(4);
+    let net = Net::init(&cfg.arch(), Device::Cpu);
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
     let ccfg = CompressConfig {
