@@ -23,6 +23,11 @@ fn fixture(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// The fixture config's text.
+fn fixture_toml() -> String {
+    std::fs::read_to_string(fixture("tiny-cnn.toml")).unwrap()
+}
+
 fn fixture_config() -> Config {
     Config::resolve(fixture("tiny-cnn.toml").to_str().unwrap()).unwrap()
 }
@@ -150,9 +155,7 @@ fn torchscript_config_round_trips_as_saved_beside_results() {
 
 /// The error of loading the fixture module with its config's `from` replaced by `to`.
 fn load_error(from: &str, to: &str) -> String {
-    let text = std::fs::read_to_string(fixture("tiny-cnn.toml"))
-        .unwrap()
-        .replace(from, to);
+    let text = fixture_toml().replace(from, to);
     let mut cfg = Config::parse(&text, "changed.toml").unwrap();
     let ts = cfg.torchscript.as_mut().unwrap();
     ts.module = Some(fixture("tiny-cnn.pt"));
@@ -183,9 +186,7 @@ fn torchscript_input_shape_that_the_module_refuses_is_explained() {
     let e = format!(
         "{:#}",
         Config::parse(
-            &std::fs::read_to_string(fixture("tiny-cnn.toml"))
-                .unwrap()
-                .replace("input_shape = [1, 28, 28]", "input_shape = [1, 28, 27]"),
+            &fixture_toml().replace("input_shape = [1, 28, 28]", "input_shape = [1, 28, 27]"),
             "x.toml"
         )
         .unwrap_err()
