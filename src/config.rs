@@ -138,6 +138,12 @@ impl Config {
                 );
             }
         }
+        if !(0.0..1.0).contains(&s.refine_min_saving) {
+            bail!(
+                "search.refine_min_saving must be a fraction in [0, 1) of the incumbent's bytes, got {}",
+                s.refine_min_saving
+            );
+        }
         if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
             bail!(
                 "data.input_scale must be positive, got {}",
@@ -225,6 +231,15 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("search.refine_push"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                &format!("{text_ok}\n[search]\nrefine_min_saving = 1.0\n"),
+                "x.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("search.refine_min_saving"), "{e}");
         let e = format!("{:#}", Config::resolve("/nonexistent/c.toml").unwrap_err());
         assert!(e.contains("cannot read config file"), "{e}");
     }

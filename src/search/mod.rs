@@ -442,8 +442,8 @@ impl<'a> Search<'a> {
     /// push grows, an infeasible one halves it, and a layer whose push fell under
     /// `refine_min_push` is done. Each step the GP — fitted to every probe's validation
     /// accuracy over the log-density vector — scores the one-layer pushes by expected saving
-    /// × probability of feasibility, and the best is probed, warm-started from the
-    /// incumbent. So the budget goes where the bytes are and where pruning still works,
+    /// × probability of feasibility, and the best of those saving at least
+    /// `refine_min_saving` of the bytes is probed, warm-started from the incumbent. So the budget goes where the bytes are and where pruning still works,
     /// rather than to whichever small step looks surest.
     pub fn refine(&mut self) -> Result<()> {
         let sc = &self.cfg.search;
@@ -472,22 +472,31 @@ impl<'a> Search<'a> {
                 .collect();
             let ys: Vec<f64> = probes.iter().map(|t| t.valid_accuracy).collect();
             let model = gp::Gp::fit(&xs, &ys);
-            let candidates = (0..incumbent.len())
+            let candidates: Vec<Push> = (0..incumbent.len())
                 .filter(|&l| push[l] >= min_push)
                 .filter_map(|l| {
                     let ratios = pushed(&incumbent, l, push[l], sc.max_ratio)?;
                     let saving = (best_bytes - self.est_bytes(&ratios, &self.provisional_bits()))
                         / best_bytes;
                     let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
-                    let p = model
+                    let feasible = model
                         .as_ref()
                         .map_or(0.5, |m| gp::prob_at_least(m, &u, self.target));
-                    (saving > 0.0).then_some((saving * p, l, ratios))
-                });
-            let Some((_, layer, ratios)) = candidates.max_by(|a, b| a.0.total_cmp(&b.0)) else {
+                    Some(Push {
+                        layer: l,
+                        ratios,
+                        saving,
+                        feasible,
+                    })
+                })
+                .collect();
+            let Some(Push { layer, ratios, .. }) = choose_push(candidates, sc.refine_min_saving)
+            else {
                 self.say(&format!(
-                    "refinement converged after {step} probes: every layer's push is under {:.1} %",
-                    100.0 * sc.refine_min_push
+                    "refinement converged after {step} probes: every layer's push is under {:.1} % \
+                     of its kept weights or would save under {:.1} % of the bytes",
+                    100.0 * sc.refine_min_push,
+                    100.0 * sc.refine_min_saving
                 ));
                 break;
             };
@@ -757,6 +766,24 @@ fn push_strength(p: f64) -> f64 {
     -(1.0 - p.clamp(0.0, 0.999)).ln()
 }
 
+/// A refinement candidate: layer `layer` pushed to `ratios`, saving that fraction of the
+/// incumbent's estimated bytes, feasible with that probability under the GP.
+struct Push {
+    layer: usize,
+    ratios: Vec<f64>,
+    saving: f64,
+    feasible: f64,
+}
+
+/// The push to probe: the largest expected saving (saving × probability of feasibility)
+/// among those that save at least `min_saving` of the bytes; `None` when none does.
+fn choose_push(candidates: Vec<Push>, min_saving: f64) -> Option<Push> {
+    candidates
+        .into_iter()
+        .filter(|c| c.saving > 0.0 && c.saving >= min_saving)
+        .max_by(|a, b| (a.saving * a.feasible).total_cmp(&(b.saving * b.feasible)))
+}
+
 /// `ratios` with layer `l`'s density multiplied by `exp(-strength)` (capped at
 /// `max_ratio`); `None` when the cap leaves it where it is.
 fn pushed(ratios: &[f64], l: usize, strength: f64, max_ratio: f64) -> Option<Vec<f64>> {
@@ -777,6 +804,38 @@ mod tests {
         // Halving the strength removes less: 1 - sqrt(0.75) of the kept weights.
         let h = pushed(&[0.5, 0.9], 1, push_strength(0.25) / 2.0, 0.997).unwrap();
         assert!((h[1] - (1.0 - 0.1 * 0.75f64.sqrt())).abs() < 1e-12);
+    }
+
+    fn push(layer: usize, saving: f64, feasible: f64) -> Push {
+        Push {
+            layer,
+            ratios: vec![],
+            saving,
+            feasible,
+        }
+    }
+
+    #[test]
+    fn the_push_with_the_largest_expected_saving_is_probed() {
+        let c = vec![push(0, 0.2, 0.3), push(1, 0.1, 0.9), push(2, 0.3, 0.1)];
+        assert_eq!(choose_push(c, 0.01).unwrap().layer, 1);
+    }
+
+    #[test]
+    fn pushes_that_save_too_little_are_not_probed() {
+        // layer 0 is surely feasible but saves 0.5 %: the riskier 5 % saving is probed
+        let c = vec![push(0, 0.005, 1.0), push(1, 0.05, 0.05)];
+        assert_eq!(choose_push(c, 0.01).unwrap().layer, 1);
+        // nothing saves 1 %: the refinement ends
+        assert!(choose_push(vec![push(0, 0.005, 1.0), push(1, 0.009, 0.9)], 0.01).is_none());
+        // with no minimum any positive saving counts, a growth never does
+        assert_eq!(
+            choose_push(vec![push(0, 0.005, 1.0), push(1, -0.1, 1.0)], 0.0)
+                .unwrap()
+                .layer,
+            0
+        );
+        assert!(choose_push(vec![], 0.0).is_none());
     }
 
     #[test]
