@@ -8,7 +8,8 @@
 //!    pruned feasible model it can grow from;
 //! 3. **refinement** — per-layer pushes from the smallest feasible model, each layer with
 //!    its own step; a Gaussian process over the per-layer ratio vector ([`gp`]) picks the
-//!    push with the best expected saving × probability of feasibility;
+//!    push with the best expected saving × probability of feasibility, among pushes that
+//!    save at least `refine_min_saving` of the bytes;
 //! 4. **final retraining** of the chosen ratios (kept only if validation does not drop:
 //!    a probe at the frontier passed partly by luck, and retraining regresses to the mean);
 //! 5. **bits** — per layer, the fewest weight bits that keep floor + half the margin after
