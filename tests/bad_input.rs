@@ -416,8 +416,7 @@ fn plant_cache(s: &Scratch, tensors: &[(String, Vec<i64>, Vec<f32>)]) -> PathBuf
 }
 
 fn dense_host() -> Vec<(String, Vec<i64>, Vec<f32>)> {
-    let _g = crate::util::torch_lock();
-    tch::manual_seed(1);
+    let _g = crate::util::torch_seeded(1);
     Net::init(&dc_search::models::Arch::lenet_300_100(), Device::Cpu).to_host()
 }
 

@@ -1,6 +1,8 @@
 //! Deep Compression core on real data at small size: masks through retraining, codebook
 //! retraining, and a file that decodes bit-exactly to the in-memory model.
 
+use std::sync::MutexGuard;
+
 use dc_search::commands::verify_decoded;
 use dc_search::compress::prune::PruneRule;
 use dc_search::compress::{encode, BiasPrecision, CompressConfig, Plan, Trainer};
@@ -9,15 +11,19 @@ use dc_search::models::{tensor_to_vec, Net};
 use dc_search::train::{self, LrPolicy, Recipe, Sgd};
 use tch::Device;
 
-use crate::util::{dc_search, mnist, run, torch_lock};
+use crate::util::{dc_search, mnist, run, torch_seeded};
 
-/// A small dense model; callers hold [`torch_lock`] from before this call to the end of
-/// their retraining, because training draws batches from torch's global generator and
-/// tests run side by side in one process.
+/// A small dense model, with the guard of [`torch_seeded`]: hold it to the end of the
+/// caller's retraining.
 fn small_dense(
     preset: &str,
     iterations: i64,
-) -> (dc_search::config::Config, dc_search::data::Data, Net) {
+) -> (
+    MutexGuard<'static, ()>,
+    dc_search::config::Config,
+    dc_search::data::Data,
+    Net,
+) {
     let (mut cfg, data) = mnist(preset);
     // A quick model: Caffe's inv policy without rotations or scalings (a preset's long
     // poly recipe, cut to a few hundred steps, anneals before it has learnt much); the
@@ -31,19 +37,18 @@ fn small_dense(
         augment_scale: 0.0,
         ..cfg.train.clone()
     };
-    tch::manual_seed(3);
+    let guard = torch_seeded(3);
     let net = Net::init(&cfg.arch(), Device::Cpu);
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
     cfg.train = recipe;
-    (cfg, data, net)
+    (guard, cfg, data, net)
 }
 
 #[test]
 fn fast_sensitivity_sweep_equals_the_naive_one() {
     use dc_search::search::sensitivity;
-    let _g = torch_lock();
-    let (_, data, net) = small_dense("lenet", 150);
+    let (_g, _, data, net) = small_dense("lenet", 150);
     let valid = data.valid.head(600);
     let grid = [0.0, 0.3, 0.9, 0.99];
     let naive = sensitivity::sweep_naive(&net, &valid, &grid);
@@ -74,8 +79,7 @@ fn fast_sensitivity_sweep_equals_the_naive_one() {
 }
 
 fn round_trip(bias: BiasPrecision) {
-    let _g = torch_lock();
-    let (cfg, data, net) = small_dense("lenet-300-100", 300);
+    let (_g, cfg, data, net) = small_dense("lenet-300-100", 300);
     let ccfg = CompressConfig {
         prune_epochs: 0.05,
         codebook_epochs: 0.05,

@@ -4,7 +4,7 @@ use dc_search::models::Net;
 use dc_search::train::{self, Sgd};
 use tch::Device;
 
-use crate::util::{dc_search, mnist, run, torch_lock};
+use crate::util::{dc_search, mnist, run, torch_seeded};
 
 #[test]
 fn binary_runs_without_ld_library_path() {
@@ -69,8 +69,7 @@ fn mnist_splits_hold_out_validation() {
 #[test]
 fn short_training_beats_chance() {
     let (cfg, data) = mnist("lenet");
-    let _g = torch_lock();
-    tch::manual_seed(5);
+    let _g = torch_seeded(5);
     let net = Net::init(&cfg.arch(), Device::Cpu);
     let recipe = dc_search::train::Recipe {
         iterations: 150,
@@ -90,8 +89,7 @@ fn same_seed_same_weights() {
         ..cfg.train.clone()
     };
     let train_once = |seed: i64| {
-        let _g = torch_lock();
-        tch::manual_seed(seed);
+        let _g = torch_seeded(seed);
         let net = Net::init(&cfg.arch(), Device::Cpu);
         let mut sgd = Sgd::new(&net, &recipe);
         train::train(&net, &data.train, &recipe, &mut sgd, "test", true).unwrap();

@@ -14,12 +14,11 @@ use dc_search::train::{self, Recipe, Sgd};
 use dc_search::weights::{self, HostTensors};
 use tch::Device;
 
-use crate::util::{dc_search, mnist, run, torch_lock};
+use crate::util::{dc_search, mnist, run, torch_seeded};
 
 /// A randomly initialised net's tensors (seeded).
 fn random_host(arch: &Arch, seed: i64) -> HostTensors {
-    let _g = torch_lock();
-    tch::manual_seed(seed);
+    let _g = torch_seeded(seed);
     let net = Net::init(arch, Device::Cpu);
     // Non-zero biases, so a bias mix-up shows.
     let mut t: HostTensors = net
@@ -237,9 +236,8 @@ fn small_dcz(path: &Path) {
         iterations: 300,
         ..cfg.train.clone()
     };
-    // Held to the end: training and retraining draw batches from torch's global generator.
-    let _g = torch_lock();
-    tch::manual_seed(4);
+    // Held to the end: training and retraining draw from torch's global generator.
+    let _g = torch_seeded(4);
     let net = Net::init(&cfg.arch(), Device::Cpu);
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();

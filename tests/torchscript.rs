@@ -15,7 +15,7 @@ use dc_search::search::sensitivity;
 use dc_search::train::{self, Recipe, Sgd};
 use tch::{Device, Kind};
 
-use crate::util::{dc_search, run, torch_lock};
+use crate::util::{dc_search, run, torch_seeded};
 
 fn fixture(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,9 +50,8 @@ fn torchscript_fixture_compresses_end_to_end() {
         iterations: 400,
         ..cfg.train.clone()
     };
-    // Held to the end: training draws batches from torch's global generator.
-    let _g = torch_lock();
-    tch::manual_seed(7);
+    // Held to the end: training and retraining draw from torch's global generator.
+    let _g = torch_seeded(7);
     let mut sgd = Sgd::new(&net, &recipe);
     train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
     let dense = train::evaluate(&net, &valid);

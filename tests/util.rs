@@ -27,10 +27,14 @@ pub fn run(mut c: Command) -> (i32, String, String) {
     )
 }
 
-/// Serialises tests that seed torch's global generator.
-pub fn torch_lock() -> MutexGuard<'static, ()> {
+/// Locks torch's global generator for this test and seeds it. Tests run side by side in
+/// one process and initialisation, batches, augmentation and retraining all draw from that
+/// generator: hold the guard until the test's last draw.
+pub fn torch_seeded(seed: i64) -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    guard
 }
 
 /// Real MNIST as the preset splits it (scripts/setup.sh fetches it).

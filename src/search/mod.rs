@@ -444,14 +444,16 @@ impl<'a> Search<'a> {
     /// `refine_min_push` is done. Each step the GP — fitted to every probe's validation
     /// accuracy over the log-density vector — scores the one-layer pushes by expected saving
     /// × probability of feasibility, and the best of those saving at least
-    /// `refine_min_saving` of the bytes is probed, warm-started from the incumbent. So the budget goes where the bytes are and where pruning still works,
-    /// rather than to whichever small step looks surest.
+    /// `refine_min_saving` of the bytes is probed, warm-started from the incumbent. So the
+    /// budget goes where the bytes are and where pruning still works, rather than to
+    /// whichever small step looks surest.
     pub fn refine(&mut self) -> Result<()> {
         let sc = &self.cfg.search;
         let lo_density = 1.0 - sc.max_ratio;
         let to_u = |r: f64| ((1.0 - r).max(lo_density)).ln() / lo_density.ln();
         let mut push = vec![push_strength(sc.refine_push); self.layer_sizes.len()];
         let min_push = push_strength(sc.refine_min_push);
+        let bits = self.provisional_bits();
         for step in 0..sc.refine_probes {
             if self.elapsed_min() > 0.7 * sc.budget_minutes {
                 self.say("refinement: time budget for this stage spent");
@@ -477,8 +479,7 @@ impl<'a> Search<'a> {
                 .filter(|&l| push[l] >= min_push)
                 .filter_map(|l| {
                     let ratios = pushed(&incumbent, l, push[l], sc.max_ratio)?;
-                    let saving = (best_bytes - self.est_bytes(&ratios, &self.provisional_bits()))
-                        / best_bytes;
+                    let saving = (best_bytes - self.est_bytes(&ratios, &bits)) / best_bytes;
                     let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
                     let feasible = model
                         .as_ref()
