@@ -106,12 +106,23 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Benchmarks: `bench sensitivity <model>` times the naive and the fast sweep.
+    /// Benchmarks: `bench sensitivity <model>` times the naive and the fast sweep; `bench
+    /// train <model>` times training steps against this machine's measured peak; `bench
+    /// search lenet` compares search strategies on the synthetic oracle over many seeds.
     Bench {
-        /// What to time: sensitivity.
+        /// What to measure: sensitivity, train or search.
         what: String,
         /// A preset (lenet, lenet-300-100) or a path to a .toml config.
         model: String,
+        /// `bench train`: steps timed per measurement.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// `bench search`: seeds per strategy.
+        #[arg(long, default_value_t = 200)]
+        runs: u64,
+        /// `bench search`: the accuracy floor.
+        #[arg(long, default_value_t = 0.99)]
+        floor: f64,
         #[command(flatten)]
         common: Common,
     },
@@ -241,6 +252,15 @@ pub enum Mode {
     BenchSensitivity {
         cfg: Config,
         rt: Runtime,
+    },
+    BenchTrain {
+        cfg: Config,
+        rt: Runtime,
+        steps: usize,
+    },
+    BenchSearch {
+        runs: u64,
+        floor: f64,
     },
 }
 
@@ -608,14 +628,36 @@ impl Cli {
             Some(Command::Bench {
                 what,
                 model,
+                steps,
+                runs,
+                floor,
                 common,
-            }) => {
-                if what != "sensitivity" {
-                    anyhow::bail!("bench {what:?}: the benchmarks are `bench sensitivity <model>` (the search times itself per stage in report.md)");
+            }) => match what.as_str() {
+                "sensitivity" => {
+                    let (cfg, rt) = common.resolve(&model)?;
+                    Ok(Mode::BenchSensitivity { cfg, rt })
                 }
-                let (cfg, rt) = common.resolve(&model)?;
-                Ok(Mode::BenchSensitivity { cfg, rt })
-            }
+                "train" => {
+                    if steps == 0 {
+                        anyhow::bail!("bench train --steps 0: give at least one step");
+                    }
+                    let (cfg, rt) = common.resolve(&model)?;
+                    Ok(Mode::BenchTrain { cfg, rt, steps })
+                }
+                "search" => {
+                    if model != "lenet" {
+                        anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
+                    }
+                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) {
+                        anyhow::bail!("bench search: --runs must be at least 1 and --floor in (0, 1]");
+                    }
+                    Ok(Mode::BenchSearch { runs, floor })
+                }
+                _ => anyhow::bail!(
+                    "bench {what:?}: the benchmarks are `bench sensitivity <model>`, `bench train <model>` and \
+                     `bench search lenet`"
+                ),
+            },
             None => {
                 let Some(model) = self.model else {
                     anyhow::bail!(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Floor, Mode};
 use crate::compress::{self, encode, Plan};
@@ -46,6 +46,8 @@ pub fn run(cli: Cli) -> Result<()> {
         } => search_cmd(&cfg, &rt, floor, &out, &command),
         Mode::Sensitivity { cfg, rt, out } => sensitivity_cmd(&cfg, &rt, &out),
         Mode::BenchSensitivity { cfg, rt } => bench_sensitivity_cmd(&cfg, &rt),
+        Mode::BenchTrain { cfg, rt, steps } => crate::bench::train(&cfg, &rt, steps),
+        Mode::BenchSearch { runs, floor } => bench_search_cmd(runs, floor),
     }
 }
 
@@ -93,6 +95,23 @@ fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
         out.join("sensitivity.csv").display(),
         out.join("sensitivity.svg").display(),
         points.len()
+    );
+    Ok(())
+}
+
+fn bench_search_cmd(runs: u64, floor: f64) -> Result<()> {
+    use crate::search::synthetic;
+    let land = synthetic::Landscape::lenet();
+    println!(
+        "Search strategies on the synthetic LeNet-5 oracle (dense {:.4}, noise σ {:.4} per probe, {} s per \
+         epoch), floor {floor}, {runs} seeds each.\ncompression: estimated file bytes against dense float32; met: \
+         the decoded file reached the floor; true<F: its noiseless accuracy is under the floor; ended: the \
+         ratio search ended by itself, not by the budget.\n",
+        land.dense, land.noise, land.seconds_per_epoch
+    );
+    print!(
+        "{}",
+        synthetic::compare(&land, &synthetic::strategies(), floor, runs)?
     );
     Ok(())
 }
@@ -180,21 +199,64 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         );
     }
     crate::runtime::catch_interrupts();
-    let mut s = search::Search::new(cfg, rt, &data, &dense.net, floor, out).with_journal(journal);
-    let result = s.run(&points, dense_acc, &mut times);
+    let train_split = data.train.to_device(rt.device);
+    let mut probe_cfg = cfg.compress.clone();
+    probe_cfg.schedule = cfg.search.probe_schedule;
+    probe_cfg.lr_scale = cfg.search.lr_scale;
+    let oracle = search::oracle::Retrainer {
+        dense: &dense.net,
+        train: &train_split,
+        valid: &data.valid,
+        recipe: &cfg.train,
+        probe_cfg,
+        codebook_cfg: cfg.compress.clone(),
+        rt,
+    };
+    let layers = dense
+        .net
+        .arch
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.weight_numel() as usize,
+                l.outputs() as usize,
+            )
+        })
+        .collect();
+    let at = search::prober::Thresholds::new(floor, cfg.search.margin);
+    let mut p = search::prober::Prober::new(
+        oracle,
+        &cfg.search,
+        at,
+        layers,
+        search::prober::Clock::Wall(start),
+    )
+    .with_journal(journal)
+    .with_outputs(&out.join("trials.csv"), rt.quiet);
+    let curves: Vec<Vec<(f64, f64)>> = p
+        .layer_names
+        .iter()
+        .map(|n| sensitivity::curve(&points, n).collect())
+        .collect();
+    let result = search::run::choose(&mut p, &curves, dense_acc, &mut times).and_then(|chosen| {
+        let file = out.join(format!("{}.dcz", cfg.model));
+        search::finish::file(&mut p, cfg, chosen, file, &data.test, dense_acc, &mut times)
+    });
     outputs::plot_pareto(
-        &s.trials,
+        &p.trials,
         floor + cfg.search.margin,
         &out.join("pareto.svg"),
     )?;
     let mut outcome = match result {
         Err(e) if e.is::<crate::runtime::Interrupted>() => {
             let report = out.join("report.md");
-            outputs::write_interrupted(&s.trials, floor, command, &report)?;
+            outputs::write_interrupted(&p.trials, floor, command, &report)?;
             return Err(e.context(format!(
                 "{} probes are journaled in {}; the best feasible so far is in {}. Rerun the same command to \
                  resume",
-                s.trials.len(),
+                p.trials.len(),
                 out.join("journal.jsonl").display(),
                 report.display()
             )));
@@ -214,7 +276,9 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     let (bytes, _) = read_dcz(&outcome.file)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
-    s.finish()?;
+    if let Some(j) = p.journal() {
+        j.drop_probe_checkpoints()?;
+    }
     if !rt.quiet {
         print!("{table}");
         println!(
@@ -442,20 +506,6 @@ fn inspect_cmd(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that decoding gives back exactly the in-memory weights (bit for bit).
-pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
-    for ((name, a), (_, b)) in net
-        .to_host()
-        .iter()
-        .map(|(n, _, v)| (n, v))
-        .zip(decoded.to_host().iter().map(|(n, _, v)| (n, v)))
-    {
-        let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        ensure!(same, "decoded tensor {name} differs from the in-memory model: this is a bug in dc-search's encoder");
-    }
-    Ok(())
-}
-
 fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
@@ -478,7 +528,7 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     )?;
     let bytes = format::encode(&model)?;
     let decoded = encode::to_net_like(&format::decode(&bytes)?, &dense.net)?;
-    verify_decoded(&dense.net, &decoded)?;
+    encode::verify_decoded(&dense.net, &decoded)?;
     crate::paths::write_atomic(output, &bytes)?;
     print!("{}", report::table3(&format::account(&bytes)?));
     for st in &stats.stages {

@@ -7,6 +7,7 @@
 //! → `import` (caffemodel, safetensors) → `models`, `data`, `weights`, `paths`; `export` (ratios
 //! and decoded files for other tools); `format` (the .dcz file) is pure bytes.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod compress;

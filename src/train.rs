@@ -293,10 +293,7 @@ pub fn train(
         cursor += recipe.batch_size;
         let x = augment(&train.images.index_select(0, &idx), recipe);
         let y = train.labels.index_select(0, &idx);
-        net.zero_grad();
-        let loss = net.forward(&x).cross_entropy_for_logits(&y);
-        loss.backward();
-        update.step(net, recipe.lr_at(iter));
+        let loss = step(net, &x, &y, update, recipe.lr_at(iter));
         if iter % 50 == 0 || iter + 1 == recipe.iterations {
             let l = loss.double_value(&[]);
             if !l.is_finite() {
@@ -335,6 +332,16 @@ pub fn train(
         seconds_per_epoch: seconds / epochs.max(1e-9),
         final_loss,
     })
+}
+
+/// One training step on a batch: forward, cross-entropy, backward, `update` at `lr`;
+/// returns the loss.
+pub fn step(net: &Net, x: &Tensor, y: &Tensor, update: &mut dyn Update, lr: f64) -> Tensor {
+    net.zero_grad();
+    let loss = net.forward(x).cross_entropy_for_logits(y);
+    loss.backward();
+    update.step(net, lr);
+    loss
 }
 
 /// The recipe's augmentation of a training batch `[n, c, h, w]`: whole-pixel shifts alone

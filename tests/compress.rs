@@ -3,7 +3,7 @@
 
 use std::sync::MutexGuard;
 
-use dc_search::commands::verify_decoded;
+use dc_search::compress::encode::verify_decoded;
 use dc_search::compress::prune::PruneRule;
 use dc_search::compress::{encode, BiasPrecision, CompressConfig, Plan, Trainer};
 use dc_search::format;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use dc_search::commands::verify_decoded;
+use dc_search::compress::encode::verify_decoded;
 use dc_search::compress::prune::PruneRule;
 use dc_search::compress::{encode, Plan, Trainer};
 use dc_search::config::Config;

@@ -145,3 +145,17 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
     net.load_host(&tensors, "compressed file")?;
     Ok(net)
 }
+
+/// Checks that decoding gives back exactly the in-memory weights (bit for bit).
+pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
+    for ((name, a), (_, b)) in net
+        .to_host()
+        .iter()
+        .map(|(n, _, v)| (n, v))
+        .zip(decoded.to_host().iter().map(|(n, _, v)| (n, v)))
+    {
+        let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        ensure!(same, "decoded tensor {name} differs from the in-memory model: this is a bug in dc-search's encoder");
+    }
+    Ok(())
+}

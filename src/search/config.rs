@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bisection::Bisection;
+use super::bits::BitsMethod;
 use crate::compress::{BiasPrecision, Schedule};
 
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
@@ -38,8 +40,21 @@ pub struct SearchConfig {
     /// Most ratio probes (bisection + refinement) in all; 0 = no limit but the minutes.
     /// With a probe budget the search does not depend on the clock (reproducible).
     pub budget_probes: usize,
-    /// Most probes of the δ bisection (Brent).
+    /// How the δ bracket is searched: `climb` (from the δ the curves predict, up by
+    /// `climb_factor` while feasible, then halving) or `brent` (argmin's Brent from the
+    /// largest δ of the curves).
+    pub bisection: Bisection,
+    /// Most probes of the δ bisection.
     pub bisection_probes: u64,
+    /// The climb multiplies δ by this after each feasible probe.
+    pub climb_factor: f64,
+    /// The climb stops once the bracket is narrower than this in ln δ.
+    pub bisection_tolerance: f64,
+    /// Fractions of the minute budget by which the bisection, the refinement and the bits
+    /// stage must end (the rest is kept for what follows).
+    pub bisect_share: f64,
+    pub refine_share: f64,
+    pub bits_share: f64,
     /// Most probes of the Gaussian-process refinement.
     pub refine_probes: usize,
     /// A layer's first refinement push removes this fraction of its kept weights; a
@@ -57,6 +72,12 @@ pub struct SearchConfig {
     /// so that older run folders' config.toml still load.
     #[serde(skip_serializing)]
     pub refine_candidates: Option<usize>,
+    /// How widths are chosen: `sweep` (solo sharing without retraining, a rate–distortion
+    /// chain, a binary search of it with codebook retraining probes) or `probe` (a binary
+    /// search per layer, each step a codebook retraining probe).
+    pub bits_method: BitsMethod,
+    /// Most codebook retraining probes of the `sweep` method.
+    pub bits_probes: usize,
     /// Weight bits tried per layer.
     pub bits_min: u8,
     pub bits_max: u8,
@@ -76,17 +97,25 @@ impl Default for SearchConfig {
             probe_schedule: Schedule::AllAtOnce,
             lr_scale: 0.3,
             bias_precision: BiasPrecision::F16,
-            recovery_gap: 0.001,
-            final_epochs: 8.0,
+            recovery_gap: 0.0,
+            final_epochs: 0.0,
             bits_epochs: 0.5,
-            budget_minutes: 26.0,
+            budget_minutes: 10.0,
             budget_probes: 0,
+            bisection: Bisection::Climb,
             bisection_probes: 6,
+            climb_factor: 2.5,
+            bisection_tolerance: 0.25,
+            bisect_share: 0.35,
+            refine_share: 0.7,
+            bits_share: 0.92,
             refine_probes: 40,
             refine_push: 0.25,
             refine_min_push: 0.03,
             refine_min_saving: 0.01,
             refine_candidates: None,
+            bits_method: BitsMethod::Sweep,
+            bits_probes: 4,
             bits_min: 2,
             bits_max: 8,
             provisional_bits: 5,

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::Trial;
+use super::record::Trial;
 use crate::masked::Masked;
 use crate::models::Net;
 
@@ -35,16 +35,23 @@ enum Line {
         ratios: Vec<f64>,
         checkpoint: String,
         seconds: f64,
+        /// Its validation accuracy (absent in journals written before it was recorded).
+        #[serde(default)]
+        accuracy: Option<f64>,
     },
 }
 
-/// The final model read back: ratios, net, masks, seconds it took.
-pub type Final = (Vec<f64>, Net, Masked, f64);
+/// The final model read back: ratios, its checkpoint, seconds it took, its accuracy.
+pub type Final = (Vec<f64>, PathBuf, f64, Option<f64>);
 
-/// A probe read back from the journal.
+/// Writes a model's checkpoint to the path it is given.
+pub type Saver<'s> = &'s dyn Fn(&Path) -> Result<()>;
+
+/// A probe read back from the journal; `checkpoint` is its model when it was feasible and
+/// its file is still there.
 pub struct Replayed {
     pub trial: Trial,
-    pub model: Option<(Net, Masked)>,
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// The open journal of a run folder.
@@ -130,10 +137,9 @@ impl Journal {
     /// to run (same phase, ratios and bits), else the journal does not belong to this run.
     pub fn replay_probe(
         &mut self,
-        phase: &str,
+        phase: super::record::Phase,
         ratios: &[f64],
         bits: &[u8],
-        like: &Net,
     ) -> Result<Option<Replayed>> {
         let Some(Line::Probe { .. }) = self.replay.front() else {
             return Ok(None);
@@ -152,23 +158,33 @@ impl Journal {
                 ratios
             );
         }
-        let model = match checkpoint {
+        let checkpoint = match checkpoint {
             // After a finished run only the final model is kept; the probes' models are
             // not needed to replay it.
             Some(c) if !self.dir.join(&c).exists() && self.has_final() => None,
-            Some(c) => Some(load(&self.dir.join(c), like)?),
+            Some(c) => {
+                let path = self.dir.join(c);
+                if !path.is_file() {
+                    bail!(
+                        "the journal's checkpoint {} is missing: delete the run folder (or choose \
+                         another --out) to search afresh",
+                        path.display()
+                    );
+                }
+                Some(path)
+            }
             None => None,
         };
         self.replayed += 1;
-        Ok(Some(Replayed { trial, model }))
+        Ok(Some(Replayed { trial, checkpoint }))
     }
 
-    /// Appends a finished probe (and saves its model when given).
-    pub fn record_probe(&mut self, trial: &Trial, model: Option<(&Net, &Masked)>) -> Result<()> {
-        let checkpoint = match model {
-            Some((net, state)) => {
+    /// Appends a finished probe (and saves its model through `save` when given).
+    pub fn record_probe(&mut self, trial: &Trial, save: Option<Saver>) -> Result<()> {
+        let checkpoint = match save {
+            Some(save) => {
                 let rel = format!("checkpoints/probe-{:03}.safetensors", trial.probe);
-                save(&self.dir.join(&rel), net, state)?;
+                save(&self.dir.join(&rel))?;
                 Some(rel)
             }
             None => None,
@@ -183,8 +199,8 @@ impl Journal {
         self.replay.iter().any(|l| matches!(l, Line::Final { .. }))
     }
 
-    /// The journaled final model (ratios, net, masks, seconds), if the run got that far.
-    pub fn replay_final(&mut self, like: &Net) -> Result<Option<Final>> {
+    /// The journaled final model (ratios, checkpoint, seconds), if the run got that far.
+    pub fn replay_final(&mut self) -> Result<Option<Final>> {
         let Some(Line::Final { .. }) = self.replay.front() else {
             return Ok(None);
         };
@@ -192,28 +208,29 @@ impl Journal {
             ratios,
             checkpoint,
             seconds,
+            accuracy,
         }) = self.replay.pop_front()
         else {
             unreachable!()
         };
-        let (net, state) = load(&self.dir.join(checkpoint), like)?;
-        Ok(Some((ratios, net, state, seconds)))
+        Ok(Some((ratios, self.dir.join(checkpoint), seconds, accuracy)))
     }
 
-    /// Saves the final model and appends it.
+    /// Saves the final model through `save` and appends it.
     pub fn record_final(
         &mut self,
         ratios: &[f64],
-        net: &Net,
-        state: &Masked,
+        save: Saver,
         seconds: f64,
+        accuracy: f64,
     ) -> Result<()> {
         let rel = "checkpoints/final.safetensors".to_string();
-        save(&self.dir.join(&rel), net, state)?;
+        save(&self.dir.join(&rel))?;
         self.append(&Line::Final {
             ratios: ratios.to_vec(),
             checkpoint: rel,
             seconds,
+            accuracy: Some(accuracy),
         })
     }
 
@@ -239,8 +256,8 @@ fn same(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12)
 }
 
-/// Weights under their PyTorch names plus each mask as `mask.<layer>`.
-fn save(path: &Path, net: &Net, state: &Masked) -> Result<()> {
+/// Writes a checkpoint: weights under their PyTorch names plus each mask as `mask.<layer>`.
+pub fn save(path: &Path, net: &Net, state: &Masked) -> Result<()> {
     let mut tensors = net.to_host();
     for (l, layer) in state.layers.iter().zip(&net.arch.layers) {
         if let Some(m) = &l.mask {
@@ -255,7 +272,8 @@ fn save(path: &Path, net: &Net, state: &Masked) -> Result<()> {
     crate::paths::write_atomic(path, &bytes)
 }
 
-fn load(path: &Path, like: &Net) -> Result<(Net, Masked)> {
+/// Reads a checkpoint written by [`save`] into a copy of `like`.
+pub fn load(path: &Path, like: &Net) -> Result<(Net, Masked)> {
     let host = crate::weights::read_safetensors(path)
         .with_context(|| format!("checkpoint of the journal {}", path.display()))?;
     let mut net = like.copy();

@@ -32,7 +32,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
         let join = |v: Vec<String>| v.join(";");
         w.write_record([
             t.probe.to_string(),
-            t.phase.clone(),
+            t.phase.as_str().to_string(),
             t.delta.map(|d| format!("{d:.6}")).unwrap_or_default(),
             join(t.ratios.iter().map(|r| format!("{r:.5}")).collect()),
             join(t.bits.iter().map(|b| b.to_string()).collect()),
@@ -216,7 +216,7 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
 pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Path) -> Result<()> {
     let best = trials
         .iter()
-        .filter(|t| t.feasible && t.phase != "bits")
+        .filter(|t| t.feasible && t.phase.is_ratio())
         .min_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes));
     let mut s = format!(
         "# dc-search report: interrupted\n\nCommand: `{command}`\n\nThe search stopped after {} probes \
@@ -274,7 +274,7 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         "## Time per stage (seconds)\n\n| sensitivity | bisection | refinement | final retraining | bits | encode + verify | total |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
          Files: `sensitivity.csv`, `sensitivity.svg`, `trials.csv`, `pareto.svg`, `ratios.json`, `summary.json`, `config.toml`.\n",
-        t.sensitivity, t.bisection, t.refinement, t.final_retrain, t.bits, t.encode_and_verify, t.total
+        t.sensitivity, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total
     );
     write_text(path, &s)
 }

@@ -1,0 +1,203 @@
+//! `dc-search bench train <model>`: what one training step costs against what this machine
+//! can do. It measures the fp32 peak (a large libtorch matrix product), then times a dense
+//! step, a masked step (as probes run it), a codebook-retraining step, the augmentation
+//! alone and evaluation, and prints images/s, s/epoch, GFLOP/s and % of that peak, with
+//! the FLOP count per image per layer so the percentages can be checked by hand.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use crate::compress::prune::PruneRule;
+use crate::config::Config;
+use crate::data;
+use crate::dense;
+use crate::masked::{CompressedSgd, Masked};
+use crate::models::{Arch, Op};
+use crate::runtime::Runtime;
+use crate::train::{self, Sgd};
+
+/// Forward multiply–adds ×2 of each compressible layer for one input, from the arch's ops
+/// (stride-1 unpadded convolutions, 2×2 pooling).
+pub fn layer_flops(arch: &Arch) -> Result<Vec<(String, f64)>> {
+    let (mut c, mut h, mut w) = match arch.input_shape.as_slice() {
+        [c, h, w] => (*c, *h, *w),
+        [n] => (*n, 1, 1),
+        _ => bail!("cannot count FLOPs for input shape {:?}", arch.input_shape),
+    };
+    let mut out = Vec::new();
+    for op in &arch.ops {
+        match *op {
+            Op::Conv(i) => {
+                let l = &arch.layers[i];
+                let (k_h, k_w) = (l.weight_shape[2], l.weight_shape[3]);
+                let (oh, ow) = (h - k_h + 1, w - k_w + 1);
+                let macs = l.weight_numel() * oh * ow;
+                out.push((l.name.clone(), 2.0 * macs as f64));
+                (c, h, w) = (l.outputs(), oh, ow);
+            }
+            Op::Linear(i) => {
+                let l = &arch.layers[i];
+                out.push((l.name.clone(), 2.0 * l.weight_numel() as f64));
+                (c, h, w) = (l.outputs(), 1, 1);
+            }
+            Op::MaxPool2 => (h, w) = (h / 2, w / 2),
+            Op::Flatten => (c, h, w) = (c * h * w, 1, 1),
+            Op::Relu => {}
+            Op::Script => {
+                bail!("bench train needs a zoo model (a TorchScript module's FLOPs are not known)")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// GFLOP/s of a large fp32 matrix product on this machine (best of a few).
+pub fn peak_gflops() -> f64 {
+    let n = 2048i64;
+    let a = Tensor::randn([n, n], (Kind::Float, tch::Device::Cpu));
+    let b = Tensor::randn([n, n], (Kind::Float, tch::Device::Cpu));
+    let _ = a.matmul(&b);
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.matmul(&b);
+        let _ = c.double_value(&[0, 0]);
+        best = best.max(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Seconds per call of `f`, over `steps` calls after a short warm-up.
+fn time(steps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..steps.min(10) {
+        f();
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / steps as f64
+}
+
+pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
+    rt.apply();
+    let data = data::load(&cfg.data)?;
+    let d = dense::obtain(cfg, &data, rt, false)?;
+    let net = d.net.copy();
+    let split = data.train.to_device(rt.device);
+    let recipe = &cfg.train;
+    let batch = recipe.batch_size;
+    let flops = layer_flops(&net.arch)?;
+    let fwd: f64 = flops.iter().map(|(_, f)| f).sum();
+    let peak = peak_gflops();
+    println!(
+        "bench train {} on {} ({} threads), batch {batch}, {steps} steps per row",
+        cfg.model,
+        rt.device_name(),
+        tch::get_num_threads()
+    );
+    println!("fp32 peak (2048² matmul, best of 5): {peak:.1} GFLOP/s");
+    println!("forward FLOP per image (2 × multiply–adds):");
+    for (name, f) in &flops {
+        println!("  {name:<8} {:>12.0}", f);
+    }
+    println!(
+        "  total    {fwd:>12.0}; a training step counts 3× forward (backward ≈ 2× forward): {:.0} per image",
+        3.0 * fwd
+    );
+    let n_train = split.len() as f64;
+    let row = |label: &str, secs_per_step: f64, images: f64, flop_per_image: f64| {
+        let ips = images / secs_per_step;
+        let gflops = ips * flop_per_image / 1e9;
+        println!(
+            "{label:<28} {:>9.0} img/s {:>7.2} s/epoch {:>7.1} GFLOP/s {:>5.1} % of peak {:>8.2} ms/step",
+            ips,
+            n_train / ips,
+            gflops,
+            100.0 * gflops / peak,
+            1e3 * secs_per_step
+        );
+        secs_per_step
+    };
+    rt.reseed(5);
+    let perm = Tensor::randperm(split.len() as i64, (Kind::Int64, split.images.device()));
+    let idx = perm.narrow(0, 0, batch);
+    let xb = split.images.index_select(0, &idx);
+    let yb = split.labels.index_select(0, &idx);
+    let aug = time(steps, || {
+        let _ = train::augment(&xb, recipe);
+    });
+    let dense_net = net.copy();
+    let mut sgd = Sgd::new(&dense_net, recipe);
+    let dense_step = time(steps, || {
+        let x = train::augment(&xb, recipe);
+        let _ = train::step(&dense_net, &x, &yb, &mut sgd, 1e-4);
+    });
+    row("dense step (+augment)", dense_step, batch as f64, 3.0 * fwd);
+    let masked_net = net.copy();
+    let mut state = Masked::dense(&masked_net);
+    for (i, r) in [0.8, 0.95, 0.99, 0.85]
+        .iter()
+        .enumerate()
+        .take(masked_net.params.len())
+    {
+        state.prune(&masked_net, i, PruneRule::SparseRatio(*r));
+    }
+    let masked_step = {
+        let mut upd =
+            CompressedSgd::new(&masked_net, recipe, &mut state, cfg.compress.centroid_grad);
+        time(steps, || {
+            let x = train::augment(&xb, recipe);
+            let _ = train::step(&masked_net, &x, &yb, &mut upd, 1e-4);
+        })
+    };
+    row(
+        "masked step (+augment)",
+        masked_step,
+        batch as f64,
+        3.0 * fwd,
+    );
+    let cb_net = masked_net.copy();
+    let mut cb_state = state.copy();
+    for i in 0..cb_net.params.len() {
+        cb_state.quantize(&cb_net, i, 5, cfg.compress.kmeans_iters);
+    }
+    let cb_step = {
+        let mut upd =
+            CompressedSgd::new(&cb_net, recipe, &mut cb_state, cfg.compress.centroid_grad);
+        time(steps, || {
+            let x = train::augment(&xb, recipe);
+            let _ = train::step(&cb_net, &x, &yb, &mut upd, 1e-4);
+        })
+    };
+    row("codebook step (+augment)", cb_step, batch as f64, 3.0 * fwd);
+    println!(
+        "{:<28} {:>9.0} img/s {:>7.2} s/epoch {:>31} {:>8.2} ms/step ({:.1} % of a masked step)",
+        "augmentation alone",
+        batch as f64 / aug,
+        n_train * aug / batch as f64,
+        "",
+        1e3 * aug,
+        100.0 * aug / masked_step
+    );
+    let valid = data.valid.to_device(rt.device);
+    let eval_rounds = (steps / 50).max(2);
+    let eval = time(eval_rounds, || {
+        let _ = train::evaluate(&net, &valid);
+    });
+    let n_valid = valid.len() as f64;
+    let ips = n_valid / eval;
+    let gflops = ips * fwd / 1e9;
+    println!(
+        "{:<28} {:>9.0} img/s {:>7.2} s/pass  {:>7.1} GFLOP/s {:>5.1} % of peak ({} images, batch 2000)",
+        "evaluation",
+        ips,
+        eval,
+        gflops,
+        100.0 * gflops / peak,
+        valid.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Stage 5: weight bits per layer for the chosen ratios. Two ways, chosen by
+//! `search.bits_method`:
+//!
+//! - **sweep** (default): every layer is shared alone at every width, without retraining,
+//!   and its validation loss measured (a few seconds, no noise from retraining). A
+//!   rate–distortion rule turns one price λ into a width per layer — each layer takes the
+//!   width that minimises `Δloss + λ · bytes` — so growing λ gives a chain of ever smaller
+//!   candidate vectors. A binary search along that chain, each step one codebook
+//!   retraining probe feasible at floor + half the margin, picks the smallest that holds;
+//! - **probe**: per layer, largest first, a binary search of the fewest bits that hold,
+//!   one codebook retraining probe per step.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::estimate;
+use super::oracle::Oracle;
+use super::prober::Prober;
+
+/// How the bits stage searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitsMethod {
+    Sweep,
+    Probe,
+}
+
+/// Runs the configured bits search from the final model; returns the widths.
+pub fn run<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+    match p.cfg.bits_method {
+        BitsMethod::Sweep => sweep(p, ratios, model),
+        BitsMethod::Probe => per_layer(p, ratios, model),
+    }
+}
+
+fn out_of_time<O: Oracle>(p: &Prober<O>) -> bool {
+    if p.past(p.cfg.bits_share) {
+        p.say("bits: time budget spent; keeping the widths found so far");
+        return true;
+    }
+    false
+}
+
+fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+    let sc = p.cfg;
+    let widths: Vec<u8> = (sc.bits_min..=sc.bits_max).rev().collect();
+    let base = p.oracle.evaluate(model)?;
+    p.count(base.seconds);
+    // loss[l][i]: validation loss with layer l alone shared at widths[i].
+    let mut loss = Vec::new();
+    for l in 0..ratios.len() {
+        let mut row = Vec::new();
+        for &b in &widths {
+            let m = p.oracle.quantize_one(model, l, b)?;
+            p.count(m.seconds);
+            row.push((m.loss - base.loss).max(0.0));
+        }
+        loss.push(row);
+    }
+    let bytes: Vec<Vec<f64>> = ratios
+        .iter()
+        .zip(&p.layer_sizes)
+        .map(|(r, (w, o))| {
+            widths
+                .iter()
+                .map(|&b| estimate::layer_bytes(*w, *o, 1.0 - r, b))
+                .collect()
+        })
+        .collect();
+    let chain = rate_distortion_chain(&loss, &bytes);
+    let vectors: Vec<Vec<u8>> = chain
+        .iter()
+        .map(|c| c.iter().map(|&i| widths[i]).collect())
+        .collect();
+    p.say(&format!(
+        "bits: solo sharing swept ({} widths × {} layers); {} candidate vectors from {:?} to {:?}",
+        widths.len(),
+        ratios.len(),
+        vectors.len(),
+        vectors.first().cloned().unwrap_or_default(),
+        vectors.last().cloned().unwrap_or_default()
+    ));
+    // Binary search along the chain: `good` holds (the widest is assumed to: the file
+    // stage checks and widens), `bad` does not.
+    let (mut good, mut bad) = (0usize, vectors.len());
+    let mut probes = 0;
+    while bad - good > 1 && probes < sc.bits_probes {
+        if out_of_time(p) {
+            break;
+        }
+        // The first probe goes a third of the way: most chains end in widths that fail.
+        let mid = if probes == 0 {
+            good + (bad - good) / 3
+        } else {
+            (good + bad) / 2
+        }
+        .max(good + 1);
+        let acc = p.probe_bits(model, ratios, &vectors[mid], sc.bits_epochs)?;
+        probes += 1;
+        if acc >= p.at.bits {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(vectors
+        .get(good)
+        .cloned()
+        .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]))
+}
+
+/// Candidate width vectors (indices into each layer's widths, widest first) from the
+/// rate–distortion rule: for a price λ each layer takes the width minimising
+/// `loss[l][i] + λ · bytes[l][i]`; λ sweeps from 0 (widest) up a geometric grid until
+/// every layer is at its narrowest. Consecutive duplicates are dropped; bytes fall along
+/// the chain.
+pub fn rate_distortion_chain(loss: &[Vec<f64>], bytes: &[Vec<f64>]) -> Vec<Vec<usize>> {
+    let pick = |lambda: f64| -> Vec<usize> {
+        loss.iter()
+            .zip(bytes)
+            .map(|(ls, bs)| {
+                (0..ls.len())
+                    .min_by(|&a, &b| {
+                        let ca = ls[a] + lambda * bs[a];
+                        let cb = ls[b] + lambda * bs[b];
+                        // ties: the wider (lower index) first at λ = 0, else the smaller
+                        ca.total_cmp(&cb)
+                            .then(if lambda == 0.0 { a.cmp(&b) } else { b.cmp(&a) })
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let widest: Vec<usize> = loss.iter().map(|_| 0).collect();
+    let mut chain = vec![widest];
+    let mut lambda = 1e-9;
+    while lambda < 1e3 {
+        let v = pick(lambda);
+        let total = |v: &[usize]| -> f64 { v.iter().zip(bytes).map(|(&i, b)| b[i]).sum() };
+        let last = chain.last().expect("chain starts non-empty");
+        if v != *last && total(&v) < total(last) {
+            chain.push(v);
+        }
+        lambda *= 1.25;
+    }
+    chain
+}
+
+fn per_layer<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+    let sc = p.cfg;
+    let mut bits = vec![sc.bits_max; ratios.len()];
+    let mut order: Vec<usize> = (0..ratios.len()).collect();
+    order.sort_by(|&a, &b| {
+        let na = (1.0 - ratios[a]) * p.layer_sizes[a].0 as f64;
+        let nb = (1.0 - ratios[b]) * p.layer_sizes[b].0 as f64;
+        nb.total_cmp(&na)
+    });
+    for &layer in &order {
+        let (mut lo, mut hi) = (sc.bits_min, bits[layer]);
+        while lo < hi {
+            if out_of_time(p) {
+                return Ok(bits);
+            }
+            let mid = (lo + hi) / 2;
+            let mut trial_bits = bits.clone();
+            trial_bits[layer] = mid;
+            let acc = p.probe_bits(model, ratios, &trial_bits, sc.bits_epochs)?;
+            if acc >= p.at.bits {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        bits[layer] = hi;
+    }
+    Ok(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_starts_widest_and_trades_cheap_loss_first() {
+        // three widths, index 0 the widest
+        // layer 0: big (bytes fall a lot per step), loss rises slowly
+        // layer 1: tiny, loss rises fast
+        let loss = vec![vec![0.0, 0.001, 0.01], vec![0.0, 0.05, 0.5]];
+        let bytes = vec![vec![3000.0, 2000.0, 1000.0], vec![30.0, 20.0, 10.0]];
+        let chain = rate_distortion_chain(&loss, &bytes);
+        assert_eq!(chain[0], vec![0, 0]);
+        // the big layer is narrowed before the tiny one
+        assert_eq!(chain[1], vec![1, 0]);
+        assert_eq!(chain[2], vec![2, 0]);
+        assert_eq!(chain.last().unwrap(), &vec![2, 2]);
+        // bytes fall strictly along the chain
+        let total = |v: &Vec<usize>| v.iter().zip(&bytes).map(|(&i, b)| b[i]).sum::<f64>();
+        assert!(chain.windows(2).all(|w| total(&w[1]) < total(&w[0])));
+    }
+}

@@ -1,0 +1,99 @@
+//! Stage 6, the file: weight sharing with the chosen widths, codebook retraining, encode,
+//! decode, check the decoded weights bit for bit, and the decoded file's validation
+//! accuracy must reach the floor (if it misses, every layer is widened by a bit and the
+//! file made again); then the test set, once.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::oracle::{Oracle, Retrainer};
+use super::prober::Prober;
+use super::record::{Outcome, StageTimes};
+use super::run::Chosen;
+use crate::compress::encode;
+use crate::config::Config;
+use crate::data::Split;
+use crate::format;
+use crate::train;
+
+/// Writes `<out>/<model>.dcz` from the chosen model and returns the outcome.
+#[allow(clippy::too_many_arguments)]
+pub fn file(
+    p: &mut Prober<Retrainer>,
+    cfg: &Config,
+    chosen: Chosen<<Retrainer as Oracle>::Model>,
+    file: PathBuf,
+    test: &Split,
+    dense_acc: f64,
+    times: &mut StageTimes,
+) -> Result<Outcome> {
+    let t0 = p.elapsed();
+    let Chosen {
+        ratios,
+        mut bits,
+        model,
+        stopped,
+        ..
+    } = chosen;
+    let sc = p.cfg;
+    let epochs = cfg.compress.codebook_epochs;
+    let (bytes, decoded, valid) = loop {
+        let ((qnet, qstate), _) = p.oracle.quantize(&model, &bits, epochs, 3000)?;
+        let m = encode::to_model(
+            &qnet,
+            &qstate,
+            cfg.data.dataset.as_str(),
+            cfg.data.input_scale,
+            cfg.compress.bias_precision,
+        )?;
+        let bytes = format::encode(&m)?;
+        let decoded = encode::to_net_like(&format::decode(&bytes)?, &qnet)?;
+        encode::verify_decoded(&qnet, &decoded)?;
+        let valid = train::evaluate(&decoded, p.oracle.valid).accuracy;
+        p.say(&format!(
+            "file: bits {bits:?} → {} bytes, decoded validation {valid:.4}",
+            bytes.len()
+        ));
+        if valid >= p.at.floor || bits.iter().all(|&b| b >= sc.bits_max) {
+            break (bytes, decoded, valid);
+        }
+        bits.iter_mut().for_each(|b| *b = (*b + 1).min(sc.bits_max));
+    };
+    if valid < p.at.floor {
+        bail!(
+            "the decoded file reaches validation accuracy {valid:.4}, under the floor {:.4}; lower --floor or raise \
+             search.margin",
+            p.at.floor,
+        );
+    }
+    crate::paths::write_atomic(&file, &bytes)?;
+    let test_acc = train::evaluate(&decoded, test).accuracy;
+    times.encode_and_verify = p.elapsed() - t0;
+    let dense_bytes = p.oracle.dense.arch.num_params() as usize * 4;
+    Ok(Outcome {
+        model: cfg.model.clone(),
+        dataset: cfg.data.dataset.as_str().into(),
+        floor: p.at.floor,
+        margin: sc.margin,
+        dense_valid_accuracy: dense_acc,
+        ratios,
+        bits,
+        layers: p.layer_names.clone(),
+        file,
+        file_bytes: bytes.len(),
+        dense_bytes,
+        compression_ratio: dense_bytes as f64 / bytes.len() as f64,
+        decoded_valid_accuracy: valid,
+        decoded_test_accuracy: test_acc,
+        valid_images: p.oracle.valid.len(),
+        test_images: test.len(),
+        probes: p.trials.len(),
+        times: times.clone(),
+        dense_weights: match &cfg.weights {
+            Some(w) => format!("imported from {}", w.display()),
+            None => "trained with the config's [train] recipe (cached)".into(),
+        },
+        stopped,
+    })
+}

@@ -1,0 +1,183 @@
+//! The accuracy oracle: what every stage of the search asks ("from this warm start, prune
+//! to these ratios / share weights with these bits, retrain, and tell me the validation
+//! accuracy"). [`Retrainer`] answers by retraining with libtorch; the synthetic oracle
+//! (`search::synthetic`) answers from a noisy landscape in microseconds, so strategies can
+//! be compared over many seeds before a real run is spent on them.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::compress::prune::PruneRule;
+use crate::compress::{CompressConfig, Trainer};
+use crate::data::Split;
+use crate::masked::Masked;
+use crate::models::Net;
+use crate::runtime::Runtime;
+use crate::train;
+
+/// What one probe measured on the validation split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measure {
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    pub nonzeros: usize,
+    /// Seconds the probe took (simulated by a synthetic oracle).
+    pub seconds: f64,
+}
+
+/// Answers the search's probes. `Model` is what a probe leaves behind: a warm start for
+/// later probes and, at the end, the model that is encoded.
+pub trait Oracle {
+    type Model;
+
+    /// Prunes `from` (the dense model when `None`) to `ratios` and retrains it `epochs`.
+    fn prune(
+        &mut self,
+        from: Option<&Self::Model>,
+        ratios: &[f64],
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)>;
+
+    /// Retrains a pruned model `epochs` more (masks unchanged).
+    fn retrain(
+        &mut self,
+        model: &Self::Model,
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)>;
+
+    /// Shares each layer's weights among `2^bits` centroids and retrains the codebooks.
+    fn quantize(
+        &mut self,
+        model: &Self::Model,
+        bits: &[u8],
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)>;
+
+    /// Validation measure of a model as it is.
+    fn evaluate(&mut self, model: &Self::Model) -> Result<Measure>;
+
+    /// Validation measure with layer `layer` alone shared at `bits` (no retraining): the
+    /// bits stage's sensitivity sweep.
+    fn quantize_one(&mut self, model: &Self::Model, layer: usize, bits: u8) -> Result<Measure>;
+
+    /// Writes a model as a checkpoint (for the journal).
+    fn save(&self, model: &Self::Model, path: &Path) -> Result<()>;
+
+    /// Reads a checkpoint written by [`Oracle::save`].
+    fn load(&self, path: &Path) -> Result<Self::Model>;
+}
+
+/// The real oracle: prune and retrain with libtorch, evaluate on the validation split.
+pub struct Retrainer<'a> {
+    pub dense: &'a Net,
+    pub train: &'a Split,
+    pub valid: &'a Split,
+    pub recipe: &'a train::Recipe,
+    /// Probes' and final retraining's settings (schedule and learning rate of the search).
+    pub probe_cfg: CompressConfig,
+    /// Codebook retraining's settings (the `[compress]` learning rate).
+    pub codebook_cfg: CompressConfig,
+    pub rt: &'a Runtime,
+}
+
+impl Retrainer<'_> {
+    fn measure(&self, net: &Net, state: &Masked, t0: Instant) -> Measure {
+        let e = train::evaluate(net, self.valid);
+        Measure {
+            accuracy: e.accuracy,
+            loss: e.loss,
+            nonzeros: state.nonzeros(net),
+            seconds: t0.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn trainer<'c>(&'c self, cfg: &'c CompressConfig) -> Trainer<'c> {
+        Trainer {
+            train: self.train,
+            dense: self.recipe,
+            cfg,
+            quiet: true,
+        }
+    }
+}
+
+impl Oracle for Retrainer<'_> {
+    type Model = (Net, Masked);
+
+    fn prune(
+        &mut self,
+        from: Option<&Self::Model>,
+        ratios: &[f64],
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)> {
+        let t0 = Instant::now();
+        let net = match from {
+            Some((n, _)) => n.copy(),
+            None => self.dense.copy(),
+        };
+        let mut state = Masked::dense(&net);
+        self.rt.reseed(seed);
+        let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
+        self.trainer(&self.probe_cfg)
+            .prune_and_retrain(&net, &mut state, &rules, epochs)?;
+        let m = self.measure(&net, &state, t0);
+        Ok(((net, state), m))
+    }
+
+    fn retrain(
+        &mut self,
+        model: &Self::Model,
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)> {
+        let t0 = Instant::now();
+        let (net, mut state) = (model.0.copy(), model.1.copy());
+        self.rt.reseed(seed);
+        self.trainer(&self.probe_cfg)
+            .retrain(&net, &mut state, epochs, "retrain")?;
+        let m = self.measure(&net, &state, t0);
+        Ok(((net, state), m))
+    }
+
+    fn quantize(
+        &mut self,
+        model: &Self::Model,
+        bits: &[u8],
+        epochs: f64,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)> {
+        let t0 = Instant::now();
+        let (net, mut state) = (model.0.copy(), model.1.copy());
+        self.rt.reseed(seed);
+        self.trainer(&self.codebook_cfg)
+            .quantize_and_retrain(&net, &mut state, bits, epochs)?;
+        let m = self.measure(&net, &state, t0);
+        Ok(((net, state), m))
+    }
+
+    fn evaluate(&mut self, model: &Self::Model) -> Result<Measure> {
+        Ok(self.measure(&model.0, &model.1, Instant::now()))
+    }
+
+    fn quantize_one(&mut self, model: &Self::Model, layer: usize, bits: u8) -> Result<Measure> {
+        let t0 = Instant::now();
+        let (net, mut state) = (model.0.copy(), model.1.copy());
+        state.quantize(&net, layer, bits, self.codebook_cfg.kmeans_iters);
+        Ok(self.measure(&net, &state, t0))
+    }
+
+    fn save(&self, model: &Self::Model, path: &Path) -> Result<()> {
+        super::journal::save(path, &model.0, &model.1)
+    }
+
+    fn load(&self, path: &Path) -> Result<Self::Model> {
+        super::journal::load(path, self.dense)
+    }
+}

@@ -1,0 +1,443 @@
+//! The prober owns probing for every stage: it picks each probe's warm start (the most
+//! pruned feasible model it can grow from), asks the [`Oracle`], retrains once more a
+//! probe that lands just under the target, journals and records every probe, keeps the
+//! feasible models, and keeps the budget (minutes or ratio probes). Stages decide *what*
+//! to probe; the prober decides nothing about that.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+
+use super::config::SearchConfig;
+use super::estimate;
+use super::journal::Journal;
+use super::oracle::{Measure, Oracle};
+use super::outputs;
+use super::record::{round3, Phase, Trial};
+
+/// The accuracies a search compares with, worked out once from the floor and margin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// The decoded file's validation accuracy must reach this.
+    pub floor: f64,
+    /// A ratio probe is feasible at this (floor + margin).
+    pub probe: f64,
+    /// A bits probe is feasible at this (floor + half the margin: the ratio probes spent
+    /// the other half on their own noise).
+    pub bits: f64,
+}
+
+impl Thresholds {
+    pub fn new(floor: f64, margin: f64) -> Thresholds {
+        Thresholds {
+            floor,
+            probe: floor + margin,
+            bits: floor + 0.5 * margin,
+        }
+    }
+}
+
+/// A feasible pruned model kept as a warm start (`model` is `None` only for a probe
+/// replayed from a finished run's journal, whose probe checkpoints are gone).
+pub struct Feasible<M> {
+    pub ratios: Vec<f64>,
+    pub model: Option<M>,
+    pub bytes: f64,
+    pub accuracy: f64,
+}
+
+/// How the prober tells time: the wall clock (real probes) or the sum of the oracle's
+/// reported seconds (a synthetic oracle).
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    Wall(Instant),
+    Simulated,
+}
+
+/// Probing, shared by every stage.
+pub struct Prober<'s, O: Oracle> {
+    pub oracle: O,
+    pub cfg: &'s SearchConfig,
+    pub at: Thresholds,
+    /// `(weights, outputs)` of each layer, for size estimates.
+    pub layer_sizes: Vec<(usize, usize)>,
+    pub layer_names: Vec<String>,
+    pub trials: Vec<Trial>,
+    pub feasible: Vec<Feasible<O::Model>>,
+    journal: Option<Journal>,
+    /// Where `trials.csv` is rewritten after each probe (`None`: nowhere).
+    trials_csv: Option<PathBuf>,
+    clock: Clock,
+    /// Seconds counted besides the wall clock: replayed probes (wall) or every oracle
+    /// answer (simulated).
+    counted: f64,
+    pub quiet: bool,
+}
+
+impl<'s, O: Oracle> Prober<'s, O> {
+    pub fn new(
+        oracle: O,
+        cfg: &'s SearchConfig,
+        at: Thresholds,
+        layers: Vec<(String, usize, usize)>,
+        clock: Clock,
+    ) -> Self {
+        Prober {
+            oracle,
+            cfg,
+            at,
+            layer_sizes: layers.iter().map(|(_, w, o)| (*w, *o)).collect(),
+            layer_names: layers.into_iter().map(|(n, _, _)| n).collect(),
+            trials: Vec::new(),
+            feasible: Vec::new(),
+            journal: None,
+            trials_csv: None,
+            clock,
+            counted: 0.0,
+            quiet: true,
+        }
+    }
+
+    /// Journals every probe and replays what the journal already holds.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Rewrites `path` (trials.csv) after every probe and prints progress unless `quiet`.
+    pub fn with_outputs(mut self, trials_csv: &Path, quiet: bool) -> Self {
+        self.trials_csv = Some(trials_csv.to_path_buf());
+        self.quiet = quiet;
+        self
+    }
+
+    /// Counts `seconds` of work done outside the oracle (a simulated clock's sensitivity
+    /// sweep); the wall clock counts it by itself.
+    pub fn count(&mut self, seconds: f64) {
+        if let Clock::Simulated = self.clock {
+            self.counted += seconds;
+        }
+    }
+
+    /// Seconds spent, counting replayed probes' recorded time.
+    pub fn elapsed(&self) -> f64 {
+        match self.clock {
+            Clock::Wall(t) => t.elapsed().as_secs_f64() + self.counted,
+            Clock::Simulated => self.counted,
+        }
+    }
+
+    /// Whether `fraction` of the minute budget is spent.
+    pub fn past(&self, fraction: f64) -> bool {
+        self.elapsed() > fraction * self.cfg.budget_minutes * 60.0
+    }
+
+    /// Ratio probes so far.
+    pub fn ratio_probes(&self) -> usize {
+        self.trials.iter().filter(|t| t.phase.is_ratio()).count()
+    }
+
+    /// Whether the probe budget (`search.budget_probes`, 0 = none) is spent.
+    pub fn probes_spent(&self) -> bool {
+        let b = self.cfg.budget_probes;
+        b > 0 && self.ratio_probes() >= b
+    }
+
+    pub fn say(&self, msg: &str) {
+        if !self.quiet {
+            let s = self.elapsed() as u64;
+            eprintln!("[{:>2}:{:02}] {msg}", s / 60, s % 60);
+        }
+    }
+
+    pub fn est_bytes(&self, ratios: &[f64], bits: &[u8]) -> f64 {
+        let d: Vec<f64> = ratios.iter().map(|r| 1.0 - r).collect();
+        estimate::model_bytes(&self.layer_sizes, &d, bits)
+    }
+
+    pub fn provisional_bits(&self) -> Vec<u8> {
+        vec![self.cfg.provisional_bits; self.layer_sizes.len()]
+    }
+
+    /// The smallest feasible model so far.
+    pub fn best(&self) -> Option<&Feasible<O::Model>> {
+        self.feasible
+            .iter()
+            .min_by(|a, b| a.bytes.total_cmp(&b.bytes))
+    }
+
+    /// The model of a feasible probe, or an error saying its checkpoint is gone.
+    pub fn model_of(f: &Feasible<O::Model>) -> Result<&O::Model> {
+        f.model.as_ref().ok_or_else(|| {
+            anyhow!(
+                "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
+                 choose another --out) to search afresh",
+                round3(&f.ratios)
+            )
+        })
+    }
+
+    /// Index of the most pruned feasible model whose ratios are all ≤ `ratios` (it can be
+    /// pruned further to them); `None` = the dense model.
+    fn warm_start(&self, ratios: &[f64]) -> Option<usize> {
+        self.feasible
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.ratios.iter().zip(ratios).all(|(a, b)| *a <= *b + 1e-12))
+            .min_by(|a, b| a.1.bytes.total_cmp(&b.1.bytes))
+            .map(|(i, _)| i)
+    }
+
+    /// The journal's record of the probe about to run, if it has it.
+    fn replay(
+        &mut self,
+        phase: Phase,
+        ratios: &[f64],
+        bits: &[u8],
+    ) -> Result<Option<(Trial, Option<O::Model>)>> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(None);
+        };
+        let Some(r) = j.replay_probe(phase, ratios, bits)? else {
+            return Ok(None);
+        };
+        let model = match &r.checkpoint {
+            Some(p) => Some(self.oracle.load(p)?),
+            None => None,
+        };
+        self.counted += r.trial.seconds;
+        self.say(&format!(
+            "{phase:>6} probe {:>2}: replayed from the journal → validation {:.4}",
+            r.trial.probe, r.trial.valid_accuracy
+        ));
+        self.trials.push(r.trial.clone());
+        Ok(Some((r.trial, model)))
+    }
+
+    /// Appends a trial (with the model of a feasible one) to the journal and trials.csv.
+    fn record(&mut self, trial: Trial, model: Option<&O::Model>) -> Result<()> {
+        if let Clock::Simulated = self.clock {
+            self.counted += trial.seconds;
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let oracle = &self.oracle;
+            match model {
+                Some(m) => j.record_probe(&trial, Some(&|p: &Path| oracle.save(m, p)))?,
+                None => j.record_probe(&trial, None)?,
+            }
+        }
+        self.trials.push(trial);
+        match &self.trials_csv {
+            Some(p) => outputs::write_trials(&self.trials, p),
+            None => Ok(()),
+        }
+    }
+
+    fn trial(&self, phase: Phase, ratios: &[f64], bits: &[u8], m: &Measure) -> Trial {
+        Trial {
+            probe: self.trials.len() + 1,
+            phase,
+            delta: None,
+            ratios: ratios.to_vec(),
+            bits: bits.to_vec(),
+            valid_accuracy: m.accuracy,
+            valid_loss: Some(m.loss),
+            feasible: false,
+            nonzeros: m.nonzeros,
+            estimated_bytes: self.est_bytes(ratios, bits),
+            seconds: m.seconds,
+            warm_start: String::new(),
+        }
+    }
+
+    /// Prunes to `ratios` from the best warm start, retrains, and records the probe;
+    /// returns its validation accuracy.
+    pub fn probe_ratios(
+        &mut self,
+        ratios: &[f64],
+        phase: Phase,
+        delta: Option<f64>,
+    ) -> Result<f64> {
+        let bits = self.provisional_bits();
+        if let Some((t, model)) = self.replay(phase, ratios, &bits)? {
+            if t.feasible {
+                self.feasible.push(Feasible {
+                    ratios: ratios.to_vec(),
+                    model,
+                    bytes: t.estimated_bytes,
+                    accuracy: t.valid_accuracy,
+                });
+            }
+            return Ok(t.valid_accuracy);
+        }
+        let warm = self.warm_start(ratios);
+        let from = match warm {
+            Some(i) => Some(Self::model_of(&self.feasible[i])?),
+            None => None,
+        };
+        let epochs = self.cfg.probe_epochs;
+        let seed = 1000 + self.trials.len() as u64;
+        let (mut model, mut m) = self.oracle.prune(from, ratios, epochs, seed)?;
+        let gap = self.cfg.recovery_gap;
+        if m.accuracy < self.at.probe && m.accuracy >= self.at.probe - gap {
+            self.say(&format!(
+                "    probe {}: validation {:.4} just under {:.4}: retraining once more",
+                self.trials.len() + 1,
+                m.accuracy,
+                self.at.probe
+            ));
+            let (again, m2) = self.oracle.retrain(&model, epochs, seed + 500)?;
+            m = Measure {
+                seconds: m.seconds + m2.seconds,
+                ..m2
+            };
+            model = again;
+        }
+        let feasible = m.accuracy >= self.at.probe;
+        let mut trial = self.trial(phase, ratios, &bits, &m);
+        trial.delta = delta;
+        trial.feasible = feasible;
+        trial.warm_start = match warm {
+            Some(i) => format!("feasible {:?}", round3(&self.feasible[i].ratios)),
+            None => "dense".into(),
+        };
+        self.say(&format!(
+            "{phase:>6} probe {:>2}: ratios {:?} → validation {:.4} {} (≈{:.1} KB, {:.0} s)",
+            trial.probe,
+            round3(ratios),
+            m.accuracy,
+            if feasible {
+                "feasible"
+            } else {
+                "below floor+margin"
+            },
+            trial.estimated_bytes / 1000.0,
+            trial.seconds
+        ));
+        let bytes = trial.estimated_bytes;
+        self.record(trial, feasible.then_some(&model))?;
+        if feasible {
+            self.feasible.push(Feasible {
+                ratios: ratios.to_vec(),
+                model: Some(model),
+                bytes,
+                accuracy: m.accuracy,
+            });
+        }
+        Ok(m.accuracy)
+    }
+
+    /// Shares `model`'s weights with `bits`, retrains the codebooks `epochs`, records the
+    /// probe (feasible at the bits threshold); returns its accuracy.
+    pub fn probe_bits(
+        &mut self,
+        model: &O::Model,
+        ratios: &[f64],
+        bits: &[u8],
+        epochs: f64,
+    ) -> Result<f64> {
+        if let Some((t, _)) = self.replay(Phase::Bits, ratios, bits)? {
+            return Ok(t.valid_accuracy);
+        }
+        let seed = 2000 + self.trials.len() as u64;
+        let (_, m) = self.oracle.quantize(model, bits, epochs, seed)?;
+        let mut trial = self.trial(Phase::Bits, ratios, bits, &m);
+        trial.feasible = m.accuracy >= self.at.bits;
+        trial.warm_start = "final".into();
+        self.say(&format!(
+            "  bits probe {:>2}: {bits:?} → validation {:.4} {} (≈{:.1} KB)",
+            trial.probe,
+            m.accuracy,
+            if trial.feasible {
+                "feasible"
+            } else {
+                "below floor + margin/2"
+            },
+            trial.estimated_bytes / 1000.0
+        ));
+        self.record(trial, None)?;
+        Ok(m.accuracy)
+    }
+
+    /// Stage 4: the model the bits stage starts from: the smallest feasible probe's,
+    /// retrained `final_epochs` more (kept only if validation does not drop: a frontier
+    /// probe passed partly by luck, and retraining regresses to the mean). Journaled.
+    pub fn final_model(&mut self) -> Result<(Vec<f64>, O::Model, f64)> {
+        if let Some((ratios, path, secs, acc)) = match self.journal.as_mut() {
+            Some(j) => j.replay_final()?,
+            None => None,
+        } {
+            self.counted += secs;
+            self.say("final retraining: replayed from the journal");
+            let model = self.oracle.load(&path)?;
+            let acc = acc.unwrap_or(self.at.probe);
+            return Ok((ratios, model, acc));
+        }
+        let Some(i) = self
+            .feasible
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.bytes.total_cmp(&b.1.bytes))
+            .map(|(i, _)| i)
+        else {
+            anyhow::bail!(
+                "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
+                 budget; lower --floor or raise --budget",
+                self.at.floor,
+                self.cfg.margin,
+            );
+        };
+        let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
+        let epochs = self.cfg.final_epochs;
+        let (model, acc, secs) = if epochs > 0.0 {
+            let probe_model = Self::model_of(&self.feasible[i])?;
+            let (model, m) = self.oracle.retrain(probe_model, epochs, 7)?;
+            self.say(&format!(
+                "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {:.4} ({:.0} s){}",
+                round3(&ratios),
+                m.accuracy,
+                m.seconds,
+                if m.accuracy < before {
+                    "; keeping the probe's model, which scored higher"
+                } else {
+                    ""
+                }
+            ));
+            if let Clock::Simulated = self.clock {
+                self.counted += m.seconds;
+            }
+            if m.accuracy < before {
+                (self.take_feasible(i)?, before, m.seconds)
+            } else {
+                (model, m.accuracy, m.seconds)
+            }
+        } else {
+            (self.take_feasible(i)?, before, 0.0)
+        };
+        if let Some(j) = self.journal.as_mut() {
+            let oracle = &self.oracle;
+            j.record_final(&ratios, &|p: &Path| oracle.save(&model, p), secs, acc)?;
+        }
+        Ok((ratios, model, acc))
+    }
+
+    /// Takes feasible model `i` out of the warm starts (the stages after the final model
+    /// need none).
+    fn take_feasible(&mut self, i: usize) -> Result<O::Model> {
+        let f = self.feasible.swap_remove(i);
+        let model = f.model.ok_or_else(|| {
+            anyhow!(
+                "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
+                 choose another --out) to search afresh",
+                round3(&f.ratios)
+            )
+        })?;
+        Ok(model)
+    }
+
+    /// The journal, to drop probe checkpoints after a finished run.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+}

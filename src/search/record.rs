@@ -1,0 +1,112 @@
+//! The search's plain records: the stage a probe belongs to ([`Phase`]), one probe
+//! ([`Trial`]), the time per stage ([`StageTimes`]) and the result ([`Outcome`]). The
+//! journal, `trials.csv`, `summary.json` and the report read and write these.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The stage a probe belongs to; one name everywhere (`trials.csv`, the journal, the
+/// stage times, progress lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The δ bracket over the sensitivity curves.
+    Bisect,
+    /// Per-layer pushes chosen by the Gaussian process.
+    Refine,
+    /// Weight widths (codebook retraining).
+    Bits,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bisect => "bisect",
+            Phase::Refine => "refine",
+            Phase::Bits => "bits",
+        }
+    }
+
+    /// Whether the probe searched sparse ratios (these count against a probe budget).
+    pub fn is_ratio(self) -> bool {
+        self != Phase::Bits
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One probe of the search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub probe: usize,
+    pub phase: Phase,
+    pub delta: Option<f64>,
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    pub valid_accuracy: f64,
+    /// Mean validation cross-entropy (absent in journals written before it was recorded).
+    #[serde(default)]
+    pub valid_loss: Option<f64>,
+    pub feasible: bool,
+    pub nonzeros: usize,
+    pub estimated_bytes: f64,
+    pub seconds: f64,
+    pub warm_start: String,
+}
+
+/// Time spent per stage, in seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    pub sensitivity: f64,
+    #[serde(alias = "bisection")]
+    pub bisect: f64,
+    #[serde(alias = "refinement")]
+    pub refine: f64,
+    pub final_retrain: f64,
+    pub bits: f64,
+    pub encode_and_verify: f64,
+    pub total: f64,
+}
+
+/// The search's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub model: String,
+    pub dataset: String,
+    pub floor: f64,
+    pub margin: f64,
+    pub dense_valid_accuracy: f64,
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    pub layers: Vec<String>,
+    pub file: PathBuf,
+    pub file_bytes: usize,
+    pub dense_bytes: usize,
+    pub compression_ratio: f64,
+    pub decoded_valid_accuracy: f64,
+    pub decoded_test_accuracy: f64,
+    /// Images of the validation and test splits (with `--validation-from test` both are
+    /// halves of the test set).
+    #[serde(default)]
+    pub valid_images: usize,
+    #[serde(default)]
+    pub test_images: usize,
+    pub probes: usize,
+    pub times: StageTimes,
+    /// Where the dense model came from: a `--weights` file, or training with the recipe.
+    #[serde(default)]
+    pub dense_weights: String,
+    /// Why the search stopped looking for smaller ratios.
+    #[serde(default)]
+    pub stopped: String,
+}
+
+/// `v` rounded to three decimals (for messages).
+pub fn round3(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
+}

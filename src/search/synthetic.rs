@@ -1,0 +1,494 @@
+//! A synthetic accuracy oracle: a noisy landscape shaped like LeNet-5's (measured probes of
+//! the committed searches), answering a probe in microseconds with simulated seconds. With
+//! it a whole search runs in well under a millisecond, so a strategy (a set of
+//! `[search]` settings) is judged on its median and spread over hundreds of seeds
+//! ([`compare`], `dc-search bench search`) before a real run is spent on it.
+//!
+//! The landscape: validation accuracy of a pruned, fully retrained model is the dense
+//! accuracy minus, per layer, `scale · (knee / density)^power`; a probe falls short of it
+//! by `jump_cost · Σ ln(d_from / d_to)²` (pruning in one big jump is not recovered in a
+//! probe's epochs), which further retraining shrinks; weight sharing at `b` bits costs
+//! `quant[l] · 4^-(b-2)` after codebook retraining and three times that without. Every
+//! measurement adds Gaussian noise of `noise` (retraining and the finite validation set).
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::SearchConfig;
+use super::estimate;
+use super::oracle::{Measure, Oracle};
+use super::prober::{Clock, Prober, Thresholds};
+use super::record::StageTimes;
+use super::run;
+
+/// The landscape's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Landscape {
+    /// `(name, weights, outputs)` per layer.
+    pub layers: Vec<(String, usize, usize)>,
+    pub dense: f64,
+    /// Per layer, the kept fraction at which its penalty reaches `scale`.
+    pub knees: Vec<f64>,
+    pub scale: f64,
+    pub power: f64,
+    /// Per layer, the accuracy lost by 2-bit sharing after codebook retraining.
+    pub quant: Vec<f64>,
+    pub noise: f64,
+    pub jump_cost: f64,
+    /// Seconds of one retraining epoch (probes scale with their epochs).
+    pub seconds_per_epoch: f64,
+}
+
+impl Landscape {
+    /// LeNet-5 on MNIST as measured on 2 CPU cores: dense 99.42 % validation, a frontier
+    /// near 99.1 % at about 20 / 3 / 0.9 / 15 % kept, 18 s per epoch.
+    pub fn lenet() -> Landscape {
+        Landscape {
+            layers: vec![
+                ("conv1".into(), 500, 20),
+                ("conv2".into(), 25_000, 50),
+                ("fc1".into(), 400_000, 500),
+                ("fc2".into(), 5_000, 10),
+            ],
+            dense: 0.9942,
+            knees: vec![0.15, 0.03, 0.008, 0.12],
+            scale: 0.0015,
+            power: 2.0,
+            quant: vec![0.004, 0.004, 0.002, 0.003],
+            noise: 0.0005,
+            jump_cost: 0.0007,
+            seconds_per_epoch: 18.0,
+        }
+    }
+
+    /// Accuracy of a fully retrained model pruned to `ratios`.
+    pub fn accuracy(&self, ratios: &[f64]) -> f64 {
+        self.dense
+            - ratios
+                .iter()
+                .zip(&self.knees)
+                .map(|(r, k)| self.scale * (k / (1.0 - r).max(1e-6)).powf(self.power))
+                .sum::<f64>()
+    }
+
+    fn quant_penalty(&self, bits: &[u8]) -> f64 {
+        bits.iter()
+            .zip(&self.quant)
+            .map(|(&b, q)| q * 4f64.powi(2 - b as i32))
+            .sum()
+    }
+
+    /// The sensitivity curves (`(ratio, accuracy)` per layer, no retraining: the penalty
+    /// of a retrained model three times denser) on `grid`.
+    pub fn curves(&self, grid: &[f64]) -> Vec<Vec<(f64, f64)>> {
+        (0..self.layers.len())
+            .map(|l| {
+                grid.iter()
+                    .map(|&r| {
+                        let d = (1.0 - r).max(1e-6);
+                        let pen = self.scale * (3.0 * self.knees[l] / d).powf(self.power);
+                        (r, (self.dense - pen).max(0.1))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn loss_of(&self, accuracy: f64) -> f64 {
+        0.02 + 2.5 * (self.dense - accuracy).max(0.0)
+    }
+}
+
+/// A synthetic model: its ratios, the accuracy its last retraining did not recover, and
+/// its widths once shared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub ratios: Vec<f64>,
+    pub deficit: f64,
+    pub bits: Option<Vec<u8>>,
+}
+
+/// The oracle over a [`Landscape`], with its own seeded noise.
+pub struct Synthetic {
+    pub land: Landscape,
+    rng: ChaCha8Rng,
+}
+
+impl Synthetic {
+    pub fn new(land: Landscape, seed: u64) -> Synthetic {
+        Synthetic {
+            land,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    fn gauss(&mut self) -> f64 {
+        // Box–Muller
+        let u1: f64 = self.rng.random::<f64>().max(1e-12);
+        let u2: f64 = self.rng.random::<f64>();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// The model's accuracy without noise.
+    pub fn expected(&self, m: &Model) -> f64 {
+        self.land.accuracy(&m.ratios)
+            - m.deficit
+            - m.bits.as_ref().map_or(0.0, |b| self.land.quant_penalty(b))
+    }
+
+    fn measure(&mut self, m: &Model, epochs: f64) -> Measure {
+        let acc = self.expected(m) + self.land.noise * self.gauss();
+        let nonzeros = m
+            .ratios
+            .iter()
+            .zip(&self.land.layers)
+            .map(|(r, (_, w, _))| ((1.0 - r) * *w as f64).round() as usize)
+            .sum();
+        Measure {
+            accuracy: acc,
+            loss: self.land.loss_of(acc),
+            nonzeros,
+            seconds: epochs * self.land.seconds_per_epoch + 1.0,
+        }
+    }
+}
+
+/// Retraining `epochs` recovers this fraction of a deficit.
+fn recovered(epochs: f64) -> f64 {
+    1.0 - (-epochs / 1.5).exp()
+}
+
+impl Oracle for Synthetic {
+    type Model = Model;
+
+    fn prune(
+        &mut self,
+        from: Option<&Model>,
+        ratios: &[f64],
+        epochs: f64,
+        _seed: u64,
+    ) -> Result<(Model, Measure)> {
+        let start: Vec<f64> = match from {
+            Some(m) => m.ratios.clone(),
+            None => vec![0.0; ratios.len()],
+        };
+        let jump: f64 = start
+            .iter()
+            .zip(ratios)
+            .map(|(a, b)| ((1.0 - a) / (1.0 - b).max(1e-6)).ln().max(0.0).powi(2))
+            .sum();
+        let carried = from.map_or(0.0, |m| m.deficit);
+        let deficit = (carried + self.land.jump_cost * jump) * (1.0 - recovered(epochs));
+        let m = Model {
+            ratios: ratios.to_vec(),
+            deficit,
+            bits: None,
+        };
+        let meas = self.measure(&m, epochs);
+        Ok((m, meas))
+    }
+
+    fn retrain(&mut self, model: &Model, epochs: f64, _seed: u64) -> Result<(Model, Measure)> {
+        let m = Model {
+            deficit: model.deficit * (1.0 - recovered(epochs)),
+            ..model.clone()
+        };
+        let meas = self.measure(&m, epochs);
+        Ok((m, meas))
+    }
+
+    fn quantize(
+        &mut self,
+        model: &Model,
+        bits: &[u8],
+        epochs: f64,
+        _seed: u64,
+    ) -> Result<(Model, Measure)> {
+        let m = Model {
+            bits: Some(bits.to_vec()),
+            ..model.clone()
+        };
+        let meas = self.measure(&m, epochs);
+        Ok((m, meas))
+    }
+
+    fn evaluate(&mut self, model: &Model) -> Result<Measure> {
+        let acc = self.expected(model);
+        Ok(Measure {
+            accuracy: acc,
+            loss: self.land.loss_of(acc),
+            nonzeros: 0,
+            seconds: 0.3,
+        })
+    }
+
+    fn quantize_one(&mut self, model: &Model, layer: usize, bits: u8) -> Result<Measure> {
+        let pen = 3.0 * self.land.quant[layer] * 4f64.powi(2 - bits as i32);
+        let acc = self.expected(model) - pen;
+        Ok(Measure {
+            accuracy: acc,
+            loss: self.land.loss_of(acc),
+            nonzeros: 0,
+            seconds: 0.3,
+        })
+    }
+
+    fn save(&self, _model: &Model, _path: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn load(&self, path: &std::path::Path) -> Result<Model> {
+        anyhow::bail!(
+            "a synthetic search keeps no checkpoints ({})",
+            path.display()
+        )
+    }
+}
+
+/// One synthetic search's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    /// Estimated file bytes and compression against dense float32.
+    pub bytes: f64,
+    pub compression: f64,
+    /// The decoded file's measured validation accuracy (after widening, as the real file
+    /// stage does) and its accuracy without noise.
+    pub file_accuracy: f64,
+    pub true_accuracy: f64,
+    /// Whether a file reaching the floor was made.
+    pub met_floor: bool,
+    pub minutes: f64,
+    pub ratio_probes: usize,
+    pub bits_probes: usize,
+    /// Whether the ratio search ended by itself rather than by the clock or probe budget.
+    pub ended_itself: bool,
+}
+
+/// A whole search on the synthetic oracle with settings `cfg`, noise seed `seed`.
+pub fn search(land: &Landscape, cfg: &SearchConfig, floor: f64, seed: u64) -> Result<Run> {
+    let oracle = Synthetic::new(land.clone(), seed);
+    let at = Thresholds::new(floor, cfg.margin);
+    let mut p = Prober::new(oracle, cfg, at, land.layers.clone(), Clock::Simulated);
+    p.count(15.0); // the sensitivity sweep
+    let curves = land.curves(&cfg.grid);
+    let mut times = StageTimes::default();
+    let chosen = run::choose(&mut p, &curves, land.dense, &mut times)?;
+    // The file stage: codebook retraining (1 epoch) and the decoded file's accuracy;
+    // widened a bit per layer while it misses the floor.
+    let mut bits = chosen.bits.clone();
+    let (file_accuracy, q) = loop {
+        let (q, m) = p.oracle.quantize(&chosen.model, &bits, 1.0, 3000)?;
+        p.count(m.seconds + 5.0);
+        if m.accuracy >= floor || bits.iter().all(|&b| b >= cfg.bits_max) {
+            break (m.accuracy, q);
+        }
+        bits.iter_mut()
+            .for_each(|b| *b = (*b + 1).min(cfg.bits_max));
+    };
+    let dense_bytes: usize = land.layers.iter().map(|(_, w, o)| 4 * (w + o)).sum();
+    let bytes = p.est_bytes(&chosen.ratios, &bits);
+    Ok(Run {
+        ratios: chosen.ratios.clone(),
+        bits,
+        bytes,
+        compression: dense_bytes as f64 / bytes,
+        file_accuracy,
+        true_accuracy: p.oracle.expected(&q),
+        met_floor: file_accuracy >= floor,
+        minutes: p.elapsed() / 60.0,
+        ratio_probes: p.ratio_probes(),
+        bits_probes: p.trials.len() - p.ratio_probes(),
+        ended_itself: !chosen.stopped.contains("budget"),
+    })
+}
+
+/// Median and the 10th and 90th percentiles of `v`.
+pub fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |f: f64| s[((s.len() - 1) as f64 * f).round() as usize];
+    if s.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    (q(0.5), q(0.1), q(0.9))
+}
+
+/// Runs every strategy over `seeds` and returns one table row each: compression (median,
+/// p10–p90), runs whose file met the floor, runs whose true accuracy is under the floor,
+/// minutes, ratio and bits probes, runs that ended by themselves.
+pub fn compare(
+    land: &Landscape,
+    strategies: &[(String, SearchConfig)],
+    floor: f64,
+    seeds: u64,
+) -> Result<String> {
+    let mut out = format!(
+        "{:<34} {:>22} {:>7} {:>8} {:>16} {:>11} {:>6} {:>6}\n",
+        "strategy",
+        "compression p50 [p10–p90]",
+        "met",
+        "true<F",
+        "minutes p50 [p90]",
+        "ratio probes",
+        "bits",
+        "ended"
+    );
+    for (name, cfg) in strategies {
+        // A search that ends with an error (no feasible probe) made no file.
+        let all: Vec<Result<Run>> = (1..=seeds).map(|s| search(land, cfg, floor, s)).collect();
+        let failed = all.iter().filter(|r| r.is_err()).count();
+        let runs: Vec<Run> = all.into_iter().filter_map(|r| r.ok()).collect();
+        let n = seeds as f64;
+        if runs.is_empty() {
+            out += &format!("{name:<34} every run failed\n");
+            continue;
+        }
+        let pick = |f: &dyn Fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let (c50, c10, c90) = spread(&pick(&|r| r.compression));
+        let (m50, _, m90) = spread(&pick(&|r| r.minutes));
+        let (p50, _, _) = spread(&pick(&|r| r.ratio_probes as f64));
+        let (b50, _, _) = spread(&pick(&|r| r.bits_probes as f64));
+        let met = runs.iter().filter(|r| r.met_floor).count() as f64 / n;
+        let under = runs.iter().filter(|r| r.true_accuracy < floor).count() as f64 / n;
+        let ended = runs.iter().filter(|r| r.ended_itself).count() as f64 / n;
+        out += &format!(
+            "{:<34} {:>7.1}× [{:>5.1}–{:>5.1}] {:>6.0}% {:>7.0}% {:>8.1} [{:>5.1}] {:>11.0} {:>6.0} {:>5.0}%\n",
+            name,
+            c50,
+            c10,
+            c90,
+            100.0 * met,
+            100.0 * under,
+            m50,
+            m90,
+            p50,
+            b50,
+            100.0 * ended
+        );
+        if failed > 0 {
+            out += &format!(
+                "{:<34} ({failed} runs made no file: no feasible probe)\n",
+                ""
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The strategies `bench search` compares: this version's defaults, the previous
+/// version's, and one change at a time between them.
+pub fn strategies() -> Vec<(String, SearchConfig)> {
+    use super::bisection::Bisection;
+    use super::bits::BitsMethod;
+    let v2 = SearchConfig::default();
+    let v1 = SearchConfig {
+        bisection: Bisection::Brent,
+        recovery_gap: 0.001,
+        final_epochs: 8.0,
+        bits_method: BitsMethod::Probe,
+        budget_minutes: 26.0,
+        bisect_share: 0.45,
+        ..v2.clone()
+    };
+    vec![
+        (
+            "0.1 (brent, recovery, final 8, bits probe, 26 min)".into(),
+            v1.clone(),
+        ),
+        (
+            "0.1 settings, 10 min".into(),
+            SearchConfig {
+                budget_minutes: 10.0,
+                ..v1.clone()
+            },
+        ),
+        ("0.2 default".into(), v2.clone()),
+        (
+            "0.2 + brent bisection".into(),
+            SearchConfig {
+                bisection: Bisection::Brent,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2 + recovery retraining".into(),
+            SearchConfig {
+                recovery_gap: 0.001,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2 + final retraining 8 epochs".into(),
+            SearchConfig {
+                final_epochs: 8.0,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2 + bits per-layer probes".into(),
+            SearchConfig {
+                bits_method: BitsMethod::Probe,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, margin 0.002".into(),
+            SearchConfig {
+                margin: 0.002,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, margin 0.0005".into(),
+            SearchConfig {
+                margin: 0.0005,
+                ..v2
+            },
+        ),
+    ]
+}
+
+/// Estimated bytes of a LeNet-5 model (for tests).
+pub fn lenet_bytes(ratios: &[f64], bits: &[u8]) -> f64 {
+    let land = Landscape::lenet();
+    let sizes: Vec<(usize, usize)> = land.layers.iter().map(|(_, w, o)| (*w, *o)).collect();
+    let d: Vec<f64> = ratios.iter().map(|r| 1.0 - r).collect();
+    estimate::model_bytes(&sizes, &d, bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_synthetic_search_runs_in_a_blink_and_meets_its_floor() {
+        let t = std::time::Instant::now();
+        let land = Landscape::lenet();
+        let cfg = SearchConfig::default();
+        let r = search(&land, &cfg, 0.99, 1).unwrap();
+        assert!(t.elapsed().as_secs_f64() < 1.0);
+        assert!(r.met_floor, "{r:?}");
+        assert!(r.compression > 50.0, "{r:?}");
+        assert!(r.minutes <= cfg.budget_minutes * 1.1, "{r:?}");
+        // deterministic for a seed
+        assert_eq!(r, search(&land, &cfg, 0.99, 1).unwrap());
+    }
+
+    #[test]
+    fn the_landscape_is_monotone_in_every_layer() {
+        let land = Landscape::lenet();
+        let a = land.accuracy(&[0.5, 0.9, 0.98, 0.8]);
+        assert!(land.accuracy(&[0.5, 0.95, 0.98, 0.8]) < a);
+        assert!(land.accuracy(&[0.5, 0.9, 0.99, 0.8]) < a);
+        assert!(a < land.dense);
+    }
+
+    #[test]
+    fn spread_of_known_values() {
+        let v: Vec<f64> = (0..=10).map(|i| i as f64).collect();
+        assert_eq!(spread(&v), (5.0, 1.0, 9.0));
+    }
+}
