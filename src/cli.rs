@@ -1,7 +1,7 @@
 //! Command-line flags (clap), turned once into typed, validated settings ([`Mode`]);
 //! nothing past [`Cli::into_mode`] sees the parser.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -44,7 +44,8 @@ struct SearchFlags {
     /// search.budget_minutes. A probe budget makes the run independent of the clock.
     #[arg(long)]
     budget: Option<String>,
-    /// Run folder (default searches/<model>-<dataset>-floor<F> or …-maxdrop<P>).
+    /// Run folder (default runs/<model>-<dataset>-floor<F> or …-maxdrop<P>; a finished
+    /// run's folder is not reused: the next free `-2`, `-3`, … is taken instead).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -177,9 +178,14 @@ pub struct Common {
     /// Intra-op threads for libtorch (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Seed of initialisation, batch order and every random choice.
+    /// Seed of every random choice after the dense model: probes' batch order and
+    /// augmentation, retraining, codebooks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seed of the dense model's initialisation and training (the cache holds one model per
+    /// seed), independent of --seed: searches with different --seed share one dense model.
+    #[arg(long, default_value_t = 1)]
+    dense_seed: u64,
     /// Folder holding the four IDX files (default: where scripts/setup.sh put them; also
     /// DC_SEARCH_DATA_DIR).
     #[arg(long)]
@@ -462,6 +468,7 @@ impl Common {
         Ok(Runtime {
             device: runtime::parse_device(&self.device)?,
             seed: self.seed,
+            dense_seed: self.dense_seed,
             threads: self.threads,
             quiet: self.quiet,
         })
@@ -689,12 +696,10 @@ impl Cli {
                     None => {}
                 }
                 let out = self.search.out.unwrap_or_else(|| {
-                    PathBuf::from("searches").join(format!(
-                        "{}-{}-{}",
-                        cfg.model,
-                        cfg.data.dataset.as_str(),
-                        floor.tag()
-                    ))
+                    crate::paths::fresh_run_folder(
+                        Path::new("runs"),
+                        &format!("{}-{}-{}", cfg.model, cfg.data.dataset.as_str(), floor.tag()),
+                    )
                 });
                 check_output(&out.join("report.md"))?;
                 let command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -178,26 +178,42 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             (dense_acc - 0.002).max(0.001)
         );
     }
-    // The run folder is made only once the inputs are known to be good.
+    // Nothing is written before the journal (if any) is known to belong to this run.
+    let key = journal_key(cfg, rt, floor, &dense.path);
+    let mut journal = search::journal::Journal::open(out, &key)?;
+    if journal.pending() > 0 && !rt.quiet {
+        eprintln!(
+            "resuming from {}: {} journaled",
+            out.join("journal.jsonl").display(),
+            journal.summary()
+        );
+    }
     crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     if !rt.quiet {
+        let held = match cfg.data.validation_from {
+            data::ValidationFrom::Train => "held out of the training images",
+            data::ValidationFrom::Test => "held out of the test images",
+        };
+        eprintln!(
+            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
+            data.valid.len(),
+            data.test.len()
+        );
         eprintln!(
             "dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})",
             cfg.model, cfg.search.margin
         );
     }
     let mut times = search::StageTimes::default();
-    let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
+    let (points, secs) = match journal.replay_sweep() {
+        Some(done) => done,
+        None => {
+            let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
+            journal.record_sweep(&points, secs)?;
+            (points, secs)
+        }
+    };
     times.sensitivity = secs;
-    let key = journal_key(cfg, rt, floor, &dense.path);
-    let journal = search::journal::Journal::open(out, &key)?;
-    if journal.pending() > 0 && !rt.quiet {
-        eprintln!(
-            "resuming from {} ({} entries journaled)",
-            out.join("journal.jsonl").display(),
-            journal.pending()
-        );
-    }
     crate::runtime::catch_interrupts();
     let train_split = data.train.to_device(rt.device);
     let mut probe_cfg = cfg.compress.clone();
@@ -279,23 +295,22 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     if let Some(j) = p.journal() {
         j.drop_probe_checkpoints()?;
     }
-    if !rt.quiet {
-        print!("{table}");
-        println!(
-            "\n{}: {} bytes, {:.1}x smaller than dense float32; decoded file: validation {:.4}, test {:.4}; {:.1} min; report {}",
-            outcome.file.display(),
-            outcome.file_bytes,
-            outcome.compression_ratio,
-            outcome.decoded_valid_accuracy,
-            outcome.decoded_test_accuracy,
-            outcome.times.total / 60.0,
-            out.join("report.md").display()
-        );
-    }
+    // --quiet hides progress, never the result.
+    print!("{table}");
+    println!(
+        "\n{}: {} bytes, {:.1}x smaller than dense float32; decoded file: validation {:.4}, test {:.4}; {:.1} min; report {}",
+        outcome.file.display(),
+        outcome.file_bytes,
+        outcome.compression_ratio,
+        outcome.decoded_valid_accuracy,
+        outcome.decoded_test_accuracy,
+        outcome.times.total / 60.0,
+        out.join("report.md").display()
+    );
     println!(
         "{}",
         serde_json::to_string(&serde_json::json!({
-            "file": outcome.file, "bytes": outcome.file_bytes, "ratio": outcome.compression_ratio,
+            "file": outcome.file, "bytes": outcome.file_bytes, "compression": outcome.compression_ratio,
             "valid_accuracy": outcome.decoded_valid_accuracy, "test_accuracy": outcome.decoded_test_accuracy,
             "floor": floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
         }))?
@@ -304,21 +319,23 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
 }
 
 /// What decides a search's result: the resolved config, floor, seed, threads and the dense
-/// weights. A journal written under another key is not resumed.
+/// weights (by content, so a changed file at the same path is not mistaken for the old
+/// one). A journal written under another key is not resumed.
 fn journal_key(cfg: &Config, rt: &Runtime, floor: f64, dense: &Path) -> String {
     use sha2::{Digest, Sha256};
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let weights = match std::fs::read(dense) {
+        Ok(bytes) => hex(&Sha256::digest(&bytes)),
+        Err(_) => dense.display().to_string(),
+    };
     let text = format!(
-        "{}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={}",
+        "{}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={weights}",
         cfg.to_toml(),
         rt.seed,
         rt.threads,
         rt.device_name(),
-        dense.display()
     );
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {

@@ -67,8 +67,8 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
             trained: None,
         });
     }
-    let path = cache_path(cfg, rt.seed);
-    rt.reseed(0);
+    let path = cache_path(cfg, rt.dense_seed);
+    rt.reseed_dense();
     let mut net = Net::init(&cfg.arch(), rt.device);
     if let Some(file) = &cfg.weights {
         let (tensors, format) = crate::import::read_weights(file, &net.arch)?;
@@ -135,7 +135,7 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
     let meta = HashMap::from([
         ("model".to_string(), cfg.model.clone()),
         ("dataset".to_string(), cfg.data.dataset.as_str().to_string()),
-        ("seed".to_string(), rt.seed.to_string()),
+        ("seed".to_string(), rt.dense_seed.to_string()),
         ("recipe".to_string(), serde_json::to_string(&cfg.train)?),
     ]);
     weights::save_net(&net, &path, Some(meta))?;

@@ -50,6 +50,19 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
+/// The run folder `base/name`, or `base/name-2`, `-3`, … when that one holds a finished
+/// run (`summary.json`): a rerun after a crash resumes its unfinished folder, a new run
+/// never writes over a finished one.
+pub fn fresh_run_folder(base: &Path, name: &str) -> PathBuf {
+    (1..)
+        .map(|i| match i {
+            1 => base.join(name),
+            i => base.join(format!("{name}-{i}")),
+        })
+        .find(|p| !p.join("summary.json").exists())
+        .expect("some folder number is free")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +76,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         let entries: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn a_finished_run_folder_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        assert_eq!(fresh_run_folder(base, "x"), base.join("x"));
+        // unfinished (a crash): resumed in place
+        write_text(&base.join("x").join("journal.jsonl"), "").unwrap();
+        assert_eq!(fresh_run_folder(base, "x"), base.join("x"));
+        write_text(&base.join("x").join("summary.json"), "{}").unwrap();
+        assert_eq!(fresh_run_folder(base, "x"), base.join("x-2"));
+        write_text(&base.join("x-2").join("summary.json"), "{}").unwrap();
+        assert_eq!(fresh_run_folder(base, "x"), base.join("x-3"));
     }
 }

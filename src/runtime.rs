@@ -44,6 +44,8 @@ pub fn check_interrupt() -> Result<()> {
 pub struct Runtime {
     pub device: Device,
     pub seed: u64,
+    /// Seed of the dense model's initialisation and training.
+    pub dense_seed: u64,
     pub threads: Option<usize>,
     pub quiet: bool,
 }
@@ -82,6 +84,11 @@ impl Runtime {
     /// stage's randomness is fixed whatever ran before it.
     pub fn reseed(&self, offset: u64) {
         tch::manual_seed(self.seed.wrapping_add(offset) as i64);
+    }
+
+    /// Seeds torch's generators for the dense model's initialisation and training.
+    pub fn reseed_dense(&self) {
+        tch::manual_seed(self.dense_seed as i64);
     }
 
     pub fn device_name(&self) -> String {

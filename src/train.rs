@@ -274,6 +274,7 @@ pub fn train(
         );
     }
     let bar = progress_bar(recipe.iterations as u64, label, quiet);
+    let mut lines = ProgressLines::new(recipe.iterations, label, quiet);
     let start = Instant::now();
     let mut perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
     let mut cursor = 0;
@@ -315,6 +316,12 @@ pub fn train(
                 loss_sum / loss_count as f64,
                 recipe.lr_at(iter)
             ));
+            lines.maybe_print(
+                iter + 1,
+                loss_sum / loss_count as f64,
+                recipe.lr_at(iter),
+                start,
+            );
             if loss_count == 20 {
                 loss_sum = 0.0;
                 loss_count = 0;
@@ -426,6 +433,47 @@ pub fn progress_bar(len: u64, label: &str, quiet: bool) -> ProgressBar {
     );
     bar.set_prefix(label.to_string());
     bar
+}
+
+/// Plain progress lines for a stderr that is not a terminal (nohup, CI, `| tee`), where
+/// the bar is hidden: one line every 5 % of the iterations with loss, learning rate and
+/// the time left.
+struct ProgressLines {
+    label: String,
+    iterations: i64,
+    next: i64,
+    on: bool,
+}
+
+impl ProgressLines {
+    fn new(iterations: i64, label: &str, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        ProgressLines {
+            label: label.to_string(),
+            iterations,
+            next: (iterations / 20).max(1),
+            on: !quiet && !std::io::stderr().is_terminal() && iterations >= 1000,
+        }
+    }
+
+    fn maybe_print(&mut self, done: i64, loss: f64, lr: f64, start: Instant) {
+        if !self.on || done < self.next {
+            return;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let left = secs * (self.iterations - done) as f64 / done.max(1) as f64;
+        eprintln!(
+            "{}: {:>3.0} % ({done}/{} iterations), loss {loss:.4}, lr {lr:.5}, {:.0} s, about {:.0} s left",
+            self.label,
+            100.0 * done as f64 / self.iterations as f64,
+            self.iterations,
+            secs,
+            left
+        );
+        while self.next <= done {
+            self.next += (self.iterations / 20).max(1);
+        }
+    }
 }
 
 /// Accuracy and mean cross-entropy on a split.

@@ -25,6 +25,12 @@ use crate::models::Net;
 enum Line {
     /// First line: what the run is.
     Header { journal: u32, key: String },
+    /// The sensitivity sweep's points (`(layer, ratio, accuracy, loss)` as recorded in
+    /// sensitivity.csv).
+    Sweep {
+        points: Vec<super::sensitivity::Point>,
+        seconds: f64,
+    },
     /// A finished probe; `checkpoint` is its model when it was feasible.
     Probe {
         trial: Trial,
@@ -118,6 +124,45 @@ impl Journal {
             replay,
             replayed: 0,
         })
+    }
+
+    /// The journaled sensitivity sweep (its points and seconds), if the run got that far.
+    pub fn replay_sweep(&mut self) -> Option<(Vec<super::sensitivity::Point>, f64)> {
+        let Some(Line::Sweep { .. }) = self.replay.front() else {
+            return None;
+        };
+        let Some(Line::Sweep { points, seconds }) = self.replay.pop_front() else {
+            unreachable!()
+        };
+        Some((points, seconds))
+    }
+
+    /// Appends the sensitivity sweep.
+    pub fn record_sweep(
+        &mut self,
+        points: &[super::sensitivity::Point],
+        seconds: f64,
+    ) -> Result<()> {
+        self.append(&Line::Sweep {
+            points: points.to_vec(),
+            seconds,
+        })
+    }
+
+    /// What the journal holds still to replay, in words (for the resume line).
+    pub fn summary(&self) -> String {
+        let probes = self
+            .replay
+            .iter()
+            .filter(|l| matches!(l, Line::Probe { .. }))
+            .count();
+        let sweep = self.replay.iter().any(|l| matches!(l, Line::Sweep { .. }));
+        let fin = self.has_final();
+        format!(
+            "{}{probes} probes{}",
+            if sweep { "the sensitivity sweep, " } else { "" },
+            if fin { ", the final model" } else { "" }
+        )
     }
 
     /// Probes still to replay.

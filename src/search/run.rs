@@ -2,7 +2,6 @@
 //! bits. What comes out is the chosen ratios, widths and model; the real search then
 //! writes and proves the file (`finish`), a synthetic one scores it against its landscape.
 
-
 use anyhow::Result;
 
 use super::oracle::Oracle;
