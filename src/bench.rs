@@ -159,6 +159,21 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
         batch as f64,
         3.0 * fwd,
     );
+    // The same masked model through the training loop probes use (random batches from the
+    // whole split, the loop's own bookkeeping).
+    let loop_recipe = train::Recipe {
+        iterations: steps as i64,
+        base_lr: 1e-4,
+        ..recipe.clone()
+    };
+    let loop_step = {
+        let mut upd =
+            CompressedSgd::new(&masked_net, recipe, &mut state, cfg.compress.centroid_grad);
+        let t = Instant::now();
+        train::train(&masked_net, &split, &loop_recipe, &mut upd, "bench", true)?;
+        t.elapsed().as_secs_f64() / steps as f64
+    };
+    row("masked training loop", loop_step, batch as f64, 3.0 * fwd);
     let cb_net = masked_net.copy();
     let mut cb_state = state.copy();
     for i in 0..cb_net.params.len() {
@@ -191,13 +206,14 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let ips = n_valid / eval;
     let gflops = ips * fwd / 1e9;
     println!(
-        "{:<28} {:>9.0} img/s {:>7.2} s/pass  {:>7.1} GFLOP/s {:>5.1} % of peak ({} images, batch 2000)",
+        "{:<28} {:>9.0} img/s {:>7.2} s/pass  {:>7.1} GFLOP/s {:>5.1} % of peak ({} images, batch {})",
         "evaluation",
         ips,
         eval,
         gflops,
         100.0 * gflops / peak,
-        valid.len()
+        valid.len(),
+        train::EVAL_BATCH
     );
     Ok(())
 }

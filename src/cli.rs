@@ -124,6 +124,10 @@ enum Command {
         /// `bench search`: the accuracy floor.
         #[arg(long, default_value_t = 0.99)]
         floor: f64,
+        /// `bench search`: seconds of one retraining epoch in the synthetic landscape
+        /// (measure it with `bench train`).
+        #[arg(long, default_value_t = 18.0)]
+        epoch_seconds: f64,
         #[command(flatten)]
         common: Common,
     },
@@ -267,6 +271,7 @@ pub enum Mode {
     BenchSearch {
         runs: u64,
         floor: f64,
+        epoch_seconds: f64,
     },
 }
 
@@ -638,6 +643,7 @@ impl Cli {
                 steps,
                 runs,
                 floor,
+                epoch_seconds,
                 common,
             }) => match what.as_str() {
                 "sensitivity" => {
@@ -655,10 +661,16 @@ impl Cli {
                     if model != "lenet" {
                         anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
                     }
-                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) {
-                        anyhow::bail!("bench search: --runs must be at least 1 and --floor in (0, 1]");
+                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !(epoch_seconds > 0.0) {
+                        anyhow::bail!(
+                            "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
+                        );
                     }
-                    Ok(Mode::BenchSearch { runs, floor })
+                    Ok(Mode::BenchSearch {
+                        runs,
+                        floor,
+                        epoch_seconds,
+                    })
                 }
                 _ => anyhow::bail!(
                     "bench {what:?}: the benchmarks are `bench sensitivity <model>`, `bench train <model>` and \

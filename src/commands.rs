@@ -47,7 +47,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::Sensitivity { cfg, rt, out } => sensitivity_cmd(&cfg, &rt, &out),
         Mode::BenchSensitivity { cfg, rt } => bench_sensitivity_cmd(&cfg, &rt),
         Mode::BenchTrain { cfg, rt, steps } => crate::bench::train(&cfg, &rt, steps),
-        Mode::BenchSearch { runs, floor } => bench_search_cmd(runs, floor),
+        Mode::BenchSearch {
+            runs,
+            floor,
+            epoch_seconds,
+        } => bench_search_cmd(runs, floor, epoch_seconds),
     }
 }
 
@@ -99,9 +103,12 @@ fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench_search_cmd(runs: u64, floor: f64) -> Result<()> {
+fn bench_search_cmd(runs: u64, floor: f64, epoch_seconds: f64) -> Result<()> {
     use crate::search::synthetic;
-    let land = synthetic::Landscape::lenet();
+    let land = synthetic::Landscape {
+        seconds_per_epoch: epoch_seconds,
+        ..synthetic::Landscape::lenet()
+    };
     println!(
         "Search strategies on the synthetic LeNet-5 oracle (dense {:.4}, noise σ {:.4} per probe, {} s per \
          epoch), floor {floor}, {runs} seeds each.\ncompression: estimated file bytes against dense float32; met: \

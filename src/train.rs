@@ -500,16 +500,19 @@ pub fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
     (correct, loss)
 }
 
+/// Images per evaluation batch. Small batches stay in cache: on 2 cores 256 images a batch
+/// evaluate 1.6× faster than 2,000 (`dc-search bench train`).
+pub const EVAL_BATCH: i64 = 256;
+
 /// Evaluates ops `start..` of `net` on activations `acts` (the input of op `start`).
 pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) -> Eval {
-    const BATCH: i64 = 2000;
     let n = labels.size()[0];
     tch::no_grad(|| {
         let mut correct = 0i64;
         let mut loss = 0.0;
         let mut s = 0;
         while s < n {
-            let len = BATCH.min(n - s);
+            let len = EVAL_BATCH.min(n - s);
             let logits = net.forward_from(start, &acts.narrow(0, s, len));
             let (c, l) = score(&logits, &labels.narrow(0, s, len));
             correct += c;

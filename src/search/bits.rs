@@ -57,13 +57,14 @@ fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Resu
         }
         loss.push(row);
     }
+    let bias_bytes = p.bias_bytes();
     let bytes: Vec<Vec<f64>> = ratios
         .iter()
         .zip(&p.layer_sizes)
         .map(|(r, (w, o))| {
             widths
                 .iter()
-                .map(|&b| estimate::layer_bytes(*w, *o, 1.0 - r, b))
+                .map(|&b| estimate::layer_bytes(*w, *o, 1.0 - r, b, bias_bytes))
                 .collect()
         })
         .collect();

@@ -31,6 +31,9 @@ pub struct SearchConfig {
     /// A probe that misses the target by at most this much validation accuracy is
     /// retrained once more for `probe_epochs` and evaluated again before it is given up.
     pub recovery_gap: f64,
+    /// A ratio probe whose validation accuracy lands within this of the target is probed
+    /// again (same warm start, another seed) and judged by the mean of the two; 0 = never.
+    pub second_look: f64,
     /// Retraining epochs of the chosen ratios before weight sharing.
     pub final_epochs: f64,
     /// Codebook retraining epochs of each bits probe.
@@ -76,8 +79,12 @@ pub struct SearchConfig {
     /// chain, a binary search of it with codebook retraining probes) or `probe` (a binary
     /// search per layer, each step a codebook retraining probe).
     pub bits_method: BitsMethod,
-    /// Most codebook retraining probes of the `sweep` method.
+    /// Most codebook retraining probes of the `sweep` method (per candidate).
     pub bits_probes: usize,
+    /// The bits stage runs on this many of the smallest feasible models and keeps the one
+    /// whose widths give the smallest file (the smallest may have too little room left for
+    /// weight sharing).
+    pub bits_candidates: usize,
     /// Weight bits tried per layer.
     pub bits_min: u8,
     pub bits_max: u8,
@@ -98,6 +105,7 @@ impl Default for SearchConfig {
             lr_scale: 0.3,
             bias_precision: BiasPrecision::F16,
             recovery_gap: 0.0,
+            second_look: 0.0006,
             final_epochs: 0.0,
             bits_epochs: 0.5,
             budget_minutes: 10.0,
@@ -115,7 +123,8 @@ impl Default for SearchConfig {
             refine_min_saving: 0.01,
             refine_candidates: None,
             bits_method: BitsMethod::Sweep,
-            bits_probes: 4,
+            bits_probes: 6,
+            bits_candidates: 3,
             bits_min: 2,
             bits_max: 8,
             provisional_bits: 5,

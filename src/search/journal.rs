@@ -36,9 +36,12 @@ enum Line {
         trial: Trial,
         checkpoint: Option<String>,
     },
-    /// The model after the final retraining.
+    /// The chosen model (after the final retraining, if any) and its widths.
     Final {
         ratios: Vec<f64>,
+        /// Its widths (absent in journals written before they were recorded).
+        #[serde(default)]
+        bits: Option<Vec<u8>>,
         checkpoint: String,
         seconds: f64,
         /// Its validation accuracy (absent in journals written before it was recorded).
@@ -47,8 +50,14 @@ enum Line {
     },
 }
 
-/// The final model read back: ratios, its checkpoint, seconds it took, its accuracy.
-pub type Final = (Vec<f64>, PathBuf, f64, Option<f64>);
+/// The chosen model read back.
+pub struct Chosen {
+    pub ratios: Vec<f64>,
+    pub bits: Vec<u8>,
+    pub checkpoint: PathBuf,
+    pub seconds: f64,
+    pub accuracy: Option<f64>,
+}
 
 /// Writes a model's checkpoint to the path it is given.
 pub type Saver<'s> = &'s dyn Fn(&Path) -> Result<()>;
@@ -244,13 +253,28 @@ impl Journal {
         self.replay.iter().any(|l| matches!(l, Line::Final { .. }))
     }
 
-    /// The journaled final model (ratios, checkpoint, seconds), if the run got that far.
-    pub fn replay_final(&mut self) -> Result<Option<Final>> {
-        let Some(Line::Final { .. }) = self.replay.front() else {
+    /// The journaled choice of a run that got past the bits stage, with the bits probes
+    /// recorded before it; `None` (nothing consumed) when the journal holds no choice.
+    pub fn replay_chosen(&mut self) -> Result<Option<(Vec<Trial>, Chosen)>> {
+        let at = self
+            .replay
+            .iter()
+            .position(|l| !matches!(l, Line::Probe { .. }));
+        let Some(at) = at else {
             return Ok(None);
         };
+        let Some(Line::Final { bits: Some(_), .. }) = self.replay.get(at) else {
+            return Ok(None);
+        };
+        let mut trials = Vec::new();
+        for _ in 0..at {
+            if let Some(Line::Probe { trial, .. }) = self.replay.pop_front() {
+                trials.push(trial);
+            }
+        }
         let Some(Line::Final {
             ratios,
+            bits: Some(bits),
             checkpoint,
             seconds,
             accuracy,
@@ -258,13 +282,23 @@ impl Journal {
         else {
             unreachable!()
         };
-        Ok(Some((ratios, self.dir.join(checkpoint), seconds, accuracy)))
+        Ok(Some((
+            trials,
+            Chosen {
+                ratios,
+                bits,
+                checkpoint: self.dir.join(checkpoint),
+                seconds,
+                accuracy,
+            },
+        )))
     }
 
     /// Saves the final model through `save` and appends it.
     pub fn record_final(
         &mut self,
         ratios: &[f64],
+        bits: &[u8],
         save: Saver,
         seconds: f64,
         accuracy: f64,
@@ -273,6 +307,7 @@ impl Journal {
         save(&self.dir.join(&rel))?;
         self.append(&Line::Final {
             ratios: ratios.to_vec(),
+            bits: Some(bits.to_vec()),
             checkpoint: rel,
             seconds,
             accuracy: Some(accuracy),

@@ -47,6 +47,14 @@ pub struct Feasible<M> {
     pub accuracy: f64,
 }
 
+/// A model the bits stage may start from.
+pub struct Candidate<M> {
+    pub ratios: Vec<f64>,
+    pub model: M,
+    /// Its validation accuracy before weight sharing.
+    pub accuracy: f64,
+}
+
 /// How the prober tells time: the wall clock (real probes) or the sum of the oracle's
 /// reported seconds (a synthetic oracle).
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +161,15 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
     pub fn est_bytes(&self, ratios: &[f64], bits: &[u8]) -> f64 {
         let d: Vec<f64> = ratios.iter().map(|r| 1.0 - r).collect();
-        estimate::model_bytes(&self.layer_sizes, &d, bits)
+        estimate::model_bytes(&self.layer_sizes, &d, bits, self.bias_bytes())
+    }
+
+    /// Bytes of one bias in the search's file.
+    pub fn bias_bytes(&self) -> estimate::BiasBytes {
+        match self.cfg.bias_precision {
+            crate::compress::BiasPrecision::F16 => 2.0,
+            crate::compress::BiasPrecision::F32 => 4.0,
+        }
     }
 
     pub fn provisional_bits(&self) -> Vec<u8> {
@@ -279,6 +295,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         let epochs = self.cfg.probe_epochs;
         let seed = 1000 + self.trials.len() as u64;
         let (mut model, mut m) = self.oracle.prune(from, ratios, epochs, seed)?;
+        let mut best_of_two: Option<f64> = None;
         let gap = self.cfg.recovery_gap;
         if m.accuracy < self.at.probe && m.accuracy >= self.at.probe - gap {
             self.say(&format!(
@@ -293,6 +310,38 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 ..m2
             };
             model = again;
+        }
+        // A second look: a probe within `second_look` of the target is retrained again from
+        // the same warm start with another seed, and judged by the mean of the two (its
+        // noise shrinks by √2 where a decision is closest to a coin flip). The better of
+        // the two models is kept.
+        let band = self.cfg.second_look;
+        if band > 0.0 && (m.accuracy - self.at.probe).abs() < band {
+            let from = match warm {
+                Some(i) => Some(Self::model_of(&self.feasible[i])?),
+                None => None,
+            };
+            let (other, m2) = self.oracle.prune(from, ratios, epochs, seed + 700)?;
+            self.say(&format!(
+                "    probe {}: validation {:.4} within {band} of {:.4}: a second look scored {:.4}",
+                self.trials.len() + 1,
+                m.accuracy,
+                self.at.probe,
+                m2.accuracy
+            ));
+            let mean = 0.5 * (m.accuracy + m2.accuracy);
+            let seconds = m.seconds + m2.seconds;
+            if m2.accuracy > m.accuracy {
+                model = other;
+                m = m2;
+            }
+            // The better model is kept; the pair's mean is what the search judges by.
+            best_of_two = Some(m.accuracy);
+            m = Measure {
+                accuracy: mean,
+                seconds,
+                ..m
+            };
         }
         let feasible = m.accuracy >= self.at.probe;
         let mut trial = self.trial(phase, ratios, &bits, &m);
@@ -322,7 +371,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 ratios: ratios.to_vec(),
                 model: Some(model),
                 bytes,
-                accuracy: m.accuracy,
+                accuracy: best_of_two.unwrap_or(m.accuracy),
             });
         }
         Ok(m.accuracy)
@@ -341,7 +390,17 @@ impl<'s, O: Oracle> Prober<'s, O> {
             return Ok(t.valid_accuracy);
         }
         let seed = 2000 + self.trials.len() as u64;
-        let (_, m) = self.oracle.quantize(model, bits, epochs, seed)?;
+        let (_, mut m) = self.oracle.quantize(model, bits, epochs, seed)?;
+        // A second look, as for ratio probes: near the threshold the mean of two decides.
+        let band = self.cfg.second_look;
+        if band > 0.0 && (m.accuracy - self.at.bits).abs() < band {
+            let (_, m2) = self.oracle.quantize(model, bits, epochs, seed + 700)?;
+            m = Measure {
+                accuracy: 0.5 * (m.accuracy + m2.accuracy),
+                seconds: m.seconds + m2.seconds,
+                ..m2
+            };
+        }
         let mut trial = self.trial(Phase::Bits, ratios, bits, &m);
         trial.feasible = m.accuracy >= self.at.bits;
         trial.warm_start = "final".into();
@@ -360,80 +419,112 @@ impl<'s, O: Oracle> Prober<'s, O> {
         Ok(m.accuracy)
     }
 
-    /// Stage 4: the model the bits stage starts from: the smallest feasible probe's,
-    /// retrained `final_epochs` more (kept only if validation does not drop: a frontier
-    /// probe passed partly by luck, and retraining regresses to the mean). Journaled.
-    pub fn final_model(&mut self) -> Result<(Vec<f64>, O::Model, f64)> {
-        if let Some((ratios, path, secs, acc)) = match self.journal.as_mut() {
-            Some(j) => j.replay_final()?,
-            None => None,
-        } {
-            self.counted += secs;
-            self.say("final retraining: replayed from the journal");
-            let model = self.oracle.load(&path)?;
-            let acc = acc.unwrap_or(self.at.probe);
-            return Ok((ratios, model, acc));
-        }
-        let Some(i) = self
-            .feasible
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.bytes.total_cmp(&b.1.bytes))
-            .map(|(i, _)| i)
-        else {
+    /// Stage 4: the models the bits stage starts from: the `k` smallest feasible probes'
+    /// (a model with little room above the threshold may lose more to weight sharing than
+    /// its ratios saved), each retrained `final_epochs` more when that is set (kept only if
+    /// validation does not drop: a frontier probe passed partly by luck, and retraining
+    /// regresses to the mean).
+    pub fn candidates(&mut self, k: usize) -> Result<Vec<Candidate<O::Model>>> {
+        let mut order: Vec<usize> = (0..self.feasible.len()).collect();
+        order.sort_by(|&a, &b| self.feasible[a].bytes.total_cmp(&self.feasible[b].bytes));
+        order.dedup_by(|a, b| self.feasible[*a].ratios == self.feasible[*b].ratios);
+        order.truncate(k.max(1));
+        if order.is_empty() {
             anyhow::bail!(
                 "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
                  budget; lower --floor or raise --budget",
                 self.at.floor,
                 self.cfg.margin,
             );
-        };
-        let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
-        let epochs = self.cfg.final_epochs;
-        let (model, acc, secs) = if epochs > 0.0 {
-            let probe_model = Self::model_of(&self.feasible[i])?;
-            let (model, m) = self.oracle.retrain(probe_model, epochs, 7)?;
-            self.say(&format!(
-                "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {:.4} ({:.0} s){}",
-                round3(&ratios),
-                m.accuracy,
-                m.seconds,
-                if m.accuracy < before {
-                    "; keeping the probe's model, which scored higher"
-                } else {
-                    ""
-                }
-            ));
-            if let Clock::Simulated = self.clock {
-                self.counted += m.seconds;
-            }
-            if m.accuracy < before {
-                (self.take_feasible(i)?, before, m.seconds)
-            } else {
-                (model, m.accuracy, m.seconds)
-            }
-        } else {
-            (self.take_feasible(i)?, before, 0.0)
-        };
-        if let Some(j) = self.journal.as_mut() {
-            let oracle = &self.oracle;
-            j.record_final(&ratios, &|p: &Path| oracle.save(&model, p), secs, acc)?;
         }
-        Ok((ratios, model, acc))
+        let mut out = Vec::new();
+        for i in order {
+            let model = self.feasible[i].model.take().ok_or_else(|| {
+                anyhow!(
+                    "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
+                     choose another --out) to search afresh",
+                    round3(&self.feasible[i].ratios)
+                )
+            })?;
+            let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
+            let epochs = self.cfg.final_epochs;
+            let (model, accuracy) = if epochs > 0.0 {
+                let (again, m) = self.oracle.retrain(&model, epochs, 7)?;
+                if let Clock::Simulated = self.clock {
+                    self.counted += m.seconds;
+                }
+                self.say(&format!(
+                    "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {:.4} ({:.0} s){}",
+                    round3(&ratios),
+                    m.accuracy,
+                    m.seconds,
+                    if m.accuracy < before {
+                        "; keeping the probe's model, which scored higher"
+                    } else {
+                        ""
+                    }
+                ));
+                if m.accuracy < before {
+                    (model, before)
+                } else {
+                    (again, m.accuracy)
+                }
+            } else {
+                (model, before)
+            };
+            out.push(Candidate {
+                ratios,
+                model,
+                accuracy,
+            });
+        }
+        Ok(out)
     }
 
-    /// Takes feasible model `i` out of the warm starts (the stages after the final model
-    /// need none).
-    fn take_feasible(&mut self, i: usize) -> Result<O::Model> {
-        let f = self.feasible.swap_remove(i);
-        let model = f.model.ok_or_else(|| {
-            anyhow!(
-                "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
-                 choose another --out) to search afresh",
-                round3(&f.ratios)
-            )
-        })?;
-        Ok(model)
+    /// The journaled choice (ratios, widths, model, accuracy) of a run that got past the
+    /// bits stage, with the bits probes recorded before it.
+    pub fn replay_chosen(&mut self) -> Result<Option<(Candidate<O::Model>, Vec<u8>)>> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(None);
+        };
+        let Some((trials, chosen)) = j.replay_chosen()? else {
+            return Ok(None);
+        };
+        for t in trials {
+            self.counted += t.seconds;
+            self.trials.push(t);
+        }
+        self.counted += chosen.seconds;
+        let model = self.oracle.load(&chosen.checkpoint)?;
+        self.say("final model and widths: replayed from the journal");
+        Ok(Some((
+            Candidate {
+                ratios: chosen.ratios,
+                model,
+                accuracy: chosen.accuracy.unwrap_or(self.at.probe),
+            },
+            chosen.bits,
+        )))
+    }
+
+    /// Journals the chosen model and widths.
+    pub fn record_chosen(
+        &mut self,
+        c: &Candidate<O::Model>,
+        bits: &[u8],
+        seconds: f64,
+    ) -> Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            let oracle = &self.oracle;
+            j.record_final(
+                &c.ratios,
+                bits,
+                &|p: &Path| oracle.save(&c.model, p),
+                seconds,
+                c.accuracy,
+            )?;
+        }
+        Ok(())
     }
 
     /// The journal, to drop probe checkpoints after a finished run.

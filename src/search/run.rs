@@ -1,4 +1,4 @@
-//! The search's stages in order, on any [`Oracle`]: bisection → refinement → final model →
+//! The search's stages in order, on any [`Oracle`]: bisection → refinement → candidates →
 //! bits. What comes out is the chosen ratios, widths and model; the real search then
 //! writes and proves the file (`finish`), a synthetic one scores it against its landscape.
 
@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::oracle::Oracle;
 use super::prober::Prober;
-use super::record::StageTimes;
+use super::record::{round3, StageTimes};
 use super::{bisection, bits, refinement};
 
 /// What the stages chose.
@@ -14,7 +14,7 @@ pub struct Chosen<M> {
     pub ratios: Vec<f64>,
     pub bits: Vec<u8>,
     pub model: M,
-    /// Validation accuracy of the final model before weight sharing.
+    /// Validation accuracy of the chosen model before weight sharing.
     pub accuracy: f64,
     /// Why the ratio search ended (bisection; refinement).
     pub stopped: String,
@@ -27,26 +27,56 @@ pub fn choose<O: Oracle>(
     dense_acc: f64,
     times: &mut StageTimes,
 ) -> Result<Chosen<O::Model>> {
-    let clock = |p: &Prober<O>| p.elapsed();
-    let t = clock(p);
+    let t = p.elapsed();
     let why_bisect = bisection::run(p, curves, dense_acc)?;
     p.say(&format!("bisection ended: {why_bisect}"));
-    times.bisect = clock(p) - t;
-    let t = clock(p);
+    times.bisect = p.elapsed() - t;
+    let t = p.elapsed();
     let why_refine = refinement::run(p)?;
     p.say(&format!("refinement ended: {why_refine}"));
-    times.refine = clock(p) - t;
-    let t = clock(p);
-    let (ratios, model, accuracy) = p.final_model()?;
-    times.final_retrain = clock(p) - t;
-    let t = clock(p);
-    let bits = bits::run(p, &ratios, &model)?;
-    times.bits = clock(p) - t;
+    times.refine = p.elapsed() - t;
+    let stopped = format!("bisection: {why_bisect}; refinement: {why_refine}");
+    let t = p.elapsed();
+    if let Some((c, bits)) = p.replay_chosen()? {
+        times.bits = p.elapsed() - t;
+        return Ok(Chosen {
+            ratios: c.ratios,
+            bits,
+            model: c.model,
+            accuracy: c.accuracy,
+            stopped,
+        });
+    }
+    let candidates = p.candidates(p.cfg.bits_candidates)?;
+    times.final_retrain = p.elapsed() - t;
+    // Stage 5 on each candidate; the smallest estimated file wins.
+    let t = p.elapsed();
+    let mut best: Option<(f64, usize, Vec<u8>)> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        let bits = bits::run(p, &c.ratios, &c.model)?;
+        let bytes = p.est_bytes(&c.ratios, &bits);
+        p.say(&format!(
+            "candidate {:?} (validation {:.4}): widths {bits:?} → ≈{:.1} KB",
+            round3(&c.ratios),
+            c.accuracy,
+            bytes / 1000.0
+        ));
+        if best.as_ref().is_none_or(|(b, _, _)| bytes < *b) {
+            best = Some((bytes, i, bits));
+        }
+    }
+    times.bits = p.elapsed() - t;
+    let (_, i, bits) = best.expect("candidates are never empty");
+    let c = candidates
+        .into_iter()
+        .nth(i)
+        .expect("the best is one of them");
+    p.record_chosen(&c, &bits, times.final_retrain + times.bits)?;
     Ok(Chosen {
-        ratios,
+        ratios: c.ratios,
         bits,
-        model,
-        accuracy,
-        stopped: format!("bisection: {why_bisect}; refinement: {why_refine}"),
+        model: c.model,
+        accuracy: c.accuracy,
+        stopped,
     })
 }
