@@ -72,6 +72,8 @@ enum Command {
         #[arg(long, value_name = "TOML")]
         ts_config: Option<String>,
         #[command(flatten)]
+        limit: Limit,
+        #[command(flatten)]
         common: Common,
     },
     /// Prune, retrain, share weights, retrain the codebooks and write a .dcz file.
@@ -91,6 +93,11 @@ enum Command {
         /// The compressed file to write.
         #[arg(long, short)]
         output: PathBuf,
+        /// Refuse to write the file when its decoded validation accuracy is more than this
+        /// many percentage points under the dense model's (default 5; chance level is
+        /// always refused).
+        #[arg(long, value_name = "POINTS")]
+        max_loss: Option<String>,
         #[command(flatten)]
         tune: Tune,
         #[command(flatten)]
@@ -119,6 +126,8 @@ enum Command {
     Inspect {
         /// A .dcz file.
         file: PathBuf,
+        #[command(flatten)]
+        limit: Limit,
     },
     /// Export for other tools: a .dcz file's decoded model as a PyTorch safetensors state
     /// dict, or a search's ratios.json as an NNI config_list, a Distiller schedule or CSV.
@@ -131,7 +140,27 @@ enum Command {
         /// Output file (required for safetensors; ratios print to stdout without it).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        limit: Limit,
     },
+}
+
+/// How large a .dcz file's model may be.
+#[derive(Debug, Clone, Args)]
+pub struct Limit {
+    /// Most dense weights (all layers together) a .dcz file may decode to (default 2^30).
+    #[arg(long, value_name = "N")]
+    max_params: Option<u64>,
+}
+
+impl Limit {
+    fn get(&self) -> Result<u64> {
+        match self.max_params {
+            Some(0) => anyhow::bail!("--max-params 0: give at least 1 weight"),
+            Some(n) => Ok(n),
+            None => Ok(crate::format::MAX_TOTAL_DENSE),
+        }
+    }
 }
 
 /// Overrides of the config's `[compress]` section.
@@ -211,20 +240,26 @@ pub enum Mode {
         data_dir: Option<PathBuf>,
         /// The TorchScript config the file was made with (`None`: a zoo model's file).
         config: Option<Config>,
+        /// `--max-params`: most dense weights the file may decode to.
+        max_params: u64,
     },
     Compress {
         cfg: Config,
         rt: Runtime,
         plan: Plan,
         output: PathBuf,
+        /// `--max-loss`: percentage points (see `compress::encode::check_decoded_accuracy`).
+        max_loss: f64,
     },
     Inspect {
         file: PathBuf,
+        max_params: u64,
     },
     Export {
         input: PathBuf,
         to: ExportFormat,
         output: Option<PathBuf>,
+        max_params: u64,
     },
     Search {
         cfg: Config,
@@ -338,13 +373,13 @@ impl Tune {
     }
 }
 
-/// A .dcz path (by extension, or by its magic for other names).
+/// A .dcz path (by extension, or by the magic of a regular file for other names: only its
+/// first bytes are read).
 fn is_dcz(target: &str) -> bool {
     let p = std::path::Path::new(target);
     p.extension().is_some_and(|e| e == "dcz")
-        || std::fs::read(p)
-            .map(|b| b.starts_with(&crate::format::MAGIC))
-            .unwrap_or(false)
+        || crate::paths::read_prefix(p, crate::format::MAGIC.len())
+            .is_some_and(|b| b.starts_with(&crate::format::MAGIC))
 }
 
 /// Refuses an output whose folder cannot be created or written, before any work starts.
@@ -459,12 +494,13 @@ impl Common {
             cfg.data.validation_from = v;
         }
         if let Some(w) = &self.weights {
-            if !w.is_file() {
+            if !w.exists() {
                 anyhow::bail!(
                     "--weights {}: no such file (give a .caffemodel or .safetensors file)",
                     w.display()
                 );
             }
+            crate::paths::check_regular(w, "--weights")?;
             cfg.weights = Some(w.clone());
         }
         if let Some(pt) = &self.torchscript {
@@ -508,6 +544,7 @@ impl Cli {
             Some(Command::Eval {
                 target,
                 ts_config,
+                limit,
                 common,
             }) => {
                 if is_dcz(&target) {
@@ -530,6 +567,7 @@ impl Cli {
                         rt,
                         data_dir: data::dir_from_env(common.data_dir),
                         config,
+                        max_params: limit.get()?,
                     });
                 }
                 if ts_config.is_some() {
@@ -544,9 +582,14 @@ impl Cli {
                 quality,
                 bits,
                 output,
+                max_loss,
                 tune,
                 common,
             }) => {
+                let max_loss = match max_loss {
+                    Some(s) => crate::compress::encode::parse_max_loss(&s)?,
+                    None => crate::compress::encode::DEFAULT_MAX_LOSS,
+                };
                 let (mut cfg, rt) = common.resolve(&model)?;
                 tune.apply(&mut cfg.compress)?;
                 let names = cfg.layer_names();
@@ -574,10 +617,19 @@ impl Cli {
                     rt,
                     plan,
                     output,
+                    max_loss,
                 })
             }
-            Some(Command::Inspect { file }) => Ok(Mode::Inspect { file }),
-            Some(Command::Export { input, to, output }) => {
+            Some(Command::Inspect { file, limit }) => Ok(Mode::Inspect {
+                file,
+                max_params: limit.get()?,
+            }),
+            Some(Command::Export {
+                input,
+                to,
+                output,
+                limit,
+            }) => {
                 let dcz = is_dcz(&input.to_string_lossy());
                 match (to, dcz) {
                     (ExportFormat::Safetensors, false) => anyhow::bail!(
@@ -598,7 +650,12 @@ impl Cli {
                 if let Some(o) = &output {
                     check_output(o)?;
                 }
-                Ok(Mode::Export { input, to, output })
+                Ok(Mode::Export {
+                    input,
+                    to,
+                    output,
+                    max_params: limit.get()?,
+                })
             }
             Some(Command::Sensitivity { model, out, common }) => {
                 let (cfg, rt) = common.resolve(&model)?;

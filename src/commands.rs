@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Floor, Mode};
 use crate::compress::{self, encode, Plan};
@@ -28,15 +28,22 @@ pub fn run(cli: Cli) -> Result<()> {
             rt,
             data_dir,
             config,
-        } => eval_file_cmd(&file, &rt, data_dir, config),
+            max_params,
+        } => eval_file_cmd(&file, &rt, data_dir, config, max_params),
         Mode::Compress {
             cfg,
             rt,
             plan,
             output,
-        } => compress_cmd(&cfg, &rt, &plan, &output),
-        Mode::Inspect { file } => inspect_cmd(&file),
-        Mode::Export { input, to, output } => export_cmd(&input, to, output.as_deref()),
+            max_loss,
+        } => compress_cmd(&cfg, &rt, &plan, &output, max_loss),
+        Mode::Inspect { file, max_params } => inspect_cmd(&file, max_params),
+        Mode::Export {
+            input,
+            to,
+            output,
+            max_params,
+        } => export_cmd(&input, to, output.as_deref(), max_params),
         Mode::Search {
             cfg,
             rt,
@@ -211,7 +218,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         &out.join("summary.json"),
         &serde_json::to_string_pretty(&outcome)?,
     )?;
-    let (bytes, _) = read_dcz(&outcome.file)?;
+    let (bytes, _) = read_dcz(&outcome.file, format::MAX_TOTAL_DENSE)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
     s.finish()?;
@@ -305,19 +312,22 @@ fn print_accuracies(v: &train::Eval, t: &train::Eval) {
     );
 }
 
-/// Reads and decodes a .dcz file, naming it in every error.
-pub fn read_dcz(file: &Path) -> Result<(Vec<u8>, format::CompressedModel)> {
-    let bytes = std::fs::read(file)
-        .with_context(|| format!("cannot read compressed file {}", file.display()))?;
-    let model = format::decode(&bytes).with_context(|| {
+/// Reads and decodes a .dcz file of at most `max_params` dense weights in all, naming it in
+/// every error.
+pub fn read_dcz(file: &Path, max_params: u64) -> Result<(Vec<u8>, format::CompressedModel)> {
+    let bytes = crate::paths::read_regular(file, "compressed file", MAX_DCZ_BYTES)?;
+    let model = format::decode_with_limit(&bytes, max_params).with_context(|| {
         format!(
             "{} is not a valid dc-search compressed file (damaged or not a .dcz: write it \
-             again with `dc-search compress` or a search)",
+             again with `dc-search compress` or a search; a larger model needs --max-params)",
             file.display()
         )
     })?;
     Ok((bytes, model))
 }
+
+/// The largest .dcz file read (a file holds at most 2^32 weights of a few bits each).
+const MAX_DCZ_BYTES: u64 = 1 << 34;
 
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
 fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
@@ -369,9 +379,10 @@ fn eval_file_cmd(
     rt: &Runtime,
     data_dir: Option<PathBuf>,
     config: Option<Config>,
+    max_params: u64,
 ) -> Result<()> {
     rt.apply();
-    let (bytes, model) = read_dcz(file)?;
+    let (bytes, model) = read_dcz(file, max_params)?;
     let (cfg, net) = match config {
         Some(cfg) => torchscript_file_net(&model, cfg, rt)?,
         None => (
@@ -393,9 +404,14 @@ fn eval_file_cmd(
     Ok(())
 }
 
-fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<()> {
+fn export_cmd(
+    input: &Path,
+    to: ExportFormat,
+    output: Option<&Path>,
+    max_params: u64,
+) -> Result<()> {
     if to == ExportFormat::Safetensors {
-        let (_, model) = read_dcz(input)?;
+        let (_, model) = read_dcz(input, max_params)?;
         let bytes = export::dcz_to_safetensors(&model)?;
         let out = output.expect("checked by the CLI");
         crate::paths::write_atomic(out, &bytes)?;
@@ -408,8 +424,9 @@ fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<(
         );
         return Ok(());
     }
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("cannot read ratios file {}", input.display()))?;
+    let bytes = crate::paths::read_regular(input, "ratios file", crate::paths::MAX_TEXT_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("ratios file {} is not UTF-8 text", input.display()))?;
     let ratios = export::parse_ratios(&text).with_context(|| {
         format!(
             "{} is not a dc-search ratios.json (model, dataset, floor, layers: name, \
@@ -428,9 +445,9 @@ fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<(
     Ok(())
 }
 
-fn inspect_cmd(file: &Path) -> Result<()> {
-    let (bytes, model) = read_dcz(file)?;
-    let acc = format::account(&bytes)?;
+fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
+    let (bytes, model) = read_dcz(file, max_params)?;
+    let acc = format::account_with_limit(&bytes, max_params)?;
     println!(
         "{} — model {}, dataset {}, {} bytes\n",
         file.display(),
@@ -442,21 +459,15 @@ fn inspect_cmd(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that decoding gives back exactly the in-memory weights (bit for bit).
-pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
-    for ((name, a), (_, b)) in net
-        .to_host()
-        .iter()
-        .map(|(n, _, v)| (n, v))
-        .zip(decoded.to_host().iter().map(|(n, _, v)| (n, v)))
-    {
-        let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        ensure!(same, "decoded tensor {name} differs from the in-memory model: this is a bug in dc-search's encoder");
-    }
-    Ok(())
-}
+pub use crate::compress::encode::verify_decoded;
 
-fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Result<()> {
+fn compress_cmd(
+    cfg: &Config,
+    rt: &Runtime,
+    plan: &Plan,
+    output: &Path,
+    max_loss: f64,
+) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
@@ -479,6 +490,14 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     let bytes = format::encode(&model)?;
     let decoded = encode::to_net_like(&format::decode(&bytes)?, &dense.net)?;
     verify_decoded(&dense.net, &decoded)?;
+    let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
+    let classes = dense.net.arch.layers.last().map_or(1, |l| l.outputs());
+    encode::check_decoded_accuracy(
+        stats.stages[0].valid_accuracy,
+        v.accuracy,
+        classes,
+        max_loss,
+    )?;
     crate::paths::write_atomic(output, &bytes)?;
     print!("{}", report::table3(&format::account(&bytes)?));
     for st in &stats.stages {
@@ -492,7 +511,6 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
             st.name, st.valid_accuracy
         );
     }
-    let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let t = train::evaluate(&decoded, &data.test.to_device(rt.device));
     let dense_bytes = dense.net.arch.num_params() * 4;
     println!(

@@ -56,9 +56,11 @@ impl Config {
             return Config::parse(text, &format!("preset {name_or_path}"));
         }
         let path = Path::new(name_or_path);
-        if path.extension().is_some_and(|e| e == "toml") || path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "toml") || path.exists() {
+            let bytes =
+                crate::paths::read_regular(path, "config file", crate::paths::MAX_TEXT_BYTES)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("config file {} is not UTF-8 text", path.display()))?;
             let mut cfg = Config::parse(&text, &path.display().to_string())?;
             // A TorchScript module path is relative to the config file.
             if let Some(m) = cfg.torchscript.as_mut().and_then(|t| t.module.as_mut()) {

@@ -1,8 +1,10 @@
-//! Where dc-search keeps things: the cache folder (`DC_SEARCH_CACHE`, default
-//! `~/.cache/dc-search`) and atomic file writes (temp file, fsync, rename) so no output
-//! is ever half-written.
+//! Where dc-search keeps things and how it touches files: the cache folder
+//! (`DC_SEARCH_CACHE`, default `~/.cache/dc-search`); bounded reads ([`read_regular`],
+//! [`read_prefix`]) that refuse FIFOs, devices and folders before opening them, so no input
+//! blocks or streams forever; and atomic writes (temp file, fsync, rename) so no output is
+//! ever half-written, with the permissions the umask gives a new file.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,6 +18,63 @@ pub fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("dc-search")
+}
+
+/// The largest weights file, TorchScript module or checkpoint read (16 GiB).
+pub const MAX_MODEL_BYTES: u64 = 1 << 34;
+/// The largest config or ratios file read (16 MiB).
+pub const MAX_TEXT_BYTES: u64 = 16 << 20;
+
+/// Refuses `path` unless it is a regular file (following links): a FIFO would block, and
+/// a device such as `/dev/zero` never ends. `what` names the input in the error.
+pub fn check_regular(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        anyhow::bail!("{what} {} is {kind}: give a regular file", path.display());
+    }
+    Ok(meta)
+}
+
+/// Reads a whole regular file of at most `max_bytes`; `what` names it in errors.
+pub fn read_regular(path: &Path, what: &str, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = check_regular(path, what)?;
+    if meta.len() > max_bytes {
+        anyhow::bail!(
+            "{what} {} is {} bytes, more than the {max_bytes} bytes such a file can hold",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if bytes.len() as u64 > max_bytes {
+        anyhow::bail!(
+            "{what} {} grew past {max_bytes} bytes while it was read",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// The first `n` bytes of a regular file (fewer if it is shorter); `None` when `path` is
+/// not a regular file or cannot be read.
+pub fn read_prefix(path: &Path, n: usize) -> Option<Vec<u8>> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(n);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(n as u64).read_to_end(&mut bytes))
+        .ok()?;
+    Some(bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so

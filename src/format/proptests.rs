@@ -162,12 +162,14 @@ fn arb_layer() -> impl Strategy<Value = Layer> {
         1u8..=16,
         prop::sample::select(vec![0.0, 0.002, 0.02, 0.1, 0.5, 0.9, 1.0]),
         any::<u64>(),
-        0usize..6,
+        any::<bool>(),
         any::<bool>(),
         any::<bool>(),
         "[a-z0-9_.]{0,12}",
     )
-        .prop_map(|(shape, bits, d, seed, bl, f16, conv, name)| {
+        .prop_map(|(shape, bits, d, seed, has_bias, f16, conv, name)| {
+            // A bias is empty or holds one value per output.
+            let bl = if has_bias { shape[0] as usize } else { 0 };
             build_layer(shape, bits, d, seed, bl, f16, conv, name)
         })
 }
@@ -180,14 +182,18 @@ fn arb_model() -> impl Strategy<Value = CompressedModel> {
         prop::collection::vec(any::<u32>(), 0..4),
         any::<u64>(),
     )
-        .prop_map(|(layers, model, dataset, input_shape, seed)| {
+        .prop_map(|(mut layers, model, dataset, input_shape, seed)| {
             let mut rng = Rng(seed | 1);
+            // Names are unique: each ends in its index.
+            for (i, l) in layers.iter_mut().enumerate() {
+                l.name = format!("{}{i}", l.name);
+            }
             CompressedModel {
                 model,
                 dataset,
                 input_shape,
-                input_scale: rng.finite_f32(),
-                input_shift: rng.finite_f32(),
+                input_scale: (rng.unit() as f32 * 1000.0).max(f32::MIN_POSITIVE),
+                input_shift: (rng.unit() as f32 - 0.5) * 1000.0,
                 layers,
             }
         })
