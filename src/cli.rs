@@ -471,8 +471,13 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
 
 impl Common {
     fn runtime(&self) -> Result<Runtime> {
-        if self.threads == Some(0) {
-            anyhow::bail!("--threads 0: give at least 1");
+        if let Some(t) = self.threads {
+            if !(1..=crate::config::MAX_THREADS).contains(&t) {
+                anyhow::bail!(
+                    "--threads {t}: give 1 to {} threads (default: all cores)",
+                    crate::config::MAX_THREADS
+                );
+            }
         }
         Ok(Runtime {
             device: runtime::parse_device(&self.device)?,

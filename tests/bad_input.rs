@@ -853,3 +853,33 @@ fn weights_from_dev_zero() {
     c.args(["--weights", "/dev/zero"]);
     s.refused(c, &["--weights /dev/zero", "not a regular file"]);
 }
+
+// ---- settings ------------------------------------------------------------------------
+
+#[test]
+fn config_bits_max_sixty_four() {
+    let s = Scratch::new();
+    s.config(&format!("{TINY}\n[search]\nbits_max = 64\n"));
+    s.refused(
+        search_cmd(&s, "0.5"),
+        &["tiny.toml", "search.bits_max = 64", "1..=16"],
+    );
+}
+
+#[test]
+fn config_syntax_error_is_one_line() {
+    let s = Scratch::new();
+    s.config(&TINY.replace("validation = 40", "validation = forty"));
+    s.refused(
+        train_cmd(&s),
+        &["tiny.toml", "line 5", "validation = forty"],
+    );
+}
+
+#[test]
+fn threads_a_hundred_thousand() {
+    let s = Scratch::new();
+    let mut c = eval_cmd(&s);
+    c.args(["--threads", "100000"]);
+    s.refused(c, &["--threads 100000", "1 to 1024"]);
+}
