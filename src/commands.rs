@@ -166,7 +166,10 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             (dense_acc - 0.002).max(0.001)
         );
     }
-    // The run folder is made only once the inputs are known to be good.
+    // The run folder is made only once the inputs are known to be good, and written only
+    // once its lock is taken and its journal (if any) belongs to this run.
+    let key = journal_key(cfg, rt, floor, &dense.path);
+    let journal = search::journal::Journal::open(out, &key)?;
     crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     if !rt.quiet {
         eprintln!(
@@ -177,8 +180,6 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     let mut times = search::StageTimes::default();
     let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
     times.sensitivity = secs;
-    let key = journal_key(cfg, rt, floor, &dense.path);
-    let journal = search::journal::Journal::open(out, &key)?;
     if journal.pending() > 0 && !rt.quiet {
         eprintln!(
             "resuming from {} ({} entries journaled)",

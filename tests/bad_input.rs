@@ -883,3 +883,45 @@ fn threads_a_hundred_thousand() {
     c.args(["--threads", "100000"]);
     s.refused(c, &["--threads 100000", "1 to 1024"]);
 }
+
+// ---- run folders ---------------------------------------------------------------------
+
+/// A run folder of a search with other settings: its journal, config and sensitivity.
+fn plant_other_run(s: &Scratch) {
+    let run = s.path("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(
+        run.join("journal.jsonl"),
+        "{\"header\":{\"journal\":1,\"key\":\"another run\"}}\n",
+    )
+    .unwrap();
+    for f in ["config.toml", "sensitivity.csv", "sensitivity.svg"] {
+        std::fs::write(run.join(f), "the other run's\n").unwrap();
+    }
+}
+
+#[test]
+fn resume_with_other_settings_writes_nothing() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    plant_other_run(&s);
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["journal.jsonl", "belongs to a search with other settings"],
+    );
+}
+
+#[test]
+fn run_folder_held_by_a_live_search() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(s.path("run")).unwrap();
+    // This test's own process stands for the other search.
+    std::fs::write(s.path("run/lock"), format!("{}\n", std::process::id())).unwrap();
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["run folder run is in use", "another --out"],
+    );
+}
