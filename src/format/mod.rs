@@ -26,8 +26,8 @@ pub mod model;
 pub(crate) mod proptests;
 
 pub use dcz::{
-    account, account_with_limit, decode, decode_with_limit, encode, encode_unchecked, ByteCounts,
-    FileAccount, LayerAccount, MAGIC, VERSION,
+    account, account_with_limit, decode, decode_with_limit, encode, encode_unchecked, reseal,
+    ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION,
 };
 pub use error::{FormatError, Section, Stream};
 pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice, GapError};
