@@ -443,6 +443,7 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
     };
     if items.iter().any(|i| i.contains('=')) {
         let mut out = vec![default; names.len()];
+        let mut seen = std::collections::HashSet::new();
         for item in items {
             let Some((name, v)) = item.split_once('=') else {
                 anyhow::bail!("{flag}: mix of named and positional values in {s:?}; use one style");
@@ -454,6 +455,12 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
                     names.join(", ")
                 );
             };
+            if !seen.insert(i) {
+                anyhow::bail!(
+                    "{flag}: layer {} is given twice in {s:?}; give each layer once",
+                    names[i]
+                );
+            }
             out[i] = parse(v.trim())?;
         }
         return Ok(out);
@@ -717,7 +724,7 @@ impl Cli {
                     ))
                 });
                 check_output(&out.join("report.md"))?;
-                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                let command = shell_command(std::env::args());
                 Ok(Mode::Search {
                     cfg,
                     rt,
@@ -728,6 +735,24 @@ impl Cli {
             }
         }
     }
+}
+
+/// A command line as a POSIX shell reads it back: each argument that is not plain
+/// (`[A-Za-z0-9_./=:,+-]`) in single quotes.
+pub fn shell_command(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./=:,+-".contains(c));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A search budget.
@@ -809,6 +834,27 @@ mod tests {
             .to_string();
         assert!(e.contains("\"abc\" is not a valid number"), "{e}");
         assert!(per_layer::<u8>("8,8,300,5", &names(), 8, "--bits").is_err());
+        let e = per_layer::<f64>("fc1=0.5,fc1=0.9", &names(), 0.0, "--ratios")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer fc1 is given twice"), "{e}");
+    }
+
+    #[test]
+    fn command_lines_are_shell_quoted() {
+        let args = [
+            "dc-search",
+            "--out",
+            "my runs/a",
+            "--floor",
+            "0.99",
+            "it's",
+            "",
+        ];
+        assert_eq!(
+            shell_command(args.map(String::from)),
+            r"dc-search --out 'my runs/a' --floor 0.99 'it'\''s' ''"
+        );
     }
 
     #[test]

@@ -452,8 +452,8 @@ fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
     println!(
         "{} — model {}, dataset {}, {} bytes\n",
         file.display(),
-        model.model,
-        model.dataset,
+        report::printable(&model.model),
+        report::printable(&model.dataset),
         bytes.len()
     );
     print!("{}", report::table3(&acc));

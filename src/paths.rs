@@ -86,16 +86,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create folder {} (check permissions)", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dc-search-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .with_context(|| {
-            format!(
-                "cannot write in folder {} (check permissions and free space)",
-                dir.display()
-            )
-        })?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".dc-search-").suffix(".part");
+    // Created with mode 0666 less the umask (0644 under 022), like any new file; the
+    // temporary file's default, 0600, would carry over through the rename.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).with_context(|| {
+        format!(
+            "cannot write in folder {} (check permissions and free space)",
+            dir.display()
+        )
+    })?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {} (disk full?)", path.display()))?;
@@ -122,5 +127,20 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         let entries: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(entries.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_take_the_umask_not_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        // The umask of this process, read back from a plainly created file.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        let p = dir.path().join("atomic");
+        write_text(&p, "x").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{mode:o} vs {want:o}");
     }
 }

@@ -925,3 +925,25 @@ fn run_folder_held_by_a_live_search() {
         &["run folder run is in use", "another --out"],
     );
 }
+
+// ---- smaller ---------------------------------------------------------------------------
+
+#[test]
+fn ratios_name_a_layer_twice() {
+    let s = Scratch::new();
+    s.refused(
+        compress_cmd(&s, "fc1=0.5,fc1=0.9", "6,6,6"),
+        &["--ratios", "layer fc1 is given twice"],
+    );
+}
+
+#[test]
+fn ratios_json_with_a_newline_in_a_layer_name() {
+    let s = Scratch::new();
+    let text = r#"{"model":"lenet","dataset":"mnist","floor":0.99,"layers":[{"name":"fc1\n- evil: 1","sparse_ratio":0.5,"bits":5}]}"#;
+    std::fs::write(s.path("ratios.json"), text).unwrap();
+    s.refused(
+        s.cmd(&["export", "ratios.json", "--to", "distiller"]),
+        &["ratios.json", "[A-Za-z0-9_.-]"],
+    );
+}
