@@ -73,6 +73,8 @@ enum Command {
         #[arg(long, value_name = "TOML")]
         ts_config: Option<String>,
         #[command(flatten)]
+        limit: Limit,
+        #[command(flatten)]
         common: Common,
     },
     /// Prune, retrain, share weights, retrain the codebooks and write a .dcz file.
@@ -92,6 +94,11 @@ enum Command {
         /// The compressed file to write.
         #[arg(long, short)]
         output: PathBuf,
+        /// Refuse to write the file when its decoded validation accuracy is more than this
+        /// many percentage points under the dense model's (default 5; chance level is
+        /// always refused).
+        #[arg(long, value_name = "POINTS")]
+        max_loss: Option<String>,
         #[command(flatten)]
         tune: Tune,
         #[command(flatten)]
@@ -135,6 +142,8 @@ enum Command {
     Inspect {
         /// A .dcz file.
         file: PathBuf,
+        #[command(flatten)]
+        limit: Limit,
     },
     /// Export for other tools: a .dcz file's decoded model as a PyTorch safetensors state
     /// dict, or a search's ratios.json as an NNI config_list, a Distiller schedule or CSV.
@@ -147,7 +156,27 @@ enum Command {
         /// Output file (required for safetensors; ratios print to stdout without it).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        limit: Limit,
     },
+}
+
+/// How large a .dcz file's model may be.
+#[derive(Debug, Clone, Args)]
+pub struct Limit {
+    /// Most dense weights (all layers together) a .dcz file may decode to (default 2^30).
+    #[arg(long, value_name = "N")]
+    max_params: Option<u64>,
+}
+
+impl Limit {
+    fn get(&self) -> Result<u64> {
+        match self.max_params {
+            Some(0) => anyhow::bail!("--max-params 0: give at least 1 weight"),
+            Some(n) => Ok(n),
+            None => Ok(crate::format::MAX_TOTAL_DENSE),
+        }
+    }
 }
 
 /// Overrides of the config's `[compress]` section.
@@ -232,20 +261,26 @@ pub enum Mode {
         data_dir: Option<PathBuf>,
         /// The TorchScript config the file was made with (`None`: a zoo model's file).
         config: Option<Config>,
+        /// `--max-params`: most dense weights the file may decode to.
+        max_params: u64,
     },
     Compress {
         cfg: Config,
         rt: Runtime,
         plan: Plan,
         output: PathBuf,
+        /// `--max-loss`: percentage points (see `compress::encode::check_decoded_accuracy`).
+        max_loss: f64,
     },
     Inspect {
         file: PathBuf,
+        max_params: u64,
     },
     Export {
         input: PathBuf,
         to: ExportFormat,
         output: Option<PathBuf>,
+        max_params: u64,
     },
     Search {
         cfg: Config,
@@ -369,13 +404,13 @@ impl Tune {
     }
 }
 
-/// A .dcz path (by extension, or by its magic for other names).
+/// A .dcz path (by extension, or by the magic of a regular file for other names: only its
+/// first bytes are read).
 fn is_dcz(target: &str) -> bool {
     let p = std::path::Path::new(target);
     p.extension().is_some_and(|e| e == "dcz")
-        || std::fs::read(p)
-            .map(|b| b.starts_with(&crate::format::MAGIC))
-            .unwrap_or(false)
+        || crate::paths::read_prefix(p, crate::format::MAGIC.len())
+            .is_some_and(|b| b.starts_with(&crate::format::MAGIC))
 }
 
 /// Refuses an output whose folder cannot be created or written, before any work starts.
@@ -439,6 +474,7 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
     };
     if items.iter().any(|i| i.contains('=')) {
         let mut out = vec![default; names.len()];
+        let mut seen = std::collections::HashSet::new();
         for item in items {
             let Some((name, v)) = item.split_once('=') else {
                 anyhow::bail!("{flag}: mix of named and positional values in {s:?}; use one style");
@@ -450,6 +486,12 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
                     names.join(", ")
                 );
             };
+            if !seen.insert(i) {
+                anyhow::bail!(
+                    "{flag}: layer {} is given twice in {s:?}; give each layer once",
+                    names[i]
+                );
+            }
             out[i] = parse(v.trim())?;
         }
         return Ok(out);
@@ -467,8 +509,13 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
 
 impl Common {
     fn runtime(&self) -> Result<Runtime> {
-        if self.threads == Some(0) {
-            anyhow::bail!("--threads 0: give at least 1");
+        if let Some(t) = self.threads {
+            if !(1..=crate::config::MAX_THREADS).contains(&t) {
+                anyhow::bail!(
+                    "--threads {t}: give 1 to {} threads (default: all cores)",
+                    crate::config::MAX_THREADS
+                );
+            }
         }
         Ok(Runtime {
             device: runtime::parse_device(&self.device)?,
@@ -491,12 +538,13 @@ impl Common {
             cfg.data.validation_from = v;
         }
         if let Some(w) = &self.weights {
-            if !w.is_file() {
+            if !w.exists() {
                 anyhow::bail!(
                     "--weights {}: no such file (give a .caffemodel or .safetensors file)",
                     w.display()
                 );
             }
+            crate::paths::check_regular(w, "--weights")?;
             cfg.weights = Some(w.clone());
         }
         if let Some(pt) = &self.torchscript {
@@ -540,6 +588,7 @@ impl Cli {
             Some(Command::Eval {
                 target,
                 ts_config,
+                limit,
                 common,
             }) => {
                 if is_dcz(&target) {
@@ -562,6 +611,7 @@ impl Cli {
                         rt,
                         data_dir: data::dir_from_env(common.data_dir),
                         config,
+                        max_params: limit.get()?,
                     });
                 }
                 if ts_config.is_some() {
@@ -576,9 +626,14 @@ impl Cli {
                 quality,
                 bits,
                 output,
+                max_loss,
                 tune,
                 common,
             }) => {
+                let max_loss = match max_loss {
+                    Some(s) => crate::compress::encode::parse_max_loss(&s)?,
+                    None => crate::compress::encode::DEFAULT_MAX_LOSS,
+                };
                 let (mut cfg, rt) = common.resolve(&model)?;
                 tune.apply(&mut cfg.compress)?;
                 let names = cfg.layer_names();
@@ -606,10 +661,19 @@ impl Cli {
                     rt,
                     plan,
                     output,
+                    max_loss,
                 })
             }
-            Some(Command::Inspect { file }) => Ok(Mode::Inspect { file }),
-            Some(Command::Export { input, to, output }) => {
+            Some(Command::Inspect { file, limit }) => Ok(Mode::Inspect {
+                file,
+                max_params: limit.get()?,
+            }),
+            Some(Command::Export {
+                input,
+                to,
+                output,
+                limit,
+            }) => {
                 let dcz = is_dcz(&input.to_string_lossy());
                 match (to, dcz) {
                     (ExportFormat::Safetensors, false) => anyhow::bail!(
@@ -630,7 +694,12 @@ impl Cli {
                 if let Some(o) = &output {
                     check_output(o)?;
                 }
-                Ok(Mode::Export { input, to, output })
+                Ok(Mode::Export {
+                    input,
+                    to,
+                    output,
+                    max_params: limit.get()?,
+                })
             }
             Some(Command::Sensitivity { model, out, common }) => {
                 let (cfg, rt) = common.resolve(&model)?;
@@ -714,7 +783,7 @@ impl Cli {
                     )
                 });
                 check_output(&out.join("report.md"))?;
-                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                let command = shell_command(std::env::args());
                 Ok(Mode::Search {
                     cfg,
                     rt,
@@ -725,6 +794,24 @@ impl Cli {
             }
         }
     }
+}
+
+/// A command line as a POSIX shell reads it back: each argument that is not plain
+/// (`[A-Za-z0-9_./=:,+-]`) in single quotes.
+pub fn shell_command(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./=:,+-".contains(c));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A search budget.
@@ -806,6 +893,27 @@ mod tests {
             .to_string();
         assert!(e.contains("\"abc\" is not a valid number"), "{e}");
         assert!(per_layer::<u8>("8,8,300,5", &names(), 8, "--bits").is_err());
+        let e = per_layer::<f64>("fc1=0.5,fc1=0.9", &names(), 0.0, "--ratios")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer fc1 is given twice"), "{e}");
+    }
+
+    #[test]
+    fn command_lines_are_shell_quoted() {
+        let args = [
+            "dc-search",
+            "--out",
+            "my runs/a",
+            "--floor",
+            "0.99",
+            "it's",
+            "",
+        ];
+        assert_eq!(
+            shell_command(args.map(String::from)),
+            r"dc-search --out 'my runs/a' --floor 0.99 'it'\''s' ''"
+        );
     }
 
     #[test]

@@ -28,15 +28,22 @@ pub fn run(cli: Cli) -> Result<()> {
             rt,
             data_dir,
             config,
-        } => eval_file_cmd(&file, &rt, data_dir, config),
+            max_params,
+        } => eval_file_cmd(&file, &rt, data_dir, config, max_params),
         Mode::Compress {
             cfg,
             rt,
             plan,
             output,
-        } => compress_cmd(&cfg, &rt, &plan, &output),
-        Mode::Inspect { file } => inspect_cmd(&file),
-        Mode::Export { input, to, output } => export_cmd(&input, to, output.as_deref()),
+            max_loss,
+        } => compress_cmd(&cfg, &rt, &plan, &output, max_loss),
+        Mode::Inspect { file, max_params } => inspect_cmd(&file, max_params),
+        Mode::Export {
+            input,
+            to,
+            output,
+            max_params,
+        } => export_cmd(&input, to, output.as_deref(), max_params),
         Mode::Search {
             cfg,
             rt,
@@ -185,7 +192,8 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             (dense_acc - 0.002).max(0.001)
         );
     }
-    // Nothing is written before the journal (if any) is known to belong to this run.
+    // Nothing is written before the run folder's lock is taken and its journal (if any)
+    // is known to belong to this run.
     let key = journal_key(cfg, rt, floor, &dense.path);
     let mut journal = search::journal::Journal::open(out, &key)?;
     if journal.pending() > 0 && !rt.quiet {
@@ -296,7 +304,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         &out.join("summary.json"),
         &serde_json::to_string_pretty(&outcome)?,
     )?;
-    let (bytes, _) = read_dcz(&outcome.file)?;
+    let (bytes, _) = read_dcz(&outcome.file, format::MAX_TOTAL_DENSE)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
     if let Some(j) = p.journal() {
@@ -393,19 +401,22 @@ fn print_accuracies(v: &train::Eval, t: &train::Eval) {
     );
 }
 
-/// Reads and decodes a .dcz file, naming it in every error.
-pub fn read_dcz(file: &Path) -> Result<(Vec<u8>, format::CompressedModel)> {
-    let bytes = std::fs::read(file)
-        .with_context(|| format!("cannot read compressed file {}", file.display()))?;
-    let model = format::decode(&bytes).with_context(|| {
+/// Reads and decodes a .dcz file of at most `max_params` dense weights in all, naming it in
+/// every error.
+pub fn read_dcz(file: &Path, max_params: u64) -> Result<(Vec<u8>, format::CompressedModel)> {
+    let bytes = crate::paths::read_regular(file, "compressed file", MAX_DCZ_BYTES)?;
+    let model = format::decode_with_limit(&bytes, max_params).with_context(|| {
         format!(
             "{} is not a valid dc-search compressed file (damaged or not a .dcz: write it \
-             again with `dc-search compress` or a search)",
+             again with `dc-search compress` or a search; a larger model needs --max-params)",
             file.display()
         )
     })?;
     Ok((bytes, model))
 }
+
+/// The largest .dcz file read (a file holds at most 2^32 weights of a few bits each).
+const MAX_DCZ_BYTES: u64 = 1 << 34;
 
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
 fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
@@ -457,9 +468,10 @@ fn eval_file_cmd(
     rt: &Runtime,
     data_dir: Option<PathBuf>,
     config: Option<Config>,
+    max_params: u64,
 ) -> Result<()> {
     rt.apply();
-    let (bytes, model) = read_dcz(file)?;
+    let (bytes, model) = read_dcz(file, max_params)?;
     let (cfg, net) = match config {
         Some(cfg) => torchscript_file_net(&model, cfg, rt)?,
         None => (
@@ -481,9 +493,14 @@ fn eval_file_cmd(
     Ok(())
 }
 
-fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<()> {
+fn export_cmd(
+    input: &Path,
+    to: ExportFormat,
+    output: Option<&Path>,
+    max_params: u64,
+) -> Result<()> {
     if to == ExportFormat::Safetensors {
-        let (_, model) = read_dcz(input)?;
+        let (_, model) = read_dcz(input, max_params)?;
         let bytes = export::dcz_to_safetensors(&model)?;
         let out = output.expect("checked by the CLI");
         crate::paths::write_atomic(out, &bytes)?;
@@ -496,8 +513,9 @@ fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<(
         );
         return Ok(());
     }
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("cannot read ratios file {}", input.display()))?;
+    let bytes = crate::paths::read_regular(input, "ratios file", crate::paths::MAX_TEXT_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("ratios file {} is not UTF-8 text", input.display()))?;
     let ratios = export::parse_ratios(&text).with_context(|| {
         format!(
             "{} is not a dc-search ratios.json (model, dataset, floor, layers: name, \
@@ -516,21 +534,27 @@ fn export_cmd(input: &Path, to: ExportFormat, output: Option<&Path>) -> Result<(
     Ok(())
 }
 
-fn inspect_cmd(file: &Path) -> Result<()> {
-    let (bytes, model) = read_dcz(file)?;
-    let acc = format::account(&bytes)?;
+fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
+    let (bytes, model) = read_dcz(file, max_params)?;
+    let acc = format::account_with_limit(&bytes, max_params)?;
     println!(
         "{} — model {}, dataset {}, {} bytes\n",
         file.display(),
-        model.model,
-        model.dataset,
+        report::printable(&model.model),
+        report::printable(&model.dataset),
         bytes.len()
     );
     print!("{}", report::table3(&acc));
     Ok(())
 }
 
-fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Result<()> {
+fn compress_cmd(
+    cfg: &Config,
+    rt: &Runtime,
+    plan: &Plan,
+    output: &Path,
+    max_loss: f64,
+) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
@@ -553,6 +577,14 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
     let bytes = format::encode(&model)?;
     let decoded = encode::to_net_like(&format::decode(&bytes)?, &dense.net)?;
     encode::verify_decoded(&dense.net, &decoded)?;
+    let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
+    let classes = dense.net.arch.layers.last().map_or(1, |l| l.outputs());
+    encode::check_decoded_accuracy(
+        stats.stages[0].valid_accuracy,
+        v.accuracy,
+        classes,
+        max_loss,
+    )?;
     crate::paths::write_atomic(output, &bytes)?;
     print!("{}", report::table3(&format::account(&bytes)?));
     for st in &stats.stages {
@@ -566,7 +598,6 @@ fn compress_cmd(cfg: &Config, rt: &Runtime, plan: &Plan, output: &Path) -> Resul
             st.name, st.valid_accuracy
         );
     }
-    let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let t = train::evaluate(&decoded, &data.test.to_device(rt.device));
     let dense_bytes = dense.net.arch.num_params() * 4;
     println!(

@@ -49,6 +49,130 @@ pub const PRESETS: [(&str, &str); 3] = [
     ),
 ];
 
+/// A setting outside its range: `key = value is outside range`.
+pub(crate) fn need(ok: bool, key: &str, value: impl std::fmt::Display, range: &str) -> Result<()> {
+    if !ok {
+        bail!("{key} = {value} is outside {range}");
+    }
+    Ok(())
+}
+
+/// Whether `v` lies in `[lo, hi]` (false for NaN).
+pub(crate) fn within(v: f64, lo: f64, hi: f64) -> bool {
+    v >= lo && v <= hi
+}
+
+/// Most threads libtorch is asked for (`--threads`).
+pub const MAX_THREADS: usize = 1024;
+/// Most iterations, epochs or probes any setting asks for.
+const MAX_STEPS: f64 = 1.0e7;
+
+/// One line for a TOML syntax or type error: the message, then the line and column and the
+/// text of that line (never the multi-line snippet the parser draws).
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("").trim();
+    format!("{message} (line {line}, column {column}: `{line_text}`)")
+}
+
+/// Range checks of the `[data]` section.
+fn check_data(d: &DataConfig) -> Result<()> {
+    need(
+        (1..=1_000_000).contains(&d.validation),
+        "data.validation",
+        d.validation,
+        "1..=1000000 images",
+    )?;
+    let s = d.input_scale;
+    need(
+        s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
+        "data.input_scale",
+        s,
+        "(0, 1e6]",
+    )
+}
+
+impl Recipe {
+    /// Range checks of the `[train]` section (the dense recipe).
+    pub fn check(&self) -> Result<()> {
+        let t = self;
+        need(
+            t.base_lr > 0.0 && t.base_lr.is_finite(),
+            "train.base_lr",
+            t.base_lr,
+            "positive numbers",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            t.momentum,
+            "[0, 1)",
+        )?;
+        need(
+            within(t.weight_decay, 0.0, 1.0),
+            "train.weight_decay",
+            t.weight_decay,
+            "[0, 1]",
+        )?;
+        need(
+            within(t.gamma, 0.0, 1e6),
+            "train.gamma",
+            t.gamma,
+            "[0, 1e6]",
+        )?;
+        need(
+            within(t.power, 0.0, 1e3),
+            "train.power",
+            t.power,
+            "[0, 1000]",
+        )?;
+        need(
+            (1..=1_000_000).contains(&t.batch_size),
+            "train.batch_size",
+            t.batch_size,
+            "1..=1000000",
+        )?;
+        need(
+            t.iterations >= 1 && t.iterations as f64 <= MAX_STEPS,
+            "train.iterations",
+            t.iterations,
+            "1..=10000000",
+        )?;
+        need(
+            within(t.bias_lr_mult, 0.0, 1e3),
+            "train.bias_lr_mult",
+            t.bias_lr_mult,
+            "[0, 1000]",
+        )?;
+        need(
+            (0..=14).contains(&t.augment_shift),
+            "train.augment_shift",
+            t.augment_shift,
+            "0..=14 pixels",
+        )?;
+        need(
+            within(t.augment_rotate, 0.0, 180.0),
+            "train.augment_rotate",
+            t.augment_rotate,
+            "[0, 180] degrees",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.augment_scale),
+            "train.augment_scale",
+            t.augment_scale,
+            "[0, 1)",
+        )
+    }
+}
+
 impl Config {
     /// Resolves a preset name or a path to a TOML config.
     pub fn resolve(name_or_path: &str) -> Result<Config> {
@@ -56,9 +180,11 @@ impl Config {
             return Config::parse(text, &format!("preset {name_or_path}"));
         }
         let path = Path::new(name_or_path);
-        if path.extension().is_some_and(|e| e == "toml") || path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "toml") || path.exists() {
+            let bytes =
+                crate::paths::read_regular(path, "config file", crate::paths::MAX_TEXT_BYTES)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("config file {} is not UTF-8 text", path.display()))?;
             let mut cfg = Config::parse(&text, &path.display().to_string())?;
             // A TorchScript module path is relative to the config file.
             if let Some(m) = cfg.torchscript.as_mut().and_then(|t| t.module.as_mut()) {
@@ -75,16 +201,20 @@ impl Config {
         )
     }
 
-    /// Parses and checks a TOML config; `source` names it in errors.
+    /// Parses and checks a TOML config; `source` names it in errors, each on one line
+    /// naming the key, its allowed range (or the syntax problem and its position) and
+    /// `source`.
     pub fn parse(text: &str, source: &str) -> Result<Config> {
-        let cfg: Config =
-            toml::from_str(text).with_context(|| format!("{source}: invalid config"))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{source}: invalid config: {}", toml_error_line(text, &e))
+        })?;
         cfg.check()
             .with_context(|| format!("{source}: invalid config"))?;
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Range-checks every setting, section by section.
+    pub fn check(&self) -> Result<()> {
         match &self.torchscript {
             None => {
                 Arch::by_name(&self.model)?;
@@ -99,58 +229,10 @@ impl Config {
                 ts.check()?;
             }
         }
-        let t = &self.train;
-        if !(t.base_lr > 0.0 && t.base_lr.is_finite()) {
-            bail!("train.base_lr must be a positive number, got {}", t.base_lr);
-        }
-        if !(0.0..1.0).contains(&t.momentum) {
-            bail!("train.momentum must be in [0, 1), got {}", t.momentum);
-        }
-        if t.batch_size < 1 || t.iterations < 1 {
-            bail!("train.batch_size and train.iterations must be at least 1");
-        }
-        if t.augment_shift < 0 {
-            bail!(
-                "train.augment_shift must be ≥ 0 pixels, got {}",
-                t.augment_shift
-            );
-        }
-        if !(0.0..=180.0).contains(&t.augment_rotate) {
-            bail!(
-                "train.augment_rotate must be in [0, 180] degrees, got {}",
-                t.augment_rotate
-            );
-        }
-        if !(0.0..1.0).contains(&t.augment_scale) {
-            bail!(
-                "train.augment_scale must be in [0, 1), got {}",
-                t.augment_scale
-            );
-        }
-        let s = &self.search;
-        for (key, v) in [
-            ("refine_push", s.refine_push),
-            ("refine_min_push", s.refine_min_push),
-        ] {
-            if !(v > 0.0 && v < 1.0) {
-                bail!(
-                    "search.{key} must be a fraction in (0, 1) of a layer's kept weights, got {v}"
-                );
-            }
-        }
-        if !(0.0..1.0).contains(&s.refine_min_saving) {
-            bail!(
-                "search.refine_min_saving must be a fraction in [0, 1) of the incumbent's bytes, got {}",
-                s.refine_min_saving
-            );
-        }
-        if !(self.data.input_scale > 0.0 && self.data.input_scale.is_finite()) {
-            bail!(
-                "data.input_scale must be positive, got {}",
-                self.data.input_scale
-            );
-        }
-        Ok(())
+        check_data(&self.data)?;
+        self.train.check()?;
+        self.compress.check()?;
+        self.search.check()
     }
 
     /// The zoo model's arch (a TorchScript model's comes from its module:
@@ -209,6 +291,145 @@ mod tests {
         let c = Config::parse(text, "config.toml").unwrap();
         assert_eq!(c.search.refine_candidates, Some(4000));
         assert!(!c.to_toml().contains("refine_candidates"));
+    }
+
+    /// One row per setting: a value outside its range is refused when the config is read,
+    /// in one line naming the key, its range and the file.
+    #[test]
+    fn every_setting_is_range_checked() {
+        type Row = (&'static str, &'static str, fn(&mut Config));
+        let rows: &[Row] = &[
+            ("data.validation", "1..=1000000", |c| c.data.validation = 0),
+            ("data.input_scale", "(0, 1e6]", |c| c.data.input_scale = 0.0),
+            ("data.input_scale", "(0, 1e6]", |c| {
+                c.data.input_scale = 1e30
+            }),
+            ("train.base_lr", "positive", |c| c.train.base_lr = 0.0),
+            ("train.momentum", "[0, 1)", |c| c.train.momentum = 1.0),
+            ("train.weight_decay", "[0, 1]", |c| {
+                c.train.weight_decay = -0.1
+            }),
+            ("train.gamma", "[0, 1e6]", |c| c.train.gamma = -1.0),
+            ("train.power", "[0, 1000]", |c| c.train.power = f64::NAN),
+            ("train.batch_size", "1..=1000000", |c| {
+                c.train.batch_size = 0
+            }),
+            ("train.iterations", "1..=10000000", |c| {
+                c.train.iterations = 0
+            }),
+            ("train.iterations", "1..=10000000", |c| {
+                c.train.iterations = 1 << 40
+            }),
+            ("train.bias_lr_mult", "[0, 1000]", |c| {
+                c.train.bias_lr_mult = -2.0
+            }),
+            ("train.augment_shift", "0..=14", |c| {
+                c.train.augment_shift = 15
+            }),
+            ("train.augment_rotate", "[0, 180]", |c| {
+                c.train.augment_rotate = 200.0
+            }),
+            ("train.augment_scale", "[0, 1)", |c| {
+                c.train.augment_scale = 1.0
+            }),
+            ("compress.prune_epochs", "[0, 10000]", |c| {
+                c.compress.prune_epochs = -1.0
+            }),
+            ("compress.codebook_epochs", "[0, 10000]", |c| {
+                c.compress.codebook_epochs = f64::INFINITY
+            }),
+            ("compress.lr_scale", "(0, 1000]", |c| {
+                c.compress.lr_scale = 0.0
+            }),
+            ("compress.centroid_lr_scale", "(0, 1000]", |c| {
+                c.compress.centroid_lr_scale = -1.0
+            }),
+            ("compress.kmeans_iters", "1..=100000", |c| {
+                c.compress.kmeans_iters = 0
+            }),
+            ("compress.gradual_steps", "1..=1000", |c| {
+                c.compress.gradual_steps = 0
+            }),
+            ("compress.gradual_ramp", "[0, 1]", |c| {
+                c.compress.gradual_ramp = 1.5
+            }),
+            ("search.margin", "[0, 0.5]", |c| c.search.margin = -0.001),
+            ("search.recovery_gap", "[0, 0.5]", |c| {
+                c.search.recovery_gap = 2.0
+            }),
+            ("search.probe_epochs", "(0, 10000]", |c| {
+                c.search.probe_epochs = 0.0
+            }),
+            ("search.final_epochs", "(0, 10000]", |c| {
+                c.search.final_epochs = -3.0
+            }),
+            ("search.bits_epochs", "(0, 10000]", |c| {
+                c.search.bits_epochs = 0.0
+            }),
+            ("search.lr_scale", "(0, 1000]", |c| c.search.lr_scale = 0.0),
+            ("search.budget_minutes", "(0, 1e6]", |c| {
+                c.search.budget_minutes = 0.0
+            }),
+            ("search.budget_probes", "0..=1000000", |c| {
+                c.search.budget_probes = 1 << 40
+            }),
+            ("search.bisection_probes", "1..=1000", |c| {
+                c.search.bisection_probes = 0
+            }),
+            ("search.refine_probes", "0..=100000", |c| {
+                c.search.refine_probes = 1 << 40
+            }),
+            ("search.refine_push", "(0, 1)", |c| {
+                c.search.refine_push = 1.5
+            }),
+            ("search.refine_min_push", "(0, 1)", |c| {
+                c.search.refine_min_push = 0.0
+            }),
+            ("search.refine_min_saving", "[0, 1)", |c| {
+                c.search.refine_min_saving = 1.0
+            }),
+            ("search.bits_min", "1..=16", |c| c.search.bits_min = 0),
+            ("search.bits_max", "1..=16", |c| c.search.bits_max = 64),
+            ("search.provisional_bits", "1..=16", |c| {
+                c.search.provisional_bits = 17
+            }),
+            ("search.bits_min", "1..=search.bits_max (3)", |c| {
+                c.search.bits_min = 5;
+                c.search.bits_max = 3;
+            }),
+            ("search.max_ratio", "(0, 1)", |c| c.search.max_ratio = 1.0),
+            ("search.grid", "strictly increasing", |c| {
+                c.search.grid = vec![0.5, 0.2]
+            }),
+            ("search.grid", "[0, 1)", |c| c.search.grid = vec![0.0, 1.0]),
+            ("search.grid", "1 to 1000", |c| c.search.grid = vec![]),
+        ];
+        for (key, range, set) in rows {
+            let mut c = Config::resolve("lenet").unwrap();
+            set(&mut c);
+            let e = format!("{:#}", Config::parse(&c.to_toml(), "x.toml").unwrap_err());
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(
+                e.starts_with("x.toml: invalid config: ")
+                    && e.contains(&format!("{key} = "))
+                    && e.contains(range),
+                "{key}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_one_line_with_key_and_position() {
+        let text = "model = \"lenet\"\n[data]\nvalidation = \"many\"\n";
+        let e = format!("{:#}", Config::parse(text, "x.toml").unwrap_err());
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.contains("x.toml") && e.contains("line 3, column 14") && e.contains("validation"),
+            "{e}"
+        );
+        let e = format!("{:#}", Config::parse("model = \n", "y.toml").unwrap_err());
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("y.toml") && e.contains("line 1"), "{e}");
     }
 
     #[test]

@@ -35,10 +35,25 @@ pub enum ExportFormat {
 /// Epochs over which the Distiller schedule grows sparsity (a starting point to tune).
 pub const DISTILLER_EPOCHS: u32 = 30;
 
-/// Parses and checks `ratios.json` text.
+/// Whether `name` is non-empty and only `[A-Za-z0-9_.-]`: safe in YAML, CSV and comments.
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Parses and checks `ratios.json` text; model and layer names must be [`safe_name`]s.
 pub fn parse_ratios(text: &str) -> Result<Ratios> {
     let r: Ratios = serde_json::from_str(text)?;
     ensure!(!r.layers.is_empty(), "it lists no layers");
+    for name in std::iter::once(&r.model).chain(r.layers.iter().map(|l| &l.name)) {
+        ensure!(
+            safe_name(name),
+            "name {:?} holds characters outside [A-Za-z0-9_.-]; exports (YAML, CSV) take plain names only",
+            name
+        );
+    }
     for l in &r.layers {
         ensure!(
             (0.0..1.0).contains(&l.sparse_ratio),
@@ -374,5 +389,16 @@ mod tests {
         assert_eq!(t["fc1.bias"], (vec![2], vec![0.125, -1.0]));
         assert_eq!(t["fc2.weight"], (vec![1, 2], vec![0.0, 0.0]));
         assert_eq!(t["fc2.bias"], (vec![1], vec![0.0]));
+    }
+
+    #[test]
+    fn names_that_break_out_of_yaml_are_refused() {
+        let ok = r#"{"model":"lenet","dataset":"mnist","floor":0.99,"layers":[{"name":"fc1","sparse_ratio":0.5,"bits":5}]}"#;
+        assert!(parse_ratios(ok).is_ok());
+        for bad in ["fc1\\n- evil: 1", "fc 1", "", "fc1#x"] {
+            let text = ok.replace("\"fc1\"", &format!("{bad:?}"));
+            let e = parse_ratios(&text).unwrap_err().to_string();
+            assert!(e.contains("[A-Za-z0-9_.-]"), "{bad:?}: {e}");
+        }
     }
 }

@@ -6,7 +6,10 @@
 //! Codebook retraining (Deep Compression §3.3): the gradient of a centroid is the sum
 //! (paper) or the mean (the Caffe seed) of its members' gradients; after every step the
 //! weights are re-made from the codebook, so the in-memory model is exactly what the
-//! compressed file decodes to.
+//! compressed file decodes to. A summed gradient counts at most [`SUM_CAP`] times the median
+//! cluster size of members: a cluster that dwarfs the others (thousands of near-identical
+//! weights) has its sum scaled down to that many, so its centroid cannot be thrown far in
+//! one step.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -26,6 +29,35 @@ pub enum CentroidGrad {
     Mean,
 }
 
+/// A summed centroid gradient counts at most this many times the layer's median cluster
+/// size of members (see the module doc).
+pub const SUM_CAP: f64 = 32.0;
+
+/// Per-cluster factor of the summed gradient: 1, or `cap / count` for a cluster with more
+/// than `cap = SUM_CAP × median count of the non-empty clusters` members.
+pub fn sum_scale(counts: &[f32]) -> Vec<f32> {
+    let mut used: Vec<f64> = counts
+        .iter()
+        .filter(|&&c| c > 0.0)
+        .map(|&c| c as f64)
+        .collect();
+    if used.is_empty() {
+        return vec![1.0; counts.len()];
+    }
+    used.sort_by(f64::total_cmp);
+    let cap = SUM_CAP * used[used.len() / 2];
+    counts
+        .iter()
+        .map(|&c| {
+            if c as f64 > cap {
+                (cap / c as f64) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
 /// A layer's shared weights: centroids and, for each surviving weight, its cluster.
 #[derive(Debug)]
 pub struct Codebook {
@@ -38,6 +70,8 @@ pub struct Codebook {
     pub clusters: Tensor,
     /// `[k]` members per cluster (f32).
     counts: Tensor,
+    /// `[k]` factor of the summed gradient ([`sum_scale`]).
+    sum_scale: Tensor,
     velocity: Tensor,
 }
 
@@ -105,15 +139,30 @@ impl Masked {
     pub fn quantize(&mut self, net: &Net, i: usize, bits: u8, kmeans_iters: usize) {
         let w = &net.params[i].weight;
         let values = tensor_to_vec(w);
-        let positions: Vec<i64> = match &self.layers[i].mask {
-            Some(m) => tensor_to_vec(m)
-                .iter()
-                .enumerate()
-                .filter(|(_, &k)| k != 0.0)
-                .map(|(p, _)| p as i64)
-                .collect(),
-            None => (0..values.len() as i64).collect(),
+        // Exact zeros count as pruned (see `prune`), also where the mask kept them.
+        let kept_by_mask: Vec<bool> = match &self.layers[i].mask {
+            Some(m) => tensor_to_vec(m).iter().map(|&k| k != 0.0).collect(),
+            None => vec![true; values.len()],
         };
+        let keep: Vec<bool> = kept_by_mask
+            .iter()
+            .zip(&values)
+            .map(|(&k, &v)| k && v != 0.0)
+            .collect();
+        if keep != kept_by_mask {
+            let host: Vec<f32> = keep.iter().map(|&k| f32::from(u8::from(k))).collect();
+            self.layers[i].mask = Some(
+                Tensor::from_slice(&host)
+                    .view(w.size().as_slice())
+                    .to_device(w.device()),
+            );
+        }
+        let positions: Vec<i64> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| k)
+            .map(|(p, _)| p as i64)
+            .collect();
         let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
         let km = kmeans::kmeans_1d(&kept, 1usize << bits, kmeans_iters);
         let mut counts = vec![0f32; km.centroids.len()];
@@ -127,6 +176,7 @@ impl Masked {
             centroids: Tensor::from_slice(&km.centroids).to_device(dev),
             positions: Tensor::from_slice(&positions).to_device(dev),
             clusters: Tensor::from_slice(&clusters).to_device(dev),
+            sum_scale: Tensor::from_slice(&sum_scale(&counts)).to_device(dev),
             counts: Tensor::from_slice(&counts).to_device(dev),
             velocity: Tensor::zeros([km.centroids.len() as i64], (Kind::Float, dev)),
         };
@@ -147,6 +197,7 @@ impl Masked {
                     positions: c.positions.copy(),
                     clusters: c.clusters.copy(),
                     counts: c.counts.copy(),
+                    sum_scale: c.sum_scale.copy(),
                     velocity: c.velocity.zeros_like(),
                 }),
             })
@@ -224,8 +275,9 @@ impl Update for CompressedSgd<'_> {
                     .centroids
                     .zeros_like()
                     .index_add(0, &cb.clusters, &members);
-                if self.centroid_grad == CentroidGrad::Mean {
-                    cg /= cb.counts.clamp_min(1.0);
+                match self.centroid_grad {
+                    CentroidGrad::Mean => cg /= cb.counts.clamp_min(1.0),
+                    CentroidGrad::Sum => cg *= &cb.sum_scale,
                 }
                 let _ = cb
                     .velocity
@@ -243,6 +295,39 @@ impl Update for CompressedSgd<'_> {
 mod tests {
     use super::*;
     use crate::models::Arch;
+
+    #[test]
+    fn a_cluster_that_dwarfs_the_rest_has_its_sum_scaled_down() {
+        // Median of the non-empty clusters 12 → cap 384 members.
+        let s = sum_scale(&[10.0, 12.0, 0.0, 8.0, 3200.0, 300.0]);
+        assert_eq!(s, vec![1.0, 1.0, 1.0, 1.0, (384.0f64 / 3200.0) as f32, 1.0]);
+        assert_eq!(sum_scale(&[0.0, 0.0]), vec![1.0, 1.0]);
+        assert_eq!(sum_scale(&[5.0]), vec![1.0]);
+    }
+
+    #[test]
+    fn exact_zeros_are_left_out_of_the_codebook() {
+        tch::manual_seed(5);
+        let net = Net::init(&Arch::lenet_300_100(), tch::Device::Cpu);
+        // fc3 as if pruned earlier: 3 of 4 weights exactly zero, and no mask yet.
+        tch::no_grad(|| {
+            let w = &net.params[2].weight;
+            let keep = Tensor::arange(w.numel() as i64, (Kind::Int64, tch::Device::Cpu))
+                .remainder(4)
+                .eq(0)
+                .to_kind(Kind::Float)
+                .view(w.size().as_slice());
+            let _ = w.shallow_clone().g_mul_(&keep);
+        });
+        let mut state = Masked::dense(&net);
+        state.quantize(&net, 2, 4, 20);
+        let cb = state.layers[2].codebook.as_ref().unwrap();
+        assert_eq!(cb.positions.numel(), 250);
+        assert_eq!(state.densities(&net)[2], 0.25);
+        // A ratio under the zeros already there prunes them all the same.
+        let mut state = Masked::dense(&net);
+        assert_eq!(state.prune(&net, 2, PruneRule::SparseRatio(0.5)), 250);
+    }
 
     #[test]
     fn quantized_weights_are_codebook_values_after_training_steps() {

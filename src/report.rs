@@ -1,9 +1,25 @@
 //! Human-readable tables: the compressed file's layer table in the spirit of the paper's
-//! Table 3, and its exact byte account.
+//! Table 3, and its exact byte account. Names read from a file are shown [`printable`].
 
 use std::fmt::Write;
 
 use crate::format::FileAccount;
+
+/// `s` with control characters (and `|`, which would split a table cell) escaped, so a
+/// name read from a file cannot move the cursor, recolour the terminal or break a line.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '|' {
+                "\\|".to_string()
+            } else if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// Table 3 of Deep Compression for one file: per layer weights, kept %, weight and index
 /// bits per nonzero before and after Huffman, bytes and ratio; totals; the byte account.
@@ -19,7 +35,7 @@ pub fn table3(acc: &FileAccount) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {:.2} | {} → {:.2} | {}: {:.2} → {:.2} | {} | {} | {:.1}× |",
-            l.name,
+            printable(&l.name),
             l.dense_len,
             100.0 * l.density(),
             l.bits,
@@ -101,5 +117,13 @@ mod tests {
             table.contains(&format!("(file {} bytes)", bytes.len())),
             "{table}"
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        use super::printable;
+        assert_eq!(printable("fc1"), "fc1");
+        assert_eq!(printable("a\u{1b}[2Jb\nc|d"), "a\\u{1b}[2Jb\\nc\\|d");
+        assert!(!printable("\u{7}\r\t").chars().any(char::is_control));
     }
 }

@@ -48,8 +48,8 @@ pub fn save_net(net: &Net, path: &Path, meta: Option<HashMap<String, String>>) -
 
 /// Reads every F32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read safetensors file {}", path.display()))?;
+    let bytes =
+        crate::paths::read_regular(path, "safetensors file", crate::paths::MAX_MODEL_BYTES)?;
     parse_safetensors(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))
 }

@@ -615,3 +615,335 @@ fn retraining_diverges_to_nan() {
     s.refused(c, &["training diverged (prune)", "nan", "--lr-scale"]);
     assert!(!s.path("out").exists());
 }
+
+// ---- compression that ruins the model --------------------------------------------------
+
+/// Four IDX files an MLP learns in a few iterations: an image of class c is noise with
+/// rows 2c and 2c+1 lit.
+fn write_learnable_idx_set(dir: &Path, train: u32, test: u32) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut images = |n: u32| -> Vec<u8> {
+        let mut out = Vec::with_capacity(n as usize * 784);
+        for i in 0..n {
+            let c = (i % 10) as usize;
+            for p in 0..784 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let row = p / 28;
+                out.push(if row / 2 == c {
+                    255
+                } else {
+                    (state >> 59) as u8
+                });
+            }
+        }
+        out
+    };
+    let labels = |n: u32| -> Vec<u8> { (0..n).map(|i| (i % 10) as u8).collect() };
+    for (name, bytes) in [
+        (
+            "train-images-idx3-ubyte",
+            idx(&[train, 28, 28], &images(train)),
+        ),
+        ("train-labels-idx1-ubyte", idx(&[train], &labels(train))),
+        (
+            "t10k-images-idx3-ubyte",
+            idx(&[test, 28, 28], &images(test)),
+        ),
+        ("t10k-labels-idx1-ubyte", idx(&[test], &labels(test))),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn compress_that_collapses_the_model_writes_nothing() {
+    let s = Scratch::new();
+    write_learnable_idx_set(&s.data(), 200, 20);
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    // Everything pruned and no retraining: the decoded model answers one class.
+    let mut c = compress_cmd(&s, "0.9999,0.9999,0.9999", "2,2,2");
+    c.args(["--prune-epochs", "0", "--codebook-epochs", "0"]);
+    s.refused(
+        c,
+        &[
+            "collapsed to chance level",
+            "nothing was written",
+            "--max-loss",
+        ],
+    );
+    assert!(!s.path("out").exists());
+}
+
+#[test]
+fn compress_max_loss_out_of_range() {
+    let s = Scratch::new();
+    let mut c = compress_cmd(&s, "0.5,0.5,0.5", "6,6,6");
+    c.arg("--max-loss=-3");
+    s.refused(c, &["--max-loss \"-3\"", "percentage points"]);
+}
+
+// ---- compressed files with valid checksums but inconsistent contents ------------------
+
+/// An empty (all pruned) LeNet-300-100 file: fc1 [300, 784], fc2 [100, 300], fc3 [10, 100].
+fn empty_lenet_300_100() -> dc_search::format::CompressedModel {
+    use dc_search::format::{BiasPrecision, CompressedModel, Layer, LayerKind};
+    let layer = |name: &str, shape: [u32; 2]| Layer {
+        name: name.into(),
+        kind: LayerKind::Linear,
+        shape: shape.to_vec(),
+        bits: 2,
+        codebook: vec![],
+        positions: vec![],
+        clusters: vec![],
+        bias: vec![0.0; shape[0] as usize],
+        bias_precision: BiasPrecision::F32,
+    };
+    CompressedModel {
+        model: "lenet-300-100".into(),
+        dataset: "mnist".into(),
+        input_shape: vec![1, 28, 28],
+        input_scale: 1.0 / 256.0,
+        input_shift: 0.0,
+        layers: vec![
+            layer("fc1", [300, 784]),
+            layer("fc2", [100, 300]),
+            layer("fc3", [10, 100]),
+        ],
+    }
+}
+
+/// Writes `m` with valid checksums whatever it holds, and returns the file name.
+fn write_unchecked(s: &Scratch, name: &str, m: &dc_search::format::CompressedModel) -> String {
+    let bytes = dc_search::format::encode_unchecked(m).unwrap();
+    std::fs::write(s.path(name), bytes).unwrap();
+    name.to_string()
+}
+
+fn eval_file(s: &Scratch, file: &str) -> Command {
+    let mut c = s.cmd(&["eval", file, "--device", "cpu", "--quiet", "--data-dir"]);
+    c.arg(s.data());
+    c
+}
+
+#[test]
+fn dcz_bias_longer_than_the_layer() {
+    let s = Scratch::new();
+    let good = empty_lenet_300_100();
+    assert!(dc_search::format::encode(&good).is_ok());
+    let mut m = good;
+    m.layers[0].bias = vec![0.1; 5];
+    let f = write_unchecked(&s, "bias5.dcz", &m);
+    for c in [eval_file(&s, &f), s.cmd(&["inspect", &f])] {
+        s.refused(
+            c,
+            &[
+                "bias5.dcz",
+                "fc1",
+                "bias has 5 entries",
+                "300",
+                "write it again",
+            ],
+        );
+    }
+}
+
+#[test]
+fn dcz_two_layers_with_one_name() {
+    let s = Scratch::new();
+    let mut m = empty_lenet_300_100();
+    m.layers[1].name = "fc1".into();
+    let f = write_unchecked(&s, "twice.dcz", &m);
+    s.refused(
+        s.cmd(&["export", &f, "--to", "safetensors", "-o", "x.safetensors"]),
+        &["twice.dcz", "both named \"fc1\"", "write it again"],
+    );
+}
+
+#[test]
+fn dcz_declares_a_huge_layer_in_a_few_bytes() {
+    use dc_search::format::{BiasPrecision, CompressedModel, Layer, LayerKind};
+    let s = Scratch::new();
+    let m = CompressedModel {
+        model: "m".into(),
+        dataset: "mnist".into(),
+        input_shape: vec![],
+        input_scale: 1.0,
+        input_shift: 0.0,
+        layers: vec![Layer {
+            name: "fc1".into(),
+            kind: LayerKind::Linear,
+            shape: vec![65_535, 65_535],
+            bits: 1,
+            codebook: vec![],
+            positions: vec![],
+            clusters: vec![],
+            bias: vec![],
+            bias_precision: BiasPrecision::F32,
+        }],
+    };
+    let f = write_unchecked(&s, "huge.dcz", &m);
+    assert!(std::fs::metadata(s.path(&f)).unwrap().len() < 80);
+    for c in [
+        s.cmd(&["export", &f, "--to", "safetensors", "-o", "x.safetensors"]),
+        s.cmd(&["inspect", &f]),
+    ] {
+        s.refused(c, &["huge.dcz", "4294836225 weights", "--max-params"]);
+    }
+    s.refused(
+        s.cmd(&["inspect", &f, "--max-params", "0"]),
+        &["--max-params 0"],
+    );
+}
+
+#[test]
+fn dcz_conv_layer_where_the_model_has_a_linear_one() {
+    let s = Scratch::new();
+    let mut m = empty_lenet_300_100();
+    m.layers[1].kind = dc_search::format::LayerKind::Conv;
+    let f = write_unchecked(&s, "kind.dcz", &m);
+    s.refused(eval_file(&s, &f), &["fc2", "Conv", "Linear"]);
+}
+
+#[test]
+fn dcz_input_scale_that_makes_nan() {
+    let s = Scratch::new();
+    let mut m = empty_lenet_300_100();
+    m.input_scale = 3.0e38;
+    let f = write_unchecked(&s, "scale.dcz", &m);
+    s.refused(
+        eval_file(&s, &f),
+        &["scale.dcz", "input_scale", "write it again"],
+    );
+}
+
+// ---- inputs that are not regular files ---------------------------------------------
+
+#[test]
+fn dev_zero_as_a_compressed_file() {
+    let s = Scratch::new();
+    s.refused(
+        s.cmd(&["inspect", "/dev/zero"]),
+        &["/dev/zero", "not a regular file"],
+    );
+    s.refused(
+        eval_file(&s, "/dev/zero"),
+        &["/dev/zero", "not a regular file"],
+    );
+}
+
+#[test]
+fn fifo_as_an_input() {
+    let s = Scratch::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let fifo = elsewhere.path().join("pipe.dcz");
+    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(ok.success());
+    let f = fifo.to_str().unwrap();
+    s.refused(s.cmd(&["inspect", f]), &["pipe.dcz", "not a regular file"]);
+    s.refused(eval_file(&s, f), &["pipe.dcz", "not a regular file"]);
+}
+
+#[test]
+fn weights_from_dev_zero() {
+    let s = Scratch::new();
+    let mut c = eval_cmd(&s);
+    c.args(["--weights", "/dev/zero"]);
+    s.refused(c, &["--weights /dev/zero", "not a regular file"]);
+}
+
+// ---- settings ------------------------------------------------------------------------
+
+#[test]
+fn config_bits_max_sixty_four() {
+    let s = Scratch::new();
+    s.config(&format!("{TINY}\n[search]\nbits_max = 64\n"));
+    s.refused(
+        search_cmd(&s, "0.5"),
+        &["tiny.toml", "search.bits_max = 64", "1..=16"],
+    );
+}
+
+#[test]
+fn config_syntax_error_is_one_line() {
+    let s = Scratch::new();
+    s.config(&TINY.replace("validation = 40", "validation = forty"));
+    s.refused(
+        train_cmd(&s),
+        &["tiny.toml", "line 5", "validation = forty"],
+    );
+}
+
+#[test]
+fn threads_a_hundred_thousand() {
+    let s = Scratch::new();
+    let mut c = eval_cmd(&s);
+    c.args(["--threads", "100000"]);
+    s.refused(c, &["--threads 100000", "1 to 1024"]);
+}
+
+// ---- run folders ---------------------------------------------------------------------
+
+/// A run folder of a search with other settings: its journal, config and sensitivity.
+fn plant_other_run(s: &Scratch) {
+    let run = s.path("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(
+        run.join("journal.jsonl"),
+        "{\"header\":{\"journal\":1,\"key\":\"another run\"}}\n",
+    )
+    .unwrap();
+    for f in ["config.toml", "sensitivity.csv", "sensitivity.svg"] {
+        std::fs::write(run.join(f), "the other run's\n").unwrap();
+    }
+}
+
+#[test]
+fn resume_with_other_settings_writes_nothing() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    plant_other_run(&s);
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["journal.jsonl", "belongs to a search with other settings"],
+    );
+}
+
+#[test]
+fn run_folder_held_by_a_live_search() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(s.path("run")).unwrap();
+    // This test's own process stands for the other search.
+    std::fs::write(s.path("run/lock"), format!("{}\n", std::process::id())).unwrap();
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["run folder run is in use", "another --out"],
+    );
+}
+
+// ---- smaller ---------------------------------------------------------------------------
+
+#[test]
+fn ratios_name_a_layer_twice() {
+    let s = Scratch::new();
+    s.refused(
+        compress_cmd(&s, "fc1=0.5,fc1=0.9", "6,6,6"),
+        &["--ratios", "layer fc1 is given twice"],
+    );
+}
+
+#[test]
+fn ratios_json_with_a_newline_in_a_layer_name() {
+    let s = Scratch::new();
+    let text = r#"{"model":"lenet","dataset":"mnist","floor":0.99,"layers":[{"name":"fc1\n- evil: 1","sparse_ratio":0.5,"bits":5}]}"#;
+    std::fs::write(s.path("ratios.json"), text).unwrap();
+    s.refused(
+        s.cmd(&["export", "ratios.json", "--to", "distiller"]),
+        &["ratios.json", "[A-Za-z0-9_.-]"],
+    );
+}

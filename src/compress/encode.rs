@@ -2,6 +2,10 @@
 //! layer's positions, clusters and codebook (dropping unused centroids), [`to_net`] builds
 //! a net from a decoded file. Round trip is bit-exact: the in-memory weights are
 //! `codebook[cluster]` already, and biases are rounded to the file's precision first.
+//!
+//! Before any command writes a compressed file it proves two things here:
+//! [`verify_decoded`] (the file decodes to the in-memory weights, bit for bit) and
+//! [`check_decoded_accuracy`] (the decoded model did not collapse).
 
 use std::collections::HashMap;
 
@@ -133,6 +137,19 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
             spec.name,
             spec.weight_shape
         );
+        let kind = match l.kind {
+            format::LayerKind::Conv => LayerKind::Conv,
+            format::LayerKind::Linear => LayerKind::Linear,
+        };
+        ensure!(
+            kind == spec.kind,
+            "file layer {} holds {:?} weights, model {} layer {} is {:?}",
+            l.name,
+            kind,
+            arch.name,
+            spec.name,
+            spec.kind
+        );
         tensors.insert(format!("{}.weight", l.name), (shape, l.dense_weights()));
         let bias = if l.bias.is_empty() {
             vec![0.0; spec.outputs() as usize]
@@ -158,4 +175,84 @@ pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
         ensure!(same, "decoded tensor {name} differs from the in-memory model: this is a bug in dc-search's encoder");
     }
     Ok(())
+}
+
+/// Default of `--max-loss`: percentage points of validation accuracy a compressed file may
+/// lose against its dense model before it is refused.
+pub const DEFAULT_MAX_LOSS: f64 = 5.0;
+
+/// Accuracy at or under `CHANCE_FACTOR / classes` counts as chance level.
+const CHANCE_FACTOR: f64 = 1.5;
+
+/// Refuses a decoded model that collapsed: validation accuracy `decoded` not a number, at
+/// chance level (≤ 1.5 / `classes`) while the dense model's `dense` was above it, or more than
+/// `max_loss` percentage points under `dense`. A dense model at chance level itself has
+/// nothing to lose, and is let through.
+pub fn check_decoded_accuracy(dense: f64, decoded: f64, classes: i64, max_loss: f64) -> Result<()> {
+    let chance = CHANCE_FACTOR / classes.max(1) as f64;
+    let fix = "nothing was written; prune less, use more bits or retrain longer \
+               (--prune-epochs, --codebook-epochs), or allow the drop with --max-loss POINTS";
+    if decoded.is_nan() {
+        bail!("the decoded file's validation accuracy is not a number: {fix}");
+    }
+    if dense <= chance {
+        return Ok(());
+    }
+    if decoded <= chance {
+        bail!(
+            "the decoded file collapsed to chance level: validation accuracy {decoded:.4} against the dense \
+             model's {dense:.4} ({classes} classes): {fix}"
+        );
+    }
+    let drop = 100.0 * (dense - decoded);
+    if drop > max_loss {
+        bail!(
+            "the decoded file loses {drop:.2} points of validation accuracy ({dense:.4} → {decoded:.4}), \
+             more than --max-loss {max_loss}: {fix}"
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--max-loss`: percentage points in [0, 100].
+pub fn parse_max_loss(s: &str) -> Result<f64> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => bail!(
+            "--max-loss {s:?}: give the largest tolerated drop of validation accuracy in percentage \
+             points, 0 to 100 (default {DEFAULT_MAX_LOSS})"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapsed_or_ruined_files_are_refused() {
+        // The issue's case: 0.9856 → 0.0952 on 10 classes.
+        let e = check_decoded_accuracy(0.9856, 0.0952, 10, DEFAULT_MAX_LOSS).unwrap_err();
+        assert!(e.to_string().contains("chance level"), "{e}");
+        let e = check_decoded_accuracy(0.99, 0.90, 10, DEFAULT_MAX_LOSS).unwrap_err();
+        assert!(e.to_string().contains("loses 9.00 points"), "{e}");
+        assert!(check_decoded_accuracy(0.99, 0.90, 10, 10.0).is_ok());
+        assert!(check_decoded_accuracy(0.99, 0.985, 10, DEFAULT_MAX_LOSS).is_ok());
+        assert!(check_decoded_accuracy(0.99, f64::NAN, 10, 100.0).is_err());
+        // A dense model at chance level has nothing to lose.
+        assert!(check_decoded_accuracy(0.11, 0.02, 10, DEFAULT_MAX_LOSS).is_ok());
+        // Even --max-loss 100 does not let a collapse through.
+        assert!(check_decoded_accuracy(0.99, 0.1, 10, 100.0).is_err());
+    }
+
+    #[test]
+    fn max_loss_is_points() {
+        assert_eq!(parse_max_loss("2.5").unwrap(), 2.5);
+        for bad in ["-1", "101", "NaN", "x"] {
+            assert!(parse_max_loss(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--max-loss"));
+        }
+    }
 }

@@ -79,6 +79,50 @@ impl Default for CompressConfig {
     }
 }
 
+impl CompressConfig {
+    /// Range checks of the `[compress]` section.
+    pub fn check(&self) -> Result<()> {
+        use crate::config::{need, within};
+        let epochs = "[0, 10000] epochs";
+        need(
+            within(self.prune_epochs, 0.0, 1e4),
+            "compress.prune_epochs",
+            self.prune_epochs,
+            epochs,
+        )?;
+        need(
+            within(self.codebook_epochs, 0.0, 1e4),
+            "compress.codebook_epochs",
+            self.codebook_epochs,
+            epochs,
+        )?;
+        for (key, v) in [
+            ("compress.lr_scale", self.lr_scale),
+            ("compress.centroid_lr_scale", self.centroid_lr_scale),
+        ] {
+            need(v > 0.0 && v <= 1e3, key, v, "(0, 1000]")?;
+        }
+        need(
+            (1..=100_000).contains(&self.kmeans_iters),
+            "compress.kmeans_iters",
+            self.kmeans_iters,
+            "1..=100000",
+        )?;
+        need(
+            (1..=1000).contains(&self.gradual_steps),
+            "compress.gradual_steps",
+            self.gradual_steps,
+            "1..=1000",
+        )?;
+        need(
+            within(self.gradual_ramp, 0.0, 1.0),
+            "compress.gradual_ramp",
+            self.gradual_ramp,
+            "[0, 1]",
+        )
+    }
+}
+
 /// Per-layer settings, in layer order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {

@@ -1,10 +1,14 @@
 //! Magnitude pruning rules: which weights of one layer to remove. Pure functions on
 //! slices; they compute a keep-mask and never touch a tensor (the masked layer applies it).
 //!
-//! - `sparse_ratio` (the seed's rule): remove exactly `round(ratio · n)` weights, the
-//!   smallest |w| first (ties by position), so the ratio is exact and already-zero weights
-//!   count as the smallest.
+//! - `sparse_ratio` (the seed's rule): remove `round(ratio · n)` weights, the smallest |w|
+//!   first (ties by position), so the ratio is exact unless the layer already holds more
+//!   exact zeros than that.
 //! - `quality` (Han et al. 2015): remove every |w| < quality · std(w).
+//!
+//! Under both rules a weight that is already exactly zero is pruned: it counts as the
+//! smallest, and it is removed even when the rule asks for less (weights brought in from an
+//! earlier pruning keep their zeros as pruned, never as one huge cluster of kept zeros).
 //!
 //! ## Reference
 //! S. Han, J. Pool, J. Tran, W. Dally, "Learning both Weights and Connections for
@@ -49,7 +53,7 @@ fn keep_by_ratio(weights: &[f32], ratio: f64) -> Vec<bool> {
                 .then(a.cmp(&b))
         });
     }
-    let mut keep = vec![true; weights.len()];
+    let mut keep: Vec<bool> = weights.iter().map(|&w| w != 0.0).collect();
     for &i in &order[..m] {
         keep[i as usize] = false;
     }
@@ -78,7 +82,11 @@ mod tests {
             keep_mask(&w, PruneRule::SparseRatio(0.5)),
             vec![true, false, false, true, true, false]
         );
-        assert_eq!(keep_mask(&w, PruneRule::SparseRatio(0.0)), vec![true; 6]);
+        // Nothing asked: every nonzero is kept, the exact zero is not.
+        assert_eq!(
+            keep_mask(&w, PruneRule::SparseRatio(0.0)),
+            vec![true, true, false, true, true, true]
+        );
         let two_thirds = keep_mask(&w, PruneRule::SparseRatio(0.67));
         assert_eq!(two_thirds.iter().filter(|&&k| k).count(), 2);
         assert!(two_thirds[0] && two_thirds[3]);
@@ -96,6 +104,27 @@ mod tests {
             "pruned at 30 % stays pruned at 60 %"
         );
         assert_eq!(b.iter().filter(|&&k| !k).count(), 600);
+    }
+
+    #[test]
+    fn exact_zeros_are_pruned_even_under_a_smaller_ratio() {
+        // Weights from an earlier pruning: 4 of 8 already zero; asking for 25 % removes the
+        // zeros all the same, and -0.0 is a zero too.
+        let w = [0.0, 0.9, -0.0, 0.2, 0.0, -0.7, 0.0, 0.4];
+        let keep = keep_mask(&w, PruneRule::SparseRatio(0.25));
+        assert_eq!(
+            keep,
+            vec![false, true, false, true, false, true, false, true]
+        );
+        assert_eq!(keep_mask(&w, PruneRule::SparseRatio(0.0)), keep);
+        // A larger ratio goes on with the smallest nonzero.
+        let keep = keep_mask(&w, PruneRule::SparseRatio(0.625));
+        assert_eq!(keep.iter().filter(|&&k| k).count(), 3);
+        assert!(!keep[3]);
+        assert_eq!(
+            keep_mask(&w, PruneRule::Quality(0.0)),
+            vec![false, true, false, true, false, true, false, true]
+        );
     }
 
     #[test]

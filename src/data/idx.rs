@@ -20,13 +20,14 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// The largest IDX file accepted (decompressed); MNIST's largest is 47 MB.
-const MAX_BYTES: u64 = 1 << 30;
+/// The largest IDX file accepted (decompressed): 256 MiB, over 340,000 images of 28×28
+/// (MNIST's largest file is 47 MB). Checked against the header before anything of that
+/// size is allocated; a training set becomes f32 tensors four times its size.
+const MAX_BYTES: u64 = 256 << 20;
 
 /// Reads an IDX file of u8 data, transparently gunzipping a `.gz` (detected by magic).
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw =
-        std::fs::read(path).with_context(|| format!("cannot read IDX file {}", path.display()))?;
+    let raw = crate::paths::read_regular(path, "IDX file", MAX_BYTES + 64)?;
     decode_idx(&raw).with_context(|| {
         format!(
             "{} is not a valid IDX file (download it again, or point --data-dir at the \
@@ -290,13 +291,27 @@ mod proptests {
     }
 
     #[test]
-    fn a_half_gigabyte_claim_in_twenty_bytes_allocates_nothing_big() {
-        let claim = encode_idx(&[1 << 10, 1 << 10, 1 << 9], &[7; 4]);
+    fn a_128_megabyte_claim_in_twenty_bytes_allocates_nothing_big() {
+        let claim = encode_idx(&[1 << 10, 1 << 10, 1 << 7], &[7; 4]);
         for input in [claim.clone(), gzip(&claim)] {
             let (res, largest) = largest_alloc(|| decode_idx(&input));
             let e = format!("{:#}", res.unwrap_err());
-            assert!(e.contains("truncated: dimensions [1024, 1024, 512]"), "{e}");
+            assert!(e.contains("truncated: dimensions [1024, 1024, 128]"), "{e}");
             assert!(largest <= SLACK, "{largest}");
+        }
+    }
+
+    #[test]
+    fn claims_over_the_cap_are_refused_before_reading() {
+        // 1.37 million 28×28 images (1.07 GB), and 400,000 (313 MB).
+        for n in [1_370_000u32, 400_000] {
+            let claim = encode_idx(&[n, 28, 28], &[7; 4]);
+            for input in [claim.clone(), gzip(&claim)] {
+                let (res, largest) = largest_alloc(|| decode_idx(&input));
+                let e = format!("{:#}", res.unwrap_err());
+                assert!(e.contains("absurdly large"), "{e}");
+                assert!(largest <= SLACK, "{largest}");
+            }
         }
     }
 }

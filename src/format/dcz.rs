@@ -10,7 +10,12 @@
 //!
 //! Decoding validates every count against the bytes left before allocating,
 //! so a corrupt or hostile file costs at most a small constant factor of its
-//! own size in memory, and yields a [`FormatError`], never a panic.
+//! own size in memory, and yields a [`FormatError`], never a panic. A decoded
+//! model is also consistent, so whoever builds tensors from it cannot be
+//! surprised: every bias matches its layer's outputs, names are unique, and the
+//! dense weights of all layers together stay under a cap ([`MAX_TOTAL_DENSE`]
+//! or the one given to [`decode_with_limit`]), checked as each shape is read,
+//! before anything of that size exists.
 
 use super::bits::BitReader;
 use super::bytes::{write_str, write_varint, Reader};
@@ -18,7 +23,8 @@ use super::error::{FormatError, Section, Stream};
 use super::gaps::{choose_gap_bits, decode_gaps, encode_gaps, MAX_GAP_BITS, MIN_GAP_BITS};
 use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
 use super::model::{
-    BiasPrecision, CompressedModel, Layer, LayerKind, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK,
+    BiasPrecision, CompressedModel, Layer, LayerKind, ModelError, MAX_BITS, MAX_DENSE_LEN,
+    MAX_LAYERS, MAX_RANK, MAX_TOTAL_DENSE,
 };
 
 /// The first four bytes of every `.dcz` file.
@@ -30,6 +36,13 @@ pub const VERSION: u16 = 1;
 /// The gap width of each layer is chosen by [`choose_gap_bits`].
 pub fn encode(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
     m.validate()?;
+    encode_unchecked(m)
+}
+
+/// Serialises `m` with valid checksums *without* validating it first: the bytes a buggy or
+/// hostile writer could make. For tests and fuzzing of the decoder; it fails only where
+/// a stream cannot be coded at all (positions out of order, clusters past the codebook).
+pub fn encode_unchecked(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
     let bodies = m
         .layers
         .iter()
@@ -68,13 +81,78 @@ pub fn encode(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
 /// trailing bytes. F16 biases come back as the f16-rounded value widened to
 /// f32 ([`BiasPrecision::round`]); everything else is bit-exact.
 pub fn decode(bytes: &[u8]) -> Result<CompressedModel, FormatError> {
-    parse(bytes, verify_checksums()).map(|(m, _)| m)
+    decode_with_limit(bytes, MAX_TOTAL_DENSE)
+}
+
+/// [`decode`] with at most `max_total` dense weights in all layers together.
+pub fn decode_with_limit(bytes: &[u8], max_total: u64) -> Result<CompressedModel, FormatError> {
+    parse_limited(bytes, verify_checksums(), max_total).map(|(m, _)| m)
 }
 
 /// Parses a `.dcz` file (with all the checks of [`decode`]) and accounts for
 /// each of its bytes.
 pub fn account(bytes: &[u8]) -> Result<FileAccount, FormatError> {
-    parse(bytes, verify_checksums()).map(|(_, a)| a)
+    account_with_limit(bytes, MAX_TOTAL_DENSE)
+}
+
+/// [`account`] with at most `max_total` dense weights in all layers together.
+pub fn account_with_limit(bytes: &[u8], max_total: u64) -> Result<FileAccount, FormatError> {
+    parse_limited(bytes, verify_checksums(), max_total).map(|(_, a)| a)
+}
+
+/// Recomputes every CRC of `bytes` in place, wherever the preamble and layer table still
+/// say where the sections are: after a mutation, the file passes the checksum checks and
+/// the parser behind them is reached (for structure-aware fuzzing and property tests).
+/// Returns whether every section was found.
+pub fn reseal(bytes: &mut [u8]) -> bool {
+    let mut r = Reader::new(bytes, Section::Preamble);
+    let header = (|| {
+        r.array::<4>("magic").ok()?;
+        r.u16("version").ok()?;
+        let len = r.varint("header length").ok()?;
+        let body = r.take(len, "header").ok()?.to_vec();
+        Some((body, r.pos()))
+    })();
+    let Some((body, header_end)) = header else {
+        return false;
+    };
+    if bytes.len() < header_end + 4 {
+        return false;
+    }
+    let crc = crc32fast::hash(&bytes[..header_end]);
+    bytes[header_end..header_end + 4].copy_from_slice(&crc.to_le_bytes());
+    // The layer table: skip names, input shape and normalisation, then read the lengths.
+    let mut h = Reader::new(&body, Section::Header);
+    let lens = (|| {
+        h.string("model name").ok()?;
+        h.string("dataset name").ok()?;
+        let rank = h.u8("input rank").ok()?;
+        for _ in 0..rank {
+            h.varint("input dimension").ok()?;
+        }
+        h.f32("input scale").ok()?;
+        h.f32("input shift").ok()?;
+        let n = h.varint("layer count").ok()?.min(MAX_LAYERS as u64);
+        (0..n)
+            .map(|_| h.varint("layer section length").ok())
+            .collect::<Option<Vec<u64>>>()
+    })();
+    let Some(lens) = lens else {
+        return false;
+    };
+    let mut at = header_end + 4;
+    for (i, len) in lens.into_iter().enumerate() {
+        let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
+            return false;
+        };
+        if end + 4 > bytes.len() {
+            return false;
+        }
+        let crc = layer_crc(i, &bytes[at..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        at = end + 4;
+    }
+    true
 }
 
 /// Checksums are verified except in fuzzing builds (`--cfg fuzzing`, set by
@@ -149,9 +227,19 @@ fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
 
 /// Parses and accounts; `verify` = check CRCs (off only to test the parser
 /// behind them).
+#[cfg(test)]
 pub(crate) fn parse(
     bytes: &[u8],
     verify: bool,
+) -> Result<(CompressedModel, FileAccount), FormatError> {
+    parse_limited(bytes, verify, MAX_TOTAL_DENSE)
+}
+
+/// [`parse`] with at most `max_total` dense weights in all.
+pub(crate) fn parse_limited(
+    bytes: &[u8],
+    verify: bool,
+    max_total: u64,
 ) -> Result<(CompressedModel, FileAccount), FormatError> {
     let mut r = Reader::new(bytes, Section::Preamble);
     let magic: [u8; 4] = r.array("magic")?;
@@ -238,6 +326,7 @@ pub(crate) fn parse(
     let mut total = header;
     let mut layers = Vec::with_capacity(lens.len());
     let mut accounts = Vec::with_capacity(lens.len());
+    let mut dense_total = 0u64;
     for (i, &len) in lens.iter().enumerate() {
         let section = Section::Layer(i);
         let body = r.take(len, "layer section")?;
@@ -252,7 +341,7 @@ pub(crate) fn parse(
                 });
             }
         }
-        let (layer, acct) = parse_layer(body, i)?;
+        let (layer, acct) = parse_layer(body, i, &mut dense_total, max_total)?;
         total.add(&acct.bytes);
         layers.push(layer);
         accounts.push(acct);
@@ -265,7 +354,7 @@ pub(crate) fn parse(
         input_shift,
         layers,
     };
-    model.validate()?;
+    model.validate_with(max_total)?;
     let account = FileAccount {
         file_len: bytes.len() as u64,
         header,
@@ -294,7 +383,14 @@ fn read_coded(
     Ok((symbols, table as u64, (end - table) as u64))
 }
 
-fn parse_layer(body: &[u8], i: usize) -> Result<(Layer, LayerAccount), FormatError> {
+/// Parses layer `i`; `dense_total` counts the dense weights of the layers so far, which
+/// may not pass `max_total`.
+fn parse_layer(
+    body: &[u8],
+    i: usize,
+    dense_total: &mut u64,
+    max_total: u64,
+) -> Result<(Layer, LayerAccount), FormatError> {
     let section = Section::Layer(i);
     let mut r = Reader::new(body, section);
     let name = r.string("layer name")?;
@@ -316,6 +412,14 @@ fn parse_layer(body: &[u8], i: usize) -> Result<(Layer, LayerAccount), FormatErr
         shape.push(d as u32);
     }
     r.check_range("dense size", dense_len, 1, MAX_DENSE_LEN)?;
+    *dense_total = dense_total.saturating_add(dense_len);
+    if *dense_total > max_total {
+        return Err(ModelError::TooLarge {
+            total: *dense_total,
+            limit: max_total,
+        }
+        .into());
+    }
     let bits = r.u8("bits")?;
     r.check_range("bits", u64::from(bits), 1, u64::from(MAX_BITS))?;
     let cb_len = r.varint_in("codebook length", 0, 1u64 << bits)?;
@@ -596,7 +700,7 @@ pub(crate) mod tests {
     use crate::format::model::{LayerProblem, ModelError};
 
     pub(crate) fn sample_model() -> CompressedModel {
-        // fc: 10x20 = 200 weights, positions with gaps up to 60.
+        // fc: 2x100 = 200 weights, positions with gaps up to 60.
         let fc_positions: Vec<u32> = vec![0, 1, 2, 5, 9, 40, 41, 100, 160, 199];
         CompressedModel {
             model: "lenet".into(),
@@ -619,7 +723,7 @@ pub(crate) mod tests {
                 Layer {
                     name: "fc".into(),
                     kind: LayerKind::Linear,
-                    shape: vec![10, 20],
+                    shape: vec![2, 100],
                     bits: 5,
                     codebook: vec![0.01, 0.02],
                     clusters: vec![0, 1, 0, 0, 1, 1, 0, 0, 0, 1],
@@ -956,7 +1060,7 @@ pub(crate) mod tests {
                 ..
             })
         ));
-        // nnz of 4e9 in a 65535x65535 layer, one centroid, no data behind.
+        // A 65535x65535 layer is over the default cap on the dense size.
         let mut b = layer_prefix(&[65_535, 65_535], 4);
         b.push(1);
         b.extend_from_slice(&1.0f32.to_le_bytes());
@@ -965,7 +1069,15 @@ pub(crate) mod tests {
         write_varint(&mut b, 0);
         b.extend_from_slice(&[0; 16]);
         assert!(matches!(
-            decode(&file_with_layer(b)),
+            decode(&file_with_layer(b.clone())),
+            Err(FormatError::InvalidModel(ModelError::TooLarge {
+                total: 4_294_836_225,
+                limit: MAX_TOTAL_DENSE
+            }))
+        ));
+        // Under a larger cap: nnz of 4e9, one centroid, no data behind.
+        assert!(matches!(
+            decode_with_limit(&file_with_layer(b), MAX_DENSE_LEN),
             Err(FormatError::CountExceedsData {
                 what: "nonzero count",
                 count: 4_000_000_000,
@@ -981,7 +1093,7 @@ pub(crate) mod tests {
         b.push(0);
         b.extend_from_slice(&[0; 16]);
         assert!(matches!(
-            decode(&file_with_layer(b)),
+            decode_with_limit(&file_with_layer(b), MAX_DENSE_LEN),
             Err(FormatError::CountExceedsData { .. })
         ));
         // Huge filler count.
@@ -1060,6 +1172,83 @@ pub(crate) mod tests {
             decode(&file_with_layer(b)),
             Err(FormatError::Inconsistent { .. })
         ));
+    }
+
+    #[test]
+    fn checksum_valid_but_inconsistent_files_are_refused() {
+        // fc1's bias of 5 values on a 300-output layer.
+        let mut m = sample_model();
+        m.layers[1].bias = vec![0.5; 5];
+        let bytes = encode_unchecked(&m);
+        assert!(matches!(
+            decode(&bytes),
+            Err(FormatError::InvalidModel(ModelError::Layer {
+                layer: 1,
+                problem: LayerProblem::BiasLength { len: 5, outputs: 2 },
+                ..
+            }))
+        ));
+        // Two layers with one name.
+        let mut m = sample_model();
+        m.layers[2].name = "conv1".into();
+        assert!(matches!(
+            decode(&encode_unchecked(&m)),
+            Err(FormatError::InvalidModel(ModelError::DuplicateName {
+                first: 0,
+                second: 2,
+                ..
+            }))
+        ));
+        // Input scales that turn pixels into infinities.
+        let mut m = sample_model();
+        m.input_scale = 3.0e38;
+        assert!(matches!(
+            decode(&encode_unchecked(&m)),
+            Err(FormatError::InvalidModel(ModelError::InputNorm { .. }))
+        ));
+        // The 67-byte file: an empty 65535x65535 layer, refused before anything of
+        // that size is made, and accepted under a larger cap.
+        let mut b = layer_prefix(&[65_535, 65_535], 4);
+        b.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let file = file_with_layer(b);
+        assert!(matches!(
+            decode(&file),
+            Err(FormatError::InvalidModel(ModelError::TooLarge { .. }))
+        ));
+        assert!(decode_with_limit(&file, 1 << 33).is_ok());
+        assert!(matches!(
+            decode_with_limit(&encode(&sample_model()).unwrap(), 100),
+            Err(FormatError::InvalidModel(ModelError::TooLarge {
+                limit: 100,
+                ..
+            }))
+        ));
+    }
+
+    fn encode_unchecked(m: &CompressedModel) -> Vec<u8> {
+        super::encode_unchecked(m).unwrap()
+    }
+
+    #[test]
+    fn reseal_makes_a_mutated_file_pass_its_checksums() {
+        let good = encode(&sample_model()).unwrap();
+        let mut b = good.clone();
+        assert!(reseal(&mut b));
+        assert_eq!(b, good);
+        // A flipped bit in the last layer's bias: the checksum would catch it; resealed,
+        // the parser itself decides.
+        let n = b.len();
+        b[n - 6] ^= 0x40;
+        assert!(matches!(
+            decode(&b),
+            Err(FormatError::ChecksumMismatch { .. })
+        ));
+        assert!(reseal(&mut b));
+        assert!(!matches!(
+            decode(&b),
+            Err(FormatError::ChecksumMismatch { .. })
+        ));
+        assert!(!reseal(&mut b[..10].to_vec()));
     }
 
     #[test]

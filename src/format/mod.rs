@@ -25,11 +25,14 @@ pub mod model;
 #[cfg(test)]
 pub(crate) mod proptests;
 
-pub use dcz::{account, decode, encode, ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION};
+pub use dcz::{
+    account, account_with_limit, decode, decode_with_limit, encode, encode_unchecked, reseal,
+    ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION,
+};
 pub use error::{FormatError, Section, Stream};
 pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice, GapError};
 pub use huffman::{HuffmanCode, HuffmanError, MAX_ALPHABET, MAX_CODE_LEN};
 pub use model::{
     BiasPrecision, CompressedModel, Layer, LayerKind, LayerProblem, ModelError, MAX_BITS,
-    MAX_DENSE_LEN, MAX_LAYERS, MAX_NAME_LEN, MAX_RANK,
+    MAX_DENSE_LEN, MAX_INPUT_NORM, MAX_LAYERS, MAX_NAME_LEN, MAX_RANK, MAX_TOTAL_DENSE,
 };

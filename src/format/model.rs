@@ -11,6 +11,12 @@ pub const MAX_LAYERS: usize = 4096;
 pub const MAX_RANK: usize = 8;
 /// Largest dense size (product of a weight shape); positions are `u32`.
 pub const MAX_DENSE_LEN: u64 = u32::MAX as u64;
+/// Default cap on the dense weights of all layers together ([`CompressedModel::validate`]);
+/// [`CompressedModel::validate_with`] and `decode_with_limit` take another.
+pub const MAX_TOTAL_DENSE: u64 = 1 << 30;
+/// Largest magnitude of the input normalisation's scale and shift: larger values turn
+/// pixel values into infinities and the logits into NaN.
+pub const MAX_INPUT_NORM: f32 = 1.0e6;
 /// Widest weight index (the codebook holds at most 2^16 centroids).
 pub const MAX_BITS: u8 = 16;
 /// Largest finite f16 magnitude.
@@ -196,6 +202,8 @@ pub enum LayerProblem {
     BiasOverflowsF16 { index: usize },
     #[error("bias has {len} entries, more than {MAX_DENSE_LEN}")]
     BiasTooLong { len: usize },
+    #[error("bias has {len} entries; it must be empty or hold one per output ({outputs})")]
+    BiasLength { len: usize, outputs: u32 },
 }
 
 /// Why a [`CompressedModel`] cannot be stored (or a decoded one is invalid).
@@ -213,6 +221,19 @@ pub enum ModelError {
     /// Input normalisation not finite.
     #[error("{what} is not finite")]
     NonFiniteInput { what: &'static str },
+    /// Input normalisation that turns inputs into infinities or zeros.
+    #[error("{what} = {value} is outside the usable range (scale in (0, {MAX_INPUT_NORM}], |shift| ≤ {MAX_INPUT_NORM})")]
+    InputNorm { what: &'static str, value: String },
+    /// Two layers with one name.
+    #[error("layers {first} and {second} are both named {name:?}")]
+    DuplicateName {
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    /// More dense weights in all than the cap.
+    #[error("the layers hold {total} weights in all, more than the limit {limit}")]
+    TooLarge { total: u64, limit: u64 },
     /// A layer is invalid.
     #[error("layer {layer} ({name}): {problem}")]
     Layer {
@@ -223,8 +244,14 @@ pub enum ModelError {
 }
 
 impl CompressedModel {
-    /// Checks every invariant the `.dcz` format relies on.
+    /// Checks every invariant the `.dcz` format relies on, with at most
+    /// [`MAX_TOTAL_DENSE`] dense weights in all.
     pub fn validate(&self) -> Result<(), ModelError> {
+        self.validate_with(MAX_TOTAL_DENSE)
+    }
+
+    /// [`validate`](Self::validate) with at most `max_total` dense weights in all.
+    pub fn validate_with(&self, max_total: u64) -> Result<(), ModelError> {
         for (what, s) in [("model name", &self.model), ("dataset name", &self.dataset)] {
             if s.len() > MAX_NAME_LEN {
                 return Err(ModelError::NameTooLong { what, len: s.len() });
@@ -243,17 +270,46 @@ impl CompressedModel {
                 return Err(ModelError::NonFiniteInput { what });
             }
         }
+        let scale = self.input_scale;
+        if !(scale > 0.0 && scale <= MAX_INPUT_NORM) {
+            return Err(ModelError::InputNorm {
+                what: "input_scale",
+                value: scale.to_string(),
+            });
+        }
+        if self.input_shift.abs() > MAX_INPUT_NORM {
+            return Err(ModelError::InputNorm {
+                what: "input_shift",
+                value: self.input_shift.to_string(),
+            });
+        }
         if self.layers.len() > MAX_LAYERS {
             return Err(ModelError::TooManyLayers {
                 count: self.layers.len(),
             });
         }
+        let mut total = 0u64;
+        let mut names = std::collections::HashMap::new();
         for (i, l) in self.layers.iter().enumerate() {
             l.validate().map_err(|problem| ModelError::Layer {
                 layer: i,
                 name: l.name.clone(),
                 problem,
             })?;
+            total = total.saturating_add(l.dense_len().unwrap_or(u64::MAX));
+            if total > max_total {
+                return Err(ModelError::TooLarge {
+                    total,
+                    limit: max_total,
+                });
+            }
+            if let Some(first) = names.insert(l.name.as_str(), i) {
+                return Err(ModelError::DuplicateName {
+                    name: l.name.clone(),
+                    first,
+                    second: i,
+                });
+            }
         }
         Ok(())
     }
@@ -330,6 +386,12 @@ impl Layer {
         if self.bias.len() as u64 > MAX_DENSE_LEN {
             return Err(P::BiasTooLong {
                 len: self.bias.len(),
+            });
+        }
+        if !self.bias.is_empty() && self.bias.len() as u64 != u64::from(self.shape[0]) {
+            return Err(P::BiasLength {
+                len: self.bias.len(),
+                outputs: self.shape[0],
             });
         }
         for (index, &b) in self.bias.iter().enumerate() {
@@ -439,6 +501,10 @@ mod tests {
             P::BiasOverflowsF16 { index: 1 },
         );
         check(&|l| l.name = "x".repeat(256), P::NameTooLong { len: 256 });
+        check(
+            &|l| l.bias = vec![0.5; 5],
+            P::BiasLength { len: 5, outputs: 2 },
+        );
         // Empty layers are fine, also with an empty codebook.
         let mut l = layer();
         l.positions.clear();
@@ -467,9 +533,36 @@ mod tests {
         let mut bad = m.clone();
         bad.input_scale = f32::NAN;
         assert!(bad.validate().is_err());
-        let mut bad = m;
+        let mut bad = m.clone();
         bad.input_shape = vec![1; 9];
         assert_eq!(bad.validate(), Err(ModelError::InputRank { rank: 9 }));
+        for scale in [0.0, -1.0, 3.0e38] {
+            let mut bad = m.clone();
+            bad.input_scale = scale;
+            assert!(
+                matches!(bad.validate(), Err(ModelError::InputNorm { .. })),
+                "{scale}"
+            );
+        }
+        let mut bad = m.clone();
+        bad.layers.push(layer());
+        assert_eq!(
+            bad.validate(),
+            Err(ModelError::DuplicateName {
+                name: "fc".into(),
+                first: 0,
+                second: 1
+            })
+        );
+        bad.layers[1].name = "fc2".into();
+        assert_eq!(bad.validate(), Ok(()));
+        assert_eq!(
+            bad.validate_with(11),
+            Err(ModelError::TooLarge {
+                total: 12,
+                limit: 11
+            })
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use super::bits::BitWriter;
 use super::bytes::write_varint;
 use super::dcz::tests::{assemble, bit_equal, file_with_layer, header_for, layer_prefix};
-use super::dcz::{account, decode, encode, parse};
-use super::model::{BiasPrecision, CompressedModel, Layer, LayerKind};
+use super::dcz::{account, decode, encode, encode_unchecked, parse, reseal};
+use super::model::{BiasPrecision, CompressedModel, Layer, LayerKind, MAX_TOTAL_DENSE};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -162,12 +162,14 @@ fn arb_layer() -> impl Strategy<Value = Layer> {
         1u8..=16,
         prop::sample::select(vec![0.0, 0.002, 0.02, 0.1, 0.5, 0.9, 1.0]),
         any::<u64>(),
-        0usize..6,
+        any::<bool>(),
         any::<bool>(),
         any::<bool>(),
         "[a-z0-9_.]{0,12}",
     )
-        .prop_map(|(shape, bits, d, seed, bl, f16, conv, name)| {
+        .prop_map(|(shape, bits, d, seed, has_bias, f16, conv, name)| {
+            // A bias is empty or holds one value per output.
+            let bl = if has_bias { shape[0] as usize } else { 0 };
             build_layer(shape, bits, d, seed, bl, f16, conv, name)
         })
 }
@@ -180,14 +182,18 @@ fn arb_model() -> impl Strategy<Value = CompressedModel> {
         prop::collection::vec(any::<u32>(), 0..4),
         any::<u64>(),
     )
-        .prop_map(|(layers, model, dataset, input_shape, seed)| {
+        .prop_map(|(mut layers, model, dataset, input_shape, seed)| {
             let mut rng = Rng(seed | 1);
+            // Names are unique: each ends in its index.
+            for (i, l) in layers.iter_mut().enumerate() {
+                l.name = format!("{}{i}", l.name);
+            }
             CompressedModel {
                 model,
                 dataset,
                 input_shape,
-                input_scale: rng.finite_f32(),
-                input_shift: rng.finite_f32(),
+                input_scale: (rng.unit() as f32 * 1000.0).max(f32::MIN_POSITIVE),
+                input_shift: (rng.unit() as f32 - 0.5) * 1000.0,
                 layers,
             }
         })
@@ -237,6 +243,110 @@ proptest! {
         let mut bytes = encode(&m).unwrap();
         mutate(&mut bytes, &muts);
         check_no_panic_and_bounded(&bytes);
+    }
+}
+
+/// A structural mutation of a decoded model, applied before encoding it with valid
+/// checksums: each breaks (or may break) one invariant a reader relies on.
+fn mutate_model(m: &mut CompressedModel, op: u8, at: usize, v: u32) {
+    let n = m.layers.len();
+    if n == 0 {
+        m.input_scale = f32::from_bits(v);
+        return;
+    }
+    let i = at % n;
+    let l = &mut m.layers[i];
+    match op % 8 {
+        // A bias of another length than the layer's outputs.
+        0 => l.bias = vec![0.5; (v % 50) as usize],
+        // A name another layer has.
+        1 => {
+            let other = m.layers[(i + 1) % n].name.clone();
+            m.layers[i].name = other;
+        }
+        // A dimension changed under the same positions and bias.
+        2 => {
+            let d = at % l.shape.len();
+            l.shape[d] = 1 + v % 70_000;
+        }
+        // Another rank.
+        3 => l.shape.push(1 + v % 3),
+        // Another kind.
+        4 => {
+            l.kind = match l.kind {
+                LayerKind::Conv => LayerKind::Linear,
+                LayerKind::Linear => LayerKind::Conv,
+            }
+        }
+        // Input normalisation from raw bits (NaN, infinities, zero, huge).
+        5 => m.input_scale = f32::from_bits(v),
+        6 => m.input_shift = f32::from_bits(v),
+        // A huge empty layer.
+        _ => {
+            l.shape = vec![1 + v % 65_535, 65_535];
+            l.positions.clear();
+            l.clusters.clear();
+            l.bias.clear();
+        }
+    }
+}
+
+/// What a reader may rely on in a model `decode` accepted.
+fn check_consistent(m: &CompressedModel) {
+    assert!(m.validate().is_ok());
+    let mut names = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for l in &m.layers {
+        assert!(names.insert(l.name.clone()), "duplicate name {}", l.name);
+        assert!(l.bias.is_empty() || l.bias.len() as u64 == u64::from(l.shape[0]));
+        total += l.dense_len().unwrap();
+    }
+    assert!(total <= MAX_TOTAL_DENSE);
+    assert!(m.input_scale > 0.0 && m.input_scale.is_finite() && m.input_shift.is_finite());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Checksum-valid files whose contents contradict each other: refused, or (when the
+    /// mutation happened to keep them consistent) decoded to a model a reader can trust;
+    /// never a panic, never a large allocation.
+    #[test]
+    fn checksum_valid_inconsistent_files_are_refused_or_consistent(
+        m in arb_model(),
+        muts in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u32>()), 1..4),
+    ) {
+        let mut m = m;
+        for &(op, at, v) in &muts {
+            mutate_model(&mut m, op, at, v);
+        }
+        // Positions past a shrunk shape cannot even be coded: nothing to read then.
+        if let Ok(bytes) = encode_unchecked(&m) {
+            check_no_panic_and_bounded(&bytes);
+            if let Ok(back) = decode(&bytes) {
+                check_consistent(&back);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Byte mutations with the checksums recomputed afterwards: the decoder's own checks,
+    /// not the CRCs, must catch whatever is wrong.
+    #[test]
+    fn resealed_mutations_never_panic_and_decode_consistent(
+        m in arb_model(),
+        muts in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 1..6),
+    ) {
+        let mut bytes = encode(&m).unwrap();
+        mutate(&mut bytes, &muts);
+        reseal(&mut bytes);
+        check_no_panic_and_bounded(&bytes);
+        if let Ok(back) = decode(&bytes) {
+            check_consistent(&back);
+        }
     }
 }
 

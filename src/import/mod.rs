@@ -57,12 +57,7 @@ pub fn detect(path: &Path, bytes: &[u8]) -> WeightsFormat {
 /// the model's shapes, ready for [`crate::models::Net::load_host`]. Every error names
 /// the file, the layer and what to do.
 pub fn read_weights(path: &Path, arch: &Arch) -> Result<(HostTensors, WeightsFormat)> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read weights file {} (--weights): check the path",
-            path.display()
-        )
-    })?;
+    let bytes = crate::paths::read_regular(path, "weights file", crate::paths::MAX_MODEL_BYTES)?;
     let format = detect(path, &bytes);
     let tensors = parse_weights(&bytes, format, arch).with_context(|| {
         format!(

@@ -315,6 +315,12 @@ impl Net {
                 self.arch.name,
                 t.size()
             );
+            let n: i64 = shape.iter().product();
+            ensure!(
+                values.len() as i64 == n,
+                "{source}: tensor {name:?} of shape {shape:?} holds {} values, not {n}",
+                values.len()
+            );
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 bail!(
                     "{source}: tensor {name:?} holds a non-finite value ({} at index {i})",

@@ -183,8 +183,8 @@ pub fn load(name: &str, cfg: &TorchScriptConfig, device: Device) -> Result<Net> 
             "no TorchScript module given: set torchscript.module in the config or pass --torchscript MODEL.pt"
         );
     };
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read TorchScript module {}", path.display()))?;
+    let bytes =
+        crate::paths::read_regular(path, "TorchScript module", crate::paths::MAX_MODEL_BYTES)?;
     from_bytes(name, cfg, path, bytes.into(), device)
 }
 

@@ -1,10 +1,12 @@
 //! The `[search]` section of a config: how the automatic search spends its budget.
 
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::bisection::Bisection;
 use super::bits::BitsMethod;
 use crate::compress::{BiasPrecision, Schedule};
+use crate::config::{need, within};
 
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,5 +133,108 @@ impl Default for SearchConfig {
             max_ratio: 0.997,
             grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
         }
+    }
+}
+
+impl SearchConfig {
+    /// Range checks of the `[search]` section.
+    pub fn check(&self) -> Result<()> {
+        let s = self;
+        need(
+            within(s.margin, 0.0, 0.5),
+            "search.margin",
+            s.margin,
+            "[0, 0.5]",
+        )?;
+        need(
+            within(s.recovery_gap, 0.0, 0.5),
+            "search.recovery_gap",
+            s.recovery_gap,
+            "[0, 0.5]",
+        )?;
+        for (key, v) in [
+            ("search.probe_epochs", s.probe_epochs),
+            ("search.final_epochs", s.final_epochs),
+            ("search.bits_epochs", s.bits_epochs),
+        ] {
+            need(v > 0.0 && v <= 1e4, key, v, "(0, 10000] epochs")?;
+        }
+        need(
+            s.lr_scale > 0.0 && s.lr_scale <= 1e3,
+            "search.lr_scale",
+            s.lr_scale,
+            "(0, 1000]",
+        )?;
+        need(
+            s.budget_minutes > 0.0 && s.budget_minutes <= 1e6,
+            "search.budget_minutes",
+            s.budget_minutes,
+            "(0, 1e6] minutes",
+        )?;
+        need(
+            s.budget_probes <= 1_000_000,
+            "search.budget_probes",
+            s.budget_probes,
+            "0..=1000000 (0 = no limit)",
+        )?;
+        need(
+            (1..=1000).contains(&s.bisection_probes),
+            "search.bisection_probes",
+            s.bisection_probes,
+            "1..=1000",
+        )?;
+        need(
+            s.refine_probes <= 100_000,
+            "search.refine_probes",
+            s.refine_probes,
+            "0..=100000",
+        )?;
+        for (key, v) in [
+            ("search.refine_push", s.refine_push),
+            ("search.refine_min_push", s.refine_min_push),
+        ] {
+            need(
+                v > 0.0 && v < 1.0,
+                key,
+                v,
+                "(0, 1) of a layer's kept weights",
+            )?;
+        }
+        need(
+            (0.0..1.0).contains(&s.refine_min_saving),
+            "search.refine_min_saving",
+            s.refine_min_saving,
+            "[0, 1) of the incumbent's bytes",
+        )?;
+        let bits = crate::format::MAX_BITS;
+        for (key, v) in [
+            ("search.bits_min", s.bits_min),
+            ("search.bits_max", s.bits_max),
+            ("search.provisional_bits", s.provisional_bits),
+        ] {
+            need((1..=bits).contains(&v), key, v, "1..=16 bits")?;
+        }
+        need(
+            s.bits_min <= s.bits_max,
+            "search.bits_min",
+            s.bits_min,
+            &format!("1..=search.bits_max ({})", s.bits_max),
+        )?;
+        need(
+            s.max_ratio > 0.0 && s.max_ratio < 1.0,
+            "search.max_ratio",
+            s.max_ratio,
+            "(0, 1)",
+        )?;
+        let grid_ok = !s.grid.is_empty()
+            && s.grid.len() <= 1000
+            && s.grid.iter().all(|&r| (0.0..1.0).contains(&r))
+            && s.grid.windows(2).all(|w| w[0] < w[1]);
+        need(
+            grid_ok,
+            "search.grid",
+            format!("{:?}", s.grid),
+            "1 to 1000 sparse ratios in [0, 1), strictly increasing",
+        )
     }
 }

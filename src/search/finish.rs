@@ -67,6 +67,10 @@ pub fn file(
             p.at.floor,
         );
     }
+    // The floor already bounds the loss; a floor set near chance level (--max-drop) must
+    // still not let a collapsed model through.
+    let classes = p.oracle.dense.arch.layers.last().map_or(1, |l| l.outputs());
+    encode::check_decoded_accuracy(dense_acc, valid, classes, 100.0)?;
     crate::paths::write_atomic(&file, &bytes)?;
     let test_acc = train::evaluate(&decoded, test).accuracy;
     times.encode_and_verify = p.elapsed() - t0;

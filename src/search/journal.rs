@@ -5,10 +5,17 @@
 //! retraining, so the search resumes where it stopped and, the search being deterministic
 //! for a seed and thread count, ends where an uninterrupted run would. The first line
 //! holds a key of everything that decides the result; a different key is refused.
+//!
+//! The journal also owns the run folder: [`Journal::open`] first takes the folder's lock
+//! (`lock`, holding the process id; refused while that process lives, taken over when it
+//! does not) and checks the key, and writes nothing before both pass, so a refused resume
+//! leaves the folder as it was. The lock goes when the journal is dropped. A torn last
+//! line (a crash mid-write) is dropped; a corrupt line with lines after it is refused with
+//! its line number, since what follows it cannot be trusted.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -73,6 +80,7 @@ pub struct Replayed {
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    _lock: RunLock,
     replay: VecDeque<Line>,
     /// Probes read back so far.
     pub replayed: usize,
@@ -80,27 +88,112 @@ pub struct Journal {
 
 const VERSION: u32 = 1;
 const NAME: &str = "journal.jsonl";
+const LOCK: &str = "lock";
+
+/// The exclusive lock of a run folder: a file `lock` holding the owner's process id,
+/// removed on drop.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (creating the folder): refused while another live process
+    /// holds it, taken over from a process that is gone.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create run folder {} (check permissions)",
+                dir.display()
+            )
+        })?;
+        let path = dir.join(LOCK);
+        let me = std::process::id();
+        for _ in 0..3 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(format!("{me}\n").as_bytes())
+                        .and_then(|_| f.sync_all())
+                        .with_context(|| format!("cannot write the lock {}", path.display()))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    match text.trim().parse::<u32>() {
+                        Ok(pid) if alive(pid) => bail!(
+                            "run folder {} is in use by another search (process {pid}, see {}): wait for it to \
+                             end, or choose another --out",
+                            dir.display(),
+                            path.display()
+                        ),
+                        // A stale lock (its process is gone, or it was torn): take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot create the lock {}", path.display()))
+                }
+            }
+        }
+        bail!(
+            "cannot take the lock {}: another search keeps taking it; choose another --out",
+            path.display()
+        )
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` is alive (Linux: it has a `/proc` entry). The current process
+/// counts as alive: one process holds a run folder once.
+fn alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The journal's lines, parsed. The last line may be torn (dropped); a corrupt line
+/// before the last is an error naming its line number.
+fn read_lines(path: &Path) -> Result<Vec<Line>> {
+    let bytes = crate::paths::read_regular(path, "journal", 1 << 30)?;
+    let raw: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut lines = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        match serde_json::from_slice::<Line>(l) {
+            Ok(line) => lines.push(line),
+            // A torn final line: the probe it described is simply run again.
+            Err(_) if i + 1 == raw.len() => break,
+            Err(e) => bail!(
+                "{} line {} is corrupt ({e}) and {} more lines follow it: the journal cannot be trusted; \
+                 delete the folder or choose another --out",
+                path.display(),
+                i + 1,
+                raw.len() - i - 1
+            ),
+        }
+    }
+    Ok(lines)
+}
 
 impl Journal {
-    /// Opens (or starts) the journal in `dir` for a run described by `key`. An existing
-    /// journal with another key is refused; a torn last line (a crash mid-write) is
-    /// dropped.
+    /// Opens (or starts) the journal in `dir` for a run described by `key`, holding the
+    /// folder's lock (see the module doc) for as long as the journal lives. An existing
+    /// journal with another key, or with a corrupt line before its last, is refused; a
+    /// torn last line (a crash mid-write) is dropped. Nothing is written before these
+    /// checks pass.
     pub fn open(dir: &Path, key: &str) -> Result<Journal> {
+        let lock = RunLock::acquire(dir)?;
         let path = dir.join(NAME);
         let mut replay = VecDeque::new();
         if path.exists() {
-            let f = File::open(&path)
-                .with_context(|| format!("cannot read the journal {}", path.display()))?;
-            let mut lines = Vec::new();
-            for line in BufReader::new(f).lines() {
-                let line =
-                    line.with_context(|| format!("cannot read the journal {}", path.display()))?;
-                match serde_json::from_str::<Line>(&line) {
-                    Ok(l) => lines.push(l),
-                    // A torn final line: the probe it described is simply run again.
-                    Err(_) => break,
-                }
-            }
+            let lines = read_lines(&path)?;
             let mut it = lines.into_iter();
             if let Some(Line::Header { journal, key: k }) = it.next() {
                 if journal != VERSION || k != key {
@@ -130,6 +223,7 @@ impl Journal {
         Ok(Journal {
             dir: dir.to_path_buf(),
             file,
+            _lock: lock,
             replay,
             replayed: 0,
         })
@@ -368,4 +462,71 @@ pub fn load(path: &Path, like: &Net) -> Result<(Net, Masked)> {
         }
     }
     Ok((net, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &str) -> String {
+        serde_json::to_string(&Line::Header {
+            journal: VERSION,
+            key: key.into(),
+        })
+        .unwrap()
+    }
+
+    fn probe_line(n: usize) -> String {
+        format!("{{\"final\":{{\"ratios\":[0.{n}],\"checkpoint\":\"c{n}\",\"seconds\":1.0}}}}")
+    }
+
+    #[test]
+    fn a_corrupt_line_in_the_middle_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}\n{}\n{{\"probe\": garbage\n{}\n",
+            header("k"),
+            probe_line(1),
+            probe_line(2)
+        );
+        std::fs::write(dir.path().join(NAME), &text).unwrap();
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(
+            e.contains("line 3 is corrupt") && e.contains("1 more lines"),
+            "{e}"
+        );
+        // Nothing was rewritten, and the lock is gone.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(NAME)).unwrap(),
+            text
+        );
+        assert!(!dir.path().join(LOCK).exists());
+        // A torn last line is dropped.
+        let text = format!("{}\n{}\n{{\"fin", header("k"), probe_line(1));
+        std::fs::write(dir.path().join(NAME), text).unwrap();
+        let j = Journal::open(dir.path(), "k").unwrap();
+        assert_eq!(j.pending(), 1);
+    }
+
+    #[test]
+    fn the_run_folder_is_locked_while_a_journal_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "k").unwrap();
+        let lock = std::fs::read_to_string(dir.path().join(LOCK)).unwrap();
+        assert_eq!(lock.trim(), std::process::id().to_string());
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(e.contains("in use by another search"), "{e}");
+        drop(j);
+        assert!(!dir.path().join(LOCK).exists());
+        // A live process's lock (pid 1 always lives) is refused; a dead one's is taken over.
+        std::fs::write(dir.path().join(LOCK), "1\n").unwrap();
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(e.contains("process 1"), "{e}");
+        std::fs::write(dir.path().join(LOCK), "4294967295\n").unwrap();
+        assert!(Journal::open(dir.path(), "k").is_ok());
+        // A refused key leaves the journal as it was.
+        let before = std::fs::read(dir.path().join(NAME)).unwrap();
+        assert!(Journal::open(dir.path(), "other").is_err());
+        assert_eq!(std::fs::read(dir.path().join(NAME)).unwrap(), before);
+    }
 }

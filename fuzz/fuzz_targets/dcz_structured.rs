@@ -1,0 +1,132 @@
+//! Structure-aware fuzz target of the `.dcz` reader, past the checksums: the input drives
+//! a LeNet-300-100-shaped compressed model (nonzeros, codebook, bias), structural
+//! mutations of it (bias lengths, duplicate names, shapes, ranks, kinds, input
+//! normalisation, huge empty layers), its encoding with valid checksums
+//! (`encode_unchecked`), then byte mutations and `reseal`, which recomputes the CRCs. What
+//! decodes must be consistent and must go through every reader without a panic: export to
+//! safetensors, loading onto a LeNet-300-100 (`to_net_like`) and a forward pass.
+#![no_main]
+
+use dc_search::compress::encode::to_net_like;
+use dc_search::format::{
+    decode, encode_unchecked, reseal, BiasPrecision, CompressedModel, Layer, LayerKind,
+};
+use dc_search::models::{Arch, Net};
+use libfuzzer_sys::fuzz_target;
+
+/// Reads the input a byte at a time (zeros once it runs out).
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn u8(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+}
+
+fn base_model(inp: &mut Input) -> CompressedModel {
+    let layer = |inp: &mut Input, name: &str, shape: [u32; 2]| {
+        let dense = shape[0] * shape[1];
+        let nnz = u32::from(inp.u8());
+        let step = (dense / nnz.max(1)).max(1);
+        let positions: Vec<u32> = (0..nnz).map(|i| i * step).filter(|&p| p < dense).collect();
+        let k = 1 + u32::from(inp.u8() % 8);
+        let clusters = positions.iter().map(|_| u32::from(inp.u8()) % k).collect();
+        Layer {
+            name: name.into(),
+            kind: LayerKind::Linear,
+            shape: shape.to_vec(),
+            bits: 3,
+            codebook: (0..k).map(|i| i as f32 * 0.1 - 0.3).collect(),
+            positions,
+            clusters,
+            bias: if inp.u8() % 2 == 0 {
+                vec![]
+            } else {
+                vec![0.01; shape[0] as usize]
+            },
+            bias_precision: BiasPrecision::F32,
+        }
+    };
+    CompressedModel {
+        model: "lenet-300-100".into(),
+        dataset: "mnist".into(),
+        input_shape: vec![1, 28, 28],
+        input_scale: 1.0 / 256.0,
+        input_shift: 0.0,
+        layers: vec![
+            layer(inp, "fc1", [300, 784]),
+            layer(inp, "fc2", [100, 300]),
+            layer(inp, "fc3", [10, 100]),
+        ],
+    }
+}
+
+fn mutate_model(m: &mut CompressedModel, inp: &mut Input) {
+    for _ in 0..inp.u8() % 4 {
+        let (op, at, v) = (inp.u8(), usize::from(inp.u8()), inp.u32());
+        let n = m.layers.len();
+        let i = at % n;
+        match op % 9 {
+            0 => m.layers[i].bias = vec![0.5; (v % 400) as usize],
+            1 => m.layers[i].name = m.layers[(i + 1) % n].name.clone(),
+            2 => {
+                let d = at % m.layers[i].shape.len();
+                m.layers[i].shape[d] = 1 + v % 70_000;
+            }
+            3 => m.layers[i].shape.push(1 + v % 3),
+            4 => m.layers[i].kind = LayerKind::Conv,
+            5 => m.input_scale = f32::from_bits(v),
+            6 => m.input_shift = f32::from_bits(v),
+            7 => {
+                let l = &mut m.layers[i];
+                l.shape = vec![1 + v % 65_535, 65_535];
+                l.positions.clear();
+                l.clusters.clear();
+                l.bias.clear();
+            }
+            _ => {
+                m.layers.remove(i);
+                if m.layers.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The model files are loaded onto (one per process: libFuzzer runs one thread).
+    static NET: Net = Net::init(&Arch::lenet_300_100(), tch::Device::Cpu);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut inp = Input(data);
+    let mut m = base_model(&mut inp);
+    mutate_model(&mut m, &mut inp);
+    let Ok(mut bytes) = encode_unchecked(&m) else {
+        return;
+    };
+    for _ in 0..inp.u8() % 4 {
+        let (at, v) = (inp.u32() as usize, inp.u8());
+        let n = bytes.len();
+        bytes[at % n] ^= v;
+    }
+    reseal(&mut bytes);
+    let Ok(model) = decode(&bytes) else {
+        return;
+    };
+    assert!(model.validate().is_ok());
+    let _ = dc_search::export::dcz_to_safetensors(&model);
+    NET.with(|net| {
+        if let Ok(loaded) = to_net_like(&model, net) {
+            let x = tch::Tensor::zeros([2, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+            let y = loaded.forward(&x);
+            assert_eq!(y.size(), vec![2, 10]);
+        }
+    });
+});
