@@ -360,8 +360,35 @@ mod tests {
             ("search.probe_epochs", "(0, 10000]", |c| {
                 c.search.probe_epochs = 0.0
             }),
-            ("search.final_epochs", "(0, 10000]", |c| {
+            ("search.final_epochs", "[0, 10000]", |c| {
                 c.search.final_epochs = -3.0
+            }),
+            ("search.second_look", "[0, 0.5]", |c| {
+                c.search.second_look = -0.1
+            }),
+            ("search.climb_factor", "(1, 100]", |c| {
+                c.search.climb_factor = 1.0
+            }),
+            ("search.bisection_tolerance", "(0, 10]", |c| {
+                c.search.bisection_tolerance = 0.0
+            }),
+            ("search.bisect_share", "(0, 1]", |c| {
+                c.search.bisect_share = 1.5
+            }),
+            ("search.refine_share", "(0, 1]", |c| {
+                c.search.refine_share = 0.0
+            }),
+            ("search.bits_share", "(0, 1]", |c| {
+                c.search.bits_share = -1.0
+            }),
+            ("search.bits_probes", "1..=100", |c| {
+                c.search.bits_probes = 0
+            }),
+            ("search.near_miss_shrink", "(0, 1]", |c| {
+                c.search.near_miss_shrink = 0.0
+            }),
+            ("search.bits_candidates", "1..=20", |c| {
+                c.search.bits_candidates = 0
             }),
             ("search.bits_epochs", "(0, 10000]", |c| {
                 c.search.bits_epochs = 0.0

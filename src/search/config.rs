@@ -66,6 +66,9 @@ pub struct SearchConfig {
     /// feasible push makes the next one 1.5× as strong (in log density), an infeasible
     /// one half as strong.
     pub refine_push: f64,
+    /// A push that misses the target by less than `second_look` (a near miss, as likely
+    /// noise as a real limit) multiplies the layer's push by this instead of halving it.
+    pub near_miss_shrink: f64,
     /// A layer whose push fell under this fraction is done.
     pub refine_min_push: f64,
     /// A push whose estimated saving is under this fraction of the incumbent's estimated
@@ -121,6 +124,7 @@ impl Default for SearchConfig {
             bits_share: 0.92,
             refine_probes: 40,
             refine_push: 0.25,
+            near_miss_shrink: 0.8,
             refine_min_push: 0.03,
             refine_min_saving: 0.01,
             refine_candidates: None,
@@ -154,11 +158,53 @@ impl SearchConfig {
         )?;
         for (key, v) in [
             ("search.probe_epochs", s.probe_epochs),
-            ("search.final_epochs", s.final_epochs),
             ("search.bits_epochs", s.bits_epochs),
         ] {
             need(v > 0.0 && v <= 1e4, key, v, "(0, 10000] epochs")?;
         }
+        need(
+            within(s.final_epochs, 0.0, 1e4),
+            "search.final_epochs",
+            s.final_epochs,
+            "[0, 10000] epochs (0 = none)",
+        )?;
+        need(
+            within(s.second_look, 0.0, 0.5),
+            "search.second_look",
+            s.second_look,
+            "[0, 0.5] (0 = never)",
+        )?;
+        need(
+            s.climb_factor > 1.0 && s.climb_factor <= 100.0,
+            "search.climb_factor",
+            s.climb_factor,
+            "(1, 100]",
+        )?;
+        need(
+            s.bisection_tolerance > 0.0 && s.bisection_tolerance <= 10.0,
+            "search.bisection_tolerance",
+            s.bisection_tolerance,
+            "(0, 10] in ln δ",
+        )?;
+        for (key, v) in [
+            ("search.bisect_share", s.bisect_share),
+            ("search.refine_share", s.refine_share),
+            ("search.bits_share", s.bits_share),
+        ] {
+            need(v > 0.0 && v <= 1.0, key, v, "(0, 1] of the budget")?;
+        }
+        need(
+            (1..=100).contains(&s.bits_probes),
+            "search.bits_probes",
+            s.bits_probes,
+            "1..=100",
+        )?;
+        need(
+            (1..=20).contains(&s.bits_candidates),
+            "search.bits_candidates",
+            s.bits_candidates,
+            "1..=20",
+        )?;
         need(
             s.lr_scale > 0.0 && s.lr_scale <= 1e3,
             "search.lr_scale",
@@ -200,6 +246,12 @@ impl SearchConfig {
                 "(0, 1) of a layer's kept weights",
             )?;
         }
+        need(
+            s.near_miss_shrink > 0.0 && s.near_miss_shrink <= 1.0,
+            "search.near_miss_shrink",
+            s.near_miss_shrink,
+            "(0, 1]",
+        )?;
         need(
             (0.0..1.0).contains(&s.refine_min_saving),
             "search.refine_min_saving",

@@ -17,7 +17,13 @@ pub type BiasBytes = f64;
 
 /// Estimated bytes of one layer with `weights` weights, `outputs` biases of `bias_bytes`
 /// each, kept fraction `density` and `bits`-bit weights.
-pub fn layer_bytes(weights: usize, outputs: usize, density: f64, bits: u8, bias_bytes: BiasBytes) -> f64 {
+pub fn layer_bytes(
+    weights: usize,
+    outputs: usize,
+    density: f64,
+    bits: u8,
+    bias_bytes: BiasBytes,
+) -> f64 {
     let nnz = (density * weights as f64).round();
     let index_bits = weights as f64 * entropy(density) * 1.05;
     let weight_bits = nnz * bits as f64;

@@ -1,7 +1,7 @@
 //! Stage 3: per-layer pushes from the incumbent (the smallest feasible model), chosen by a
 //! Gaussian process. Every layer has its own push (the fraction of its kept weights the
 //! next probe of it removes): a feasible probe becomes the incumbent and its layer's push
-//! grows, an infeasible one halves it, and a layer whose push fell under
+//! grows, an infeasible one halves it (a near miss shrinks it less), and a layer whose push fell under
 //! `refine_min_push` is done. Each step the GP — fitted to every ratio probe's validation
 //! accuracy over the log-density vector — scores the one-layer pushes by expected saving
 //! × probability of feasibility, and the best of those saving at least
@@ -72,7 +72,16 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
             ));
         };
         let acc = p.probe_ratios(&ratios, Phase::Refine, None)?;
-        push[layer] *= if acc >= p.at.probe { 1.5 } else { 0.5 };
+        // A clear failure halves the layer's push; a near miss (within the second-look band
+        // of the target: as likely noise as a real limit) shrinks it by `near_miss_shrink`
+        // only, and the next push of that layer starts from a longer-trained incumbent.
+        push[layer] *= if acc >= p.at.probe {
+            1.5
+        } else if acc >= p.at.probe - sc.second_look {
+            sc.near_miss_shrink
+        } else {
+            0.5
+        };
     }
     Ok("refinement probes spent".into())
 }

@@ -386,6 +386,7 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
     let v2 = SearchConfig::default();
     let v1 = SearchConfig {
         second_look: 0.0,
+        near_miss_shrink: 0.5,
         bits_candidates: 1,
         bisection: Bisection::Brent,
         recovery_gap: 0.001,
@@ -447,6 +448,20 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
             "0.2, margin 0.002".into(),
             SearchConfig {
                 margin: 0.002,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, near misses halve".into(),
+            SearchConfig {
+                near_miss_shrink: 0.5,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, climb factor 4".into(),
+            SearchConfig {
+                climb_factor: 4.0,
                 ..v2.clone()
             },
         ),
