@@ -7,6 +7,10 @@
 #
 # Environment:
 #   LIBTORCH         use this libtorch 2.11 instead (left alone; nothing is downloaded)
+#   DC_SEARCH_CUDA=1 (or a GPU listed by nvidia-smi) use an installed PyTorch 2.11 with CUDA
+#                    for python3 (its torch/lib, the NVIDIA libraries beside it), downloading
+#                    nothing; without one, the CPU libtorch below is used and --device cuda
+#                    says why it has no GPU
 #   DC_SEARCH_CACHE  cache folder (default ~/.cache/dc-search)
 #   DC_SEARCH_NO_FASHION=1  skip the Fashion-MNIST install
 set -euo pipefail
@@ -19,7 +23,34 @@ say() { echo "setup: $*" >&2; }
 # ---------------------------------------------------------------- libtorch
 libtorch_ok() { [ -f "$1/lib/libtorch_cpu.so" ] && [ -d "$1/include/torch" ]; }
 
-if [ -n "${LIBTORCH:-}" ]; then
+# An installed PyTorch 2.11 with CUDA (tch's LIBTORCH_USE_PYTORCH convention): its torch
+# folder has include/ and lib/ (libtorch_cpu.so, libtorch_cuda.so; the NVIDIA wheels' libraries
+# are found through libtorch_cuda.so's own RUNPATH).
+want_cuda=""
+if [ -n "${DC_SEARCH_CUDA:-}" ] || { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; }; then
+  want_cuda=1
+fi
+pytorch_cuda=""
+if [ -n "$want_cuda" ] && [ -z "${LIBTORCH:-}" ]; then
+  pytorch_cuda="$(python3 - 2>/dev/null <<'PY' || true
+import os, torch
+ok = torch.__version__.startswith("2.11.") and torch.version.cuda
+d = os.path.dirname(torch.__file__)
+if ok and os.path.isfile(os.path.join(d, "lib", "libtorch_cuda.so")) and os.path.isdir(os.path.join(d, "include", "torch")):
+    print(d)
+PY
+)"
+  if [ -n "$pytorch_cuda" ]; then
+    say "using the installed PyTorch with CUDA at $pytorch_cuda"
+  else
+    say "no PyTorch 2.11 with CUDA for python3: using libtorch's CPU part (--device cuda will say why)"
+  fi
+fi
+
+if [ -n "$pytorch_cuda" ]; then
+  ln -sfn "$pytorch_cuda" "$repo/.libtorch"
+  say "libtorch ready at $pytorch_cuda (linked as .libtorch)"
+elif [ -n "${LIBTORCH:-}" ]; then
   libtorch_ok "$LIBTORCH" || { say "LIBTORCH=$LIBTORCH does not look like libtorch (no lib/libtorch_cpu.so or include/torch); unset it to let setup fetch one"; exit 1; }
   say "using LIBTORCH=$LIBTORCH as given"
 else

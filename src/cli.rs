@@ -24,7 +24,7 @@ use crate::runtime::{self, Runtime};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The search: a preset (lenet, lenet-300-100) or a path to a .toml config.
+    /// The search: a preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
     model: Option<String>,
     #[command(flatten)]
     search: SearchFlags,
@@ -56,7 +56,7 @@ struct SearchFlags {
 enum Command {
     /// Train the dense model with the config's recipe (cached; --retrain to force).
     Train {
-        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
         model: String,
         /// Train even if a cached model exists.
         #[arg(long)]
@@ -79,7 +79,7 @@ enum Command {
     },
     /// Prune, retrain, share weights, retrain the codebooks and write a .dcz file.
     Compress {
-        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
         model: String,
         /// Sparse ratio per layer (fraction removed), in layer order (0.33,0.8,0.9,0.8) or by
         /// name (conv1=0.33,fc1=0.9; unnamed layers 0).
@@ -106,7 +106,7 @@ enum Command {
     },
     /// Sensitivity sweep: each layer pruned alone at each ratio of the grid, no retraining.
     Sensitivity {
-        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
         model: String,
         /// Output folder for sensitivity.csv and sensitivity.svg.
         #[arg(long, default_value = ".")]
@@ -120,7 +120,7 @@ enum Command {
     Bench {
         /// What to measure: sensitivity, train or search.
         what: String,
-        /// A preset (lenet, lenet-300-100) or a path to a .toml config.
+        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
         model: String,
         /// `bench train`: steps timed per measurement.
         #[arg(long, default_value_t = 200)]
@@ -182,7 +182,8 @@ impl Limit {
 /// Overrides of the config's `[compress]` section.
 #[derive(Debug, Clone, Args)]
 pub struct Tune {
-    /// all-at-once or layer-wise (the seed's: one more layer pruned per stage).
+    /// all-at-once, layer-wise (the seed's: one more layer pruned per stage) or gradual
+    /// (Zhu & Gupta: cubic steps to the targets).
     #[arg(long, value_enum)]
     schedule: Option<Schedule>,
     /// Retraining epochs after each pruning stage.

@@ -210,7 +210,10 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             data::ValidationFrom::Test => "held out of the test images",
         };
         eprintln!(
-            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
+            "device {} ({} threads); decisions on {} validation images ({held}); the {} test images are \
+             evaluated once, at the end",
+            rt.device_name(),
+            tch::get_num_threads(),
             data.valid.len(),
             data.test.len()
         );
@@ -220,12 +223,12 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         );
     }
     let mut times = search::StageTimes::default();
-    let (points, secs) = match journal.replay_sweep() {
-        Some(done) => done,
+    let (points, secs, sweep_replayed) = match journal.replay_sweep() {
+        Some((points, secs)) => (points, secs, true),
         None => {
             let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
             journal.record_sweep(&points, secs)?;
-            (points, secs)
+            (points, secs, false)
         }
     };
     times.sensitivity = secs;
@@ -266,6 +269,10 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     )
     .with_journal(journal)
     .with_outputs(&out.join("trials.csv"), rt.quiet);
+    if sweep_replayed {
+        // The replayed sweep's time counts against the budget as it did when it ran.
+        p.count_replayed(secs);
+    }
     let curves: Vec<Vec<(f64, f64)>> = p
         .layer_names
         .iter()
@@ -567,16 +574,13 @@ fn compress_cmd(
         quiet: rt.quiet,
     };
     let (state, stats) = trainer.compress(&dense.net, plan, &data.valid.to_device(rt.device))?;
-    let model = encode::to_model(
+    let (bytes, decoded) = encode::encode_and_decode(
         &dense.net,
         &state,
         cfg.data.dataset.as_str(),
         cfg.data.input_scale,
         cfg.compress.bias_precision,
     )?;
-    let bytes = format::encode(&model)?;
-    let decoded = encode::to_net_like(&format::decode(&bytes)?, &dense.net)?;
-    encode::verify_decoded(&dense.net, &decoded)?;
     let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let classes = dense.net.arch.layers.last().map_or(1, |l| l.outputs());
     encode::check_decoded_accuracy(

@@ -263,6 +263,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../docs/config.md");
+        for preset in ["lenet", "lenet-caffe", "lenet-300-100"] {
+            let c = Config::resolve(preset).unwrap();
+            let value: toml::Value = toml::from_str(&c.to_toml()).unwrap();
+            let mut keys = Vec::new();
+            for (k, v) in value.as_table().unwrap() {
+                match v.as_table() {
+                    Some(t) => keys.extend(t.keys().cloned()),
+                    None => keys.push(k.clone()),
+                }
+            }
+            for k in keys {
+                assert!(
+                    doc.contains(&format!("| `{k}` |")),
+                    "{preset}: key {k} is not in docs/config.md"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn presets_parse_and_round_trip() {
         for (name, _) in PRESETS {
             let c = Config::resolve(name).unwrap();
@@ -286,8 +308,8 @@ mod tests {
 
     #[test]
     fn older_run_folders_configs_still_load() {
-        // Written before session 4, whose refinement no longer reads refine_candidates.
-        let text = include_str!("../searches/lenet-mnist-floor0.99-session2/config.toml");
+        // A v0.1 run folder's config: the refinement no longer reads refine_candidates.
+        let text = include_str!("../tests/fixtures/configs/older-run.toml");
         let c = Config::parse(text, "config.toml").unwrap();
         assert_eq!(c.search.refine_candidates, Some(4000));
         assert!(!c.to_toml().contains("refine_candidates"));

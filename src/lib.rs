@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod cuda;
 pub mod data;
 pub mod dense;
 pub mod export;

@@ -31,14 +31,6 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Stops with [`Interrupted`] after Ctrl-C.
-pub fn check_interrupt() -> Result<()> {
-    if interrupted() {
-        return Err(Interrupted.into());
-    }
-    Ok(())
-}
-
 /// Where and how tensors are computed.
 #[derive(Debug, Clone, Copy)]
 pub struct Runtime {
@@ -50,10 +42,15 @@ pub struct Runtime {
     pub quiet: bool,
 }
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` and `cuda` load libtorch's CUDA part
+/// first ([`crate::cuda`]); `auto` falls back to the CPU, `cuda` without a usable GPU is an
+/// error saying why.
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" => Ok(match crate::cuda::devices() {
+            Ok(_) => Device::Cuda(0),
+            Err(_) => Device::Cpu,
+        }),
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
@@ -64,9 +61,12 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 fn cuda(n: usize) -> Result<Device> {
-    let count = tch::Cuda::device_count() as usize;
+    let count = match crate::cuda::devices() {
+        Ok(c) => c,
+        Err(why) => bail!("--device cuda: {why}; or use --device cpu"),
+    };
     if n >= count {
-        bail!("--device cuda:{n} asked, but this libtorch sees {count} CUDA device(s); use --device cpu");
+        bail!("--device cuda:{n} asked, but libtorch sees {count} CUDA device(s); use cuda:0 … cuda:{}", count - 1);
     }
     Ok(Device::Cuda(n))
 }

@@ -136,21 +136,6 @@ impl Sgd {
         let _ = w.shallow_clone().g_sub_(&v);
     }
 
-    /// Updates one weight or bias from an explicit gradient (used by codebook training).
-    pub fn step_tensor(&self, index: usize, w: &Tensor, g: &Tensor, lr: f64) {
-        tch::no_grad(|| self.apply(w, g, &self.velocity[index], lr, None));
-    }
-
-    /// Zeroes the velocity of every tensor (after masks change, so momentum cannot move
-    /// newly pruned weights).
-    pub fn reset_velocity(&mut self) {
-        tch::no_grad(|| {
-            for v in &self.velocity {
-                let _ = v.shallow_clone().zero_();
-            }
-        });
-    }
-
     /// Updates only the biases (the weights are handled by a codebook trainer).
     pub fn step_biases(&self, net: &Net, lr: f64) {
         tch::no_grad(|| {

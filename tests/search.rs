@@ -100,13 +100,17 @@ fn killed_search_resumes_to_the_same_result() {
     assert_eq!(code, 0, "{err}");
     let whole = dir.path().join("whole");
     let total = journal_lines(&whole);
-    assert!(total >= 7, "header, 5 ratio probes, final: {total} lines");
+    assert!(
+        total >= 9,
+        "header, sweep, 5 ratio probes, bits probes, the chosen model: {total} lines"
+    );
 
     let cut = dir.path().join("cut");
     let mut kills = 0;
-    // Kill once the journal holds 2 lines (one probe), then 4, then after the final
-    // retraining was journaled (during the bits probes or the file).
-    for at in [2, 4, 7] {
+    // Kill once the journal holds the sweep (3 lines: during the first probe), then two
+    // probes (during the third), then the first bits probe (during the bits stage), then
+    // everything but the chosen model (during the last bits probe or the file).
+    for at in [3, 5, 8, total - 1] {
         let mut child = search_command(dir.path(), &["--floor", "0.85"], "cut", &extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -118,7 +122,10 @@ fn killed_search_resumes_to_the_same_result() {
             kills += 1;
         }
     }
-    assert!(kills >= 2, "the search was killed mid-way at least twice");
+    assert!(
+        kills >= 3,
+        "the search was killed mid-way at least three times"
+    );
     let (code, _, err) = run(search_command(
         dir.path(),
         &["--floor", "0.85"],

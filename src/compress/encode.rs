@@ -163,6 +163,22 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
     Ok(net)
 }
 
+/// Encodes a compressed net into `.dcz` bytes, decodes them again into a net like it and
+/// checks the decoded weights bit for bit: the bytes and the decoded net.
+pub fn encode_and_decode(
+    net: &Net,
+    state: &Masked,
+    dataset: &str,
+    input_scale: f32,
+    biases: BiasPrecision,
+) -> Result<(Vec<u8>, Net)> {
+    let model = to_model(net, state, dataset, input_scale, biases)?;
+    let bytes = format::encode(&model)?;
+    let decoded = to_net_like(&format::decode(&bytes)?, net)?;
+    verify_decoded(net, &decoded)?;
+    Ok((bytes, decoded))
+}
+
 /// Checks that decoding gives back exactly the in-memory weights (bit for bit).
 pub fn verify_decoded(net: &Net, decoded: &Net) -> Result<()> {
     for ((name, a), (_, b)) in net

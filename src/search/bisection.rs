@@ -96,11 +96,11 @@ fn interpolate(curve: &[(f64, f64)], r: f64) -> f64 {
 }
 
 fn spent<O: Oracle>(p: &Prober<O>) -> Option<String> {
+    if let Some(why) = p.stage_over(Phase::Bisect) {
+        return Some(why.into());
+    }
     if p.past(p.cfg.bisect_share) {
         return Some("time budget of this stage spent".into());
-    }
-    if p.probes_spent() {
-        return Some("probe budget spent".into());
     }
     None
 }

@@ -53,7 +53,10 @@ fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Resu
         for &b in &widths {
             let m = p.oracle.quantize_one(model, l, b)?;
             p.count(m.seconds);
-            row.push((m.loss - base.loss).max(0.0));
+            // Rounded to 1e-5: a last-digit difference between two runs of the same model
+            // (libtorch's kernels are not bit-reproducible across processes) must not change
+            // the chain, or a resumed search would ask for other widths than it journaled.
+            row.push(((m.loss - base.loss).max(0.0) * 1e5).round() / 1e5);
         }
         loss.push(row);
     }

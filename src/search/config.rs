@@ -14,7 +14,7 @@ use crate::config::{need, within};
 pub struct SearchConfig {
     /// Probes count as feasible only at validation accuracy ≥ floor + margin; the final
     /// decoded file must reach the floor itself. 0.001 = 5 of 5,000 validation images; with
-    /// 0.0005 a LeNet-5 search (session 4) chose a frontier probe at 99.06 % whose 8-epoch
+    /// 0.0005 a LeNet-5 search (v0.1) chose a frontier probe at 99.06 % whose 8-epoch
     /// retraining scored 98.98 %, and no bit width then kept the floor.
     pub margin: f64,
     /// Retraining epochs of each ratio probe (warm-started from the best feasible model).
@@ -72,11 +72,11 @@ pub struct SearchConfig {
     /// A layer whose push fell under this fraction is done.
     pub refine_min_push: f64,
     /// A push whose estimated saving is under this fraction of the incumbent's estimated
-    /// bytes is not probed; when no push saves that much the refinement ends. Session 4's
+    /// bytes is not probed; when no push saves that much the refinement ends. A v0.1
     /// LeNet-300-100 run spent its last 16 probes on fc2/fc3 pushes worth under 2 % of the
     /// bytes in all.
     pub refine_min_saving: f64,
-    /// Ignored (the refinement before session 4 scored this many random candidates); read
+    /// Ignored (an early v0.1 refinement scored this many random candidates); read
     /// so that older run folders' config.toml still load.
     #[serde(skip_serializing)]
     pub refine_candidates: Option<usize>,

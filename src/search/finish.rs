@@ -14,7 +14,6 @@ use super::run::Chosen;
 use crate::compress::encode;
 use crate::config::Config;
 use crate::data::Split;
-use crate::format;
 use crate::train;
 
 /// Writes `<out>/<model>.dcz` from the chosen model and returns the outcome.
@@ -40,16 +39,13 @@ pub fn file(
     let epochs = cfg.compress.codebook_epochs;
     let (bytes, decoded, valid) = loop {
         let ((qnet, qstate), _) = p.oracle.quantize(&model, &bits, epochs, 3000)?;
-        let m = encode::to_model(
+        let (bytes, decoded) = encode::encode_and_decode(
             &qnet,
             &qstate,
             cfg.data.dataset.as_str(),
             cfg.data.input_scale,
             cfg.compress.bias_precision,
         )?;
-        let bytes = format::encode(&m)?;
-        let decoded = encode::to_net_like(&format::decode(&bytes)?, &qnet)?;
-        encode::verify_decoded(&qnet, &decoded)?;
         let valid = train::evaluate(&decoded, p.oracle.valid).accuracy;
         p.say(&format!(
             "file: bits {bits:?} → {} bytes, decoded validation {valid:.4}",
@@ -99,5 +95,6 @@ pub fn file(
             None => "trained with the config's [train] recipe (cached)".into(),
         },
         stopped,
+        device: p.oracle.rt.device_name(),
     })
 }

@@ -82,8 +82,6 @@ pub struct Journal {
     file: File,
     _lock: RunLock,
     replay: VecDeque<Line>,
-    /// Probes read back so far.
-    pub replayed: usize,
 }
 
 const VERSION: u32 = 1;
@@ -225,7 +223,6 @@ impl Journal {
             file,
             _lock: lock,
             replay,
-            replayed: 0,
         })
     }
 
@@ -266,6 +263,16 @@ impl Journal {
             if sweep { "the sensitivity sweep, " } else { "" },
             if fin { ", the final model" } else { "" }
         )
+    }
+
+    /// Whether the journal holds more of the run and its next line is not a probe of
+    /// `phase`: the run being replayed ended that stage there.
+    pub fn stage_ended(&self, phase: super::record::Phase) -> bool {
+        match self.replay.front() {
+            Some(Line::Probe { trial, .. }) => trial.phase != phase,
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Probes still to replay.
@@ -323,7 +330,6 @@ impl Journal {
             }
             None => None,
         };
-        self.replayed += 1;
         Ok(Some(Replayed { trial, checkpoint }))
     }
 
@@ -409,7 +415,7 @@ impl Journal {
     }
 
     /// After a finished run: removes the probes' models (a rerun replays from the final
-    /// model), keeping the folder small.
+    /// model) and any temporary file a killed run left, keeping the folder small.
     pub fn drop_probe_checkpoints(&self) -> Result<()> {
         let dir = self.dir.join("checkpoints");
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -417,7 +423,10 @@ impl Journal {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("probe-") {
+            // Probe models, and temporary files a killed run left half-written.
+            if name.starts_with("probe-")
+                || (name.starts_with(".dc-search-") && name.ends_with(".part"))
+            {
                 std::fs::remove_file(e.path())
                     .with_context(|| format!("cannot remove {}", e.path().display()))?;
             }

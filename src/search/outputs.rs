@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::sensitivity::Point;
-use super::{Outcome, Trial};
+use super::{Outcome, Phase, Trial};
 use crate::paths::{write_atomic, write_text};
 
 /// `trials.csv`: one row per probe; list columns are `;`-separated in layer order.
@@ -27,6 +27,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
         "estimated_bytes",
         "seconds",
         "warm_start",
+        "valid_loss",
     ])?;
     for t in trials {
         let join = |v: Vec<String>| v.join(";");
@@ -42,6 +43,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
             format!("{:.0}", t.estimated_bytes),
             format!("{:.1}", t.seconds),
             t.warm_start.clone(),
+            t.valid_loss.map(|l| format!("{l:.5}")).unwrap_or_default(),
         ])?;
     }
     write_atomic(path, &w.into_inner()?)
@@ -136,9 +138,10 @@ pub fn plot_sensitivity(points: &[Point], layers: &[String], path: &Path) -> Res
     write_text(path, &svg)
 }
 
-/// Plots every probe's validation accuracy against its estimated size, the feasible Pareto
-/// front, and the floor.
-pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
+/// Plots every probe's validation accuracy against its estimated size, the Pareto front of
+/// the feasible ratio probes, and `threshold` (the ratio probes' floor + margin).
+pub fn plot_pareto(trials: &[Trial], threshold: f64, path: &Path) -> Result<()> {
+    let floor = threshold;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
@@ -176,7 +179,7 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
                 vec![(0.0, floor), (xmax, floor)],
                 RED.stroke_width(1),
             ))?
-            .label("floor")
+            .label("floor + margin (ratio probes' threshold)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         chart
             .draw_series(trials.iter().zip(&kb).map(|(t, &p)| {
@@ -189,8 +192,14 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
             }))?
             .label("probe (blue: feasible)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
+        // The front: the most accurate feasible ratio probe at or under each size.
         let mut front: Vec<(f64, f64)> = Vec::new();
-        let mut sorted = kb.clone();
+        let mut sorted: Vec<(f64, f64)> = trials
+            .iter()
+            .zip(&kb)
+            .filter(|(t, _)| t.feasible && t.phase.is_ratio())
+            .map(|(_, &p)| p)
+            .collect();
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
         for p in sorted {
             if front.last().is_none_or(|l| p.1 > l.1) {
@@ -199,7 +208,7 @@ pub fn plot_pareto(trials: &[Trial], floor: f64, path: &Path) -> Result<()> {
         }
         chart
             .draw_series(LineSeries::new(front, GREEN.stroke_width(2)))?
-            .label("Pareto front")
+            .label("Pareto front of the feasible ratio probes")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
         chart
             .configure_series_labels()
@@ -218,9 +227,16 @@ pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Pat
         .iter()
         .filter(|t| t.feasible && t.phase.is_ratio())
         .min_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes));
+    let stage = match trials.last().map(|t| t.phase) {
+        None => "the sensitivity sweep or the first probe",
+        Some(Phase::Bisect) => "the bisection",
+        Some(Phase::Refine) => "the refinement (or the bits stage's sweep after it)",
+        Some(Phase::Bits) => "the bits stage (or the file after it)",
+    };
     let mut s = format!(
         "# dc-search report: interrupted\n\nCommand: `{command}`\n\nThe search stopped after {} probes \
-         (Ctrl-C). Every finished probe is in `journal.jsonl`; rerun the same command to resume.\n\n",
+         (Ctrl-C), in {stage}. Every finished stage and probe is in `journal.jsonl`; rerun the same command to \
+         resume.\n\n",
         trials.len()
     );
     match best {
@@ -249,7 +265,7 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
          | file | `{}`: {} bytes |\n\
          | dense float32 | {} bytes |\n\
          | compression | **{:.1}×** |\n\
-         | probes | {} |\n\n## Per layer\n\n| layer | sparse ratio | kept % | bits |\n|---|---:|---:|---:|\n",
+         | probes | {} |\n         | device | {} |\n         | why the ratio search ended | {} |\n\n## Per layer\n\n| layer | sparse ratio | kept % | bits |\n|---|---:|---:|---:|\n",
         o.model,
         o.dataset,
         o.floor,
@@ -265,13 +281,15 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         o.dense_bytes,
         o.compression_ratio,
         o.probes,
+        o.device,
+        o.stopped,
     );
     for ((n, r), b) in o.layers.iter().zip(&o.ratios).zip(&o.bits) {
         s += &format!("| {n} | {r:.4} | {:.2} | {b} |\n", 100.0 * (1.0 - r));
     }
     s += &format!("\n## The file (like the paper's Table 3)\n\n{table3}\n");
     s += &format!(
-        "## Time per stage (seconds)\n\n| sensitivity | bisection | refinement | final retraining | bits | encode + verify | total |\n\
+        "## Time per stage (seconds)\n\n| sensitivity | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
          Files: `sensitivity.csv`, `sensitivity.svg`, `trials.csv`, `pareto.svg`, `ratios.json`, `summary.json`, `config.toml`.\n",
         t.sensitivity, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total

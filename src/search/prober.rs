@@ -146,6 +146,20 @@ impl<'s, O: Oracle> Prober<'s, O> {
         self.trials.iter().filter(|t| t.phase.is_ratio()).count()
     }
 
+    /// Why a ratio stage (`phase`) must end now, if it must: the journal being replayed
+    /// ended it here (whatever the clock says on this run), or the probe budget is spent.
+    pub fn stage_over(&self, phase: Phase) -> Option<&'static str> {
+        if self.journal.as_ref().is_some_and(|j| j.stage_ended(phase)) {
+            return Some("where the journaled run ended it");
+        }
+        self.probes_spent().then_some("probe budget spent")
+    }
+
+    /// Counts seconds of work replayed from the journal outside the oracle (the sweep).
+    pub fn count_replayed(&mut self, seconds: f64) {
+        self.counted += seconds;
+    }
+
     /// Whether the probe budget (`search.budget_probes`, 0 = none) is spent.
     pub fn probes_spent(&self) -> bool {
         let b = self.cfg.budget_probes;
@@ -228,6 +242,9 @@ impl<'s, O: Oracle> Prober<'s, O> {
             r.trial.probe, r.trial.valid_accuracy
         ));
         self.trials.push(r.trial.clone());
+        // trials.csv is rewritten here too: a run killed between journaling a probe and
+        // rewriting the CSV left it one probe short.
+        self.write_trials()?;
         Ok(Some((r.trial, model)))
     }
 
@@ -244,6 +261,11 @@ impl<'s, O: Oracle> Prober<'s, O> {
             }
         }
         self.trials.push(trial);
+        self.write_trials()
+    }
+
+    /// Rewrites trials.csv (when the prober has one) with every probe so far.
+    pub fn write_trials(&self) -> Result<()> {
         match &self.trials_csv {
             Some(p) => outputs::write_trials(&self.trials, p),
             None => Ok(()),
@@ -494,6 +516,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             self.counted += t.seconds;
             self.trials.push(t);
         }
+        self.write_trials()?;
         self.counted += chosen.seconds;
         let model = self.oracle.load(&chosen.checkpoint)?;
         self.say("final model and widths: replayed from the journal");

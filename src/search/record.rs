@@ -104,6 +104,9 @@ pub struct Outcome {
     /// Why the search stopped looking for smaller ratios.
     #[serde(default)]
     pub stopped: String,
+    /// The device it ran on (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: String,
 }
 
 /// `v` rounded to three decimals (for messages).

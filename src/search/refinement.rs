@@ -24,11 +24,11 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
     let min_push = push_strength(sc.refine_min_push);
     let bits = p.provisional_bits();
     for step in 0..sc.refine_probes {
+        if let Some(why) = p.stage_over(Phase::Refine) {
+            return Ok(why.into());
+        }
         if p.past(sc.refine_share) {
             return Ok("time budget of this stage spent".into());
-        }
-        if p.probes_spent() {
-            return Ok("probe budget spent".into());
         }
         let Some(best) = p.best() else {
             return Ok("no feasible probe to refine".into());

@@ -212,12 +212,6 @@ pub fn write_csv(points: &[Point], path: &Path) -> Result<()> {
     crate::paths::write_atomic(path, &w.into_inner()?)
 }
 
-/// Reads a sensitivity CSV written by [`write_csv`].
-pub fn read_csv(path: &Path) -> Result<Vec<Point>> {
-    let mut r = csv::Reader::from_path(path)?;
-    Ok(r.deserialize().collect::<Result<Vec<Point>, _>>()?)
-}
-
 /// The curve of one layer: `(sparse_ratio, accuracy)` in grid order.
 pub fn curve<'a>(points: &'a [Point], layer: &'a str) -> impl Iterator<Item = (f64, f64)> + 'a {
     points

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# device-check.sh — one short, prepared check of dc-search on a GPU machine that has no
+# internet and no cargo registry, in two halves:
+#
+#   scripts/device-check.sh pack          here: bundles the release binary, gzipped MNIST and
+#                                         the cached dense LeNet-5 into .device/ (git-ignored,
+#                                         about 25 MB)
+#   scripts/device-check.sh run [DEVICE]  there (DEVICE: cuda, the default, or cpu for a dry
+#                                         run): finds the installed PyTorch's libraries, prints
+#                                         the GPU, then bench train, a 10-probe search, bench
+#                                         sensitivity and the file evaluated on the CPU, one
+#                                         summary line per step; outputs under $OUT (or
+#                                         .device/out)
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bundle="$repo/.device"
+say() { echo "device-check: $*"; }
+
+pack() {
+  set -e
+  local cache="${DC_SEARCH_CACHE:-$HOME/.cache/dc-search}"
+  local bin="$repo/target/release/dc-search"
+  [ -x "$bin" ] || { say "build first: cargo build --release"; exit 1; }
+  local model
+  model="$(ls -t "$cache"/models/lenet-mnist-*.safetensors 2>/dev/null | head -1)"
+  [ -n "$model" ] || { say "no cached dense LeNet-5: run dc-search train lenet first"; exit 1; }
+  rm -rf "$bundle"; mkdir -p "$bundle/cache/models" "$bundle/cache/data/mnist"
+  cp "$bin" "$bundle/dc-search"
+  cp "$model" "$bundle/cache/models/"
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    gzip -c "$cache/data/mnist/$f" > "$bundle/cache/data/mnist/$f.gz"
+  done
+  grep -qx '/.device/' "$repo/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$repo/.git/info/exclude"
+  say "packed $(du -sh "$bundle" | cut -f1) into $bundle (carry .device)"
+}
+
+run() {
+  local dev="${1:-cuda}" out="${OUT:-$bundle/out}" bin="$bundle/dc-search"
+  mkdir -p "$out"
+  [ -x "$bin" ] || { say "no bundle: run 'scripts/device-check.sh pack' where the binary was built"; exit 1; }
+  # The binary's rpath names the build machine's libtorch; here the installed PyTorch's
+  # torch/lib serves (same libtorch 2.11.0), and its libtorch_cuda.so is loaded at start-up.
+  local torch_lib
+  torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
+  if [ -n "$torch_lib" ]; then
+    export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "libtorch: $torch_lib ($(python3 -c 'import torch; print(torch.__version__)'))"
+  else
+    say "libtorch: no PyTorch for python3; using the binary's own rpath"
+  fi
+  command -v nvidia-smi >/dev/null && nvidia-smi -L | sed 's/^/device-check: /'
+  export DC_SEARCH_CACHE="$bundle/cache" DC_SEARCH_CUDA=1
+  local data="$bundle/cache/data/mnist" t0 rc
+  step() {
+    local name="$1"; shift
+    t0=$(date +%s.%N)
+    "$@" > "$out/$name.log" 2>&1; rc=$?
+    printf 'device-check: %-22s exit %d, %6.1f s; %s\n' "$name" "$rc" \
+      "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" "$(grep -v '^\[' "$out/$name.log" | tail -1 | cut -c1-150)"
+  }
+  step bench-train "$bin" bench train lenet --device "$dev" --steps 200 --data-dir "$data" --quiet
+  step search-10p "$bin" --floor 0.99 lenet --device "$dev" --budget 10p --data-dir "$data" --out "$out/run"
+  step bench-sensitivity "$bin" bench sensitivity lenet --device "$dev" --data-dir "$data" --quiet
+  step eval-on-cpu "$bin" eval "$out/run/lenet.dcz" --device cpu --data-dir "$data" --quiet
+  grep -h "s/epoch\|% of peak" "$out/bench-train.log" | sed 's/^/device-check:   /'
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: scripts/device-check.sh pack | run [cuda|cpu]"; exit 2 ;;
+esac
