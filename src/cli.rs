@@ -731,7 +731,8 @@ impl Cli {
                     if model != "lenet" {
                         anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
                     }
-                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !(epoch_seconds > 0.0) {
+                    let epoch_ok = epoch_seconds.is_finite() && epoch_seconds > 0.0;
+                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !epoch_ok {
                         anyhow::bail!(
                             "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
                         );

@@ -55,6 +55,9 @@ pub struct Candidate<M> {
     pub accuracy: f64,
 }
 
+/// A journaled choice read back: the candidate and its widths.
+pub type Replayed<M> = (Candidate<M>, Vec<u8>);
+
 /// How the prober tells time: the wall clock (real probes) or the sum of the oracle's
 /// reported seconds (a synthetic oracle).
 #[derive(Debug, Clone, Copy)]
@@ -505,7 +508,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
     /// The journaled choice (ratios, widths, model, accuracy) of a run that got past the
     /// bits stage, with the bits probes recorded before it.
-    pub fn replay_chosen(&mut self) -> Result<Option<(Candidate<O::Model>, Vec<u8>)>> {
+    pub fn replay_chosen(&mut self) -> Result<Option<Replayed<O::Model>>> {
         let Some(j) = self.journal.as_mut() else {
             return Ok(None);
         };
