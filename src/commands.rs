@@ -282,6 +282,10 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         let file = out.join(format!("{}.dcz", cfg.model));
         search::finish::file(&mut p, cfg, chosen, file, &data.test, dense_acc, &mut times)
     });
+    // New probes rewrite trials.csv as they finish; probes replayed from the journal are
+    // written here, once (a run killed between journaling a probe and rewriting the CSV
+    // left it a probe short).
+    p.write_trials()?;
     outputs::plot_pareto(
         &p.trials,
         floor + cfg.search.margin,

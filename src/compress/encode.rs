@@ -29,7 +29,8 @@ pub fn round_biases(net: &Net, precision: BiasPrecision) {
     }
 }
 
-fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
+/// The file's precision for a compression setting.
+pub fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
     match p {
         BiasPrecision::F32 => format::BiasPrecision::F32,
         BiasPrecision::F16 => format::BiasPrecision::F16,

@@ -47,6 +47,26 @@ pub struct Feasible<M> {
     pub accuracy: f64,
 }
 
+/// The model of feasible probe `i` (`None`: the dense model), or an error saying its
+/// checkpoint is gone.
+fn warm_model<M>(feasible: &[Feasible<M>], i: Option<usize>) -> Result<Option<&M>> {
+    let Some(i) = i else { return Ok(None) };
+    let f = &feasible[i];
+    f.model
+        .as_ref()
+        .map(Some)
+        .ok_or_else(|| missing_checkpoint(&f.ratios))
+}
+
+/// The error of a feasible probe whose journaled checkpoint is gone.
+fn missing_checkpoint(ratios: &[f64]) -> anyhow::Error {
+    anyhow!(
+        "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or choose \
+         another --out) to search afresh",
+        round3(ratios)
+    )
+}
+
 /// A model the bits stage may start from.
 pub struct Candidate<M> {
     pub ratios: Vec<f64>,
@@ -183,10 +203,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
     /// Bytes of one bias in the search's file.
     pub fn bias_bytes(&self) -> estimate::BiasBytes {
-        match self.cfg.bias_precision {
-            crate::compress::BiasPrecision::F16 => 2.0,
-            crate::compress::BiasPrecision::F32 => 4.0,
-        }
+        crate::compress::encode::file_precision(self.cfg.bias_precision).width() as f64
     }
 
     pub fn provisional_bits(&self) -> Vec<u8> {
@@ -198,17 +215,6 @@ impl<'s, O: Oracle> Prober<'s, O> {
         self.feasible
             .iter()
             .min_by(|a, b| a.bytes.total_cmp(&b.bytes))
-    }
-
-    /// The model of a feasible probe, or an error saying its checkpoint is gone.
-    pub fn model_of(f: &Feasible<O::Model>) -> Result<&O::Model> {
-        f.model.as_ref().ok_or_else(|| {
-            anyhow!(
-                "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
-                 choose another --out) to search afresh",
-                round3(&f.ratios)
-            )
-        })
     }
 
     /// Index of the most pruned feasible model whose ratios are all ≤ `ratios` (it can be
@@ -245,17 +251,12 @@ impl<'s, O: Oracle> Prober<'s, O> {
             r.trial.probe, r.trial.valid_accuracy
         ));
         self.trials.push(r.trial.clone());
-        // trials.csv is rewritten here too: a run killed between journaling a probe and
-        // rewriting the CSV left it one probe short.
-        self.write_trials()?;
         Ok(Some((r.trial, model)))
     }
 
     /// Appends a trial (with the model of a feasible one) to the journal and trials.csv.
     fn record(&mut self, trial: Trial, model: Option<&O::Model>) -> Result<()> {
-        if let Clock::Simulated = self.clock {
-            self.counted += trial.seconds;
-        }
+        self.count(trial.seconds);
         if let Some(j) = self.journal.as_mut() {
             let oracle = &self.oracle;
             match model {
@@ -313,10 +314,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             return Ok(t.valid_accuracy);
         }
         let warm = self.warm_start(ratios);
-        let from = match warm {
-            Some(i) => Some(Self::model_of(&self.feasible[i])?),
-            None => None,
-        };
+        let from = warm_model(&self.feasible, warm)?;
         let epochs = self.cfg.probe_epochs;
         let seed = 1000 + self.trials.len() as u64;
         let (mut model, mut m) = self.oracle.prune(from, ratios, epochs, seed)?;
@@ -342,10 +340,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         // the two models is kept.
         let band = self.cfg.second_look;
         if band > 0.0 && (m.accuracy - self.at.probe).abs() < band {
-            let from = match warm {
-                Some(i) => Some(Self::model_of(&self.feasible[i])?),
-                None => None,
-            };
+            let from = warm_model(&self.feasible, warm)?;
             let (other, m2) = self.oracle.prune(from, ratios, epochs, seed + 700)?;
             self.say(&format!(
                 "    probe {}: validation {:.4} within {band} of {:.4}: a second look scored {:.4}",
@@ -464,20 +459,15 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
         let mut out = Vec::new();
         for i in order {
-            let model = self.feasible[i].model.take().ok_or_else(|| {
-                anyhow!(
-                    "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or \
-                     choose another --out) to search afresh",
-                    round3(&self.feasible[i].ratios)
-                )
-            })?;
+            let model = self.feasible[i]
+                .model
+                .take()
+                .ok_or_else(|| missing_checkpoint(&self.feasible[i].ratios))?;
             let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
             let epochs = self.cfg.final_epochs;
             let (model, accuracy) = if epochs > 0.0 {
                 let (again, m) = self.oracle.retrain(&model, epochs, 7)?;
-                if let Clock::Simulated = self.clock {
-                    self.counted += m.seconds;
-                }
+                self.count(m.seconds);
                 self.say(&format!(
                     "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {:.4} ({:.0} s){}",
                     round3(&ratios),
@@ -519,7 +509,6 @@ impl<'s, O: Oracle> Prober<'s, O> {
             self.counted += t.seconds;
             self.trials.push(t);
         }
-        self.write_trials()?;
         self.counted += chosen.seconds;
         let model = self.oracle.load(&chosen.checkpoint)?;
         self.say("final model and widths: replayed from the journal");
