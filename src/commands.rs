@@ -578,13 +578,23 @@ fn compress_cmd(
         quiet: rt.quiet,
     };
     let (state, stats) = trainer.compress(&dense.net, plan, &data.valid.to_device(rt.device))?;
-    let (bytes, decoded) = encode::encode_and_decode(
+    let encode::Encoded {
+        bytes,
+        decoded,
+        folded,
+    } = encode::encode_and_decode(
         &dense.net,
         &state,
         cfg.data.dataset.as_str(),
         cfg.data.input_scale,
         cfg.compress.bias_precision,
     )?;
+    if folded.units > 0 {
+        println!(
+            "folded {} dead or unread units away ({} weights)",
+            folded.units, folded.weights
+        );
+    }
     let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
     let classes = dense.net.arch.layers.last().map_or(1, |l| l.outputs());
     encode::check_decoded_accuracy(

@@ -3,13 +3,15 @@
 //! mutations of it (bias lengths, duplicate names, shapes, ranks, kinds, input
 //! normalisation, huge empty layers), its encoding with valid checksums
 //! (`encode_unchecked`), then byte mutations and `reseal`, which recomputes the CRCs. What
-//! decodes must be consistent and must go through every reader without a panic: export to
-//! safetensors, loading onto a LeNet-300-100 (`to_net_like`) and a forward pass.
+//! decodes must be consistent and must go through every reader without a panic: folding
+//! dead units (and encoding the result again), export to safetensors, loading onto a
+//! LeNet-300-100 (`to_net_like`) and a forward pass. Biases come empty, dense or mostly
+//! zero (stored with a bitmap), in f32 or f16.
 #![no_main]
 
-use dc_search::compress::encode::to_net_like;
+use dc_search::compress::{encode::to_net_like, fold};
 use dc_search::format::{
-    decode, encode_unchecked, reseal, BiasPrecision, CompressedModel, Layer, LayerKind,
+    decode, encode, encode_unchecked, reseal, BiasPrecision, CompressedModel, Layer, LayerKind,
 };
 use dc_search::models::{Arch, Net};
 use libfuzzer_sys::fuzz_target;
@@ -44,12 +46,17 @@ fn base_model(inp: &mut Input) -> CompressedModel {
             codebook: (0..k).map(|i| i as f32 * 0.1 - 0.3).collect(),
             positions,
             clusters,
-            bias: if inp.u8() % 2 == 0 {
-                vec![]
-            } else {
-                vec![0.01; shape[0] as usize]
+            bias: match inp.u8() % 3 {
+                0 => vec![],
+                1 => vec![0.01; shape[0] as usize],
+                // mostly zeros: stored with a bitmap
+                _ => (0..shape[0]).map(|i| if i % 3 == 0 { 0.01 } else { 0.0 }).collect(),
             },
-            bias_precision: BiasPrecision::F32,
+            bias_precision: if inp.u8() % 2 == 0 {
+                BiasPrecision::F32
+            } else {
+                BiasPrecision::F16
+            },
         }
     };
     CompressedModel {
@@ -121,6 +128,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(model.validate().is_ok());
+    // Folding dead units of whatever decodes keeps a model that encodes and decodes.
+    let mut folded = model.clone();
+    fold::fold(&mut folded.layers, &fold::links(&Arch::lenet_300_100()));
+    if let Ok(again) = encode(&folded) {
+        assert!(decode(&again).is_ok());
+    }
     let _ = dc_search::export::dcz_to_safetensors(&model);
     NET.with(|net| {
         if let Ok(loaded) = to_net_like(&model, net) {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind};
 
-use super::BiasPrecision;
+use super::{fold, BiasPrecision};
 use crate::format;
 use crate::masked::Masked;
 use crate::models::{tensor_to_vec, Arch, LayerKind, Net};
@@ -164,20 +164,38 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
     Ok(net)
 }
 
-/// Encodes a compressed net into `.dcz` bytes, decodes them again into a net like it and
-/// checks the decoded weights bit for bit: the bytes and the decoded net.
+/// A written file: its bytes, the decoded net, and what folding removed.
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub decoded: Net,
+    pub folded: fold::Folded,
+}
+
+/// Encodes a compressed net into `.dcz` bytes, with its dead units folded away
+/// ([`fold`]), decodes them again into a net like it and checks the decoded weights bit
+/// for bit against the folded model.
 pub fn encode_and_decode(
     net: &Net,
     state: &Masked,
     dataset: &str,
     input_scale: f32,
     biases: BiasPrecision,
-) -> Result<(Vec<u8>, Net)> {
-    let model = to_model(net, state, dataset, input_scale, biases)?;
+) -> Result<Encoded> {
+    let mut model = to_model(net, state, dataset, input_scale, biases)?;
+    let folded = fold::fold(&mut model.layers, &fold::links(&net.arch));
     let bytes = format::encode(&model)?;
     let decoded = to_net_like(&format::decode(&bytes)?, net)?;
-    verify_decoded(net, &decoded)?;
-    Ok((bytes, decoded))
+    let expected = if folded == fold::Folded::default() {
+        net.copy()
+    } else {
+        to_net_like(&model, net)?
+    };
+    verify_decoded(&expected, &decoded)?;
+    Ok(Encoded {
+        bytes,
+        decoded,
+        folded,
+    })
 }
 
 /// Checks that decoding gives back exactly the in-memory weights (bit for bit).

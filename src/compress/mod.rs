@@ -4,6 +4,7 @@
 //! decodes to (`encode` turns it into a `format::CompressedModel`).
 
 pub mod encode;
+pub mod fold;
 pub mod kmeans;
 pub mod prune;
 

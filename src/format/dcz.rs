@@ -29,8 +29,13 @@ use super::model::{
 
 /// The first four bytes of every `.dcz` file.
 pub const MAGIC: [u8; 4] = *b"DCZ\0";
-/// The format version this module writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this module writes. Version 2 added biases stored without their
+/// zeros (a bitmap of the nonzero ones, then their values).
+pub const VERSION: u16 = 2;
+/// The oldest version this module reads (version 1 files have dense biases only).
+pub const MIN_VERSION: u16 = 1;
+/// Flag on the bias precision byte: zeros omitted, a bitmap says which values are stored.
+const SPARSE_BIAS: u8 = 2;
 
 /// Serialises `m` after validating it ([`CompressedModel::validate`]).
 /// The gap width of each layer is chosen by [`choose_gap_bits`].
@@ -214,15 +219,38 @@ fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
         b.extend_from_slice(&enc.table);
         b.extend_from_slice(&enc.stream);
     }
-    b.push(l.bias_precision.to_u8());
-    write_varint(&mut b, l.bias.len() as u64);
-    for &x in &l.bias {
-        match l.bias_precision {
-            BiasPrecision::F32 => b.extend_from_slice(&x.to_le_bytes()),
-            BiasPrecision::F16 => b.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
-        }
-    }
+    write_biases(&mut b, &l.bias, l.bias_precision);
     Ok(b)
+}
+
+/// Bias precision byte, length and values; when leaving the zeros out (a bitmap of the
+/// stored ones, least significant bit first) is smaller, that layout.
+fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision) {
+    let stored = |x: f32| -> Vec<u8> {
+        match precision {
+            BiasPrecision::F32 => x.to_le_bytes().to_vec(),
+            BiasPrecision::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+        }
+    };
+    let values: Vec<Vec<u8>> = bias.iter().map(|&x| stored(x)).collect();
+    let zero = |v: &Vec<u8>| v.iter().all(|&x| x == 0);
+    let kept = values.iter().filter(|v| !zero(v)).count();
+    let width = precision.width();
+    let sparse = bias.len().div_ceil(8) + kept * width < bias.len() * width;
+    b.push(precision.to_u8() | if sparse { SPARSE_BIAS } else { 0 });
+    write_varint(b, bias.len() as u64);
+    if sparse {
+        let mut bitmap = vec![0u8; bias.len().div_ceil(8)];
+        for (i, v) in values.iter().enumerate() {
+            if !zero(v) {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+        }
+        b.extend_from_slice(&bitmap);
+    }
+    for v in values.iter().filter(|v| !sparse || !zero(v)) {
+        b.extend_from_slice(v);
+    }
 }
 
 /// Parses and accounts; `verify` = check CRCs (off only to test the parser
@@ -247,7 +275,7 @@ pub(crate) fn parse_limited(
         return Err(FormatError::BadMagic { found: magic });
     }
     let version = r.u16("version")?;
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion {
             found: version,
             supported: VERSION,
@@ -341,7 +369,7 @@ pub(crate) fn parse_limited(
                 });
             }
         }
-        let (layer, acct) = parse_layer(body, i, &mut dense_total, max_total)?;
+        let (layer, acct) = parse_layer(body, i, version, &mut dense_total, max_total)?;
         total.add(&acct.bytes);
         layers.push(layer);
         accounts.push(acct);
@@ -388,6 +416,7 @@ fn read_coded(
 fn parse_layer(
     body: &[u8],
     i: usize,
+    version: u16,
     dense_total: &mut u64,
     max_total: u64,
 ) -> Result<(Layer, LayerAccount), FormatError> {
@@ -499,17 +528,40 @@ fn parse_layer(
         Vec::new()
     };
     let prec_b = r.u8("bias precision")?;
-    let bias_precision = BiasPrecision::from_u8(prec_b).ok_or(FormatError::OutOfRange {
-        section,
-        what: "bias precision",
-        value: u64::from(prec_b),
-        min: 0,
-        max: 1,
-    })?;
+    // Version 1 knows dense biases only.
+    let max_prec = if version >= 2 { SPARSE_BIAS | 1 } else { 1 };
+    let bias_precision = BiasPrecision::from_u8(prec_b & !SPARSE_BIAS)
+        .filter(|_| prec_b <= max_prec)
+        .ok_or(FormatError::OutOfRange {
+            section,
+            what: "bias precision",
+            value: u64::from(prec_b),
+            min: 0,
+            max: u64::from(max_prec),
+        })?;
     let bias_len = r.varint("bias length")?;
     let width = bias_precision.width() as u64;
-    let raw = r.take(bias_len.saturating_mul(width), "bias")?;
-    let bias: Vec<f32> = match bias_precision {
+    // Sparse: a bitmap of the stored values (bit i of byte i / 8), then those values.
+    let bitmap = if prec_b & SPARSE_BIAS != 0 {
+        let map = r.take(bias_len.div_ceil(8), "bias bitmap")?;
+        if bias_len % 8 != 0 && map.last().is_some_and(|&b| b >> (bias_len % 8) != 0) {
+            return Err(FormatError::OutOfRange {
+                section,
+                what: "bias bitmap bits past the last bias",
+                value: u64::from(map[map.len() - 1] >> (bias_len % 8)),
+                min: 0,
+                max: 0,
+            });
+        }
+        Some(map)
+    } else {
+        None
+    };
+    let stored_len = bitmap.map_or(bias_len, |m| {
+        m.iter().map(|b| u64::from(b.count_ones())).sum()
+    });
+    let raw = r.take(stored_len.saturating_mul(width), "bias")?;
+    let values: Vec<f32> = match bias_precision {
         BiasPrecision::F32 => raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -519,7 +571,22 @@ fn parse_layer(
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
     };
-    bytes.bias = raw.len() as u64;
+    let bias: Vec<f32> = match bitmap {
+        None => values,
+        Some(map) => {
+            let mut stored = values.into_iter();
+            (0..bias_len as usize)
+                .map(|i| {
+                    if map[i / 8] >> (i % 8) & 1 == 1 {
+                        stored.next().unwrap_or(0.0)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        }
+    };
+    bytes.bias = raw.len() as u64 + bitmap.map_or(0, |m| m.len() as u64);
     if r.remaining() != 0 {
         return Err(FormatError::SectionLength {
             section,
@@ -993,15 +1060,113 @@ pub(crate) mod tests {
             Err(FormatError::BadMagic { found: *b"XCZ\0" })
         );
         let mut bytes = encode(&sample_model()).unwrap();
-        bytes[4] = 2;
+        bytes[4] = 3;
         assert_eq!(
             decode(&bytes),
             Err(FormatError::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         );
         assert!(matches!(decode(b""), Err(FormatError::Truncated { .. })));
+    }
+
+    /// A one-layer model whose biases hold `zeros` zeros among `n`.
+    fn with_biases(n: usize, zeros: usize, precision: BiasPrecision) -> CompressedModel {
+        let bias: Vec<f32> = (0..n)
+            .map(|i| {
+                if i < zeros {
+                    0.0
+                } else {
+                    precision.round(0.5 + i as f32)
+                }
+            })
+            .rev()
+            .collect();
+        CompressedModel {
+            model: "m".into(),
+            dataset: "d".into(),
+            input_shape: vec![3],
+            input_scale: 1.0,
+            input_shift: 0.0,
+            layers: vec![Layer {
+                name: "fc".into(),
+                kind: LayerKind::Linear,
+                shape: vec![n as u32, 3],
+                bits: 1,
+                codebook: vec![1.0],
+                positions: vec![2],
+                clusters: vec![0],
+                bias,
+                bias_precision: precision,
+            }],
+        }
+    }
+
+    #[test]
+    fn zero_biases_are_left_out_when_that_is_smaller() {
+        for precision in [BiasPrecision::F16, BiasPrecision::F32] {
+            let w = precision.width() as u64;
+            for (n, zeros) in [(11, 0), (11, 1), (11, 3), (11, 11), (16, 8), (1, 1)] {
+                let m = with_biases(n, zeros, precision);
+                let bytes = encode(&m).unwrap();
+                let back = decode(&bytes).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&back.layers[0].bias), bits(&m.layers[0].bias));
+                let dense = n as u64 * w;
+                let sparse = (n as u64).div_ceil(8) + (n - zeros) as u64 * w;
+                let stored = account(&bytes).unwrap().layers[0].bytes.bias;
+                assert_eq!(
+                    stored,
+                    dense.min(sparse),
+                    "{precision:?} n {n} zeros {zeros}"
+                );
+            }
+        }
+        // -0.0 is not a zero here: it is stored, and comes back bit for bit.
+        let mut m = with_biases(16, 16, BiasPrecision::F32);
+        m.layers[0].bias[3] = -0.0;
+        let back = decode(&encode(&m).unwrap()).unwrap();
+        assert_eq!(back.layers[0].bias[3].to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn sparse_biases_are_checked() {
+        let m = with_biases(11, 9, BiasPrecision::F16);
+        let good = encode(&m).unwrap();
+        let (_, acct) = parse(&good, false).unwrap();
+        // The layer section ends: precision byte, bias_len, 2-byte bitmap, 2 × f16.
+        let section_end = good.len() - 4;
+        let bitmap_hi = section_end - 4 - 1;
+        assert_eq!(acct.layers[0].bytes.bias, 2 + 4);
+        // a bit past the last bias
+        let mut bad = good.clone();
+        bad[bitmap_hi] |= 0x80;
+        assert!(matches!(
+            parse(&bad, false),
+            Err(FormatError::OutOfRange {
+                what: "bias bitmap bits past the last bias",
+                ..
+            })
+        ));
+        // a bitmap promising more values than there are bytes
+        let mut bad = good.clone();
+        bad[bitmap_hi] |= 0x04;
+        assert!(parse(&bad, false).is_err());
+        // version 1 knows no sparse biases
+        let mut v1 = good.clone();
+        v1[4] = 1;
+        assert!(matches!(
+            parse(&v1, false),
+            Err(FormatError::OutOfRange {
+                what: "bias precision",
+                ..
+            })
+        ));
+        // and still reads its own dense ones
+        let mut v1 = encode(&with_biases(11, 0, BiasPrecision::F16)).unwrap();
+        v1[4] = 1;
+        assert!(parse(&v1, false).is_ok());
     }
 
     #[test]
@@ -1326,8 +1491,8 @@ pub(crate) mod tests {
                 bias_precision: BiasPrecision::F16,
             }],
         };
-        let hex = "44 43 5a 00 01 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
-                   00 00 00 00 01 20 14 3e 9f 69 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+        let hex = "44 43 5a 00 02 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+                   00 00 00 00 01 20 47 88 72 5c 02 66 63 01 02 02 04 02 02 00 00 00 bf \
                    00 00 80 3e 02 01 05 91 c0 bc 91 c0 80 01 02 00 38 00 bc f1 c2 22 05";
         let want: Vec<u8> = hex
             .split_whitespace()

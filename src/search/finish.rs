@@ -39,7 +39,11 @@ pub fn file(
     let epochs = cfg.compress.codebook_epochs;
     let (bytes, decoded, valid) = loop {
         let ((qnet, qstate), _) = p.oracle.quantize(&model, &bits, epochs, 3000)?;
-        let (bytes, decoded) = encode::encode_and_decode(
+        let encode::Encoded {
+            bytes,
+            decoded,
+            folded,
+        } = encode::encode_and_decode(
             &qnet,
             &qstate,
             cfg.data.dataset.as_str(),
@@ -48,8 +52,11 @@ pub fn file(
         )?;
         let valid = train::evaluate(&decoded, p.oracle.valid).accuracy;
         p.say(&format!(
-            "file: bits {bits:?} → {} bytes, decoded validation {valid:.4}",
-            bytes.len()
+            "file: bits {bits:?} → {} bytes ({} dead or unread units folded away, {} weights), decoded \
+             validation {valid:.4}",
+            bytes.len(),
+            folded.units,
+            folded.weights
         ));
         if valid >= p.at.floor || bits.iter().all(|&b| b >= sc.bits_max) {
             break (bytes, decoded, valid);
