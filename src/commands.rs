@@ -259,7 +259,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
             )
         })
         .collect();
-    let at = search::prober::Thresholds::new(floor, cfg.search.margin);
+    let at = search::prober::Thresholds::new(floor, cfg.search.margin, cfg.search.bits_margin);
     let mut p = search::prober::Prober::new(
         oracle,
         &cfg.search,

@@ -137,9 +137,44 @@ impl Masked {
     /// Shares the surviving weights of layer `i` among `2^bits` centroids (k-means with
     /// linear initialisation) and re-makes the weights from the codebook.
     pub fn quantize(&mut self, net: &Net, i: usize, bits: u8, kmeans_iters: usize) {
+        let (values, positions) = self.surviving(net, i);
+        let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
+        let km = kmeans::kmeans_1d(&kept, 1usize << bits, kmeans_iters);
+        self.set_codebook(net, i, bits, positions, &km.centroids, &km.assignments);
+    }
+
+    /// Takes layer `i`'s weights as already shared at `bits` (a shared model read back from
+    /// a checkpoint, which keeps weights and masks only): its distinct surviving values,
+    /// ascending, become the codebook. Fails if there are more than `2^bits` of them.
+    pub fn adopt_shared(&mut self, net: &Net, i: usize, bits: u8) -> anyhow::Result<()> {
+        let (values, positions) = self.surviving(net, i);
+        let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
+        let mut centroids = kept.clone();
+        centroids.sort_by(f32::total_cmp);
+        centroids.dedup_by(|a, b| a.to_bits() == b.to_bits());
+        anyhow::ensure!(
+            centroids.len() <= 1usize << bits,
+            "layer {} has {} distinct weights, more than {bits} bits can share",
+            net.arch.layers[i].name,
+            centroids.len()
+        );
+        let assignments: Vec<u32> = kept
+            .iter()
+            .map(|v| {
+                centroids
+                    .binary_search_by(|c| c.total_cmp(v))
+                    .expect("every value is one of the centroids") as u32
+            })
+            .collect();
+        self.set_codebook(net, i, bits, positions, &centroids, &assignments);
+        Ok(())
+    }
+
+    /// Layer `i`'s weights and its surviving positions: kept by the mask and nonzero
+    /// (exact zeros count as pruned, see `prune`; the mask is updated to match).
+    fn surviving(&mut self, net: &Net, i: usize) -> (Vec<f32>, Vec<i64>) {
         let w = &net.params[i].weight;
         let values = tensor_to_vec(w);
-        // Exact zeros count as pruned (see `prune`), also where the mask kept them.
         let kept_by_mask: Vec<bool> = match &self.layers[i].mask {
             Some(m) => tensor_to_vec(m).iter().map(|&k| k != 0.0).collect(),
             None => vec![true; values.len()],
@@ -163,22 +198,34 @@ impl Masked {
             .filter(|(_, &k)| k)
             .map(|(p, _)| p as i64)
             .collect();
-        let kept: Vec<f32> = positions.iter().map(|&p| values[p as usize]).collect();
-        let km = kmeans::kmeans_1d(&kept, 1usize << bits, kmeans_iters);
-        let mut counts = vec![0f32; km.centroids.len()];
-        for &a in &km.assignments {
+        (values, positions)
+    }
+
+    /// Installs a codebook on layer `i` and re-makes its weights from it.
+    fn set_codebook(
+        &mut self,
+        net: &Net,
+        i: usize,
+        bits: u8,
+        positions: Vec<i64>,
+        centroids: &[f32],
+        assignments: &[u32],
+    ) {
+        let w = &net.params[i].weight;
+        let mut counts = vec![0f32; centroids.len()];
+        for &a in assignments {
             counts[a as usize] += 1.0;
         }
         let dev = w.device();
-        let clusters: Vec<i64> = km.assignments.iter().map(|&a| a as i64).collect();
+        let clusters: Vec<i64> = assignments.iter().map(|&a| a as i64).collect();
         let cb = Codebook {
             bits,
-            centroids: Tensor::from_slice(&km.centroids).to_device(dev),
+            centroids: Tensor::from_slice(centroids).to_device(dev),
             positions: Tensor::from_slice(&positions).to_device(dev),
             clusters: Tensor::from_slice(&clusters).to_device(dev),
             sum_scale: Tensor::from_slice(&sum_scale(&counts)).to_device(dev),
             counts: Tensor::from_slice(&counts).to_device(dev),
-            velocity: Tensor::zeros([km.centroids.len() as i64], (Kind::Float, dev)),
+            velocity: Tensor::zeros([centroids.len() as i64], (Kind::Float, dev)),
         };
         cb.rebuild(w);
         self.layers[i].codebook = Some(cb);

@@ -153,12 +153,14 @@ fn killed_search_resumes_to_the_same_result() {
     };
     assert_eq!(probes(&whole), probes(&cut));
     assert_eq!(journal_lines(&whole), journal_lines(&cut));
-    // A finished run keeps only its final model; rerunning it replays to the same file.
-    let kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))
+    // A finished run keeps only its final model (pruned, and shared when a bits probe
+    // measured it); rerunning it replays to the same file.
+    let mut kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(kept, vec!["final.safetensors".to_string()]);
+    kept.sort();
+    assert_eq!(kept, vec!["final-shared.safetensors", "final.safetensors"]);
     let (code, _, err) = run(search_command(
         dir.path(),
         &["--floor", "0.85"],

@@ -56,19 +56,19 @@ pub fn to_model(
         let centroids = tensor_to_vec(&cb.centroids);
         let positions: Vec<i64> = Vec::try_from(&cb.positions.to_device(Device::Cpu))?;
         let clusters: Vec<i64> = Vec::try_from(&cb.clusters.to_device(Device::Cpu))?;
-        // Keep only the centroids that some weight uses, in their original order.
+        // Keep only the centroids that some weight uses, ascending: the file depends on
+        // the weights alone, not on the order k-means left its centroids in.
+        let mut used = vec![false; centroids.len()];
+        for &c in &clusters {
+            used[c as usize] = true;
+        }
+        let mut order: Vec<usize> = (0..centroids.len()).filter(|&c| used[c]).collect();
+        order.sort_by(|&a, &b| centroids[a].total_cmp(&centroids[b]));
         let mut remap = vec![u32::MAX; centroids.len()];
         let mut codebook = Vec::new();
-        for &c in &clusters {
-            if remap[c as usize] == u32::MAX {
-                remap[c as usize] = 0;
-            }
-        }
-        for (old, slot) in remap.iter_mut().enumerate() {
-            if *slot != u32::MAX {
-                *slot = codebook.len() as u32;
-                codebook.push(centroids[old]);
-            }
+        for old in order {
+            remap[old] = codebook.len() as u32;
+            codebook.push(centroids[old]);
         }
         layers.push(format::Layer {
             name: spec.name.clone(),

@@ -6,16 +6,20 @@
 //!   rate–distortion rule turns one price λ into a width per layer — each layer takes the
 //!   width that minimises `Δloss + λ · bytes` — so growing λ gives a chain of ever smaller
 //!   candidate vectors. A binary search along that chain, each step one codebook
-//!   retraining probe feasible at floor + half the margin, picks the smallest that holds;
+//!   retraining probe feasible at floor + `bits_margin`, picks the smallest that holds;
 //! - **probe**: per layer, largest first, a binary search of the fewest bits that hold,
 //!   one codebook retraining probe per step.
+//!
+//! Either way the shared model a feasible probe measured at the chosen widths comes back
+//! with them: the file is made from that model, so the accuracy the probe saw is the
+//! file's.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::estimate;
 use super::oracle::Oracle;
-use super::prober::Prober;
+use super::prober::{Prober, Widths};
 
 /// How the bits stage searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +30,11 @@ pub enum BitsMethod {
 }
 
 /// Runs the configured bits search from the final model; returns the widths.
-pub fn run<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+pub fn run<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    model: &O::Model,
+) -> Result<Widths<O::Model>> {
     match p.cfg.bits_method {
         BitsMethod::Sweep => sweep(p, ratios, model),
         BitsMethod::Probe => per_layer(p, ratios, model),
@@ -41,7 +49,11 @@ fn out_of_time<O: Oracle>(p: &Prober<O>) -> bool {
     false
 }
 
-fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+fn sweep<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    model: &O::Model,
+) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let widths: Vec<u8> = (sc.bits_min..=sc.bits_max).rev().collect();
     let base = p.oracle.evaluate(model)?;
@@ -87,6 +99,7 @@ fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Resu
     // Binary search along the chain: `good` holds (the widest is assumed to: the file
     // stage checks and widens), `bad` does not.
     let (mut good, mut bad) = (0usize, vectors.len());
+    let mut shared = None;
     let mut probes = 0;
     while bad - good > 1 && probes < sc.bits_probes {
         if out_of_time(p) {
@@ -99,18 +112,22 @@ fn sweep<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Resu
             (good + bad) / 2
         }
         .max(good + 1);
-        let acc = p.probe_bits(model, ratios, &vectors[mid], sc.bits_epochs)?;
+        let (acc, m) = p.probe_bits(model, ratios, &vectors[mid], sc.bits_epochs)?;
         probes += 1;
         if acc >= p.at.bits {
             good = mid;
+            shared = m;
         } else {
             bad = mid;
         }
     }
-    Ok(vectors
-        .get(good)
-        .cloned()
-        .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]))
+    Ok(Widths {
+        bits: vectors
+            .get(good)
+            .cloned()
+            .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]),
+        shared,
+    })
 }
 
 /// Candidate width vectors (indices into each layer's widths, widest first) from the
@@ -150,9 +167,19 @@ pub fn rate_distortion_chain(loss: &[Vec<f64>], bytes: &[Vec<f64>]) -> Vec<Vec<u
     chain
 }
 
-fn per_layer<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> Result<Vec<u8>> {
+fn per_layer<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    model: &O::Model,
+) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let mut bits = vec![sc.bits_max; ratios.len()];
+    // The last feasible probe's widths and model: the final widths are its widths.
+    let mut last: Option<(Vec<u8>, Option<O::Model>)> = None;
+    let done = |bits: Vec<u8>, last: Option<(Vec<u8>, Option<O::Model>)>| {
+        let shared = last.and_then(|(b, m)| if b == bits { m } else { None });
+        Ok(Widths { bits, shared })
+    };
     let mut order: Vec<usize> = (0..ratios.len()).collect();
     order.sort_by(|&a, &b| {
         let na = (1.0 - ratios[a]) * p.layer_sizes[a].0 as f64;
@@ -163,21 +190,22 @@ fn per_layer<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], model: &O::Model) -> 
         let (mut lo, mut hi) = (sc.bits_min, bits[layer]);
         while lo < hi {
             if out_of_time(p) {
-                return Ok(bits);
+                return done(bits, last);
             }
             let mid = (lo + hi) / 2;
             let mut trial_bits = bits.clone();
             trial_bits[layer] = mid;
-            let acc = p.probe_bits(model, ratios, &trial_bits, sc.bits_epochs)?;
+            let (acc, m) = p.probe_bits(model, ratios, &trial_bits, sc.bits_epochs)?;
             if acc >= p.at.bits {
                 hi = mid;
+                last = Some((trial_bits, m));
             } else {
                 lo = mid + 1;
             }
         }
         bits[layer] = hi;
     }
-    Ok(bits)
+    done(bits, last)
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub struct SearchConfig {
     pub final_epochs: f64,
     /// Codebook retraining epochs of each bits probe.
     pub bits_epochs: f64,
+    /// A bits probe is feasible at validation accuracy ≥ floor + bits_margin. A feasible
+    /// bits probe keeps the shared model it measured, and the file is made from that very
+    /// model (no retraining after it), so its accuracy is the file's: 0 asks exactly the
+    /// floor of it.
+    pub bits_margin: f64,
     /// Wall-clock budget in minutes for the whole search (sensitivity to file).
     pub budget_minutes: f64,
     /// Most ratio probes (bisection + refinement) in all; 0 = no limit but the minutes.
@@ -113,6 +118,7 @@ impl Default for SearchConfig {
             second_look: 0.0006,
             final_epochs: 0.0,
             bits_epochs: 0.5,
+            bits_margin: 0.0,
             budget_minutes: 10.0,
             budget_probes: 0,
             bisection: Bisection::Climb,
@@ -167,6 +173,12 @@ impl SearchConfig {
             "search.final_epochs",
             s.final_epochs,
             "[0, 10000] epochs (0 = none)",
+        )?;
+        need(
+            within(s.bits_margin, -0.5, 0.5),
+            "search.bits_margin",
+            s.bits_margin,
+            "[-0.5, 0.5] (accuracy above the floor)",
         )?;
         need(
             within(s.second_look, 0.0, 0.5),

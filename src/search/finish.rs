@@ -1,7 +1,8 @@
-//! Stage 6, the file: weight sharing with the chosen widths, codebook retraining, encode,
-//! decode, check the decoded weights bit for bit, and the decoded file's validation
-//! accuracy must reach the floor (if it misses, every layer is widened by a bit and the
-//! file made again); then the test set, once.
+//! Stage 6, the file: the shared model the bits stage measured at the chosen widths (or,
+//! when none was kept, weight sharing with them and codebook retraining), encode, decode,
+//! check the decoded weights bit for bit, and the decoded file's validation accuracy must
+//! reach the floor (if it misses, every layer is widened by a bit and the file made again
+//! by sharing and retraining); then the test set, once.
 
 use std::path::PathBuf;
 
@@ -32,13 +33,17 @@ pub fn file(
         ratios,
         mut bits,
         model,
+        mut shared,
         stopped,
         ..
     } = chosen;
     let sc = p.cfg;
     let epochs = cfg.compress.codebook_epochs;
     let (bytes, decoded, valid) = loop {
-        let ((qnet, qstate), _) = p.oracle.quantize(&model, &bits, epochs, 3000)?;
+        let (qnet, qstate) = match shared.take() {
+            Some(m) => m,
+            None => p.oracle.quantize(&model, &bits, epochs, 3000)?.0,
+        };
         let encode::Encoded {
             bytes,
             decoded,

@@ -54,6 +54,10 @@ enum Line {
         /// Its validation accuracy (absent in journals written before it was recorded).
         #[serde(default)]
         accuracy: Option<f64>,
+        /// The shared model the bits stage measured at those widths, which the file is made
+        /// from (absent when none was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shared: Option<String>,
     },
 }
 
@@ -64,6 +68,8 @@ pub struct Chosen {
     pub checkpoint: PathBuf,
     pub seconds: f64,
     pub accuracy: Option<f64>,
+    /// The shared model's checkpoint, when the bits stage kept one.
+    pub shared: Option<PathBuf>,
 }
 
 /// Writes a model's checkpoint to the path it is given.
@@ -378,6 +384,7 @@ impl Journal {
             checkpoint,
             seconds,
             accuracy,
+            shared,
         }) = self.replay.pop_front()
         else {
             unreachable!()
@@ -390,6 +397,7 @@ impl Journal {
                 checkpoint: self.dir.join(checkpoint),
                 seconds,
                 accuracy,
+                shared: shared.map(|s| self.dir.join(s)),
             },
         )))
     }
@@ -400,17 +408,27 @@ impl Journal {
         ratios: &[f64],
         bits: &[u8],
         save: Saver,
+        save_shared: Option<Saver>,
         seconds: f64,
         accuracy: f64,
     ) -> Result<()> {
         let rel = "checkpoints/final.safetensors".to_string();
         save(&self.dir.join(&rel))?;
+        let shared = match save_shared {
+            Some(save) => {
+                let rel = "checkpoints/final-shared.safetensors".to_string();
+                save(&self.dir.join(&rel))?;
+                Some(rel)
+            }
+            None => None,
+        };
         self.append(&Line::Final {
             ratios: ratios.to_vec(),
             bits: Some(bits.to_vec()),
             checkpoint: rel,
             seconds,
             accuracy: Some(accuracy),
+            shared,
         })
     }
 
@@ -450,6 +468,14 @@ pub fn save(path: &Path, net: &Net, state: &Masked) -> Result<()> {
                 crate::models::tensor_to_vec(m),
             ));
         }
+        // A shared layer's width: its weights are its codebook's values already.
+        if let Some(cb) = &l.codebook {
+            tensors.push((
+                format!("bits.{}", layer.name),
+                vec![1],
+                vec![f32::from(cb.bits)],
+            ));
+        }
     }
     let bytes = crate::weights::to_safetensors(&tensors, None)?;
     crate::paths::write_atomic(path, &bytes)
@@ -468,6 +494,18 @@ pub fn load(path: &Path, like: &Net) -> Result<(Net, Masked)> {
                 .view(shape.as_slice())
                 .to_device(net.params[i].weight.device());
             state.layers[i].mask = Some(m);
+        }
+        if let Some((_, b)) = host.get(&format!("bits.{}", layer.name)) {
+            let bits = b.first().copied().unwrap_or(0.0);
+            anyhow::ensure!(
+                (1.0..=16.0).contains(&bits),
+                "checkpoint {}: width {bits} of layer {} is not 1 to 16 bits",
+                path.display(),
+                layer.name
+            );
+            state
+                .adopt_shared(&net, i, bits as u8)
+                .with_context(|| format!("checkpoint {}", path.display()))?;
         }
     }
     Ok((net, state))

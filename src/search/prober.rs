@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 
 use super::config::SearchConfig;
 use super::estimate;
-use super::journal::Journal;
+use super::journal::{self, Journal};
 use super::oracle::{Measure, Oracle};
 use super::outputs;
 use super::record::{round3, Phase, Trial};
@@ -23,17 +23,17 @@ pub struct Thresholds {
     pub floor: f64,
     /// A ratio probe is feasible at this (floor + margin).
     pub probe: f64,
-    /// A bits probe is feasible at this (floor + half the margin: the ratio probes spent
-    /// the other half on their own noise).
+    /// A bits probe is feasible at this (floor + bits margin: the file is the model the
+    /// probe measured, so 0 asks exactly the floor of it).
     pub bits: f64,
 }
 
 impl Thresholds {
-    pub fn new(floor: f64, margin: f64) -> Thresholds {
+    pub fn new(floor: f64, margin: f64, bits_margin: f64) -> Thresholds {
         Thresholds {
             floor,
             probe: floor + margin,
-            bits: floor + 0.5 * margin,
+            bits: floor + bits_margin,
         }
     }
 }
@@ -75,8 +75,15 @@ pub struct Candidate<M> {
     pub accuracy: f64,
 }
 
+/// The bits stage's answer for one candidate: the widths and, when a probe measured a
+/// shared model at exactly those widths, that model (the file is made from it).
+pub struct Widths<M> {
+    pub bits: Vec<u8>,
+    pub shared: Option<M>,
+}
+
 /// A journaled choice read back: the candidate and its widths.
-pub type Replayed<M> = (Candidate<M>, Vec<u8>);
+pub type Replayed<M> = (Candidate<M>, Widths<M>);
 
 /// How the prober tells time: the wall clock (real probes) or the sum of the oracle's
 /// reported seconds (a synthetic oracle).
@@ -399,28 +406,23 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
     /// Shares `model`'s weights with `bits`, retrains the codebooks `epochs`, records the
     /// probe (feasible at the bits threshold); returns its accuracy.
+    /// One bits probe: `model` shared at `bits`, codebooks retrained `epochs`. Returns the
+    /// validation accuracy and, when feasible, the shared model itself (journaled, so a
+    /// resumed run gets the same one back): the file is made from it.
     pub fn probe_bits(
         &mut self,
         model: &O::Model,
         ratios: &[f64],
         bits: &[u8],
         epochs: f64,
-    ) -> Result<f64> {
-        if let Some((t, _)) = self.replay(Phase::Bits, ratios, bits)? {
-            return Ok(t.valid_accuracy);
+    ) -> Result<(f64, Option<O::Model>)> {
+        if let Some((t, shared)) = self.replay(Phase::Bits, ratios, bits)? {
+            return Ok((t.valid_accuracy, shared));
         }
         let seed = 2000 + self.trials.len() as u64;
-        let (_, mut m) = self.oracle.quantize(model, bits, epochs, seed)?;
-        // A second look, as for ratio probes: near the threshold the mean of two decides.
-        let band = self.cfg.second_look;
-        if band > 0.0 && (m.accuracy - self.at.bits).abs() < band {
-            let (_, m2) = self.oracle.quantize(model, bits, epochs, seed + 700)?;
-            m = Measure {
-                accuracy: 0.5 * (m.accuracy + m2.accuracy),
-                seconds: m.seconds + m2.seconds,
-                ..m2
-            };
-        }
+        // No second look: the measured model is the one that would be written, and its
+        // validation accuracy is exact, not an estimate.
+        let (shared, m) = self.oracle.quantize(model, bits, epochs, seed)?;
         let mut trial = self.trial(Phase::Bits, ratios, bits, &m);
         trial.feasible = m.accuracy >= self.at.bits;
         trial.warm_start = "final".into();
@@ -431,12 +433,13 @@ impl<'s, O: Oracle> Prober<'s, O> {
             if trial.feasible {
                 "feasible"
             } else {
-                "below floor + margin/2"
+                "below floor + bits margin"
             },
             trial.estimated_bytes / 1000.0
         ));
-        self.record(trial, None)?;
-        Ok(m.accuracy)
+        let feasible = trial.feasible;
+        self.record(trial, feasible.then_some(&shared))?;
+        Ok((m.accuracy, feasible.then_some(shared)))
     }
 
     /// Stage 4: the models the bits stage starts from: the `k` smallest feasible probes'
@@ -511,6 +514,10 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
         self.counted += chosen.seconds;
         let model = self.oracle.load(&chosen.checkpoint)?;
+        let shared = match &chosen.shared {
+            Some(p) => Some(self.oracle.load(p)?),
+            None => None,
+        };
         self.say("final model and widths: replayed from the journal");
         Ok(Some((
             Candidate {
@@ -518,23 +525,31 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 model,
                 accuracy: chosen.accuracy.unwrap_or(self.at.probe),
             },
-            chosen.bits,
+            Widths {
+                bits: chosen.bits,
+                shared,
+            },
         )))
     }
 
-    /// Journals the chosen model and widths.
+    /// Journals the chosen model and widths (and the shared model measured at them).
     pub fn record_chosen(
         &mut self,
         c: &Candidate<O::Model>,
-        bits: &[u8],
+        w: &Widths<O::Model>,
         seconds: f64,
     ) -> Result<()> {
         if let Some(j) = self.journal.as_mut() {
             let oracle = &self.oracle;
+            let save_shared = |p: &Path| match &w.shared {
+                Some(m) => oracle.save(m, p),
+                None => Ok(()),
+            };
             j.record_final(
                 &c.ratios,
-                bits,
+                &w.bits,
                 &|p: &Path| oracle.save(&c.model, p),
+                w.shared.is_some().then_some(&save_shared as journal::Saver),
                 seconds,
                 c.accuracy,
             )?;

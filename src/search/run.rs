@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::oracle::Oracle;
-use super::prober::Prober;
+use super::prober::{Prober, Widths};
 use super::record::{round3, StageTimes};
 use super::{bisection, bits, refinement};
 
@@ -14,6 +14,8 @@ pub struct Chosen<M> {
     pub ratios: Vec<f64>,
     pub bits: Vec<u8>,
     pub model: M,
+    /// The shared model a bits probe measured at `bits`, when one did: the file's model.
+    pub shared: Option<M>,
     /// Validation accuracy of the chosen model before weight sharing.
     pub accuracy: f64,
     /// Why the ratio search ended (bisection; refinement).
@@ -37,12 +39,13 @@ pub fn choose<O: Oracle>(
     times.refine = p.elapsed() - t;
     let stopped = format!("bisection: {why_bisect}; refinement: {why_refine}");
     let t = p.elapsed();
-    if let Some((c, bits)) = p.replay_chosen()? {
+    if let Some((c, w)) = p.replay_chosen()? {
         times.bits = p.elapsed() - t;
         return Ok(Chosen {
             ratios: c.ratios,
-            bits,
+            bits: w.bits,
             model: c.model,
+            shared: w.shared,
             accuracy: c.accuracy,
             stopped,
         });
@@ -51,31 +54,33 @@ pub fn choose<O: Oracle>(
     times.final_retrain = p.elapsed() - t;
     // Stage 5 on each candidate; the smallest estimated file wins.
     let t = p.elapsed();
-    let mut best: Option<(f64, usize, Vec<u8>)> = None;
+    let mut best: Option<(f64, usize, Widths<O::Model>)> = None;
     for (i, c) in candidates.iter().enumerate() {
-        let bits = bits::run(p, &c.ratios, &c.model)?;
-        let bytes = p.est_bytes(&c.ratios, &bits);
+        let w = bits::run(p, &c.ratios, &c.model)?;
+        let bytes = p.est_bytes(&c.ratios, &w.bits);
         p.say(&format!(
-            "candidate {:?} (validation {:.4}): widths {bits:?} → ≈{:.1} KB",
+            "candidate {:?} (validation {:.4}): widths {:?} → ≈{:.1} KB",
             round3(&c.ratios),
             c.accuracy,
+            w.bits,
             bytes / 1000.0
         ));
         if best.as_ref().is_none_or(|(b, _, _)| bytes < *b) {
-            best = Some((bytes, i, bits));
+            best = Some((bytes, i, w));
         }
     }
     times.bits = p.elapsed() - t;
-    let (_, i, bits) = best.expect("candidates are never empty");
+    let (_, i, w) = best.expect("candidates are never empty");
     let c = candidates
         .into_iter()
         .nth(i)
         .expect("the best is one of them");
-    p.record_chosen(&c, &bits, times.final_retrain + times.bits)?;
+    p.record_chosen(&c, &w, times.final_retrain + times.bits)?;
     Ok(Chosen {
         ratios: c.ratios,
-        bits,
+        bits: w.bits,
         model: c.model,
+        shared: w.shared,
         accuracy: c.accuracy,
         stopped,
     })

@@ -270,7 +270,7 @@ pub struct Run {
 /// A whole search on the synthetic oracle with settings `cfg`, noise seed `seed`.
 pub fn search(land: &Landscape, cfg: &SearchConfig, floor: f64, seed: u64) -> Result<Run> {
     let oracle = Synthetic::new(land.clone(), seed);
-    let at = Thresholds::new(floor, cfg.margin);
+    let at = Thresholds::new(floor, cfg.margin, cfg.bits_margin);
     let mut p = Prober::new(oracle, cfg, at, land.layers.clone(), Clock::Simulated);
     p.count(15.0); // the sensitivity sweep
     let curves = land.curves(&cfg.grid);
