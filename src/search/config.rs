@@ -126,7 +126,7 @@ impl Default for SearchConfig {
             climb_factor: 2.5,
             bisection_tolerance: 0.25,
             bisect_share: 0.35,
-            refine_share: 0.7,
+            refine_share: 0.78,
             bits_share: 0.92,
             refine_probes: 40,
             refine_push: 0.25,
