@@ -6,7 +6,7 @@
 //! decodes must be consistent and must go through every reader without a panic: folding
 //! dead units (and encoding the result again), export to safetensors, loading onto a
 //! LeNet-300-100 (`to_net_like`) and a forward pass. Biases come empty, dense or mostly
-//! zero (stored with a bitmap), in f32 or f16.
+//! zero (stored with a bitmap), in f32, f16 or i8.
 #![no_main]
 
 use dc_search::compress::{encode::to_net_like, fold};
@@ -52,10 +52,10 @@ fn base_model(inp: &mut Input) -> CompressedModel {
                 // mostly zeros: stored with a bitmap
                 _ => (0..shape[0]).map(|i| if i % 3 == 0 { 0.01 } else { 0.0 }).collect(),
             },
-            bias_precision: if inp.u8() % 2 == 0 {
-                BiasPrecision::F32
-            } else {
-                BiasPrecision::F16
+            bias_precision: match inp.u8() % 3 {
+                0 => BiasPrecision::F32,
+                1 => BiasPrecision::F16,
+                _ => BiasPrecision::I8,
             },
         }
     };

@@ -10,23 +10,27 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, ensure, Context, Result};
-use tch::{Device, Kind};
+use tch::{Device, Tensor};
 
 use super::{fold, BiasPrecision};
 use crate::format;
 use crate::masked::Masked;
 use crate::models::{tensor_to_vec, Arch, LayerKind, Net};
 
-/// Rounds biases to `precision` in place (f16 → the nearest f16, kept as f32).
+/// Rounds biases to `precision` in place (f16 → the nearest f16, i8 → the nearest multiple
+/// of the layer's scale; kept as f32): what the file will decode to.
 pub fn round_biases(net: &Net, precision: BiasPrecision) {
-    if precision == BiasPrecision::F16 {
-        tch::no_grad(|| {
-            for p in &net.params {
-                let r = p.bias.to_kind(Kind::Half).to_kind(Kind::Float);
-                p.bias.shallow_clone().copy_(&r);
-            }
-        });
+    if precision == BiasPrecision::F32 {
+        return;
     }
+    tch::no_grad(|| {
+        for p in &net.params {
+            let host = tensor_to_vec(&p.bias);
+            let r = file_precision(precision).round_all(&host);
+            let r = Tensor::from_slice(&r).to_device(p.bias.device());
+            p.bias.shallow_clone().copy_(&r);
+        }
+    });
 }
 
 /// The file's precision for a compression setting.
@@ -34,6 +38,7 @@ pub fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
     match p {
         BiasPrecision::F32 => format::BiasPrecision::F32,
         BiasPrecision::F16 => format::BiasPrecision::F16,
+        BiasPrecision::I8 => format::BiasPrecision::I8,
     }
 }
 

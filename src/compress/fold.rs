@@ -145,10 +145,11 @@ fn fold_link(layers: &mut [Layer], link: &Link) -> Folded {
         if to.bias.is_empty() && add.iter().any(|&a| a != 0.0) {
             to.bias = vec![0.0; outputs];
         }
-        for (b, a) in to.bias.iter_mut().zip(&add) {
-            if *a != 0.0 {
-                *b = to.bias_precision.round((f64::from(*b) + a) as f32);
+        if add.iter().any(|&a| a != 0.0) {
+            for (b, a) in to.bias.iter_mut().zip(&add) {
+                *b = (f64::from(*b) + a) as f32;
             }
+            to.bias = to.bias_precision.round_all(&to.bias);
         }
     }
     // Useless units (nothing reads them, the dead ones just folded included): their own

@@ -37,6 +37,8 @@ pub enum Schedule {
 pub enum BiasPrecision {
     F32,
     F16,
+    /// Signed 8-bit integers times one power of two per layer.
+    I8,
 }
 
 /// How compression retrains (the `[compress]` section of a config).

@@ -23,8 +23,8 @@ use super::error::{FormatError, Section, Stream};
 use super::gaps::{choose_gap_bits, decode_gaps, encode_gaps, MAX_GAP_BITS, MIN_GAP_BITS};
 use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
 use super::model::{
-    BiasPrecision, CompressedModel, Layer, LayerKind, ModelError, MAX_BITS, MAX_DENSE_LEN,
-    MAX_LAYERS, MAX_RANK, MAX_TOTAL_DENSE,
+    i8_code, i8_exponent, pow2, BiasPrecision, CompressedModel, Layer, LayerKind, ModelError,
+    I8_EXP_MAX, I8_EXP_MIN, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK, MAX_TOTAL_DENSE,
 };
 
 /// The first four bytes of every `.dcz` file.
@@ -224,15 +224,18 @@ fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
 }
 
 /// Bias precision byte, length and values; when leaving the zeros out (a bitmap of the
-/// stored ones, least significant bit first) is smaller, that layout.
+/// stored ones, least significant bit first) is smaller, that layout. i8 biases carry
+/// their scale's exponent (an `i8`) before the values.
 fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision) {
-    let stored = |x: f32| -> Vec<u8> {
-        match precision {
+    let exponent = i8_exponent(bias);
+    let values: Vec<Vec<u8>> = bias
+        .iter()
+        .map(|&x| match precision {
             BiasPrecision::F32 => x.to_le_bytes().to_vec(),
             BiasPrecision::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
-        }
-    };
-    let values: Vec<Vec<u8>> = bias.iter().map(|&x| stored(x)).collect();
+            BiasPrecision::I8 => i8_code(x, exponent).to_le_bytes().to_vec(),
+        })
+        .collect();
     let zero = |v: &Vec<u8>| v.iter().all(|&x| x == 0);
     let kept = values.iter().filter(|v| !zero(v)).count();
     let width = precision.width();
@@ -247,6 +250,9 @@ fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision) {
             }
         }
         b.extend_from_slice(&bitmap);
+    }
+    if precision == BiasPrecision::I8 {
+        b.push(exponent as i8 as u8);
     }
     for v in values.iter().filter(|v| !sparse || !zero(v)) {
         b.extend_from_slice(v);
@@ -528,8 +534,8 @@ fn parse_layer(
         Vec::new()
     };
     let prec_b = r.u8("bias precision")?;
-    // Version 1 knows dense biases only.
-    let max_prec = if version >= 2 { SPARSE_BIAS | 1 } else { 1 };
+    // Version 1 knows dense f32 and f16 biases only.
+    let max_prec = if version >= 2 { 6 } else { 1 };
     let bias_precision = BiasPrecision::from_u8(prec_b & !SPARSE_BIAS)
         .filter(|_| prec_b <= max_prec)
         .ok_or(FormatError::OutOfRange {
@@ -560,8 +566,37 @@ fn parse_layer(
     let stored_len = bitmap.map_or(bias_len, |m| {
         m.iter().map(|b| u64::from(b.count_ones())).sum()
     });
+    let exponent = if bias_precision == BiasPrecision::I8 {
+        let e = i32::from(r.u8("bias scale exponent")? as i8);
+        if !(I8_EXP_MIN..=I8_EXP_MAX).contains(&e) {
+            return Err(FormatError::OutOfRange {
+                section,
+                what: "bias scale exponent + 128",
+                value: (e + 128) as u64,
+                min: (I8_EXP_MIN + 128) as u64,
+                max: (I8_EXP_MAX + 128) as u64,
+            });
+        }
+        e
+    } else {
+        0
+    };
     let raw = r.take(stored_len.saturating_mul(width), "bias")?;
+    // i8 codes are -127..=127, so that re-encoding the values gives them back exactly.
+    if bias_precision == BiasPrecision::I8 && raw.contains(&0x80) {
+        return Err(FormatError::OutOfRange {
+            section,
+            what: "i8 bias code + 128",
+            value: 0,
+            min: 1,
+            max: 255,
+        });
+    }
     let values: Vec<f32> = match bias_precision {
+        BiasPrecision::I8 => raw
+            .iter()
+            .map(|&q| f32::from(q as i8) * pow2(exponent))
+            .collect(),
         BiasPrecision::F32 => raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -586,7 +621,9 @@ fn parse_layer(
                 .collect()
         }
     };
-    bytes.bias = raw.len() as u64 + bitmap.map_or(0, |m| m.len() as u64);
+    bytes.bias = raw.len() as u64
+        + bitmap.map_or(0, |m| m.len() as u64)
+        + u64::from(bias_precision == BiasPrecision::I8);
     if r.remaining() != 0 {
         return Err(FormatError::SectionLength {
             section,
@@ -1074,15 +1111,10 @@ pub(crate) mod tests {
     /// A one-layer model whose biases hold `zeros` zeros among `n`.
     fn with_biases(n: usize, zeros: usize, precision: BiasPrecision) -> CompressedModel {
         let bias: Vec<f32> = (0..n)
-            .map(|i| {
-                if i < zeros {
-                    0.0
-                } else {
-                    precision.round(0.5 + i as f32)
-                }
-            })
+            .map(|i| if i < zeros { 0.0 } else { 0.5 + i as f32 })
             .rev()
             .collect();
+        let bias = precision.round_all(&bias);
         CompressedModel {
             model: "m".into(),
             dataset: "d".into(),
@@ -1105,7 +1137,9 @@ pub(crate) mod tests {
 
     #[test]
     fn zero_biases_are_left_out_when_that_is_smaller() {
-        for precision in [BiasPrecision::F16, BiasPrecision::F32] {
+        for precision in [BiasPrecision::F16, BiasPrecision::F32, BiasPrecision::I8] {
+            // i8 biases carry one exponent byte
+            let e = u64::from(precision == BiasPrecision::I8);
             let w = precision.width() as u64;
             for (n, zeros) in [(11, 0), (11, 1), (11, 3), (11, 11), (16, 8), (1, 1)] {
                 let m = with_biases(n, zeros, precision);
@@ -1113,8 +1147,8 @@ pub(crate) mod tests {
                 let back = decode(&bytes).unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&back.layers[0].bias), bits(&m.layers[0].bias));
-                let dense = n as u64 * w;
-                let sparse = (n as u64).div_ceil(8) + (n - zeros) as u64 * w;
+                let dense = n as u64 * w + e;
+                let sparse = (n as u64).div_ceil(8) + (n - zeros) as u64 * w + e;
                 let stored = account(&bytes).unwrap().layers[0].bytes.bias;
                 assert_eq!(
                     stored,

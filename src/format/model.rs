@@ -74,7 +74,16 @@ pub enum BiasPrecision {
     /// IEEE binary16 (`1`): values are rounded to nearest-even on encode and
     /// decode to that rounded value, widened to f32.
     F16,
+    /// Signed 8-bit integers times one power of two per layer (`4`, version 2): the
+    /// smallest `2^e` with every |bias| ≤ 127 · 2^e; values are rounded to the nearest
+    /// multiple of it on encode ([`BiasPrecision::round_all`]).
+    I8,
 }
+
+/// Exponent range of [`BiasPrecision::I8`]'s scale `2^e` (normal f32 powers of two, with
+/// 127 · 2^e finite).
+pub const I8_EXP_MIN: i32 = -126;
+pub const I8_EXP_MAX: i32 = 100;
 
 impl BiasPrecision {
     /// The stored byte.
@@ -82,6 +91,7 @@ impl BiasPrecision {
         match self {
             BiasPrecision::F32 => 0,
             BiasPrecision::F16 => 1,
+            BiasPrecision::I8 => 4,
         }
     }
     /// Parses the stored byte.
@@ -89,6 +99,7 @@ impl BiasPrecision {
         match b {
             0 => Some(BiasPrecision::F32),
             1 => Some(BiasPrecision::F16),
+            4 => Some(BiasPrecision::I8),
             _ => None,
         }
     }
@@ -97,15 +108,50 @@ impl BiasPrecision {
         match self {
             BiasPrecision::F32 => 4,
             BiasPrecision::F16 => 2,
+            BiasPrecision::I8 => 1,
         }
     }
-    /// The value `decode` returns for `x` stored at this precision.
+    /// The value `decode` returns for `x` stored at this precision, for the precisions
+    /// that round each value alone (f32, f16); i8's rounding depends on the whole layer
+    /// ([`BiasPrecision::round_all`]).
     pub fn round(self, x: f32) -> f32 {
         match self {
-            BiasPrecision::F32 => x,
+            BiasPrecision::F32 | BiasPrecision::I8 => x,
             BiasPrecision::F16 => half::f16::from_f32(x).to_f32(),
         }
     }
+    /// The values `decode` returns for a layer's biases `b` stored at this precision.
+    /// Idempotent: rounding rounded values changes nothing.
+    pub fn round_all(self, b: &[f32]) -> Vec<f32> {
+        match self {
+            BiasPrecision::I8 => {
+                let e = i8_exponent(b);
+                b.iter().map(|&x| f32::from(i8_code(x, e)) * pow2(e)).collect()
+            }
+            _ => b.iter().map(|&x| self.round(x)).collect(),
+        }
+    }
+}
+
+/// `2^e` for `e` in the normal range.
+pub fn pow2(e: i32) -> f32 {
+    f32::from_bits(((e.clamp(I8_EXP_MIN, I8_EXP_MAX) + 127) as u32) << 23)
+}
+
+/// The i8 scale's exponent for biases `b`: the smallest `e` with max |b| ≤ 127 · 2^e
+/// (clamped to the normal range; `I8_EXP_MIN` when all are zero).
+pub fn i8_exponent(b: &[f32]) -> i32 {
+    let max = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let mut e = I8_EXP_MIN;
+    while e < I8_EXP_MAX && max > 127.0 * pow2(e) {
+        e += 1;
+    }
+    e
+}
+
+/// The stored code of `x` at scale `2^e` (nearest, clamped to ±127).
+pub fn i8_code(x: f32, e: i32) -> i8 {
+    (x / pow2(e)).round().clamp(-127.0, 127.0) as i8
 }
 
 /// One pruned, weight-shared layer.
@@ -200,6 +246,8 @@ pub enum LayerProblem {
     NonFiniteBias { index: usize },
     #[error("bias[{index}] overflows f16")]
     BiasOverflowsF16 { index: usize },
+    #[error("bias[{index}] is too large for i8 biases")]
+    BiasOverflowsI8 { index: usize },
     #[error("bias has {len} entries, more than {MAX_DENSE_LEN}")]
     BiasTooLong { len: usize },
     #[error("bias has {len} entries; it must be empty or hold one per output ({outputs})")]
@@ -398,6 +446,9 @@ impl Layer {
             if !b.is_finite() {
                 return Err(P::NonFiniteBias { index });
             }
+            if self.bias_precision == BiasPrecision::I8 && b.abs() > 127.0 * pow2(I8_EXP_MAX) {
+                return Err(P::BiasOverflowsI8 { index });
+            }
             if self.bias_precision == BiasPrecision::F16 && b.abs() > F16_MAX {
                 // Values just above 65504 still round down to it.
                 if !self.bias_precision.round(b).is_finite() {
@@ -573,5 +624,26 @@ mod tests {
         );
         assert_eq!(BiasPrecision::F32.round(0.1), 0.1);
         assert_eq!(BiasPrecision::F16.round(65_519.0), 65_504.0);
+    }
+
+    #[test]
+    fn i8_rounding_takes_the_smallest_power_of_two_and_is_idempotent() {
+        // max 0.5 ≤ 127 · 2^-7 = 0.992, > 127 · 2^-8 = 0.496
+        let b = [0.5, -0.1, 0.0, 0.0123];
+        assert_eq!(i8_exponent(&b), -7);
+        let r = BiasPrecision::I8.round_all(&b);
+        assert_eq!(r, vec![64.0 / 128.0, -13.0 / 128.0, 0.0, 2.0 / 128.0]);
+        assert_eq!(BiasPrecision::I8.round_all(&r), r);
+        // all zeros, and a layer whose largest value shrinks by rounding
+        assert_eq!(BiasPrecision::I8.round_all(&[0.0, -0.0]), vec![0.0, 0.0]);
+        for scale in [1e-30f32, 1e-3, 0.7, 3.0, 1e20] {
+            let b: Vec<f32> = (0..50).map(|i| scale * ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let r = BiasPrecision::I8.round_all(&b);
+            assert_eq!(BiasPrecision::I8.round_all(&r), r, "scale {scale}");
+            let e = i8_exponent(&b);
+            for (x, y) in b.iter().zip(&r) {
+                assert!((x - y).abs() <= 0.5 * pow2(e), "{x} → {y} at 2^{e}");
+            }
+        }
     }
 }

@@ -128,17 +128,20 @@ fn build_layer(
             rng.below(bound) as u32
         })
         .collect();
-    let bias_precision = if f16 {
-        BiasPrecision::F16
-    } else {
-        BiasPrecision::F32
+    let bias_precision = match (f16, rng.below(3)) {
+        (false, _) => BiasPrecision::F32,
+        (true, 0) => BiasPrecision::I8,
+        (true, _) => BiasPrecision::F16,
     };
-    let bias = (0..bias_len)
+    let bias: Vec<f32> = (0..bias_len)
         .map(|_| match bias_precision {
             BiasPrecision::F32 => rng.finite_f32(),
-            BiasPrecision::F16 => bias_precision.round((rng.unit() as f32 - 0.5) * 2000.0),
+            // some zeros, which the file may leave out
+            _ if rng.below(3) == 0 => 0.0,
+            _ => (rng.unit() as f32 - 0.5) * 2000.0,
         })
         .collect();
+    let bias = bias_precision.round_all(&bias);
     Layer {
         name,
         kind: if conv {

@@ -10,9 +10,10 @@
 //! - **probe**: per layer, largest first, a binary search of the fewest bits that hold,
 //!   one codebook retraining probe per step.
 //!
-//! Either way the shared model a feasible probe measured at the chosen widths comes back
-//! with them: the file is made from that model, so the accuracy the probe saw is the
-//! file's.
+//! Either way a probe that misses is tried again with another seed (`bits_retries`: the
+//! clustering and codebook retraining differ, so it is another model), and the shared
+//! model a feasible probe measured at the chosen widths comes back with them: the file is
+//! made from that model, so the accuracy the probe saw is the file's.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -112,8 +113,7 @@ fn sweep<O: Oracle>(
             (good + bad) / 2
         }
         .max(good + 1);
-        let (acc, m) = p.probe_bits(model, ratios, &vectors[mid], sc.bits_epochs)?;
-        probes += 1;
+        let (acc, m) = probe_with_retries(p, model, ratios, &vectors[mid], &mut probes)?;
         if acc >= p.at.bits {
             good = mid;
             shared = m;
@@ -128,6 +128,28 @@ fn sweep<O: Oracle>(
             .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]),
         shared,
     })
+}
+
+/// A bits probe, tried again up to `bits_retries` times (each another seed, so another
+/// shared model) while it misses and `bits_probes` allows; counts into `probes`.
+fn probe_with_retries<O: Oracle>(
+    p: &mut Prober<O>,
+    model: &O::Model,
+    ratios: &[f64],
+    bits: &[u8],
+    probes: &mut usize,
+) -> Result<(f64, Option<O::Model>)> {
+    let sc = p.cfg;
+    let mut tries = 0;
+    loop {
+        let (acc, m) = p.probe_bits(model, ratios, bits, sc.bits_epochs)?;
+        *probes += 1;
+        tries += 1;
+        if acc >= p.at.bits || tries > sc.bits_retries || *probes >= sc.bits_probes {
+            return Ok((acc, m));
+        }
+        p.say("  bits: missed; another seed for the same widths");
+    }
 }
 
 /// Candidate width vectors (indices into each layer's widths, widest first) from the
@@ -195,7 +217,8 @@ fn per_layer<O: Oracle>(
             let mid = (lo + hi) / 2;
             let mut trial_bits = bits.clone();
             trial_bits[layer] = mid;
-            let (acc, m) = p.probe_bits(model, ratios, &trial_bits, sc.bits_epochs)?;
+            let mut probes = 0;
+            let (acc, m) = probe_with_retries(p, model, ratios, &trial_bits, &mut probes)?;
             if acc >= p.at.bits {
                 hi = mid;
                 last = Some((trial_bits, m));

@@ -27,8 +27,8 @@ pub struct SearchConfig {
     /// LeNet-5 at 0.55/0.95/0.955/0.8 pruned, 6 epochs: 0.3 → 98.70 % validation, the
     /// paper's 0.1 → 98.44 %.
     pub lr_scale: f64,
-    /// Bias precision of the search's file (overrides `[compress]`; f16 saved 1,160 bytes
-    /// on LeNet-5 at equal accuracy, see README).
+    /// Bias precision of the search's file (overrides `[compress]`). The bits probes
+    /// measure their models with biases rounded to it, so it costs no accuracy unseen.
     pub bias_precision: BiasPrecision,
     /// A probe that misses the target by at most this much validation accuracy is
     /// retrained once more for `probe_epochs` and evaluated again before it is given up.
@@ -89,8 +89,13 @@ pub struct SearchConfig {
     /// chain, a binary search of it with codebook retraining probes) or `probe` (a binary
     /// search per layer, each step a codebook retraining probe).
     pub bits_method: BitsMethod,
-    /// Most codebook retraining probes of the `sweep` method (per candidate).
+    /// Most codebook retraining probes of the `sweep` method (per candidate), retries
+    /// included.
     pub bits_probes: usize,
+    /// A bits probe that misses is tried again this many times (another seed: another
+    /// clustering and codebook retraining, so another model, measured exactly) before its
+    /// widths are given up.
+    pub bits_retries: usize,
     /// The bits stage runs on this many of the smallest feasible models and keeps the one
     /// whose widths give the smallest file (the smallest may have too little room left for
     /// weight sharing).
@@ -113,7 +118,7 @@ impl Default for SearchConfig {
             probe_epochs: 1.5,
             probe_schedule: Schedule::AllAtOnce,
             lr_scale: 0.3,
-            bias_precision: BiasPrecision::F16,
+            bias_precision: BiasPrecision::I8,
             recovery_gap: 0.0,
             second_look: 0.0006,
             final_epochs: 0.0,
@@ -135,7 +140,8 @@ impl Default for SearchConfig {
             refine_min_saving: 0.01,
             refine_candidates: None,
             bits_method: BitsMethod::Sweep,
-            bits_probes: 6,
+            bits_probes: 8,
+            bits_retries: 1,
             bits_candidates: 3,
             bits_min: 2,
             bits_max: 8,
@@ -210,6 +216,12 @@ impl SearchConfig {
             "search.bits_probes",
             s.bits_probes,
             "1..=100",
+        )?;
+        need(
+            s.bits_retries <= 10,
+            "search.bits_retries",
+            s.bits_retries,
+            "0..=10",
         )?;
         need(
             (1..=20).contains(&s.bits_candidates),

@@ -100,13 +100,16 @@ impl Landscape {
     }
 }
 
-/// A synthetic model: its ratios, the accuracy its last retraining did not recover, and
-/// its widths once shared.
+/// A synthetic model: its ratios, the accuracy its last retraining did not recover, its
+/// widths once shared, and then the validation accuracy measured of it (a real shared
+/// model is written as it is, so what was measured of it is its file's validation
+/// accuracy; the noise stands for retraining and the finite validation set).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub ratios: Vec<f64>,
     pub deficit: f64,
     pub bits: Option<Vec<u8>>,
+    pub measured: Option<f64>,
 }
 
 /// The oracle over a [`Landscape`], with its own seeded noise.
@@ -184,6 +187,7 @@ impl Oracle for Synthetic {
             ratios: ratios.to_vec(),
             deficit,
             bits: None,
+            measured: None,
         };
         let meas = self.measure(&m, epochs);
         Ok((m, meas))
@@ -205,11 +209,12 @@ impl Oracle for Synthetic {
         epochs: f64,
         _seed: u64,
     ) -> Result<(Model, Measure)> {
-        let m = Model {
+        let mut m = Model {
             bits: Some(bits.to_vec()),
             ..model.clone()
         };
         let meas = self.measure(&m, epochs);
+        m.measured = Some(meas.accuracy);
         Ok((m, meas))
     }
 
@@ -276,11 +281,24 @@ pub fn search(land: &Landscape, cfg: &SearchConfig, floor: f64, seed: u64) -> Re
     let curves = land.curves(&cfg.grid);
     let mut times = StageTimes::default();
     let chosen = run::choose(&mut p, &curves, land.dense, &mut times)?;
-    // The file stage: codebook retraining (1 epoch) and the decoded file's accuracy;
-    // widened a bit per layer while it misses the floor.
+    // The file stage: the shared model the bits stage measured, else codebook retraining
+    // (1 epoch); widened a bit per layer (and retrained) while it misses the floor.
     let mut bits = chosen.bits.clone();
+    let mut shared = chosen.shared.clone();
     let (file_accuracy, q) = loop {
-        let (q, m) = p.oracle.quantize(&chosen.model, &bits, 1.0, 3000)?;
+        let (q, m) = match shared.take() {
+            Some(q) => {
+                let acc = q.measured.unwrap_or_else(|| p.oracle.expected(&q));
+                let m = Measure {
+                    accuracy: acc,
+                    loss: 0.0,
+                    nonzeros: 0,
+                    seconds: 1.0,
+                };
+                (q, m)
+            }
+            None => p.oracle.quantize(&chosen.model, &bits, 1.0, 3000)?,
+        };
         p.count(m.seconds + 5.0);
         if m.accuracy >= floor || bits.iter().all(|&b| b >= cfg.bits_max) {
             break (m.accuracy, q);
@@ -394,6 +412,8 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
         bits_method: BitsMethod::Probe,
         budget_minutes: 26.0,
         bisect_share: 0.45,
+        refine_share: 0.7,
+        bits_margin: 0.0005,
         ..v2.clone()
     };
     vec![
@@ -441,6 +461,20 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
             "0.2 + bits per-layer probes".into(),
             SearchConfig {
                 bits_method: BitsMethod::Probe,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, bits probes at floor + margin/2".into(),
+            SearchConfig {
+                bits_margin: 0.0005,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, refinement to 70 % of the budget".into(),
+            SearchConfig {
+                refine_share: 0.7,
                 ..v2.clone()
             },
         ),
