@@ -30,19 +30,28 @@ pub enum BitsMethod {
     Probe,
 }
 
-/// Runs the configured bits search from the final model; returns the widths.
+/// Runs the configured bits search from the final model; returns the widths. The first
+/// candidate (`first`) gets its first [`MIN_PROBES`] probes even past the stage's share
+/// of the budget: a file at the widest widths is far worse than a late one.
 pub fn run<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
+    first: bool,
 ) -> Result<Widths<O::Model>> {
     match p.cfg.bits_method {
-        BitsMethod::Sweep => sweep(p, ratios, model),
-        BitsMethod::Probe => per_layer(p, ratios, model),
+        BitsMethod::Sweep => sweep(p, ratios, model, first),
+        BitsMethod::Probe => per_layer(p, ratios, model, first),
     }
 }
 
-fn out_of_time<O: Oracle>(p: &Prober<O>) -> bool {
+/// Probes the first candidate makes whatever the clock says.
+pub const MIN_PROBES: usize = 4;
+
+fn out_of_time<O: Oracle>(p: &Prober<O>, first: bool, probes: usize) -> bool {
+    if first && probes < MIN_PROBES {
+        return false;
+    }
     if p.past(p.cfg.bits_share) {
         p.say("bits: time budget spent; keeping the widths found so far");
         return true;
@@ -54,6 +63,7 @@ fn sweep<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
+    first: bool,
 ) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let widths: Vec<u8> = (sc.bits_min..=sc.bits_max).rev().collect();
@@ -103,7 +113,7 @@ fn sweep<O: Oracle>(
     let mut shared = None;
     let mut probes = 0;
     while bad - good > 1 && probes < sc.bits_probes {
-        if out_of_time(p) {
+        if out_of_time(p, first, probes) {
             break;
         }
         // The first probe goes a third of the way: most chains end in widths that fail.
@@ -193,11 +203,13 @@ fn per_layer<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
+    first: bool,
 ) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let mut bits = vec![sc.bits_max; ratios.len()];
     // The last feasible probe's widths and model: the final widths are its widths.
     let mut last: Option<(Vec<u8>, Option<O::Model>)> = None;
+    let mut made = 0;
     let done = |bits: Vec<u8>, last: Option<(Vec<u8>, Option<O::Model>)>| {
         let shared = last.and_then(|(b, m)| if b == bits { m } else { None });
         Ok(Widths { bits, shared })
@@ -211,7 +223,7 @@ fn per_layer<O: Oracle>(
     for &layer in &order {
         let (mut lo, mut hi) = (sc.bits_min, bits[layer]);
         while lo < hi {
-            if out_of_time(p) {
+            if out_of_time(p, first, made) {
                 return done(bits, last);
             }
             let mid = (lo + hi) / 2;
@@ -219,6 +231,7 @@ fn per_layer<O: Oracle>(
             trial_bits[layer] = mid;
             let mut probes = 0;
             let (acc, m) = probe_with_retries(p, model, ratios, &trial_bits, &mut probes)?;
+            made += probes;
             if acc >= p.at.bits {
                 hi = mid;
                 last = Some((trial_bits, m));

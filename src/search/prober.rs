@@ -171,6 +171,30 @@ impl<'s, O: Oracle> Prober<'s, O> {
         self.elapsed() > fraction * self.cfg.budget_minutes * 60.0
     }
 
+    /// Seconds the stages after the refinement are expected to take (the candidates' final
+    /// retraining, the bits stage's sweeps and probes), from the epoch time the ratio probes
+    /// measured; 0 before any was measured.
+    pub fn reserve_after_refinement(&self) -> f64 {
+        let sc = self.cfg;
+        // The fastest ratio probe (second looks run twice) per epoch of retraining.
+        let per_epoch = self
+            .trials
+            .iter()
+            .filter(|t| t.phase.is_ratio() && t.seconds > 0.0)
+            .map(|t| t.seconds / sc.probe_epochs.max(1e-9))
+            .fold(f64::INFINITY, f64::min);
+        if !per_epoch.is_finite() {
+            return 0.0;
+        }
+        let k = sc.bits_candidates as f64;
+        let widths = f64::from(sc.bits_max.saturating_sub(sc.bits_min) + 1);
+        // A solo-sharing evaluation costs about a twentieth of an epoch (5,000 of 55,000
+        // images, forward only); three quarters of the bits probes are typically used.
+        let sweep = widths * self.layer_sizes.len() as f64 * per_epoch * 0.05;
+        let probes = 0.75 * sc.bits_probes as f64 * sc.bits_epochs * per_epoch;
+        k * (sc.final_epochs * per_epoch + sweep + probes)
+    }
+
     /// Ratio probes so far.
     pub fn ratio_probes(&self) -> usize {
         self.trials.iter().filter(|t| t.phase.is_ratio()).count()

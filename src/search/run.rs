@@ -56,7 +56,11 @@ pub fn choose<O: Oracle>(
     let t = p.elapsed();
     let mut best: Option<(f64, usize, Widths<O::Model>)> = None;
     for (i, c) in candidates.iter().enumerate() {
-        let w = bits::run(p, &c.ratios, &c.model)?;
+        if i > 0 && p.past(p.cfg.bits_share) {
+            p.say("bits: time budget spent; the other candidates are left");
+            break;
+        }
+        let w = bits::run(p, &c.ratios, &c.model, i == 0)?;
         let bytes = p.est_bytes(&c.ratios, &w.bits);
         p.say(&format!(
             "candidate {:?} (validation {:.4}): widths {:?} → ≈{:.1} KB",
