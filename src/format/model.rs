@@ -126,7 +126,9 @@ impl BiasPrecision {
         match self {
             BiasPrecision::I8 => {
                 let e = i8_exponent(b);
-                b.iter().map(|&x| f32::from(i8_code(x, e)) * pow2(e)).collect()
+                b.iter()
+                    .map(|&x| f32::from(i8_code(x, e)) * pow2(e))
+                    .collect()
             }
             _ => b.iter().map(|&x| self.round(x)).collect(),
         }
@@ -637,7 +639,9 @@ mod tests {
         // all zeros, and a layer whose largest value shrinks by rounding
         assert_eq!(BiasPrecision::I8.round_all(&[0.0, -0.0]), vec![0.0, 0.0]);
         for scale in [1e-30f32, 1e-3, 0.7, 3.0, 1e20] {
-            let b: Vec<f32> = (0..50).map(|i| scale * ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let b: Vec<f32> = (0..50)
+                .map(|i| scale * ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
             let r = BiasPrecision::I8.round_all(&b);
             assert_eq!(BiasPrecision::I8.round_all(&r), r, "scale {scale}");
             let e = i8_exponent(&b);

@@ -33,7 +33,10 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
         // What follows needs its time before `bits_share` of the budget.
         let budget = sc.budget_minutes * 60.0;
         if p.elapsed() + p.reserve_after_refinement() > sc.bits_share * budget {
-            return Ok("time budget of this stage spent (the rest is kept for the candidates and bits)".into());
+            return Ok(
+                "time budget of this stage spent (the rest is kept for the candidates and bits)"
+                    .into(),
+            );
         }
         let Some(best) = p.best() else {
             return Ok("no feasible probe to refine".into());
