@@ -565,15 +565,12 @@ impl<'s, O: Oracle> Prober<'s, O> {
     ) -> Result<()> {
         if let Some(j) = self.journal.as_mut() {
             let oracle = &self.oracle;
-            let save_shared = |p: &Path| match &w.shared {
-                Some(m) => oracle.save(m, p),
-                None => Ok(()),
-            };
+            let save_shared = w.shared.as_ref().map(|m| move |p: &Path| oracle.save(m, p));
             j.record_final(
                 &c.ratios,
                 &w.bits,
                 &|p: &Path| oracle.save(&c.model, p),
-                w.shared.is_some().then_some(&save_shared as journal::Saver),
+                save_shared.as_ref().map(|f| f as journal::Saver),
                 seconds,
                 c.accuracy,
             )?;
