@@ -261,6 +261,19 @@ fn small_search_writes_a_file_that_meets_the_floor() {
     ] {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
+    // Markdown renders an indented line as code: every table row starts at column 0.
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    for row in [
+        "| device |",
+        "| why the ratio search ended |",
+        "## Per layer",
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(row)),
+            "{row} not at the start of a line:\n{report}"
+        );
+    }
+    assert!(!report.lines().any(|l| l.starts_with(' ')), "{report}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();

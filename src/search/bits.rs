@@ -30,30 +30,48 @@ pub enum BitsMethod {
     Probe,
 }
 
-/// Runs the configured bits search from the final model; returns the widths. The first
-/// candidate (`first`) gets its first [`MIN_PROBES`] probes even past the stage's share
-/// of the budget: a file at the widest widths is far worse than a late one.
+/// Runs the configured bits search from the final model; returns the widths. It stops
+/// probing at `until` seconds into the run (this candidate's share of the stage) or at the
+/// stage's share of the budget, whichever comes first; the first candidate (`first`) gets
+/// its first [`MIN_PROBES`] probes whatever the clock says: a file at the widest widths is
+/// far worse than a late one.
 pub fn run<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
     first: bool,
+    until: f64,
 ) -> Result<Widths<O::Model>> {
+    let limit = Limit { first, until };
     match p.cfg.bits_method {
-        BitsMethod::Sweep => sweep(p, ratios, model, first),
-        BitsMethod::Probe => per_layer(p, ratios, model, first),
+        BitsMethod::Sweep => sweep(p, ratios, model, limit),
+        BitsMethod::Probe => per_layer(p, ratios, model, limit),
     }
+}
+
+/// When a candidate's bits search stops probing.
+#[derive(Clone, Copy)]
+struct Limit {
+    first: bool,
+    /// Seconds into the run.
+    until: f64,
 }
 
 /// Probes the first candidate makes whatever the clock says.
 pub const MIN_PROBES: usize = 4;
 
-fn out_of_time<O: Oracle>(p: &Prober<O>, first: bool, probes: usize) -> bool {
-    if first && probes < MIN_PROBES {
+fn out_of_time<O: Oracle>(p: &Prober<O>, limit: Limit, probes: usize) -> bool {
+    if limit.first && probes < MIN_PROBES {
         return false;
     }
     if p.past(p.cfg.bits_share) {
         p.say("bits: time budget spent; keeping the widths found so far");
+        return true;
+    }
+    if p.elapsed() > limit.until {
+        p.say(
+            "bits: this candidate's share of the stage is spent; keeping the widths found so far",
+        );
         return true;
     }
     false
@@ -63,7 +81,7 @@ fn sweep<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
-    first: bool,
+    limit: Limit,
 ) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let widths: Vec<u8> = (sc.bits_min..=sc.bits_max).rev().collect();
@@ -113,7 +131,7 @@ fn sweep<O: Oracle>(
     let mut shared = None;
     let mut probes = 0;
     while bad - good > 1 && probes < sc.bits_probes {
-        if out_of_time(p, first, probes) {
+        if out_of_time(p, limit, probes) {
             break;
         }
         // The first probe goes a third of the way: most chains end in widths that fail.
@@ -203,7 +221,7 @@ fn per_layer<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
     model: &O::Model,
-    first: bool,
+    limit: Limit,
 ) -> Result<Widths<O::Model>> {
     let sc = p.cfg;
     let mut bits = vec![sc.bits_max; ratios.len()];
@@ -223,7 +241,7 @@ fn per_layer<O: Oracle>(
     for &layer in &order {
         let (mut lo, mut hi) = (sc.bits_min, bits[layer]);
         while lo < hi {
-            if out_of_time(p, first, made) {
+            if out_of_time(p, limit, made) {
                 return done(bits, last);
             }
             let mid = (lo + hi) / 2;

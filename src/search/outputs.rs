@@ -265,7 +265,10 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
          | file | `{}`: {} bytes |\n\
          | dense float32 | {} bytes |\n\
          | compression | **{:.1}×** |\n\
-         | probes | {} |\n         | device | {} |\n         | why the ratio search ended | {} |\n\n## Per layer\n\n| layer | sparse ratio | kept % | bits |\n|---|---:|---:|---:|\n",
+         | probes | {} |\n\
+         | device | {} |\n\
+         | why the ratio search ended | {} |\n\n\
+         ## Per layer\n\n| layer | sparse ratio | kept % | bits |\n|---|---:|---:|---:|\n",
         o.model,
         o.dataset,
         o.floor,
@@ -276,7 +279,10 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         o.valid_images,
         o.decoded_test_accuracy,
         o.test_images,
-        o.file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        o.file
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default(),
         o.file_bytes,
         o.dense_bytes,
         o.compression_ratio,

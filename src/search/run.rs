@@ -55,12 +55,17 @@ pub fn choose<O: Oracle>(
     // Stage 5 on each candidate; the smallest estimated file wins.
     let t = p.elapsed();
     let mut best: Option<(f64, usize, Widths<O::Model>)> = None;
+    let stage_end = p.cfg.bits_share * p.cfg.budget_minutes * 60.0;
+    let n = candidates.len();
     for (i, c) in candidates.iter().enumerate() {
         if i > 0 && p.past(p.cfg.bits_share) {
             p.say("bits: time budget spent; the other candidates are left");
             break;
         }
-        let w = bits::run(p, &c.ratios, &c.model, i == 0)?;
+        // Each candidate gets an equal share of what is left of the stage: a candidate whose
+        // every narrowing misses must not starve the next ones.
+        let until = p.elapsed() + (stage_end - p.elapsed()).max(0.0) / (n - i) as f64;
+        let w = bits::run(p, &c.ratios, &c.model, i == 0, until)?;
         let bytes = p.est_bytes(&c.ratios, &w.bits);
         p.say(&format!(
             "candidate {:?} (validation {:.4}): widths {:?} → ≈{:.1} KB",
