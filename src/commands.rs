@@ -429,6 +429,16 @@ pub fn read_dcz(file: &Path, max_params: u64) -> Result<(Vec<u8>, format::Compre
 /// The largest .dcz file read (a file holds at most 2^32 weights of a few bits each).
 const MAX_DCZ_BYTES: u64 = 1 << 34;
 
+/// The dataset a file was made on, if dc-search can load it.
+fn file_dataset(model: &format::CompressedModel) -> Result<DatasetName> {
+    model.dataset.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the file was made on dataset {:?}, which dc-search cannot load",
+            model.dataset
+        )
+    })
+}
+
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
 fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
     let mut cfg = Config::resolve(&model.model).with_context(|| {
@@ -438,13 +448,7 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
             model.model
         )
     })?;
-    cfg.data.dataset = match model.dataset.as_str() {
-        "mnist" => DatasetName::Mnist,
-        "fashion-mnist" => DatasetName::FashionMnist,
-        other => {
-            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
-        }
-    };
+    cfg.data.dataset = file_dataset(model)?;
     cfg.data.input_scale = model.input_scale;
     cfg.data.dir = data_dir;
     Ok(cfg)
@@ -462,13 +466,7 @@ fn torchscript_file_net(
     };
     ts.input_shift = model.input_shift;
     cfg.data.input_scale = model.input_scale;
-    cfg.data.dataset = match model.dataset.as_str() {
-        "mnist" => DatasetName::Mnist,
-        "fashion-mnist" => DatasetName::FashionMnist,
-        other => {
-            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
-        }
-    };
+    cfg.data.dataset = file_dataset(model)?;
     let like = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
     let net = encode::to_net_like(model, &like)?;
     Ok((cfg, net))

@@ -37,6 +37,19 @@ impl DatasetName {
     }
 }
 
+impl std::str::FromStr for DatasetName {
+    type Err = anyhow::Error;
+
+    /// The inverse of [`DatasetName::as_str`] (`mnist`, `fashion-mnist`).
+    fn from_str(s: &str) -> Result<DatasetName> {
+        match s {
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" => Ok(DatasetName::FashionMnist),
+            other => bail!("unknown dataset {other:?}: dc-search knows mnist, fashion-mnist"),
+        }
+    }
+}
+
 /// How the data is read and split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +285,14 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dataset_names_parse_back() {
+        for d in [DatasetName::Mnist, DatasetName::FashionMnist] {
+            assert_eq!(d.as_str().parse::<DatasetName>().unwrap(), d);
+        }
+        assert!("cifar".parse::<DatasetName>().is_err());
+    }
 
     #[test]
     fn validation_order_is_a_seeded_permutation() {
