@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::compress::mask::CentroidGrad;
 use crate::compress::prune::PruneRule;
 use crate::compress::{BiasPrecision, CompressConfig, Plan, Schedule};
 use crate::config::Config;
 use crate::data::{self, DatasetName};
 use crate::export::ExportFormat;
-use crate::masked::CentroidGrad;
 use crate::runtime::{self, Runtime};
 
 #[derive(Debug, Parser)]

@@ -3,7 +3,7 @@
 //! accuracy floor, writing a really small model file.
 //!
 //! Pipeline, top to bottom (nothing below imports what is above it):
-//! `cli` → `commands` → `search` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
+//! `cli` → `commands` → `search` → `compress` (prune, schedule, mask, kmeans, encode) → `dense` → `train`
 //! → `import` (caffemodel, safetensors) → `models`, `data`, `weights`, `paths`; `export` (ratios
 //! and decoded files for other tools); `format` (the .dcz file) is pure bytes.
 
@@ -18,7 +18,6 @@ pub mod dense;
 pub mod export;
 pub mod format;
 pub mod import;
-pub mod masked;
 pub mod models;
 pub mod paths;
 pub mod report;

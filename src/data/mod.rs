@@ -2,6 +2,7 @@
 //! splits a seeded validation set off the training set. The test set is kept apart and
 //! only evaluated when a command asks for the final figure.
 
+pub mod augment;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
