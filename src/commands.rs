@@ -280,7 +280,15 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         .collect();
     let result = search::run::choose(&mut p, &curves, dense_acc, &mut times).and_then(|chosen| {
         let file = out.join(format!("{}.dcz", cfg.model));
-        search::finish::file(&mut p, cfg, chosen, file, &data.test, dense_acc, &mut times)
+        let run = search::finish::RunInfo {
+            model: &cfg.model,
+            data: &cfg.data,
+            compress: &cfg.compress,
+            weights: cfg.weights.as_deref(),
+        };
+        search::finish::file(
+            &mut p, &run, chosen, file, &data.test, dense_acc, &mut times,
+        )
     });
     // New probes rewrite trials.csv as they finish; probes replayed from the journal are
     // written here, once (a run killed between journaling a probe and rewriting the CSV

@@ -49,23 +49,8 @@ pub const PRESETS: [(&str, &str); 3] = [
     ),
 ];
 
-/// A setting outside its range: `key = value is outside range`.
-pub(crate) fn need(ok: bool, key: &str, value: impl std::fmt::Display, range: &str) -> Result<()> {
-    if !ok {
-        bail!("{key} = {value} is outside {range}");
-    }
-    Ok(())
-}
-
-/// Whether `v` lies in `[lo, hi]` (false for NaN).
-pub(crate) fn within(v: f64, lo: f64, hi: f64) -> bool {
-    v >= lo && v <= hi
-}
-
 /// Most threads libtorch is asked for (`--threads`).
 pub const MAX_THREADS: usize = 1024;
-/// Most iterations, epochs or probes any setting asks for.
-const MAX_STEPS: f64 = 1.0e7;
 
 /// One line for a TOML syntax or type error: the message, then the line and column and the
 /// text of that line (never the multi-line snippet the parser draws).
@@ -81,96 +66,6 @@ fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     let column = before[line_start..].chars().count() + 1;
     let line_text = text[line_start..].lines().next().unwrap_or("").trim();
     format!("{message} (line {line}, column {column}: `{line_text}`)")
-}
-
-/// Range checks of the `[data]` section.
-fn check_data(d: &DataConfig) -> Result<()> {
-    need(
-        (1..=1_000_000).contains(&d.validation),
-        "data.validation",
-        d.validation,
-        "1..=1000000 images",
-    )?;
-    let s = d.input_scale;
-    need(
-        s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
-        "data.input_scale",
-        s,
-        "(0, 1e6]",
-    )
-}
-
-impl Recipe {
-    /// Range checks of the `[train]` section (the dense recipe).
-    pub fn check(&self) -> Result<()> {
-        let t = self;
-        need(
-            t.base_lr > 0.0 && t.base_lr.is_finite(),
-            "train.base_lr",
-            t.base_lr,
-            "positive numbers",
-        )?;
-        need(
-            (0.0..1.0).contains(&t.momentum),
-            "train.momentum",
-            t.momentum,
-            "[0, 1)",
-        )?;
-        need(
-            within(t.weight_decay, 0.0, 1.0),
-            "train.weight_decay",
-            t.weight_decay,
-            "[0, 1]",
-        )?;
-        need(
-            within(t.gamma, 0.0, 1e6),
-            "train.gamma",
-            t.gamma,
-            "[0, 1e6]",
-        )?;
-        need(
-            within(t.power, 0.0, 1e3),
-            "train.power",
-            t.power,
-            "[0, 1000]",
-        )?;
-        need(
-            (1..=1_000_000).contains(&t.batch_size),
-            "train.batch_size",
-            t.batch_size,
-            "1..=1000000",
-        )?;
-        need(
-            t.iterations >= 1 && t.iterations as f64 <= MAX_STEPS,
-            "train.iterations",
-            t.iterations,
-            "1..=10000000",
-        )?;
-        need(
-            within(t.bias_lr_mult, 0.0, 1e3),
-            "train.bias_lr_mult",
-            t.bias_lr_mult,
-            "[0, 1000]",
-        )?;
-        need(
-            (0..=14).contains(&t.augment_shift),
-            "train.augment_shift",
-            t.augment_shift,
-            "0..=14 pixels",
-        )?;
-        need(
-            within(t.augment_rotate, 0.0, 180.0),
-            "train.augment_rotate",
-            t.augment_rotate,
-            "[0, 180] degrees",
-        )?;
-        need(
-            (0.0..1.0).contains(&t.augment_scale),
-            "train.augment_scale",
-            t.augment_scale,
-            "[0, 1)",
-        )
-    }
 }
 
 impl Config {
@@ -229,7 +124,7 @@ impl Config {
                 ts.check()?;
             }
         }
-        check_data(&self.data)?;
+        self.data.check()?;
         self.train.check()?;
         self.compress.check()?;
         self.search.check()

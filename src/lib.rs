@@ -2,12 +2,16 @@
 //! retraining, Huffman coding) with an automatic per-layer sparsity search under an
 //! accuracy floor, writing a really small model file.
 //!
-//! Pipeline, top to bottom (nothing below imports what is above it):
-//! `cli` → `commands` → `search` → `compress` (prune, schedule, mask, kmeans, encode) → `dense` → `train`
-//! → `import` (caffemodel, safetensors) → `models`, `data`, `weights`, `paths`; `export` (ratios
-//! and decoded files for other tools); `format` (the .dcz file) is pure bytes.
+//! Layers, top to bottom: a module imports only modules below it, and `format/` has no
+//! circle inside (`tests/layers.rs` reads the sources and checks both against this list):
+//! `commands` (one function per command) → `cli` (flags → typed settings) → `bench` →
+//! `dense` (the cached baseline) → `config` (the sections together, presets) → `export` →
+//! `report` → `search` → `compress` (prune, schedule, mask, kmeans, encode) → `train` →
+//! `import` (caffemodel, safetensors) → `weights` → `models` → `data` → `runtime` → `cuda` →
+//! `check` (range checks of settings) → `paths` → `format` (the .dcz file, pure bytes).
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod compress;

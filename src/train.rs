@@ -106,6 +106,80 @@ impl Recipe {
     }
 }
 
+impl Recipe {
+    /// Range checks of the `[train]` section (the dense recipe).
+    pub fn check(&self) -> Result<()> {
+        use crate::check::{need, within, MAX_STEPS};
+        let t = self;
+        need(
+            t.base_lr > 0.0 && t.base_lr.is_finite(),
+            "train.base_lr",
+            t.base_lr,
+            "positive numbers",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            t.momentum,
+            "[0, 1)",
+        )?;
+        need(
+            within(t.weight_decay, 0.0, 1.0),
+            "train.weight_decay",
+            t.weight_decay,
+            "[0, 1]",
+        )?;
+        need(
+            within(t.gamma, 0.0, 1e6),
+            "train.gamma",
+            t.gamma,
+            "[0, 1e6]",
+        )?;
+        need(
+            within(t.power, 0.0, 1e3),
+            "train.power",
+            t.power,
+            "[0, 1000]",
+        )?;
+        need(
+            (1..=1_000_000).contains(&t.batch_size),
+            "train.batch_size",
+            t.batch_size,
+            "1..=1000000",
+        )?;
+        need(
+            t.iterations >= 1 && t.iterations as f64 <= MAX_STEPS,
+            "train.iterations",
+            t.iterations,
+            "1..=10000000",
+        )?;
+        need(
+            within(t.bias_lr_mult, 0.0, 1e3),
+            "train.bias_lr_mult",
+            t.bias_lr_mult,
+            "[0, 1000]",
+        )?;
+        need(
+            (0..=14).contains(&t.augment_shift),
+            "train.augment_shift",
+            t.augment_shift,
+            "0..=14 pixels",
+        )?;
+        need(
+            within(t.augment_rotate, 0.0, 180.0),
+            "train.augment_rotate",
+            t.augment_rotate,
+            "[0, 180] degrees",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.augment_scale),
+            "train.augment_scale",
+            t.augment_scale,
+            "[0, 1)",
+        )
+    }
+}
+
 /// Turns the gradients of one step into a weight change.
 pub trait Update {
     /// Called after `backward`; `lr` is this iteration's base learning rate.

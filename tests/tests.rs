@@ -7,5 +7,6 @@ mod compress;
 mod determinism;
 mod foundation;
 mod import;
+mod layers;
 mod search;
 mod torchscript;

@@ -74,7 +74,7 @@ impl Default for CompressConfig {
 impl CompressConfig {
     /// Range checks of the `[compress]` section.
     pub fn check(&self) -> Result<()> {
-        use crate::config::{need, within};
+        use crate::check::{need, within};
         let epochs = "[0, 10000] epochs";
         need(
             within(self.prune_epochs, 0.0, 1e4),

@@ -74,6 +74,26 @@ pub struct DataConfig {
     pub validation_from: ValidationFrom,
 }
 
+impl DataConfig {
+    /// Range checks of the `[data]` section.
+    pub fn check(&self) -> Result<()> {
+        use crate::check::need;
+        need(
+            (1..=1_000_000).contains(&self.validation),
+            "data.validation",
+            self.validation,
+            "1..=1000000 images",
+        )?;
+        let s = self.input_scale;
+        need(
+            s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
+            "data.input_scale",
+            s,
+            "(0, 1e6]",
+        )
+    }
+}
+
 /// The set the validation images are held out of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
