@@ -14,6 +14,15 @@ use crate::data::{self, DatasetName};
 use crate::export::ExportFormat;
 use crate::runtime::{self, Runtime};
 
+/// Help of a model argument: `{what} (lenet, …) or a path to a .toml config`, the presets
+/// named from the registry.
+fn preset_help(what: &str) -> String {
+    format!(
+        "{what} ({}) or a path to a .toml config",
+        crate::models::registry::preset_names()
+    )
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dc-search",
@@ -24,7 +33,7 @@ use crate::runtime::{self, Runtime};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The search: a preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+    #[arg(help = preset_help("The search: a preset"))]
     model: Option<String>,
     #[command(flatten)]
     search: SearchFlags,
@@ -56,7 +65,7 @@ struct SearchFlags {
 enum Command {
     /// Train the dense model with the config's recipe (cached; --retrain to force).
     Train {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+        #[arg(help = preset_help("A preset"))]
         model: String,
         /// Train even if a cached model exists.
         #[arg(long)]
@@ -79,7 +88,7 @@ enum Command {
     },
     /// Prune, retrain, share weights, retrain the codebooks and write a .dcz file.
     Compress {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+        #[arg(help = preset_help("A preset"))]
         model: String,
         /// Sparse ratio per layer (fraction removed), in layer order (0.33,0.8,0.9,0.8) or by
         /// name (conv1=0.33,fc1=0.9; unnamed layers 0).
@@ -106,7 +115,7 @@ enum Command {
     },
     /// Sensitivity sweep: each layer pruned alone at each ratio of the grid, no retraining.
     Sensitivity {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+        #[arg(help = preset_help("A preset"))]
         model: String,
         /// Output folder for sensitivity.csv and sensitivity.svg.
         #[arg(long, default_value = ".")]
@@ -120,7 +129,7 @@ enum Command {
     Bench {
         /// What to measure: sensitivity, train or search.
         what: String,
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+        #[arg(help = preset_help("A preset"))]
         model: String,
         /// `bench train`: steps timed per measurement.
         #[arg(long, default_value_t = 200)]

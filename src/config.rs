@@ -1,5 +1,6 @@
-//! Run configuration: presets compiled from `configs/*.toml` (so an installed binary works
-//! anywhere) or a TOML file given by path. The resolved config is saved beside results.
+//! Run configuration: a preset (`models::registry::PRESETS`, compiled from `configs/*.toml`)
+//! or a TOML file given by path; each section checks its own ranges. The resolved config is
+//! saved beside results.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::CompressConfig;
 use crate::data::DataConfig;
 use crate::models::torchscript::TorchScriptConfig;
-use crate::models::Arch;
+use crate::models::{registry, Arch};
 use crate::search::config::SearchConfig;
 use crate::train::Recipe;
 
@@ -17,7 +18,7 @@ use crate::train::Recipe;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// A zoo model name (`lenet`, `lenet-300-100`), or with `[torchscript]` the name the
+    /// A zoo model name (`models::registry::MODELS`), or with `[torchscript]` the name the
     /// TorchScript model's files carry.
     pub model: String,
     /// Dense weights imported from a file (`.caffemodel` or `.safetensors`, `--weights`)
@@ -38,16 +39,6 @@ pub struct Config {
     #[serde(default)]
     pub search: SearchConfig,
 }
-
-/// Presets compiled into the binary: `(name, toml)`.
-pub const PRESETS: [(&str, &str); 3] = [
-    ("lenet", include_str!("../configs/lenet.toml")),
-    ("lenet-caffe", include_str!("../configs/lenet-caffe.toml")),
-    (
-        "lenet-300-100",
-        include_str!("../configs/lenet-300-100.toml"),
-    ),
-];
 
 /// Most threads libtorch is asked for (`--threads`).
 pub const MAX_THREADS: usize = 1024;
@@ -71,7 +62,7 @@ fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
 impl Config {
     /// Resolves a preset name or a path to a TOML config.
     pub fn resolve(name_or_path: &str) -> Result<Config> {
-        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+        if let Some(text) = registry::preset(name_or_path) {
             return Config::parse(text, &format!("preset {name_or_path}"));
         }
         let path = Path::new(name_or_path);
@@ -89,10 +80,9 @@ impl Config {
             }
             return Ok(cfg);
         }
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
         bail!(
             "unknown model {name_or_path:?}: give a preset ({}) or a path to a .toml config",
-            names.join(", ")
+            registry::preset_names()
         )
     }
 
@@ -160,7 +150,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../docs/config.md");
-        for preset in ["lenet", "lenet-caffe", "lenet-300-100"] {
+        for preset in registry::PRESETS.map(|p| p.name) {
             let c = Config::resolve(preset).unwrap();
             let value: toml::Value = toml::from_str(&c.to_toml()).unwrap();
             let mut keys = Vec::new();
@@ -181,9 +171,9 @@ mod tests {
 
     #[test]
     fn presets_parse_and_round_trip() {
-        for (name, _) in PRESETS {
+        for name in registry::PRESETS.map(|p| p.name) {
             let c = Config::resolve(name).unwrap();
-            assert!(crate::models::ZOO.contains(&c.model.as_str()), "{name}");
+            assert!(registry::arch(&c.model).is_ok(), "{name}");
             assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
         }
     }
