@@ -5,6 +5,7 @@ mod util;
 mod bad_input;
 mod compress;
 mod determinism;
+mod export;
 mod foundation;
 mod import;
 mod layers;
