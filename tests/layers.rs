@@ -130,7 +130,7 @@ fn segments_after(line: &str, prefix: &str) -> Vec<String> {
 }
 
 /// A `use` split over several lines joined into one, so `use crate::{\n a,\n b};` is read whole.
-fn joined_statements<'a>(lines: &[(usize, &'a str)]) -> Vec<(usize, String)> {
+fn joined_statements(lines: &[(usize, &str)]) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut open: Option<(usize, String)> = None;
     for &(n, l) in lines {

@@ -1,5 +1,5 @@
-//! The search end to end at small size (real MNIST, real retraining, tiny budgets), and
-//! its refusals.
+//! The search end to end at small size (real MNIST, real retraining, tiny budgets), its
+//! refusals, and its sensitivity sweep (the fast sweep equals the naive one).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
