@@ -3,12 +3,13 @@
 //! accuracy floor, writing a really small model file.
 //!
 //! Layers, top to bottom: a module imports only modules below it, and `format/` has no
-//! circle inside (`tests/layers.rs` reads the sources and checks both against this list):
+//! circle inside (`tests/layers.rs` reads the sources and checks both against this list;
+//! unit-test modules are not held to it):
 //! `commands` (one function per command) → `cli` (flags → typed settings) → `bench` →
-//! `dense` (the cached baseline) → `config` (the sections together, presets) → `export` →
-//! `report` → `search` → `compress` (prune, schedule, mask, kmeans, encode) → `train` →
-//! `import` (caffemodel, safetensors) → `weights` → `models` → `data` → `runtime` → `cuda` →
-//! `check` (range checks of settings) → `paths` → `format` (the .dcz file, pure bytes).
+//! `dense` (the cached baseline) → `config` (the sections together) → `export` → `report` →
+//! `search` → `compress` (prune, schedule, mask, kmeans, encode) → `train` → `import`
+//! (caffemodel, safetensors) → `weights` → `models` → `data` → `runtime` → `cuda` → `check`
+//! (range checks of settings) → `paths` → `format` (the .dcz file, pure bytes).
 
 pub mod bench;
 pub mod check;

@@ -49,7 +49,8 @@ pub fn mnist(preset: &str) -> (Config, Data) {
     (cfg, data)
 }
 
-/// `eval ARGS --weights WEIGHTS` through the binary on the CPU, returning its stdout (asserting success).
+/// `eval ARGS --weights WEIGHTS` through the binary on the CPU, returning its stdout
+/// (asserting success).
 pub fn eval_with_weights(args: &[&str], weights: &Path) -> String {
     let mut c = dc_search();
     c.args(["eval"])

@@ -2,6 +2,10 @@
 //! like the Caffe seed, or all layers at once), then k-means weight sharing → codebook
 //! retraining. The result is a net whose weights are exactly what its compressed file
 //! decodes to (`encode` turns it into a `format::CompressedModel`).
+//!
+//! The pipeline, file by file: `prune` (which weights go) → `schedule` (when) → `mask`
+//! (masks and codebooks applied through retraining) → `kmeans` (weight sharing) → `fold` and
+//! `encode` (net → file → net); [`Trainer`] here runs the stages in order.
 
 pub mod encode;
 pub mod fold;
