@@ -9,11 +9,11 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use crate::compress::mask::{CompressedSgd, Masked};
 use crate::compress::prune::PruneRule;
 use crate::config::Config;
 use crate::data;
 use crate::dense;
-use crate::masked::{CompressedSgd, Masked};
 use crate::models::{Arch, Op};
 use crate::runtime::Runtime;
 use crate::train::{self, Sgd};
@@ -127,12 +127,12 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let xb = split.images.index_select(0, &idx);
     let yb = split.labels.index_select(0, &idx);
     let aug = time(steps, || {
-        let _ = train::augment(&xb, recipe);
+        let _ = recipe.augmentation().apply(&xb);
     });
     let dense_net = net.copy();
     let mut sgd = Sgd::new(&dense_net, recipe);
     let dense_step = time(steps, || {
-        let x = train::augment(&xb, recipe);
+        let x = recipe.augmentation().apply(&xb);
         let _ = train::step(&dense_net, &x, &yb, &mut sgd, 1e-4);
     });
     row("dense step (+augment)", dense_step, batch as f64, 3.0 * fwd);
@@ -149,7 +149,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
         let mut upd =
             CompressedSgd::new(&masked_net, recipe, &mut state, cfg.compress.centroid_grad);
         time(steps, || {
-            let x = train::augment(&xb, recipe);
+            let x = recipe.augmentation().apply(&xb);
             let _ = train::step(&masked_net, &x, &yb, &mut upd, 1e-4);
         })
     };
@@ -183,7 +183,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
         let mut upd =
             CompressedSgd::new(&cb_net, recipe, &mut cb_state, cfg.compress.centroid_grad);
         time(steps, || {
-            let x = train::augment(&xb, recipe);
+            let x = recipe.augmentation().apply(&xb);
             let _ = train::step(&cb_net, &x, &yb, &mut upd, 1e-4);
         })
     };

@@ -1,18 +1,28 @@
-//! Command-line flags (clap), turned once into typed, validated settings ([`Mode`]);
-//! nothing past [`Cli::into_mode`] sees the parser.
+//! Command-line flags (clap), turned once into typed, validated settings ([`Mode`]): each
+//! subcommand's arguments are one struct with its own `into_mode`; nothing past
+//! [`Cli::into_mode`] sees the parser.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::compress::mask::CentroidGrad;
 use crate::compress::prune::PruneRule;
 use crate::compress::{BiasPrecision, CompressConfig, Plan, Schedule};
 use crate::config::Config;
 use crate::data::{self, DatasetName};
 use crate::export::ExportFormat;
-use crate::masked::CentroidGrad;
 use crate::runtime::{self, Runtime};
+
+/// Help of a model argument: `{what} (lenet, …) or a path to a .toml config`, the presets
+/// named from the registry.
+fn preset_help(what: &str) -> String {
+    format!(
+        "{what} ({}) or a path to a .toml config",
+        crate::models::registry::preset_names()
+    )
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +34,7 @@ use crate::runtime::{self, Runtime};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The search: a preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
+    #[arg(help = preset_help("The search: a preset"))]
     model: Option<String>,
     #[command(flatten)]
     search: SearchFlags,
@@ -55,110 +65,138 @@ struct SearchFlags {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train the dense model with the config's recipe (cached; --retrain to force).
-    Train {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
-        model: String,
-        /// Train even if a cached model exists.
-        #[arg(long)]
-        retrain: bool,
-        #[command(flatten)]
-        common: Common,
-    },
+    Train(TrainArgs),
     /// Print validation and test accuracy of a dense model (trained first if needed) or of
     /// a compressed .dcz file (decoded first).
-    Eval {
-        /// A preset, a path to a .toml config, or a .dcz file.
-        target: String,
-        /// For a .dcz made from a TorchScript module: the config it was made with.
-        #[arg(long, value_name = "TOML")]
-        ts_config: Option<String>,
-        #[command(flatten)]
-        limit: Limit,
-        #[command(flatten)]
-        common: Common,
-    },
+    Eval(EvalArgs),
     /// Prune, retrain, share weights, retrain the codebooks and write a .dcz file.
-    Compress {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
-        model: String,
-        /// Sparse ratio per layer (fraction removed), in layer order (0.33,0.8,0.9,0.8) or by
-        /// name (conv1=0.33,fc1=0.9; unnamed layers 0).
-        #[arg(long, conflicts_with = "quality")]
-        ratios: Option<String>,
-        /// Han 2015 rule instead: threshold = quality × std per layer (same list syntax).
-        #[arg(long)]
-        quality: Option<String>,
-        /// Weight bits per layer (k = 2^bits clusters), same list syntax (unnamed layers 8).
-        #[arg(long)]
-        bits: String,
-        /// The compressed file to write.
-        #[arg(long, short)]
-        output: PathBuf,
-        /// Refuse to write the file when its decoded validation accuracy is more than this
-        /// many percentage points under the dense model's (default 5; chance level is
-        /// always refused).
-        #[arg(long, value_name = "POINTS")]
-        max_loss: Option<String>,
-        #[command(flatten)]
-        tune: Tune,
-        #[command(flatten)]
-        common: Common,
-    },
+    Compress(CompressArgs),
     /// Sensitivity sweep: each layer pruned alone at each ratio of the grid, no retraining.
-    Sensitivity {
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
-        model: String,
-        /// Output folder for sensitivity.csv and sensitivity.svg.
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-        #[command(flatten)]
-        common: Common,
-    },
+    Sensitivity(SensitivityArgs),
     /// Benchmarks: `bench sensitivity <model>` times the naive and the fast sweep; `bench
     /// train <model>` times training steps against this machine's measured peak; `bench
     /// search lenet` compares search strategies on the synthetic oracle over many seeds.
-    Bench {
-        /// What to measure: sensitivity, train or search.
-        what: String,
-        /// A preset (lenet, lenet-caffe, lenet-300-100) or a path to a .toml config.
-        model: String,
-        /// `bench train`: steps timed per measurement.
-        #[arg(long, default_value_t = 200)]
-        steps: usize,
-        /// `bench search`: seeds per strategy.
-        #[arg(long, default_value_t = 200)]
-        runs: u64,
-        /// `bench search`: the accuracy floor.
-        #[arg(long, default_value_t = 0.99)]
-        floor: f64,
-        /// `bench search`: seconds of one retraining epoch in the synthetic landscape
-        /// (measure it with `bench train`).
-        #[arg(long, default_value_t = 18.0)]
-        epoch_seconds: f64,
-        #[command(flatten)]
-        common: Common,
-    },
+    Bench(BenchArgs),
     /// Print a compressed file's layer table (like the paper's Table 3) and byte account.
-    Inspect {
-        /// A .dcz file.
-        file: PathBuf,
-        #[command(flatten)]
-        limit: Limit,
-    },
+    Inspect(InspectArgs),
     /// Export for other tools: a .dcz file's decoded model as a PyTorch safetensors state
     /// dict, or a search's ratios.json as an NNI config_list, a Distiller schedule or CSV.
-    Export {
-        /// A .dcz file (--to safetensors) or a ratios.json (--to nni|distiller|csv).
-        input: PathBuf,
-        /// What to write.
-        #[arg(long, value_enum)]
-        to: ExportFormat,
-        /// Output file (required for safetensors; ratios print to stdout without it).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        #[command(flatten)]
-        limit: Limit,
-    },
+    Export(ExportArgs),
+}
+
+/// `train`: the model and whether to ignore the cache.
+#[derive(Debug, Args)]
+struct TrainArgs {
+    #[arg(help = preset_help("A preset"))]
+    model: String,
+    /// Train even if a cached model exists.
+    #[arg(long)]
+    retrain: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `eval`: a model or a .dcz file.
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// A preset, a path to a .toml config, or a .dcz file.
+    target: String,
+    /// For a .dcz made from a TorchScript module: the config it was made with.
+    #[arg(long, value_name = "TOML")]
+    ts_config: Option<String>,
+    #[command(flatten)]
+    limit: Limit,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `compress`: the model, its per-layer plan and the file to write.
+#[derive(Debug, Args)]
+struct CompressArgs {
+    #[arg(help = preset_help("A preset"))]
+    model: String,
+    /// Sparse ratio per layer (fraction removed), in layer order (0.33,0.8,0.9,0.8) or by
+    /// name (conv1=0.33,fc1=0.9; unnamed layers 0).
+    #[arg(long, conflicts_with = "quality")]
+    ratios: Option<String>,
+    /// Han 2015 rule instead: threshold = quality × std per layer (same list syntax).
+    #[arg(long)]
+    quality: Option<String>,
+    /// Weight bits per layer (k = 2^bits clusters), same list syntax (unnamed layers 8).
+    #[arg(long)]
+    bits: String,
+    /// The compressed file to write.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Refuse to write the file when its decoded validation accuracy is more than this
+    /// many percentage points under the dense model's (default 5; chance level is
+    /// always refused).
+    #[arg(long, value_name = "POINTS")]
+    max_loss: Option<String>,
+    #[command(flatten)]
+    tune: Tune,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `sensitivity`: the model and where the sweep goes.
+#[derive(Debug, Args)]
+struct SensitivityArgs {
+    #[arg(help = preset_help("A preset"))]
+    model: String,
+    /// Output folder for sensitivity.csv and sensitivity.svg.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `bench`: which benchmark, on which model, how long.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// What to measure: sensitivity, train or search.
+    what: String,
+    #[arg(help = preset_help("A preset"))]
+    model: String,
+    /// `bench train`: steps timed per measurement.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// `bench search`: seeds per strategy.
+    #[arg(long, default_value_t = 200)]
+    runs: u64,
+    /// `bench search`: the accuracy floor.
+    #[arg(long, default_value_t = 0.99)]
+    floor: f64,
+    /// `bench search`: seconds of one retraining epoch in the synthetic landscape
+    /// (measure it with `bench train`).
+    #[arg(long, default_value_t = 18.0)]
+    epoch_seconds: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `inspect`: the file.
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A .dcz file.
+    file: PathBuf,
+    #[command(flatten)]
+    limit: Limit,
+}
+
+/// `export`: what to convert into what.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// A .dcz file (--to safetensors) or a ratios.json (--to nni|distiller|csv).
+    input: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum)]
+    to: ExportFormat,
+    /// Output file (required for safetensors; ratios print to stdout without it).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    limit: Limit,
 }
 
 /// How large a .dcz file's model may be.
@@ -563,238 +601,280 @@ impl Common {
 }
 
 impl Cli {
-    /// Validates the flags into a [`Mode`].
+    /// Validates the flags into a [`Mode`]: each subcommand's arguments convert themselves.
     pub fn into_mode(self) -> Result<Mode> {
         match self.command {
-            Some(Command::Train {
-                model,
-                retrain,
-                common,
-            }) => {
-                if common.weights.is_some() {
-                    anyhow::bail!(
-                        "train trains from scratch; --weights already gives a dense model: use it \
-                         with eval, compress, sensitivity or the search"
-                    );
-                }
-                let (cfg, rt) = common.resolve(&model)?;
-                if cfg.torchscript.is_some() {
-                    anyhow::bail!(
-                        "{model} is a TorchScript model: it comes trained (its module's weights are the dense \
-                         model); compress, eval, sensitivity and the search use them as they are"
-                    );
-                }
-                Ok(Mode::Train { cfg, rt, retrain })
-            }
-            Some(Command::Eval {
-                target,
-                ts_config,
-                limit,
-                common,
-            }) => {
-                if is_dcz(&target) {
-                    if common.weights.is_some() {
-                        anyhow::bail!(
-                            "{target} is a compressed file and carries its own weights; --weights \
-                             goes with a model (eval lenet --weights FILE)"
-                        );
-                    }
-                    let config = match &ts_config {
-                        Some(c) => Some(common.resolve(c)?.0),
-                        None if common.torchscript.is_some() => anyhow::bail!(
-                            "--torchscript with a .dcz file needs the module's config too: --ts-config CONFIG.toml"
-                        ),
-                        None => None,
-                    };
-                    let rt = common.runtime()?;
-                    return Ok(Mode::EvalFile {
-                        file: target.into(),
-                        rt,
-                        data_dir: data::dir_from_env(common.data_dir),
-                        config,
-                        max_params: limit.get()?,
-                    });
-                }
-                if ts_config.is_some() {
-                    anyhow::bail!("--ts-config is for `eval FILE.dcz`; to evaluate the dense module, give its config as the target");
-                }
-                let (cfg, rt) = common.resolve(&target)?;
-                Ok(Mode::Eval { cfg, rt })
-            }
-            Some(Command::Compress {
-                model,
-                ratios,
-                quality,
-                bits,
-                output,
-                max_loss,
-                tune,
-                common,
-            }) => {
-                let max_loss = match max_loss {
-                    Some(s) => crate::compress::encode::parse_max_loss(&s)?,
-                    None => crate::compress::encode::DEFAULT_MAX_LOSS,
-                };
-                let (mut cfg, rt) = common.resolve(&model)?;
-                tune.apply(&mut cfg.compress)?;
-                let names = cfg.layer_names();
-                let rules = match (ratios, quality) {
-                    (Some(r), _) => per_layer::<f64>(&r, &names, 0.0, "--ratios")?
-                        .into_iter()
-                        .map(PruneRule::SparseRatio)
-                        .collect(),
-                    (None, Some(q)) => per_layer::<f64>(&q, &names, 0.0, "--quality")?
-                        .into_iter()
-                        .map(PruneRule::Quality)
-                        .collect(),
-                    (None, None) => anyhow::bail!(
-                        "give --ratios (or --quality) per layer, e.g. --ratios 0.33,0.8,0.9,0.8"
-                    ),
-                };
-                let plan = Plan {
-                    rules,
-                    bits: per_layer::<u8>(&bits, &names, 8, "--bits")?,
-                };
-                plan.check(&names)?;
-                check_output(&output)?;
-                Ok(Mode::Compress {
-                    cfg,
-                    rt,
-                    plan,
-                    output,
-                    max_loss,
-                })
-            }
-            Some(Command::Inspect { file, limit }) => Ok(Mode::Inspect {
-                file,
-                max_params: limit.get()?,
-            }),
-            Some(Command::Export {
-                input,
-                to,
-                output,
-                limit,
-            }) => {
-                let dcz = is_dcz(&input.to_string_lossy());
-                match (to, dcz) {
-                    (ExportFormat::Safetensors, false) => anyhow::bail!(
-                        "--to safetensors exports a compressed model: give a .dcz file, not {}",
-                        input.display()
-                    ),
-                    (ExportFormat::Safetensors, true) if output.is_none() => anyhow::bail!(
-                        "--to safetensors writes a binary file: give -o FILE.safetensors"
-                    ),
-                    (ExportFormat::Nni | ExportFormat::Distiller | ExportFormat::Csv, true) => {
-                        anyhow::bail!(
-                            "--to {} exports a search's ratios: give its ratios.json, not the .dcz file",
-                            to.to_possible_value().expect("a value").get_name()
-                        )
-                    }
-                    _ => {}
-                }
-                if let Some(o) = &output {
-                    check_output(o)?;
-                }
-                Ok(Mode::Export {
-                    input,
-                    to,
-                    output,
-                    max_params: limit.get()?,
-                })
-            }
-            Some(Command::Sensitivity { model, out, common }) => {
-                let (cfg, rt) = common.resolve(&model)?;
-                check_output(&out.join("sensitivity.csv"))?;
-                Ok(Mode::Sensitivity { cfg, rt, out })
-            }
-            Some(Command::Bench {
-                what,
-                model,
-                steps,
-                runs,
-                floor,
-                epoch_seconds,
-                common,
-            }) => match what.as_str() {
-                "sensitivity" => {
-                    let (cfg, rt) = common.resolve(&model)?;
-                    Ok(Mode::BenchSensitivity { cfg, rt })
-                }
-                "train" => {
-                    if steps == 0 {
-                        anyhow::bail!("bench train --steps 0: give at least one step");
-                    }
-                    let (cfg, rt) = common.resolve(&model)?;
-                    Ok(Mode::BenchTrain { cfg, rt, steps })
-                }
-                "search" => {
-                    if model != "lenet" {
-                        anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
-                    }
-                    let epoch_ok = epoch_seconds.is_finite() && epoch_seconds > 0.0;
-                    if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !epoch_ok {
-                        anyhow::bail!(
-                            "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
-                        );
-                    }
-                    Ok(Mode::BenchSearch {
-                        runs,
-                        floor,
-                        epoch_seconds,
-                    })
-                }
-                _ => anyhow::bail!(
-                    "bench {what:?}: the benchmarks are `bench sensitivity <model>`, `bench train <model>` and \
-                     `bench search lenet`"
-                ),
-            },
-            None => {
-                let Some(model) = self.model else {
-                    anyhow::bail!(
-                        "no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`"
-                    );
-                };
-                let floor = match (&self.search.floor, &self.search.max_drop) {
-                    (Some(f), _) => Floor::Absolute(parse_floor(f)?),
-                    (None, Some(p)) => Floor::MaxDrop(parse_max_drop(p)?),
-                    (None, None) => anyhow::bail!(
-                        "the search needs --floor (e.g. `dc-search --floor 0.99 {model}`) or --max-drop \
-                         (points below the dense model, e.g. `--max-drop 0.5`)"
-                    ),
-                };
-                let (mut cfg, rt) = self.search.common.resolve(&model)?;
-                match self
-                    .search
-                    .budget
-                    .as_deref()
-                    .map(parse_budget)
-                    .transpose()?
-                {
-                    Some(Budget::Minutes(m)) => cfg.search.budget_minutes = m,
-                    Some(Budget::Probes(p)) => {
-                        cfg.search.budget_probes = p;
-                        // The probe count rules; the clock only stops a runaway run.
-                        cfg.search.budget_minutes = cfg.search.budget_minutes.max(24.0 * 60.0);
-                    }
-                    None => {}
-                }
-                let out = self.search.out.unwrap_or_else(|| {
-                    crate::paths::fresh_run_folder(
-                        Path::new("runs"),
-                        &format!("{}-{}-{}", cfg.model, cfg.data.dataset.as_str(), floor.tag()),
-                    )
-                });
-                check_output(&out.join("report.md"))?;
-                let command = shell_command(std::env::args());
-                Ok(Mode::Search {
-                    cfg,
-                    rt,
-                    floor,
-                    out,
-                    command,
-                })
-            }
+            Some(Command::Train(args)) => args.into_mode(),
+            Some(Command::Eval(args)) => args.into_mode(),
+            Some(Command::Compress(args)) => args.into_mode(),
+            Some(Command::Inspect(args)) => args.into_mode(),
+            Some(Command::Export(args)) => args.into_mode(),
+            Some(Command::Sensitivity(args)) => args.into_mode(),
+            Some(Command::Bench(args)) => args.into_mode(),
+            None => self.search.into_mode(self.model),
         }
+    }
+}
+
+impl TrainArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let TrainArgs {
+            model,
+            retrain,
+            common,
+        } = self;
+        if common.weights.is_some() {
+            anyhow::bail!(
+                "train trains from scratch; --weights already gives a dense model: use it \
+                 with eval, compress, sensitivity or the search"
+            );
+        }
+        let (cfg, rt) = common.resolve(&model)?;
+        if cfg.torchscript.is_some() {
+            anyhow::bail!(
+                "{model} is a TorchScript model: it comes trained (its module's weights are the dense \
+                 model); compress, eval, sensitivity and the search use them as they are"
+            );
+        }
+        Ok(Mode::Train { cfg, rt, retrain })
+    }
+}
+
+impl EvalArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let EvalArgs {
+            target,
+            ts_config,
+            limit,
+            common,
+        } = self;
+        if is_dcz(&target) {
+            if common.weights.is_some() {
+                anyhow::bail!(
+                    "{target} is a compressed file and carries its own weights; --weights \
+                     goes with a model (eval lenet --weights FILE)"
+                );
+            }
+            let config = match &ts_config {
+                Some(c) => Some(common.resolve(c)?.0),
+                None if common.torchscript.is_some() => anyhow::bail!(
+                    "--torchscript with a .dcz file needs the module's config too: --ts-config CONFIG.toml"
+                ),
+                None => None,
+            };
+            let rt = common.runtime()?;
+            return Ok(Mode::EvalFile {
+                file: target.into(),
+                rt,
+                data_dir: data::dir_from_env(common.data_dir),
+                config,
+                max_params: limit.get()?,
+            });
+        }
+        if ts_config.is_some() {
+            anyhow::bail!("--ts-config is for `eval FILE.dcz`; to evaluate the dense module, give its config as the target");
+        }
+        let (cfg, rt) = common.resolve(&target)?;
+        Ok(Mode::Eval { cfg, rt })
+    }
+}
+
+impl CompressArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let CompressArgs {
+            model,
+            ratios,
+            quality,
+            bits,
+            output,
+            max_loss,
+            tune,
+            common,
+        } = self;
+        let max_loss = match max_loss {
+            Some(s) => crate::compress::encode::parse_max_loss(&s)?,
+            None => crate::compress::encode::DEFAULT_MAX_LOSS,
+        };
+        let (mut cfg, rt) = common.resolve(&model)?;
+        tune.apply(&mut cfg.compress)?;
+        let names = cfg.layer_names();
+        let rules = match (ratios, quality) {
+            (Some(r), _) => per_layer::<f64>(&r, &names, 0.0, "--ratios")?
+                .into_iter()
+                .map(PruneRule::SparseRatio)
+                .collect(),
+            (None, Some(q)) => per_layer::<f64>(&q, &names, 0.0, "--quality")?
+                .into_iter()
+                .map(PruneRule::Quality)
+                .collect(),
+            (None, None) => anyhow::bail!(
+                "give --ratios (or --quality) per layer, e.g. --ratios 0.33,0.8,0.9,0.8"
+            ),
+        };
+        let plan = Plan {
+            rules,
+            bits: per_layer::<u8>(&bits, &names, 8, "--bits")?,
+        };
+        plan.check(&names)?;
+        check_output(&output)?;
+        Ok(Mode::Compress {
+            cfg,
+            rt,
+            plan,
+            output,
+            max_loss,
+        })
+    }
+}
+
+impl InspectArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let InspectArgs { file, limit } = self;
+        Ok(Mode::Inspect {
+            file,
+            max_params: limit.get()?,
+        })
+    }
+}
+
+impl ExportArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let ExportArgs {
+            input,
+            to,
+            output,
+            limit,
+        } = self;
+        let dcz = is_dcz(&input.to_string_lossy());
+        match (to, dcz) {
+            (ExportFormat::Safetensors, false) => anyhow::bail!(
+                "--to safetensors exports a compressed model: give a .dcz file, not {}",
+                input.display()
+            ),
+            (ExportFormat::Safetensors, true) if output.is_none() => {
+                anyhow::bail!("--to safetensors writes a binary file: give -o FILE.safetensors")
+            }
+            (ExportFormat::Nni | ExportFormat::Distiller | ExportFormat::Csv, true) => {
+                anyhow::bail!(
+                    "--to {} exports a search's ratios: give its ratios.json, not the .dcz file",
+                    to.to_possible_value().expect("a value").get_name()
+                )
+            }
+            _ => {}
+        }
+        if let Some(o) = &output {
+            check_output(o)?;
+        }
+        Ok(Mode::Export {
+            input,
+            to,
+            output,
+            max_params: limit.get()?,
+        })
+    }
+}
+
+impl SensitivityArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let SensitivityArgs { model, out, common } = self;
+        let (cfg, rt) = common.resolve(&model)?;
+        check_output(&out.join("sensitivity.csv"))?;
+        Ok(Mode::Sensitivity { cfg, rt, out })
+    }
+}
+
+impl BenchArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let BenchArgs {
+            what,
+            model,
+            steps,
+            runs,
+            floor,
+            epoch_seconds,
+            common,
+        } = self;
+        match what.as_str() {
+            "sensitivity" => {
+                let (cfg, rt) = common.resolve(&model)?;
+                Ok(Mode::BenchSensitivity { cfg, rt })
+            }
+            "train" => {
+                if steps == 0 {
+                    anyhow::bail!("bench train --steps 0: give at least one step");
+                }
+                let (cfg, rt) = common.resolve(&model)?;
+                Ok(Mode::BenchTrain { cfg, rt, steps })
+            }
+            "search" => {
+                if model != "lenet" {
+                    anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
+                }
+                let epoch_ok = epoch_seconds.is_finite() && epoch_seconds > 0.0;
+                if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !epoch_ok {
+                    anyhow::bail!(
+                        "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
+                    );
+                }
+                Ok(Mode::BenchSearch {
+                    runs,
+                    floor,
+                    epoch_seconds,
+                })
+            }
+            _ => anyhow::bail!(
+                "bench {what:?}: the benchmarks are `bench sensitivity <model>`, `bench train <model>` and \
+                 `bench search lenet`"
+            ),
+        }
+    }
+}
+
+impl SearchFlags {
+    fn into_mode(self, model: Option<String>) -> Result<Mode> {
+        let Some(model) = model else {
+            anyhow::bail!(
+                "no model given: try `dc-search --floor 0.99 lenet` or `dc-search --help`"
+            );
+        };
+        let floor = match (&self.floor, &self.max_drop) {
+            (Some(f), _) => Floor::Absolute(parse_floor(f)?),
+            (None, Some(p)) => Floor::MaxDrop(parse_max_drop(p)?),
+            (None, None) => anyhow::bail!(
+                "the search needs --floor (e.g. `dc-search --floor 0.99 {model}`) or --max-drop \
+                 (points below the dense model, e.g. `--max-drop 0.5`)"
+            ),
+        };
+        let (mut cfg, rt) = self.common.resolve(&model)?;
+        match self.budget.as_deref().map(parse_budget).transpose()? {
+            Some(Budget::Minutes(m)) => cfg.search.budget_minutes = m,
+            Some(Budget::Probes(p)) => {
+                cfg.search.budget_probes = p;
+                // The probe count rules; the clock only stops a runaway run.
+                cfg.search.budget_minutes = cfg.search.budget_minutes.max(24.0 * 60.0);
+            }
+            None => {}
+        }
+        let out = self.out.unwrap_or_else(|| {
+            crate::paths::fresh_run_folder(
+                Path::new("runs"),
+                &format!(
+                    "{}-{}-{}",
+                    cfg.model,
+                    cfg.data.dataset.as_str(),
+                    floor.tag()
+                ),
+            )
+        });
+        check_output(&out.join("report.md"))?;
+        let command = shell_command(std::env::args());
+        Ok(Mode::Search {
+            cfg,
+            rt,
+            floor,
+            out,
+            command,
+        })
     }
 }
 

@@ -280,7 +280,15 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         .collect();
     let result = search::run::choose(&mut p, &curves, dense_acc, &mut times).and_then(|chosen| {
         let file = out.join(format!("{}.dcz", cfg.model));
-        search::finish::file(&mut p, cfg, chosen, file, &data.test, dense_acc, &mut times)
+        let run = search::finish::RunInfo {
+            model: &cfg.model,
+            data: &cfg.data,
+            compress: &cfg.compress,
+            weights: cfg.weights.as_deref(),
+        };
+        search::finish::file(
+            &mut p, &run, chosen, file, &data.test, dense_acc, &mut times,
+        )
     });
     // New probes rewrite trials.csv as they finish; probes replayed from the journal are
     // written here, once (a run killed between journaling a probe and rewriting the CSV
@@ -429,6 +437,16 @@ pub fn read_dcz(file: &Path, max_params: u64) -> Result<(Vec<u8>, format::Compre
 /// The largest .dcz file read (a file holds at most 2^32 weights of a few bits each).
 const MAX_DCZ_BYTES: u64 = 1 << 34;
 
+/// The dataset a file was made on, if dc-search can load it.
+fn file_dataset(model: &format::CompressedModel) -> Result<DatasetName> {
+    model.dataset.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the file was made on dataset {:?}, which dc-search cannot load",
+            model.dataset
+        )
+    })
+}
+
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
 fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
     let mut cfg = Config::resolve(&model.model).with_context(|| {
@@ -438,13 +456,7 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
             model.model
         )
     })?;
-    cfg.data.dataset = match model.dataset.as_str() {
-        "mnist" => DatasetName::Mnist,
-        "fashion-mnist" => DatasetName::FashionMnist,
-        other => {
-            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
-        }
-    };
+    cfg.data.dataset = file_dataset(model)?;
     cfg.data.input_scale = model.input_scale;
     cfg.data.dir = data_dir;
     Ok(cfg)
@@ -462,13 +474,7 @@ fn torchscript_file_net(
     };
     ts.input_shift = model.input_shift;
     cfg.data.input_scale = model.input_scale;
-    cfg.data.dataset = match model.dataset.as_str() {
-        "mnist" => DatasetName::Mnist,
-        "fashion-mnist" => DatasetName::FashionMnist,
-        other => {
-            anyhow::bail!("the file was made on dataset {other:?}, which dc-search cannot load")
-        }
-    };
+    cfg.data.dataset = file_dataset(model)?;
     let like = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
     let net = encode::to_net_like(model, &like)?;
     Ok((cfg, net))

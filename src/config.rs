@@ -1,5 +1,6 @@
-//! Run configuration: presets compiled from `configs/*.toml` (so an installed binary works
-//! anywhere) or a TOML file given by path. The resolved config is saved beside results.
+//! Run configuration: a preset (`models::registry::PRESETS`, compiled from `configs/*.toml`)
+//! or a TOML file given by path; each section checks its own ranges. The resolved config is
+//! saved beside results.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::CompressConfig;
 use crate::data::DataConfig;
 use crate::models::torchscript::TorchScriptConfig;
-use crate::models::Arch;
+use crate::models::{registry, Arch};
 use crate::search::config::SearchConfig;
 use crate::train::Recipe;
 
@@ -17,7 +18,7 @@ use crate::train::Recipe;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// A zoo model name (`lenet`, `lenet-300-100`), or with `[torchscript]` the name the
+    /// A zoo model name (`models::registry::MODELS`), or with `[torchscript]` the name the
     /// TorchScript model's files carry.
     pub model: String,
     /// Dense weights imported from a file (`.caffemodel` or `.safetensors`, `--weights`)
@@ -39,33 +40,8 @@ pub struct Config {
     pub search: SearchConfig,
 }
 
-/// Presets compiled into the binary: `(name, toml)`.
-pub const PRESETS: [(&str, &str); 3] = [
-    ("lenet", include_str!("../configs/lenet.toml")),
-    ("lenet-caffe", include_str!("../configs/lenet-caffe.toml")),
-    (
-        "lenet-300-100",
-        include_str!("../configs/lenet-300-100.toml"),
-    ),
-];
-
-/// A setting outside its range: `key = value is outside range`.
-pub(crate) fn need(ok: bool, key: &str, value: impl std::fmt::Display, range: &str) -> Result<()> {
-    if !ok {
-        bail!("{key} = {value} is outside {range}");
-    }
-    Ok(())
-}
-
-/// Whether `v` lies in `[lo, hi]` (false for NaN).
-pub(crate) fn within(v: f64, lo: f64, hi: f64) -> bool {
-    v >= lo && v <= hi
-}
-
 /// Most threads libtorch is asked for (`--threads`).
 pub const MAX_THREADS: usize = 1024;
-/// Most iterations, epochs or probes any setting asks for.
-const MAX_STEPS: f64 = 1.0e7;
 
 /// One line for a TOML syntax or type error: the message, then the line and column and the
 /// text of that line (never the multi-line snippet the parser draws).
@@ -83,100 +59,10 @@ fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     format!("{message} (line {line}, column {column}: `{line_text}`)")
 }
 
-/// Range checks of the `[data]` section.
-fn check_data(d: &DataConfig) -> Result<()> {
-    need(
-        (1..=1_000_000).contains(&d.validation),
-        "data.validation",
-        d.validation,
-        "1..=1000000 images",
-    )?;
-    let s = d.input_scale;
-    need(
-        s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
-        "data.input_scale",
-        s,
-        "(0, 1e6]",
-    )
-}
-
-impl Recipe {
-    /// Range checks of the `[train]` section (the dense recipe).
-    pub fn check(&self) -> Result<()> {
-        let t = self;
-        need(
-            t.base_lr > 0.0 && t.base_lr.is_finite(),
-            "train.base_lr",
-            t.base_lr,
-            "positive numbers",
-        )?;
-        need(
-            (0.0..1.0).contains(&t.momentum),
-            "train.momentum",
-            t.momentum,
-            "[0, 1)",
-        )?;
-        need(
-            within(t.weight_decay, 0.0, 1.0),
-            "train.weight_decay",
-            t.weight_decay,
-            "[0, 1]",
-        )?;
-        need(
-            within(t.gamma, 0.0, 1e6),
-            "train.gamma",
-            t.gamma,
-            "[0, 1e6]",
-        )?;
-        need(
-            within(t.power, 0.0, 1e3),
-            "train.power",
-            t.power,
-            "[0, 1000]",
-        )?;
-        need(
-            (1..=1_000_000).contains(&t.batch_size),
-            "train.batch_size",
-            t.batch_size,
-            "1..=1000000",
-        )?;
-        need(
-            t.iterations >= 1 && t.iterations as f64 <= MAX_STEPS,
-            "train.iterations",
-            t.iterations,
-            "1..=10000000",
-        )?;
-        need(
-            within(t.bias_lr_mult, 0.0, 1e3),
-            "train.bias_lr_mult",
-            t.bias_lr_mult,
-            "[0, 1000]",
-        )?;
-        need(
-            (0..=14).contains(&t.augment_shift),
-            "train.augment_shift",
-            t.augment_shift,
-            "0..=14 pixels",
-        )?;
-        need(
-            within(t.augment_rotate, 0.0, 180.0),
-            "train.augment_rotate",
-            t.augment_rotate,
-            "[0, 180] degrees",
-        )?;
-        need(
-            (0.0..1.0).contains(&t.augment_scale),
-            "train.augment_scale",
-            t.augment_scale,
-            "[0, 1)",
-        )
-    }
-}
-
 impl Config {
     /// Resolves a preset name or a path to a TOML config.
     pub fn resolve(name_or_path: &str) -> Result<Config> {
-        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+        if let Some(text) = registry::preset(name_or_path) {
             return Config::parse(text, &format!("preset {name_or_path}"));
         }
         let path = Path::new(name_or_path);
@@ -194,10 +80,9 @@ impl Config {
             }
             return Ok(cfg);
         }
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
         bail!(
             "unknown model {name_or_path:?}: give a preset ({}) or a path to a .toml config",
-            names.join(", ")
+            registry::preset_names()
         )
     }
 
@@ -229,7 +114,7 @@ impl Config {
                 ts.check()?;
             }
         }
-        check_data(&self.data)?;
+        self.data.check()?;
         self.train.check()?;
         self.compress.check()?;
         self.search.check()
@@ -265,7 +150,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../docs/config.md");
-        for preset in ["lenet", "lenet-caffe", "lenet-300-100"] {
+        for preset in registry::PRESETS.map(|p| p.name) {
             let c = Config::resolve(preset).unwrap();
             let value: toml::Value = toml::from_str(&c.to_toml()).unwrap();
             let mut keys = Vec::new();
@@ -286,9 +171,9 @@ mod tests {
 
     #[test]
     fn presets_parse_and_round_trip() {
-        for (name, _) in PRESETS {
+        for name in registry::PRESETS.map(|p| p.name) {
             let c = Config::resolve(name).unwrap();
-            assert!(crate::models::ZOO.contains(&c.model.as_str()), "{name}");
+            assert!(registry::arch(&c.model).is_ok(), "{name}");
             assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
         }
     }

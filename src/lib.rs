@@ -2,12 +2,17 @@
 //! retraining, Huffman coding) with an automatic per-layer sparsity search under an
 //! accuracy floor, writing a really small model file.
 //!
-//! Pipeline, top to bottom (nothing below imports what is above it):
-//! `cli` → `commands` → `search` → `compress` (prune, kmeans, encode) → `masked` → `dense` → `train`
-//! → `import` (caffemodel, safetensors) → `models`, `data`, `weights`, `paths`; `export` (ratios
-//! and decoded files for other tools); `format` (the .dcz file) is pure bytes.
+//! Layers, top to bottom: a module imports only modules below it, and `format/` has no
+//! circle inside (`tests/layers.rs` reads the sources and checks both against this list;
+//! unit-test modules are not held to it):
+//! `commands` (one function per command) → `cli` (flags → typed settings) → `bench` →
+//! `dense` (the cached baseline) → `config` (the sections together) → `export` → `report` →
+//! `search` → `compress` (prune, schedule, mask, kmeans, encode) → `train` → `import`
+//! (caffemodel, safetensors) → `weights` → `models` → `data` → `runtime` → `cuda` → `check`
+//! (range checks of settings) → `paths` → `format` (the .dcz file, pure bytes).
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod compress;
@@ -18,7 +23,6 @@ pub mod dense;
 pub mod export;
 pub mod format;
 pub mod import;
-pub mod masked;
 pub mod models;
 pub mod paths;
 pub mod report;

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::data::augment::Augment;
 use crate::data::Split;
 use crate::models::Net;
 
@@ -67,6 +68,15 @@ fn is_zero(v: &f64) -> bool {
 }
 
 impl Recipe {
+    /// The recipe's data augmentation settings.
+    pub fn augmentation(&self) -> Augment {
+        Augment {
+            shift: self.augment_shift,
+            rotate: self.augment_rotate,
+            scale: self.augment_scale,
+        }
+    }
+
     pub fn lr_at(&self, iter: i64) -> f64 {
         match self.lr_policy {
             LrPolicy::Inv => self.base_lr * (1.0 + self.gamma * iter as f64).powf(-self.power),
@@ -93,6 +103,80 @@ impl Recipe {
             iterations,
             ..self.clone()
         }
+    }
+}
+
+impl Recipe {
+    /// Range checks of the `[train]` section (the dense recipe).
+    pub fn check(&self) -> Result<()> {
+        use crate::check::{need, within, MAX_STEPS};
+        let t = self;
+        need(
+            t.base_lr > 0.0 && t.base_lr.is_finite(),
+            "train.base_lr",
+            t.base_lr,
+            "positive numbers",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            t.momentum,
+            "[0, 1)",
+        )?;
+        need(
+            within(t.weight_decay, 0.0, 1.0),
+            "train.weight_decay",
+            t.weight_decay,
+            "[0, 1]",
+        )?;
+        need(
+            within(t.gamma, 0.0, 1e6),
+            "train.gamma",
+            t.gamma,
+            "[0, 1e6]",
+        )?;
+        need(
+            within(t.power, 0.0, 1e3),
+            "train.power",
+            t.power,
+            "[0, 1000]",
+        )?;
+        need(
+            (1..=1_000_000).contains(&t.batch_size),
+            "train.batch_size",
+            t.batch_size,
+            "1..=1000000",
+        )?;
+        need(
+            t.iterations >= 1 && t.iterations as f64 <= MAX_STEPS,
+            "train.iterations",
+            t.iterations,
+            "1..=10000000",
+        )?;
+        need(
+            within(t.bias_lr_mult, 0.0, 1e3),
+            "train.bias_lr_mult",
+            t.bias_lr_mult,
+            "[0, 1000]",
+        )?;
+        need(
+            (0..=14).contains(&t.augment_shift),
+            "train.augment_shift",
+            t.augment_shift,
+            "0..=14 pixels",
+        )?;
+        need(
+            within(t.augment_rotate, 0.0, 180.0),
+            "train.augment_rotate",
+            t.augment_rotate,
+            "[0, 180] degrees",
+        )?;
+        need(
+            (0.0..1.0).contains(&t.augment_scale),
+            "train.augment_scale",
+            t.augment_scale,
+            "[0, 1)",
+        )
     }
 }
 
@@ -277,7 +361,9 @@ pub fn train(
         }
         let idx = perm.narrow(0, cursor, recipe.batch_size);
         cursor += recipe.batch_size;
-        let x = augment(&train.images.index_select(0, &idx), recipe);
+        let x = recipe
+            .augmentation()
+            .apply(&train.images.index_select(0, &idx));
         let y = train.labels.index_select(0, &idx);
         let loss = step(net, &x, &y, update, recipe.lr_at(iter));
         if iter % 50 == 0 || iter + 1 == recipe.iterations {
@@ -334,72 +420,6 @@ pub fn step(net: &Net, x: &Tensor, y: &Tensor, update: &mut dyn Update, lr: f64)
     loss.backward();
     update.step(net, lr);
     loss
-}
-
-/// The recipe's augmentation of a training batch `[n, c, h, w]`: whole-pixel shifts alone
-/// ([`shift_augment`]), or with random rotation and scaling ([`affine_augment`]).
-pub fn augment(x: &Tensor, recipe: &Recipe) -> Tensor {
-    if recipe.augment_rotate == 0.0 && recipe.augment_scale == 0.0 {
-        shift_augment(x, recipe.augment_shift)
-    } else {
-        affine_augment(
-            x,
-            recipe.augment_shift,
-            recipe.augment_rotate,
-            recipe.augment_scale,
-        )
-    }
-}
-
-/// Moves each image of `[n, c, h, w]` by its own random affine map: a whole-pixel shift in
-/// −s..=s per axis, a rotation in ±`degrees` and a scale factor in [1 − `scale`, 1 + `scale`]
-/// about the centre (bilinear, zeros outside), from torch's generator.
-pub fn affine_augment(x: &Tensor, s: i64, degrees: f64, scale: f64) -> Tensor {
-    let n = x.size()[0];
-    let opts = (Kind::Float, x.device());
-    let (tx, ty) = random_translations(x, s);
-    let angle = (Tensor::rand([n], opts) * 2.0 - 1.0) * degrees.to_radians();
-    let factor = (Tensor::rand([n], opts) * 2.0 - 1.0) * scale + 1.0;
-    // affine_grid maps output to input coordinates: the inverse of the image's motion.
-    let cos = angle.cos() / &factor;
-    let sin = angle.sin() / &factor;
-    warp(x, [&cos, &(-&sin), &tx, &sin, &cos, &ty], 0)
-}
-
-/// Shifts each image of `[n, c, h, w]` by its own random offset in −s..=s pixels per axis
-/// (exact whole-pixel moves, zeros shifted in), from torch's generator.
-pub fn shift_augment(x: &Tensor, s: i64) -> Tensor {
-    if s == 0 {
-        return x.shallow_clone();
-    }
-    let n = x.size()[0];
-    let opts = (Kind::Float, x.device());
-    let (tx, ty) = random_translations(x, s);
-    let one = Tensor::ones([n], opts);
-    let zero = Tensor::zeros([n], opts);
-    warp(x, [&one, &zero, &tx, &zero, &one, &ty], 1)
-}
-
-/// A random whole-pixel offset in −s..=s per image and axis of `[n, c, h, w]`, as
-/// affine_grid translations (coordinates in [−1, 1]: one pixel is 2/size).
-fn random_translations(x: &Tensor, s: i64) -> (Tensor, Tensor) {
-    let size = x.size();
-    let (n, h, w) = (size[0], size[2], size[3]);
-    let d = Tensor::randint_low(-s, s + 1, [n, 2], (Kind::Int64, x.device())).to_kind(Kind::Float);
-    (
-        d.select(1, 0) * (2.0 / w as f64),
-        d.select(1, 1) * (2.0 / h as f64),
-    )
-}
-
-/// Resamples each image of `[n, c, h, w]` through its own affine map, whose 2×3 matrix
-/// entries (each `[n]`, row by row) map output to input coordinates; `mode` 0 bilinear,
-/// 1 nearest; zeros outside.
-fn warp(x: &Tensor, theta: [&Tensor; 6], mode: i64) -> Tensor {
-    let n = x.size()[0];
-    let theta = Tensor::stack(&theta, 1).view([n, 2, 3]);
-    let grid = Tensor::affine_grid_generator(&theta, x.size().as_slice(), false);
-    x.grid_sampler(&grid, mode, 0, false)
 }
 
 /// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
@@ -531,68 +551,6 @@ mod tests {
             augment_rotate: 0.0,
             augment_scale: 0.0,
         }
-    }
-
-    #[test]
-    fn affine_augment_keeps_shape_and_mass_and_varies_per_image() {
-        tch::manual_seed(3);
-        // a centred blob: rotation and mild scaling keep it inside the frame
-        let mut v = vec![0f32; 2 * 28 * 28];
-        for i in 0..2 {
-            for r in 10..18 {
-                for c in 12..16 {
-                    v[i * 784 + r * 28 + c] = 1.0;
-                }
-            }
-        }
-        let x = Tensor::from_slice(&v).view([2, 1, 28, 28]);
-        let y = affine_augment(&x, 0, 30.0, 0.1);
-        assert_eq!(y.size(), vec![2, 1, 28, 28]);
-        let ya = tensor_to_vec_f(&y.get(0));
-        let yb = tensor_to_vec_f(&y.get(1));
-        assert!(ya.iter().all(|p| (0.0..=1.0 + 1e-6).contains(p)));
-        assert_ne!(ya, yb, "each image gets its own transform");
-        assert_ne!(ya, v[..784].to_vec(), "the image moved");
-        // bilinear resampling of a ±10 % scaled blob keeps its mass within (1 ± 0.1)² · ~
-        let mass: f32 = ya.iter().sum();
-        assert!((20.0..=45.0).contains(&mass), "mass {mass} (input 32)");
-        // no rotation, no scaling, no shift: the identity
-        let same = affine_augment(&x, 0, 0.0, 0.0);
-        assert!(same.allclose(&x, 1e-6, 1e-6, false));
-    }
-
-    #[test]
-    fn shift_augment_moves_whole_pixels() {
-        tch::manual_seed(9);
-        let x = Tensor::arange(2 * 36, (Kind::Float, tch::Device::Cpu)).view([2, 1, 6, 6]) + 1.0;
-        let y = shift_augment(&x, 2);
-        for i in 0..2 {
-            let a = tensor_to_vec_f(&x.get(i));
-            let b = tensor_to_vec_f(&y.get(i));
-            // every output pixel is an input pixel of the same image or a zero shifted in
-            assert!(b.iter().all(|v| *v == 0.0 || a.contains(v)), "{b:?}");
-            // a shift by (dx, dy): find it and check the whole image
-            let found = (-2i64..=2)
-                .flat_map(|dx| (-2i64..=2).map(move |dy| (dx, dy)))
-                .any(|(dx, dy)| {
-                    (0..6i64).all(|r| {
-                        (0..6i64).all(|c| {
-                            let (sr, sc) = (r + dy, c + dx);
-                            let want = if (0..6).contains(&sr) && (0..6).contains(&sc) {
-                                a[(sr * 6 + sc) as usize]
-                            } else {
-                                0.0
-                            };
-                            b[(r * 6 + c) as usize] == want
-                        })
-                    })
-                });
-            assert!(found, "image {i} is a whole-pixel shift: {b:?}");
-        }
-    }
-
-    fn tensor_to_vec_f(t: &Tensor) -> Vec<f32> {
-        Vec::<f32>::try_from(&t.contiguous().view([-1])).unwrap()
     }
 
     #[test]

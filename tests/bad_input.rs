@@ -18,30 +18,20 @@ use dc_search::models::Net;
 use dc_search::weights;
 use tch::Device;
 
-use crate::util::{dc_search, run};
+use crate::util::{dc_search, run, TestConfig};
 
 /// A small LeNet-300-100 config that trains on the synthetic set in a second.
-const TINY: &str = r#"
-model = "lenet-300-100"
-[data]
-dataset = "mnist"
-validation = 40
-split_seed = 7
-input_scale = 0.00390625
-[train]
-base_lr = 0.01
-momentum = 0.9
-weight_decay = 0.0005
-lr_policy = "inv"
-gamma = 0.0001
-power = 0.75
-batch_size = 16
-iterations = 60
-bias_lr_mult = 2.0
-[compress]
-prune_epochs = 5.0
-codebook_epochs = 1.0
-"#;
+fn tiny() -> String {
+    TestConfig {
+        model: "lenet-300-100",
+        validation: 40,
+        split_seed: 7,
+        batch_size: 16,
+        iterations: 60,
+        rest: "[compress]\nprune_epochs = 5.0\ncodebook_epochs = 1.0\n",
+    }
+    .toml()
+}
 
 /// A scratch folder: synthetic data in `data/`, a config `tiny.toml`, an empty model
 /// cache `cache/`, and room for outputs.
@@ -57,7 +47,7 @@ impl Scratch {
         std::fs::create_dir(s.data()).unwrap();
         std::fs::create_dir(s.cache()).unwrap();
         write_idx_set(&s.data(), 200, 20);
-        s.config(TINY);
+        s.config(&tiny());
         s
     }
 
@@ -342,7 +332,7 @@ fn idx_label_out_of_range() {
 #[test]
 fn batch_larger_than_the_training_set() {
     let s = Scratch::new();
-    s.config(&TINY.replace("batch_size = 16", "batch_size = 512"));
+    s.config(&tiny().replace("batch_size = 16", "batch_size = 512"));
     s.refused(
         train_cmd(&s),
         &["batch size 512", "160 training images", "train.batch_size"],
@@ -596,7 +586,7 @@ fn output_is_a_folder() {
 #[test]
 fn dense_training_diverges_to_nan() {
     let s = Scratch::new();
-    s.config(&TINY.replace("base_lr = 0.01", "base_lr = 1e30"));
+    s.config(&tiny().replace("base_lr = 0.01", "base_lr = 1e30"));
     s.refused(
         train_cmd(&s),
         &["training diverged", "nan", "base_lr", "nothing was cached"],
@@ -859,7 +849,7 @@ fn weights_from_dev_zero() {
 #[test]
 fn config_bits_max_sixty_four() {
     let s = Scratch::new();
-    s.config(&format!("{TINY}\n[search]\nbits_max = 64\n"));
+    s.config(&format!("{}\n[search]\nbits_max = 64\n", tiny()));
     s.refused(
         search_cmd(&s, "0.5"),
         &["tiny.toml", "search.bits_max = 64", "1..=16"],
@@ -869,7 +859,7 @@ fn config_bits_max_sixty_four() {
 #[test]
 fn config_syntax_error_is_one_line() {
     let s = Scratch::new();
-    s.config(&TINY.replace("validation = 40", "validation = forty"));
+    s.config(&tiny().replace("validation = 40", "validation = forty"));
     s.refused(
         train_cmd(&s),
         &["tiny.toml", "line 5", "validation = forty"],

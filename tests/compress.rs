@@ -1,82 +1,15 @@
 //! Deep Compression core on real data at small size: masks through retraining, codebook
 //! retraining, and a file that decodes bit-exactly to the in-memory model.
 
-use std::sync::MutexGuard;
-
 use dc_search::compress::encode::verify_decoded;
 use dc_search::compress::prune::PruneRule;
 use dc_search::compress::{encode, BiasPrecision, CompressConfig, Plan, Trainer};
 use dc_search::format;
-use dc_search::models::{tensor_to_vec, Net};
-use dc_search::train::{self, LrPolicy, Recipe, Sgd};
+use dc_search::models::tensor_to_vec;
+use dc_search::train;
 use tch::Device;
 
-use crate::util::{dc_search, mnist, run, torch_seeded};
-
-/// A small dense model, with the guard of [`torch_seeded`]: hold it to the end of the
-/// caller's retraining.
-fn small_dense(
-    preset: &str,
-    iterations: i64,
-) -> (
-    MutexGuard<'static, ()>,
-    dc_search::config::Config,
-    dc_search::data::Data,
-    Net,
-) {
-    let (mut cfg, data) = mnist(preset);
-    // A quick model: Caffe's inv policy without rotations or scalings (a preset's long
-    // poly recipe, cut to a few hundred steps, anneals before it has learnt much); the
-    // returned config retrains with the same recipe.
-    let recipe = Recipe {
-        iterations,
-        lr_policy: LrPolicy::Inv,
-        gamma: 1e-4,
-        power: 0.75,
-        augment_rotate: 0.0,
-        augment_scale: 0.0,
-        ..cfg.train.clone()
-    };
-    let guard = torch_seeded(3);
-    let net = Net::init(&cfg.arch(), Device::Cpu);
-    let mut sgd = Sgd::new(&net, &recipe);
-    train::train(&net, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
-    cfg.train = recipe;
-    (guard, cfg, data, net)
-}
-
-#[test]
-fn fast_sensitivity_sweep_equals_the_naive_one() {
-    use dc_search::search::sensitivity;
-    let (_g, _, data, net) = small_dense("lenet", 150);
-    let valid = data.valid.head(600);
-    let grid = [0.0, 0.3, 0.9, 0.99];
-    let naive = sensitivity::sweep_naive(&net, &valid, &grid);
-    // three chunks, the last one partial
-    let fast = sensitivity::sweep_chunked(&net, &valid, &grid, 250);
-    assert_eq!(naive.len(), 16);
-    assert_eq!(fast.len(), naive.len());
-    for (a, b) in naive.iter().zip(&fast) {
-        assert_eq!(
-            (&a.layer, a.sparse_ratio, a.nonzeros),
-            (&b.layer, b.sparse_ratio, b.nonzeros)
-        );
-        // float rounding of a different summation order may flip at most a near-tie
-        assert!(
-            (a.accuracy - b.accuracy).abs() <= 1.0 / 600.0 + 1e-12,
-            "{a:?} vs {b:?}"
-        );
-        assert!((a.loss - b.loss).abs() < 1e-4, "{a:?} vs {b:?}");
-        assert_eq!(b.images, 600);
-    }
-    // the sweep measured something: 99 % of conv2 pruned hurts
-    let conv2_99 = &fast[7];
-    assert_eq!(
-        (conv2_99.layer.as_str(), conv2_99.sparse_ratio),
-        ("conv2", 0.99)
-    );
-    assert!(conv2_99.accuracy < fast[4].accuracy, "{fast:?}");
-}
+use crate::util::{dc_search, run, small_dense};
 
 fn round_trip(bias: BiasPrecision) {
     let (_g, cfg, data, net) = small_dense("lenet-300-100", 300);

@@ -1,40 +1,22 @@
 //! Determinism: the same command with the same seed and thread count writes the same
 //! bytes and prints the same figures, whether the dense model is trained or cached.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::util::{dc_search, run};
+use crate::util::{dc_search, mnist_dir, run, TestConfig};
 
 /// LeNet-5 (convolutions, shift augmentation) trained and compressed for a few dozen
 /// iterations on real MNIST.
-const SMALL: &str = r#"
-model = "lenet"
-[data]
-dataset = "mnist"
-validation = 1000
-split_seed = 20160201
-input_scale = 0.00390625
-[train]
-base_lr = 0.01
-momentum = 0.9
-weight_decay = 0.0005
-lr_policy = "inv"
-gamma = 0.0001
-power = 0.75
-batch_size = 64
-iterations = 40
-bias_lr_mult = 2.0
-augment_shift = 2
-[compress]
-prune_epochs = 0.02
-codebook_epochs = 0.01
-"#;
-
-fn mnist_dir() -> PathBuf {
-    let cache = std::env::var_os("DC_SEARCH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dc-search"));
-    cache.join("data/mnist")
+fn small() -> String {
+    TestConfig {
+        model: "lenet",
+        validation: 1000,
+        split_seed: 20160201,
+        batch_size: 64,
+        iterations: 40,
+        rest: "augment_shift = 2\n[compress]\nprune_epochs = 0.02\ncodebook_epochs = 0.01\n",
+    }
+    .toml()
 }
 
 /// Drops the wall-clock parts of a line ("in 3.2 s", "in 4 s") and the output path.
@@ -67,7 +49,7 @@ fn without_times(out: &str, file: &Path) -> String {
 /// returns the file's bytes and the timing-free stdout.
 fn compress(dir: &Path, cache: &Path, name: &str) -> (Vec<u8>, String) {
     let cfg = dir.join("small.toml");
-    std::fs::write(&cfg, SMALL).unwrap();
+    std::fs::write(&cfg, small()).unwrap();
     let file = dir.join(format!("{name}.dcz"));
     let mut c = dc_search();
     c.env("DC_SEARCH_CACHE", cache)

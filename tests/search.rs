@@ -1,30 +1,26 @@
-//! The search end to end at small size (real MNIST, real retraining, tiny budgets), and
-//! its refusals.
+//! The search end to end at small size (real MNIST, real retraining, tiny budgets), its
+//! refusals, and its sensitivity sweep (the fast sweep equals the naive one).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{dc_search, run};
+use crate::util::{dc_search, mnist_dir, run, small_dense, TestConfig};
 
-const TINY: &str = r#"
-model = "lenet-300-100"
-[data]
-dataset = "mnist"
-validation = 5000
-split_seed = 20160201
-input_scale = 0.00390625
-[train]
-base_lr = 0.01
-momentum = 0.9
-weight_decay = 0.0005
-lr_policy = "inv"
-gamma = 0.0001
-power = 0.75
-batch_size = 64
-iterations = 600
-bias_lr_mult = 2.0
-[compress]
+/// The tiny search's config: LeNet-300-100 on real MNIST, a few probes of a few batches.
+fn tiny() -> String {
+    TestConfig {
+        model: "lenet-300-100",
+        validation: 5000,
+        split_seed: 20160201,
+        batch_size: 64,
+        iterations: 600,
+        rest: TINY_SEARCH,
+    }
+    .toml()
+}
+
+const TINY_SEARCH: &str = r#"[compress]
 codebook_epochs = 0.03
 [search]
 probe_epochs = 0.05
@@ -36,17 +32,10 @@ refine_push = 0.3
 grid = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98]
 "#;
 
-fn mnist_dir() -> PathBuf {
-    let cache = std::env::var_os("DC_SEARCH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dc-search"));
-    cache.join("data/mnist")
-}
-
 /// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
 fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
     let cfg = dir.join("tiny.toml");
-    std::fs::write(&cfg, TINY).unwrap();
+    std::fs::write(&cfg, tiny()).unwrap();
     let mut c = dc_search();
     c.env("DC_SEARCH_CACHE", dir.join("cache"))
         .args(floor)
@@ -354,4 +343,37 @@ fn nonsense_floors_are_refused() {
             "{f}: {err}"
         );
     }
+}
+
+#[test]
+fn fast_sensitivity_sweep_equals_the_naive_one() {
+    use dc_search::search::sensitivity;
+    let (_g, _, data, net) = small_dense("lenet", 150);
+    let valid = data.valid.head(600);
+    let grid = [0.0, 0.3, 0.9, 0.99];
+    let naive = sensitivity::sweep_naive(&net, &valid, &grid);
+    // three chunks, the last one partial
+    let fast = sensitivity::sweep_chunked(&net, &valid, &grid, 250);
+    assert_eq!(naive.len(), 16);
+    assert_eq!(fast.len(), naive.len());
+    for (a, b) in naive.iter().zip(&fast) {
+        assert_eq!(
+            (&a.layer, a.sparse_ratio, a.nonzeros),
+            (&b.layer, b.sparse_ratio, b.nonzeros)
+        );
+        // float rounding of a different summation order may flip at most a near-tie
+        assert!(
+            (a.accuracy - b.accuracy).abs() <= 1.0 / 600.0 + 1e-12,
+            "{a:?} vs {b:?}"
+        );
+        assert!((a.loss - b.loss).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert_eq!(b.images, 600);
+    }
+    // the sweep measured something: 99 % of conv2 pruned hurts
+    let conv2_99 = &fast[7];
+    assert_eq!(
+        (conv2_99.layer.as_str(), conv2_99.sparse_ratio),
+        ("conv2", 0.99)
+    );
+    assert!(conv2_99.accuracy < fast[4].accuracy, "{fast:?}");
 }

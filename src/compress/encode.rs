@@ -13,8 +13,8 @@ use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Tensor};
 
 use super::{fold, BiasPrecision};
+use crate::compress::mask::Masked;
 use crate::format;
-use crate::masked::Masked;
 use crate::models::{tensor_to_vec, Arch, LayerKind, Net};
 
 /// Rounds biases to `precision` in place (f16 → the nearest f16, i8 → the nearest multiple

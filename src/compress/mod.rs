@@ -2,34 +2,27 @@
 //! like the Caffe seed, or all layers at once), then k-means weight sharing → codebook
 //! retraining. The result is a net whose weights are exactly what its compressed file
 //! decodes to (`encode` turns it into a `format::CompressedModel`).
+//!
+//! The pipeline, file by file: `prune` (which weights go) → `schedule` (when) → `mask`
+//! (masks and codebooks applied through retraining) → `kmeans` (weight sharing) → `fold` and
+//! `encode` (net → file → net); [`Trainer`] here runs the stages in order.
 
 pub mod encode;
 pub mod fold;
 pub mod kmeans;
+pub mod mask;
 pub mod prune;
+pub mod schedule;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
-use crate::masked::{CentroidGrad, CompressedSgd, Masked};
 use crate::models::{tensor_to_vec, Net};
 use crate::train::{self, Recipe, TrainStats};
+use mask::{CentroidGrad, CompressedSgd, Masked};
 use prune::PruneRule;
-
-/// Order in which layers are pruned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// Prune every layer, then retrain once.
-    AllAtOnce,
-    /// The seed's way: prune one more layer per stage, retraining after each.
-    LayerWise,
-    /// Zhu & Gupta's gradual pruning: every layer moves from its current sparsity to its
-    /// target in `gradual_steps` steps (cubic: big steps first, small ones last), training
-    /// between steps over the first `gradual_ramp` of the epochs, then at the targets.
-    Gradual,
-}
+pub use schedule::{gradual_ratio, Schedule};
 
 /// Precision of the biases in the compressed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -85,7 +78,7 @@ impl Default for CompressConfig {
 impl CompressConfig {
     /// Range checks of the `[compress]` section.
     pub fn check(&self) -> Result<()> {
-        use crate::config::{need, within};
+        use crate::check::{need, within};
         let epochs = "[0, 10000] epochs";
         need(
             within(self.prune_epochs, 0.0, 1e4),
@@ -163,16 +156,6 @@ impl Plan {
         }
         Ok(())
     }
-}
-
-/// Sparsity after step `s` of `steps` going from `from` to `to` (Zhu & Gupta's cubic
-/// schedule; never below `from`, exactly `to` at the last step).
-pub fn gradual_ratio(from: f64, to: f64, s: usize, steps: usize) -> f64 {
-    if to <= from {
-        return to;
-    }
-    let left = 1.0 - s.min(steps) as f64 / steps.max(1) as f64;
-    to - (to - from) * left.powi(3)
 }
 
 /// One stage of a compression run and the validation accuracy after it.
@@ -274,11 +257,7 @@ impl Trainer<'_> {
                         let r = gradual_ratio(from[i], to[i], s, steps);
                         state.prune(net, i, PruneRule::SparseRatio(r));
                     }
-                    let slice = if s == steps {
-                        epochs * (1.0 - ramp) + epochs * ramp / steps as f64
-                    } else {
-                        epochs * ramp / steps as f64
-                    };
+                    let slice = schedule::gradual_epochs(epochs, ramp, s, steps);
                     if slice > 0.0 {
                         let label = format!("prune {s}/{steps}");
                         stats.push(self.retrain(net, state, slice, &label)?);
@@ -348,27 +327,5 @@ impl Trainer<'_> {
                 seconds: start.elapsed().as_secs_f64(),
             },
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gradual_ratio;
-
-    #[test]
-    fn gradual_ratio_is_cubic_and_ends_at_target() {
-        assert_eq!(gradual_ratio(0.5, 0.9, 4, 4), 0.9);
-        // first step removes most: 1 - (3/4)^3 = 0.578 of the way
-        let r1 = gradual_ratio(0.5, 0.9, 1, 4);
-        assert!((r1 - (0.9 - 0.4 * 0.421875)).abs() < 1e-12);
-        let rs: Vec<f64> = (1..=4).map(|s| gradual_ratio(0.5, 0.9, s, 4)).collect();
-        assert!(rs.windows(2).all(|w| w[1] > w[0]));
-        let steps: Vec<f64> = rs.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(
-            steps.windows(2).all(|w| w[1] < w[0]),
-            "steps shrink: {steps:?}"
-        );
-        // nothing to do when already there
-        assert_eq!(gradual_ratio(0.9, 0.9, 1, 4), 0.9);
     }
 }

@@ -2,6 +2,7 @@
 //! splits a seeded validation set off the training set. The test set is kept apart and
 //! only evaluated when a command asks for the final figure.
 
+pub mod augment;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,19 @@ impl DatasetName {
     }
 }
 
+impl std::str::FromStr for DatasetName {
+    type Err = anyhow::Error;
+
+    /// The inverse of [`DatasetName::as_str`] (`mnist`, `fashion-mnist`).
+    fn from_str(s: &str) -> Result<DatasetName> {
+        match s {
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" => Ok(DatasetName::FashionMnist),
+            other => bail!("unknown dataset {other:?}: dc-search knows mnist, fashion-mnist"),
+        }
+    }
+}
+
 /// How the data is read and split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +72,26 @@ pub struct DataConfig {
     /// decision is made on images the model has seen.
     #[serde(default, skip_serializing_if = "ValidationFrom::is_train")]
     pub validation_from: ValidationFrom,
+}
+
+impl DataConfig {
+    /// Range checks of the `[data]` section.
+    pub fn check(&self) -> Result<()> {
+        use crate::check::need;
+        need(
+            (1..=1_000_000).contains(&self.validation),
+            "data.validation",
+            self.validation,
+            "1..=1000000 images",
+        )?;
+        let s = self.input_scale;
+        need(
+            s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
+            "data.input_scale",
+            s,
+            "(0, 1e6]",
+        )
+    }
 }
 
 /// The set the validation images are held out of.
@@ -272,6 +306,14 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dataset_names_parse_back() {
+        for d in [DatasetName::Mnist, DatasetName::FashionMnist] {
+            assert_eq!(d.as_str().parse::<DatasetName>().unwrap(), d);
+        }
+        assert!("cifar".parse::<DatasetName>().is_err());
+    }
 
     #[test]
     fn validation_order_is_a_seeded_permutation() {

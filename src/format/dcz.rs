@@ -800,7 +800,7 @@ impl FileAccount {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::format::gaps::GapError;
+    use crate::format::error::GapError;
     use crate::format::model::{LayerProblem, ModelError};
 
     pub(crate) fn sample_model() -> CompressedModel {

@@ -1,11 +1,44 @@
 //! Error types of the `.dcz` container: [`FormatError`] (what went wrong and
-//! in which [`Section`]) and [`Stream`] (which coded stream of a layer).
+//! in which [`Section`]), [`Stream`] (which coded stream of a layer) and [`GapError`]
+//! (gap coding, `gaps`).
 
-use super::gaps::GapError;
 use super::huffman::HuffmanError;
 use super::model::ModelError;
 use std::fmt;
 use thiserror::Error;
+
+/// Errors of gap coding.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GapError {
+    /// `gap_bits` outside 1..=16.
+    #[error("gap width {gap_bits} outside 1..=16")]
+    BadWidth { gap_bits: u8 },
+    /// Positions are not strictly increasing.
+    #[error("position #{index} is not greater than the previous one")]
+    NotIncreasing { index: usize },
+    /// A symbol is outside `0..2^gap_bits`.
+    #[error("gap symbol {symbol} outside the {gap_bits}-bit alphabet")]
+    SymbolOutOfRange { symbol: u32, gap_bits: u8 },
+    /// A decoded position is not below the dense length.
+    #[error("nonzero #{index} at position {position} is outside the dense length {dense_len}")]
+    PositionOutOfRange {
+        index: usize,
+        position: u64,
+        dense_len: u64,
+    },
+    /// Fillers advance past the end of the dense tensor.
+    #[error("filler advances past the dense length {dense_len}")]
+    FillerPastEnd { dense_len: u64 },
+    /// The stream ends with a filler.
+    #[error("gap stream ends with a filler")]
+    TrailingFiller,
+    /// The number of nonzeros in the stream differs from the declared count.
+    #[error("gap stream holds {found} nonzeros, expected {expected}")]
+    CountMismatch { expected: u64, found: u64 },
+    /// Huffman coding failed while sizing a width.
+    #[error(transparent)]
+    Huffman(#[from] HuffmanError),
+}
 
 /// Part of a `.dcz` file an error refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

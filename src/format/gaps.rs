@@ -23,46 +23,13 @@
 
 use super::bits::BitWriter;
 use super::bytes::varint_len;
-use super::huffman::{HuffmanCode, HuffmanError};
-use thiserror::Error;
+use super::error::GapError;
+use super::huffman::HuffmanCode;
 
 /// Narrowest gap alphabet.
 pub const MIN_GAP_BITS: u8 = 1;
 /// Widest gap alphabet (2^16 symbols).
 pub const MAX_GAP_BITS: u8 = 16;
-
-/// Errors of gap coding.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum GapError {
-    /// `gap_bits` outside 1..=16.
-    #[error("gap width {gap_bits} outside 1..=16")]
-    BadWidth { gap_bits: u8 },
-    /// Positions are not strictly increasing.
-    #[error("position #{index} is not greater than the previous one")]
-    NotIncreasing { index: usize },
-    /// A symbol is outside `0..2^gap_bits`.
-    #[error("gap symbol {symbol} outside the {gap_bits}-bit alphabet")]
-    SymbolOutOfRange { symbol: u32, gap_bits: u8 },
-    /// A decoded position is not below the dense length.
-    #[error("nonzero #{index} at position {position} is outside the dense length {dense_len}")]
-    PositionOutOfRange {
-        index: usize,
-        position: u64,
-        dense_len: u64,
-    },
-    /// Fillers advance past the end of the dense tensor.
-    #[error("filler advances past the dense length {dense_len}")]
-    FillerPastEnd { dense_len: u64 },
-    /// The stream ends with a filler.
-    #[error("gap stream ends with a filler")]
-    TrailingFiller,
-    /// The number of nonzeros in the stream differs from the declared count.
-    #[error("gap stream holds {found} nonzeros, expected {expected}")]
-    CountMismatch { expected: u64, found: u64 },
-    /// Huffman coding failed while sizing a width.
-    #[error(transparent)]
-    Huffman(#[from] HuffmanError),
-}
 
 /// The filler symbol (and filler advance) of a `gap_bits`-wide alphabet.
 pub fn filler_symbol(gap_bits: u8) -> u32 {

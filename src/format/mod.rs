@@ -29,8 +29,8 @@ pub use dcz::{
     account, account_with_limit, decode, decode_with_limit, encode, encode_unchecked, reseal,
     ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION,
 };
-pub use error::{FormatError, Section, Stream};
-pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice, GapError};
+pub use error::{FormatError, GapError, Section, Stream};
+pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice};
 pub use huffman::{HuffmanCode, HuffmanError, MAX_ALPHABET, MAX_CODE_LEN};
 pub use model::{
     BiasPrecision, CompressedModel, Layer, LayerKind, LayerProblem, ModelError, MAX_BITS,

@@ -222,11 +222,11 @@ fn fit<T: Found>(arch: &Arch, found: HashMap<String, T>) -> Result<HostTensors> 
                 bail!(
                     "layer {}: {suffix} has shape {:?}, model {} expects {want:?}; the file holds a \
                      different architecture (or layers in another layout): choose the zoo model \
-                     that matches it (lenet: conv1 20@5x5, conv2 50@5x5, fc1 800->500, fc2 500->10; \
-                     lenet-300-100: fc1 784->300, fc2 300->100, fc3 100->10)",
+                     that matches it ({})",
                     l.name,
                     t.shape(),
-                    arch.name
+                    arch.name,
+                    crate::models::registry::zoo_layers()
                 );
             }
             out.insert(key, (want, t.values().to_vec()));

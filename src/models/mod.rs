@@ -5,10 +5,13 @@
 //! is what pruning ratios, bits, CSV rows and the compressed file refer to. Tensor names
 //! follow PyTorch (`fc1.weight`, `fc1.bias`) so state dicts move both ways.
 //!
+//! The zoo's models and the presets are listed once, in [`registry`].
+//!
 //! A model defined outside dc-search can stand in as a TorchScript module
 //! ([`torchscript`]): its arch has one opaque [`Op::Script`] and its layers' tensors are the
 //! module's own parameters.
 
+pub mod registry;
 pub mod torchscript;
 
 use std::collections::HashMap;
@@ -74,70 +77,10 @@ pub struct Arch {
     pub ops: Vec<Op>,
 }
 
-fn conv(name: &str, out: i64, inp: i64, k: i64) -> LayerSpec {
-    LayerSpec {
-        name: name.into(),
-        kind: LayerKind::Conv,
-        weight_shape: vec![out, inp, k, k],
-    }
-}
-
-fn fc(name: &str, out: i64, inp: i64) -> LayerSpec {
-    LayerSpec {
-        name: name.into(),
-        kind: LayerKind::Linear,
-        weight_shape: vec![out, inp],
-    }
-}
-
-/// The zoo's model names.
-pub const ZOO: [&str; 2] = ["lenet", "lenet-300-100"];
-
 impl Arch {
-    /// LeNet-5 in Caffe's layout: conv1 20@5×5 → pool → conv2 50@5×5 → pool → fc1 800→500
-    /// → ReLU → fc2 500→10 (431,080 parameters).
-    pub fn lenet() -> Arch {
-        use Op::*;
-        Arch {
-            name: "lenet".into(),
-            input_shape: vec![1, 28, 28],
-            layers: vec![
-                conv("conv1", 20, 1, 5),
-                conv("conv2", 50, 20, 5),
-                fc("fc1", 500, 800),
-                fc("fc2", 10, 500),
-            ],
-            ops: vec![
-                Conv(0),
-                MaxPool2,
-                Conv(1),
-                MaxPool2,
-                Flatten,
-                Linear(2),
-                Relu,
-                Linear(3),
-            ],
-        }
-    }
-
-    /// LeNet-300-100: 784→300→ReLU→100→ReLU→10 (266,610 parameters).
-    pub fn lenet_300_100() -> Arch {
-        use Op::*;
-        Arch {
-            name: "lenet-300-100".into(),
-            input_shape: vec![1, 28, 28],
-            layers: vec![fc("fc1", 300, 784), fc("fc2", 100, 300), fc("fc3", 10, 100)],
-            ops: vec![Flatten, Linear(0), Relu, Linear(1), Relu, Linear(2)],
-        }
-    }
-
-    /// Looks a zoo model up by name.
+    /// Looks a zoo model up by name ([`registry::MODELS`]).
     pub fn by_name(name: &str) -> Result<Arch> {
-        match name {
-            "lenet" => Ok(Arch::lenet()),
-            "lenet-300-100" => Ok(Arch::lenet_300_100()),
-            other => bail!("unknown model {other:?}: the zoo has {}", ZOO.join(", ")),
-        }
+        registry::arch(name)
     }
 
     /// Weights plus biases of every layer.

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::bisection::Bisection;
 use super::bits::BitsMethod;
+use crate::check::{need, within};
 use crate::compress::{BiasPrecision, Schedule};
-use crate::config::{need, within};
 
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

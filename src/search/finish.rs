@@ -4,7 +4,7 @@
 //! reach the floor (if it misses, every layer is widened by a bit and the file made again
 //! by sharing and retraining); then the test set, once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -13,15 +13,25 @@ use super::prober::Prober;
 use super::record::{Outcome, StageTimes};
 use super::run::Chosen;
 use crate::compress::encode;
-use crate::config::Config;
-use crate::data::Split;
+use crate::compress::CompressConfig;
+use crate::data::{DataConfig, Split};
 use crate::train;
+
+/// What the file and the outcome say about the run, from its config.
+pub struct RunInfo<'a> {
+    /// The model's name (`Config::model`).
+    pub model: &'a str,
+    pub data: &'a DataConfig,
+    pub compress: &'a CompressConfig,
+    /// The imported dense weights (`--weights`), if any.
+    pub weights: Option<&'a Path>,
+}
 
 /// Writes `<out>/<model>.dcz` from the chosen model and returns the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn file(
     p: &mut Prober<Retrainer>,
-    cfg: &Config,
+    cfg: &RunInfo,
     chosen: Chosen<<Retrainer as Oracle>::Model>,
     file: PathBuf,
     test: &Split,
@@ -84,7 +94,7 @@ pub fn file(
     times.encode_and_verify = p.elapsed() - t0;
     let dense_bytes = p.oracle.dense.arch.num_params() as usize * 4;
     Ok(Outcome {
-        model: cfg.model.clone(),
+        model: cfg.model.to_string(),
         dataset: cfg.data.dataset.as_str().into(),
         floor: p.at.floor,
         margin: sc.margin,
@@ -102,7 +112,7 @@ pub fn file(
         test_images: test.len(),
         probes: p.trials.len(),
         times: times.clone(),
-        dense_weights: match &cfg.weights {
+        dense_weights: match cfg.weights {
             Some(w) => format!("imported from {}", w.display()),
             None => "trained with the config's [train] recipe (cached)".into(),
         },

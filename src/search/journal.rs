@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::record::Trial;
-use crate::masked::Masked;
+use crate::compress::mask::Masked;
 use crate::models::Net;
 
 /// One line of the journal.

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::compress::mask::Masked;
 use crate::compress::prune::PruneRule;
 use crate::compress::{CompressConfig, Trainer};
 use crate::data::Split;
-use crate::masked::Masked;
 use crate::models::Net;
 use crate::runtime::Runtime;
 use crate::train;
