@@ -555,11 +555,12 @@ fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
     let (bytes, model) = read_dcz(file, max_params)?;
     let acc = format::account_with_limit(&bytes, max_params)?;
     println!(
-        "{} — model {}, dataset {}, {} bytes\n",
+        "{} — model {}, dataset {}, {} bytes, format version {}\n",
         file.display(),
         report::printable(&model.model),
         report::printable(&model.dataset),
-        bytes.len()
+        bytes.len(),
+        acc.version
     );
     print!("{}", report::table3(&acc));
     Ok(())

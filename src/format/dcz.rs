@@ -19,6 +19,7 @@
 
 use super::bits::BitReader;
 use super::bytes::{write_str, write_varint, Reader};
+use super::coding::{code_stream, decode_fixed, fixed_width, CodedStream, Coding};
 use super::error::{FormatError, Section, Stream};
 use super::gaps::{choose_gap_bits, decode_gaps, encode_gaps, MAX_GAP_BITS, MIN_GAP_BITS};
 use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
@@ -30,15 +31,23 @@ use super::model::{
 /// The first four bytes of every `.dcz` file.
 pub const MAGIC: [u8; 4] = *b"DCZ\0";
 /// The format version this module writes. Version 2 added biases stored without their
-/// zeros (a bitmap of the nonzero ones, then their values).
-pub const VERSION: u16 = 2;
+/// zeros (a bitmap of the nonzero ones, then their values); version 3 stores each coded
+/// stream in fixed width or Huffman, whichever is smaller, with a flag per stream.
+pub const VERSION: u16 = 3;
 /// The oldest version this module reads (version 1 files have dense biases only).
 pub const MIN_VERSION: u16 = 1;
 /// Flag on the bias precision byte: zeros omitted, a bitmap says which values are stored.
 const SPARSE_BIAS: u8 = 2;
+/// Flag on the gap bits byte (version 3): the index stream is stored in fixed width.
+const INDEX_FIXED: u8 = 0x40;
+/// Flag on the gap bits byte (version 3): the weight stream is stored in fixed width.
+const WEIGHT_FIXED: u8 = 0x80;
+/// The gap width itself, below the flags.
+const GAP_BITS_MASK: u8 = 0x3f;
 
 /// Serialises `m` after validating it ([`CompressedModel::validate`]).
-/// The gap width of each layer is chosen by [`choose_gap_bits`].
+/// The gap width of each layer is chosen by [`choose_gap_bits`]; each stream is stored
+/// in fixed width or Huffman, whichever takes fewer bytes ([`code_stream`]).
 pub fn encode(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
     m.validate()?;
     encode_unchecked(m)
@@ -48,11 +57,25 @@ pub fn encode(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
 /// hostile writer could make. For tests and fuzzing of the decoder; it fails only where
 /// a stream cannot be coded at all (positions out of order, clusters past the codebook).
 pub fn encode_unchecked(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
+    encode_as(m, VERSION)
+}
+
+/// `m` written in the layout of an older `version` (1 or 2, for the tests that older
+/// files still read): every stream in Huffman, and in version 1 every bias stored (a
+/// version 1 reader refuses i8 biases).
+#[cfg(test)]
+pub(crate) fn encode_version(m: &CompressedModel, version: u16) -> Vec<u8> {
+    assert!((MIN_VERSION..VERSION).contains(&version));
+    encode_as(m, version).expect("a valid model encodes")
+}
+
+/// [`encode_unchecked`] in the layout of `version`.
+fn encode_as(m: &CompressedModel, version: u16) -> Result<Vec<u8>, FormatError> {
     let bodies = m
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| encode_layer(i, l))
+        .map(|(i, l)| encode_layer(i, l, version))
         .collect::<Result<Vec<_>, _>>()?;
     let mut h = Vec::new();
     write_str(&mut h, &m.model);
@@ -70,7 +93,7 @@ pub fn encode_unchecked(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
     let total: usize = bodies.iter().map(|b| b.len() + 4).sum();
     let mut out = Vec::with_capacity(h.len() + 20 + total);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     write_varint(&mut out, h.len() as u64);
     out.extend_from_slice(&h);
     let crc = crc32fast::hash(&out);
@@ -183,7 +206,20 @@ fn huffman_err(section: Section, stream: Stream) -> impl Fn(HuffmanError) -> For
     }
 }
 
-fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
+/// Layer `i`'s section in the layout of `version`: before version 3 every stream is in
+/// Huffman, before version 2 every bias is stored.
+fn encode_layer(i: usize, l: &Layer, version: u16) -> Result<Vec<u8>, FormatError> {
+    let code = |symbols: &[u32], alphabet: u32| {
+        if version >= 3 {
+            code_stream(symbols, alphabet)
+        } else {
+            encode_stream(symbols, alphabet).map(|h| CodedStream {
+                coding: Coding::Huffman,
+                table: h.table,
+                stream: h.stream,
+            })
+        }
+    };
     let section = Section::Layer(i);
     let dense_len = l.dense_len().unwrap_or(0);
     let nnz = l.positions.len() as u64;
@@ -200,33 +236,46 @@ fn encode_layer(i: usize, l: &Layer) -> Result<Vec<u8>, FormatError> {
         b.extend_from_slice(&c.to_le_bytes());
     }
     write_varint(&mut b, nnz);
-    if nnz > 0 && nnz < dense_len {
+    let index = if nnz > 0 && nnz < dense_len {
         let gap_err = |source| FormatError::Gaps { section, source };
         let choice = choose_gap_bits(&l.positions).map_err(gap_err)?;
-        b.push(choice.gap_bits);
-        write_varint(&mut b, choice.n_fillers);
         let symbols = encode_gaps(&l.positions, choice.gap_bits).map_err(gap_err)?;
-        let enc = encode_stream(&symbols, 1 << choice.gap_bits)
-            .map_err(huffman_err(section, Stream::Index))?;
-        b.extend_from_slice(&enc.table);
-        b.extend_from_slice(&enc.stream);
+        let coded =
+            code(&symbols, 1 << choice.gap_bits).map_err(huffman_err(section, Stream::Index))?;
+        debug_assert!(version < 3 || coded.coding == choice.coding);
+        Some((choice.gap_bits, choice.n_fillers, coded))
     } else {
-        b.push(0);
+        None
+    };
+    let weight = if nnz > 0 {
+        Some(
+            code(&l.clusters, l.codebook.len() as u32)
+                .map_err(huffman_err(section, Stream::Weight))?,
+        )
+    } else {
+        None
+    };
+    let fixed = |c: &CodedStream, flag: u8| if c.coding == Coding::Fixed { flag } else { 0 };
+    let flags = index.as_ref().map_or(0, |(_, _, c)| fixed(c, INDEX_FIXED))
+        | weight.as_ref().map_or(0, |c| fixed(c, WEIGHT_FIXED));
+    b.push(index.as_ref().map_or(0, |&(gap_bits, _, _)| gap_bits) | flags);
+    if let Some((_, n_fillers, coded)) = &index {
+        write_varint(&mut b, *n_fillers);
+        b.extend_from_slice(&coded.table);
+        b.extend_from_slice(&coded.stream);
     }
-    if nnz > 0 {
-        let enc = encode_stream(&l.clusters, l.codebook.len() as u32)
-            .map_err(huffman_err(section, Stream::Weight))?;
-        b.extend_from_slice(&enc.table);
-        b.extend_from_slice(&enc.stream);
+    if let Some(coded) = &weight {
+        b.extend_from_slice(&coded.table);
+        b.extend_from_slice(&coded.stream);
     }
-    write_biases(&mut b, &l.bias, l.bias_precision);
+    write_biases(&mut b, &l.bias, l.bias_precision, version >= 2);
     Ok(b)
 }
 
 /// Bias precision byte, length and values; when leaving the zeros out (a bitmap of the
-/// stored ones, least significant bit first) is smaller, that layout. i8 biases carry
-/// their scale's exponent (an `i8`) before the values.
-fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision) {
+/// stored ones, least significant bit first) is `allowed` and smaller, that layout. i8
+/// biases carry their scale's exponent (an `i8`) before the values.
+fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision, allowed: bool) {
     let exponent = i8_exponent(bias);
     let values: Vec<Vec<u8>> = bias
         .iter()
@@ -239,7 +288,7 @@ fn write_biases(b: &mut Vec<u8>, bias: &[f32], precision: BiasPrecision) {
     let zero = |v: &Vec<u8>| v.iter().all(|&x| x == 0);
     let kept = values.iter().filter(|v| !zero(v)).count();
     let width = precision.width();
-    let sparse = bias.len().div_ceil(8) + kept * width < bias.len() * width;
+    let sparse = allowed && bias.len().div_ceil(8) + kept * width < bias.len() * width;
     b.push(precision.to_u8() | if sparse { SPARSE_BIAS } else { 0 });
     write_varint(b, bias.len() as u64);
     if sparse {
@@ -390,6 +439,7 @@ pub(crate) fn parse_limited(
     };
     model.validate_with(max_total)?;
     let account = FileAccount {
+        version,
         file_len: bytes.len() as u64,
         header,
         layers: accounts,
@@ -398,20 +448,37 @@ pub(crate) fn parse_limited(
     Ok((model, account))
 }
 
-/// Reads a Huffman table and `n` code words from the start of `r`'s unread
-/// bytes; returns the symbols and the table and stream sizes in bytes.
+/// Reads `n` symbols in `coding` from the start of `r`'s unread bytes (Huffman: the
+/// table, then the code words); returns the symbols and the table and stream sizes in
+/// bytes.
 fn read_coded(
     r: &mut Reader,
     stream: Stream,
+    coding: Coding,
     alphabet: u32,
     n: u64,
 ) -> Result<(Vec<u32>, u64, u64), FormatError> {
-    let err = huffman_err(r.section(), stream);
+    let section = r.section();
+    let err = huffman_err(section, stream);
     let mut br = BitReader::new(r.rest());
-    let code = HuffmanCode::read_table(&mut br, alphabet).map_err(&err)?;
-    let table = br.byte_pos();
-    let symbols = code.decoder().decode_n(&mut br, n).map_err(&err)?;
-    br.align().map_err(|e| err(e.into()))?;
+    let (symbols, table) = match coding {
+        Coding::Fixed => {
+            let symbols =
+                decode_fixed(&mut br, alphabet, n).map_err(|source| FormatError::Fixed {
+                    section,
+                    stream,
+                    source,
+                })?;
+            (symbols, 0)
+        }
+        Coding::Huffman => {
+            let code = HuffmanCode::read_table(&mut br, alphabet).map_err(&err)?;
+            let table = br.byte_pos();
+            let symbols = code.decoder().decode_n(&mut br, n).map_err(&err)?;
+            br.align().map_err(|e| err(e.into()))?;
+            (symbols, table)
+        }
+    };
     let end = br.byte_pos();
     r.take(end as u64, "coded stream")?;
     Ok((symbols, table as u64, (end - table) as u64))
@@ -464,7 +531,20 @@ fn parse_layer(
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let nnz = r.varint_in("nonzero count", 0, dense_len)?;
-    let gap_bits = r.u8("gap bits")?;
+    // Version 3 keeps a flag per stream above the gap width: fixed width or Huffman.
+    let gap_byte = r.u8("gap bits")?;
+    let (gap_bits, flags) = if version >= 3 {
+        (gap_byte & GAP_BITS_MASK, gap_byte & !GAP_BITS_MASK)
+    } else {
+        (gap_byte, 0)
+    };
+    let coding = |flag: u8| {
+        if flags & flag != 0 {
+            Coding::Fixed
+        } else {
+            Coding::Huffman
+        }
+    };
     let sparse = nnz > 0 && nnz < dense_len;
     if sparse {
         r.check_range(
@@ -477,6 +557,18 @@ fn parse_layer(
         return Err(FormatError::Inconsistent {
             section,
             what: "gap bits must be 0 for an empty or fully dense layer",
+        });
+    }
+    if !sparse && flags & INDEX_FIXED != 0 {
+        return Err(FormatError::Inconsistent {
+            section,
+            what: "index stream flagged fixed-width on a layer without one (empty or fully dense)",
+        });
+    }
+    if nnz == 0 && flags & WEIGHT_FIXED != 0 {
+        return Err(FormatError::Inconsistent {
+            section,
+            what: "weight stream flagged fixed-width on a layer without nonzeros",
         });
     }
     if nnz > 0 && cb_len == 0 {
@@ -517,7 +609,13 @@ fn parse_layer(
         ..ByteCounts::default()
     };
     let positions = if sparse {
-        let (symbols, t, s) = read_coded(&mut r, Stream::Index, 1 << gap_bits, nnz + n_fillers)?;
+        let (symbols, t, s) = read_coded(
+            &mut r,
+            Stream::Index,
+            coding(INDEX_FIXED),
+            1 << gap_bits,
+            nnz + n_fillers,
+        )?;
         bytes.index_table = t;
         bytes.index_stream = s;
         decode_gaps(&symbols, gap_bits, nnz, dense_len)
@@ -526,7 +624,13 @@ fn parse_layer(
         (0..nnz).map(|p| p as u32).collect()
     };
     let clusters = if nnz > 0 {
-        let (symbols, t, s) = read_coded(&mut r, Stream::Weight, cb_len as u32, nnz)?;
+        let (symbols, t, s) = read_coded(
+            &mut r,
+            Stream::Weight,
+            coding(WEIGHT_FIXED),
+            cb_len as u32,
+            nnz,
+        )?;
         bytes.weight_table = t;
         bytes.weight_stream = s;
         symbols
@@ -651,6 +755,8 @@ fn parse_layer(
         nnz,
         n_fillers,
         gap_bits,
+        index_coding: sparse.then(|| coding(INDEX_FIXED)),
+        weight_coding: (nnz > 0).then(|| coding(WEIGHT_FIXED)),
         bits,
         codebook_len: cb_len,
         bias_len,
@@ -668,15 +774,15 @@ pub struct ByteCounts {
     /// + header (incl. layer table); for a layer, its name, kind, shape,
     ///   bits, counts, gap width, filler count and bias precision/length.
     pub header: u64,
-    /// Huffman table of the index (gap) stream.
+    /// Huffman table of the index (gap) stream (0 in fixed width).
     pub index_table: u64,
-    /// Huffman table of the weight (cluster) stream.
+    /// Huffman table of the weight (cluster) stream (0 in fixed width).
     pub weight_table: u64,
     /// Codebook centroids (4 bytes each).
     pub codebook: u64,
-    /// Huffman-coded gap stream.
+    /// Gap stream, Huffman-coded or in fixed width.
     pub index_stream: u64,
-    /// Huffman-coded cluster stream.
+    /// Cluster stream, Huffman-coded or in fixed width.
     pub weight_stream: u64,
     /// Bias values.
     pub bias: u64,
@@ -728,6 +834,10 @@ pub struct LayerAccount {
     pub n_fillers: u64,
     /// Gap width (0 = no index stream: empty or fully dense layer).
     pub gap_bits: u8,
+    /// How the index stream is stored (`None`: there is none).
+    pub index_coding: Option<Coding>,
+    /// How the weight stream is stored (`None`: no nonzeros).
+    pub weight_coding: Option<Coding>,
     /// Weight index width.
     pub bits: u8,
     pub codebook_len: u64,
@@ -756,18 +866,25 @@ impl LayerAccount {
         self.per_nonzero(((self.nnz + self.n_fillers) * u64::from(self.gap_bits)) as f64)
     }
 
-    /// Index bits per nonzero after Huffman, table included.
-    pub fn index_bits_huffman(&self) -> f64 {
+    /// Index bits per nonzero as stored (in [`Self::index_coding`]), table included.
+    pub fn index_bits_stored(&self) -> f64 {
         self.per_nonzero(((self.bytes.index_table + self.bytes.index_stream) * 8) as f64)
     }
 
-    /// Weight bits per nonzero before Huffman (= `bits`, 0 for empty layers).
+    /// Weight bits per nonzero in fixed width: the smallest width that holds every
+    /// codebook index ([`fixed_width`] of the codebook length, at most `bits`; 0 for
+    /// empty layers).
     pub fn weight_bits_fixed(&self) -> f64 {
-        self.per_nonzero((self.nnz * u64::from(self.bits)) as f64)
+        if self.nnz == 0 {
+            return 0.0;
+        }
+        f64::from(fixed_width(
+            self.codebook_len.min(u64::from(u32::MAX)) as u32
+        ))
     }
 
-    /// Weight bits per nonzero after Huffman, table included.
-    pub fn weight_bits_huffman(&self) -> f64 {
+    /// Weight bits per nonzero as stored (in [`Self::weight_coding`]), table included.
+    pub fn weight_bits_stored(&self) -> f64 {
         self.per_nonzero(((self.bytes.weight_table + self.bytes.weight_stream) * 8) as f64)
     }
 
@@ -781,6 +898,8 @@ impl LayerAccount {
 /// `layers[i].bytes.total()` equals `file_len`; `total` is that sum per field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileAccount {
+    /// Format version of the file (before 3, every stream is Huffman-coded).
+    pub version: u16,
     pub file_len: u64,
     /// File header: magic, version, header length, header, header CRC.
     pub header: ByteCounts,
@@ -985,16 +1104,19 @@ pub(crate) mod tests {
         let fc = &a.layers[1];
         assert_eq!(fc.bytes.bias, 4);
         assert_eq!(fc.bias_precision, BiasPrecision::F16);
-        assert_eq!(fc.weight_bits_fixed(), 5.0);
-        // Two clusters, 10 nonzeros: 1-bit codes -> 2 bytes; the table is
-        // DENSE over 2 symbols = kind 2 + eg(1) 3 + width 3 + 2x1 = 10 bits
-        // -> 2 bytes.
-        assert_eq!((fc.bytes.weight_table, fc.bytes.weight_stream), (2, 2));
-        assert_eq!(fc.weight_bits_huffman(), 32.0 / 10.0);
+        // Two centroids (of 2^5): 1 bit each in fixed width.
+        assert_eq!(fc.weight_bits_fixed(), 1.0);
+        // 10 nonzeros: 1-bit codes -> 2 bytes either way; Huffman would add a DENSE
+        // table over 2 symbols = kind 2 + eg(1) 3 + width 3 + 2x1 = 10 bits -> 2 bytes.
+        assert_eq!(fc.weight_coding, Some(Coding::Fixed));
+        assert_eq!((fc.bytes.weight_table, fc.bytes.weight_stream), (0, 2));
+        assert_eq!(fc.weight_bits_stored(), 16.0 / 10.0);
         let dense = &a.layers[2];
         assert_eq!((dense.gap_bits, dense.bytes.index_stream), (0, 0));
+        assert_eq!(dense.index_coding, None);
         assert_eq!(dense.index_bits_fixed(), 0.0);
         let empty = &a.layers[3];
+        assert_eq!((empty.index_coding, empty.weight_coding), (None, None));
         assert_eq!(empty.bytes.total(), empty.bytes.header + 4);
         // "empty": name 6 + kind 1 + rank 1 + dim 1 + bits 1 + cb 1 + nnz 1
         //          + gap 1 + prec 1 + bias len 1 = 15.
@@ -1097,14 +1219,19 @@ pub(crate) mod tests {
             Err(FormatError::BadMagic { found: *b"XCZ\0" })
         );
         let mut bytes = encode(&sample_model()).unwrap();
-        bytes[4] = 3;
+        bytes[4] = 4;
         assert_eq!(
             decode(&bytes),
             Err(FormatError::UnsupportedVersion {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             })
         );
+        bytes[4] = 0;
+        assert!(matches!(
+            decode(&bytes),
+            Err(FormatError::UnsupportedVersion { found: 0, .. })
+        ));
         assert!(matches!(decode(b""), Err(FormatError::Truncated { .. })));
     }
 
@@ -1188,7 +1315,7 @@ pub(crate) mod tests {
         bad[bitmap_hi] |= 0x04;
         assert!(parse(&bad, false).is_err());
         // version 1 knows no sparse biases
-        let mut v1 = good.clone();
+        let mut v1 = encode_version(&m, 2);
         v1[4] = 1;
         assert!(matches!(
             parse(&v1, false),
@@ -1198,9 +1325,191 @@ pub(crate) mod tests {
             })
         ));
         // and still reads its own dense ones
-        let mut v1 = encode(&with_biases(11, 0, BiasPrecision::F16)).unwrap();
-        v1[4] = 1;
-        assert!(parse(&v1, false).is_ok());
+        let v1 = encode_version(&m, 1);
+        let (back, _) = parse(&v1, true).unwrap();
+        assert!(bit_equal(&back, &m));
+    }
+
+    #[test]
+    fn version_1_and_2_files_still_decode() {
+        let m = sample_model();
+        for version in [1, 2] {
+            let old = encode_version(&m, version);
+            assert_eq!(u16::from_le_bytes([old[4], old[5]]), version);
+            let back = decode(&old).unwrap();
+            assert!(bit_equal(&back, &m), "version {version}");
+            let a = account(&old).unwrap();
+            assert_eq!(a.total.total(), old.len() as u64);
+            assert!(a
+                .layers
+                .iter()
+                .all(|l| l.index_coding != Some(Coding::Fixed)
+                    && l.weight_coding != Some(Coding::Fixed)));
+            // Written again, the file is version 3 and never larger.
+            let again = encode(&back).unwrap();
+            assert!(again.len() <= old.len(), "{} > {}", again.len(), old.len());
+        }
+    }
+
+    #[test]
+    fn committed_files_of_older_versions_decode() {
+        // A version 1 file (the fuzz corpus) and a version 2 file (a search's result).
+        let files: [(&str, &[u8], u16); 2] = [
+            (
+                "fuzz/corpus/dcz_decode/small.dcz",
+                include_bytes!("../../fuzz/corpus/dcz_decode/small.dcz"),
+                1,
+            ),
+            (
+                "searches/lenet-mnist-floor0.99-seed1/lenet.dcz",
+                include_bytes!("../../searches/lenet-mnist-floor0.99-seed1/lenet.dcz"),
+                2,
+            ),
+        ];
+        for (name, old, version) in files {
+            assert_eq!(u16::from_le_bytes([old[4], old[5]]), version, "{name}");
+            let m = decode(old).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let again = encode(&m).unwrap();
+            assert!(bit_equal(&decode(&again).unwrap(), &m), "{name}");
+            assert!(
+                again.len() <= old.len(),
+                "{name}: {} > {}",
+                again.len(),
+                old.len()
+            );
+        }
+    }
+
+    #[test]
+    fn stream_flags_are_checked() {
+        let m = sample_model();
+        let good = encode(&m).unwrap();
+        let a = account(&good).unwrap();
+        // conv1 stores both streams in fixed width: 6 nonzeros over 5 centroids.
+        let conv = &a.layers[0];
+        assert_eq!(
+            (conv.index_coding, conv.weight_coding),
+            (Some(Coding::Fixed), Some(Coding::Fixed))
+        );
+        assert_eq!(conv.bytes.weight_stream, 3); // 6 × 3 bits
+                                                 // The gap byte of conv1 follows its nonzero count: name 6, kind 1, rank 1,
+                                                 // dims 4, bits 1, codebook 1 + 20, nnz 1.
+        let at = a.header.total() as usize + 6 + 1 + 1 + 4 + 1 + 21 + 1;
+        assert_eq!(good[at], conv.gap_bits | INDEX_FIXED | WEIGHT_FIXED);
+        // Read as version 2, the flags are a gap width out of range.
+        let mut v2 = good.clone();
+        v2[4] = 2;
+        assert!(reseal(&mut v2));
+        assert!(matches!(
+            decode(&v2),
+            Err(FormatError::OutOfRange {
+                section: Section::Layer(0),
+                what: "gap bits",
+                ..
+            })
+        ));
+        // The reserved bit above the gap width.
+        let mut bad = good.clone();
+        bad[at] |= 0x20;
+        assert!(reseal(&mut bad));
+        assert!(matches!(
+            decode(&bad),
+            Err(FormatError::OutOfRange {
+                what: "gap bits",
+                ..
+            })
+        ));
+        // Without its flag, the fixed-width weight stream is read as a Huffman table.
+        let mut bad = good.clone();
+        bad[at] &= !WEIGHT_FIXED;
+        assert!(reseal(&mut bad));
+        assert!(decode(&bad).is_err());
+        // Flags on layers without those streams: the fully dense and the empty layer.
+        for (layer, flag) in [(2, INDEX_FIXED), (3, WEIGHT_FIXED), (3, INDEX_FIXED)] {
+            let mut mm = m.clone();
+            mm.layers.truncate(layer + 1);
+            mm.layers.drain(..layer);
+            let mut bad = encode(&mm).unwrap();
+            let a = account(&bad).unwrap();
+            let l = &a.layers[0];
+            // The gap byte is the last header byte before the streams.
+            let name = 1 + l.name.len();
+            let at = a.header.total() as usize
+                + name
+                + 2
+                + l.shape.len()
+                + 1
+                + 1
+                + 4 * l.codebook_len as usize
+                + 1;
+            assert_eq!(bad[at] & GAP_BITS_MASK, 0);
+            bad[at] |= flag;
+            assert!(reseal(&mut bad));
+            assert!(
+                matches!(decode(&bad), Err(FormatError::Inconsistent { .. })),
+                "layer {layer} flag {flag:#x}: {:?}",
+                decode(&bad)
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_fixed_streams_are_refused() {
+        // One layer, 40 nonzeros of 64 over 3 centroids: the weight stream is 2 bits each.
+        let l = Layer {
+            name: "fc".into(),
+            kind: LayerKind::Linear,
+            shape: vec![64],
+            bits: 2,
+            codebook: vec![-1.0, 0.5, 1.0],
+            positions: (0..40).map(|i| i + i / 3).collect(),
+            clusters: (0..40).map(|i| i % 3).collect(),
+            bias: vec![],
+            bias_precision: BiasPrecision::F32,
+        };
+        let m = CompressedModel {
+            model: "m".into(),
+            dataset: "d".into(),
+            input_shape: vec![64],
+            input_scale: 1.0,
+            input_shift: 0.0,
+            layers: vec![l],
+        };
+        let good = encode(&m).unwrap();
+        let a = account(&good).unwrap();
+        assert_eq!(a.layers[0].weight_coding, Some(Coding::Fixed));
+        assert_eq!(a.layers[0].bytes.weight_stream, 10);
+        // A value 3 (past the codebook) in the weight stream: the bias bytes follow it.
+        let end = good.len() - 4 - 2;
+        let mut bad = good.clone();
+        bad[end - 1] |= 0b1100_0000;
+        assert!(reseal(&mut bad));
+        assert!(matches!(
+            decode(&bad),
+            Err(FormatError::Fixed {
+                section: Section::Layer(0),
+                stream: Stream::Weight,
+                source: crate::format::FixedError::SymbolOutOfRange {
+                    value: 3,
+                    alphabet: 3
+                },
+            })
+        ));
+        // The section cut inside the weight stream (4 of its 10 bytes and the bias gone).
+        let body = good[a.header.total() as usize..end - 4].to_vec();
+        assert!(matches!(
+            decode(&file_with_layer(body)),
+            Err(FormatError::Fixed {
+                stream: Stream::Weight,
+                source: crate::format::FixedError::CountExceedsData {
+                    count: 40,
+                    width: 2,
+                    needed_bits: 80,
+                    available_bits: 48
+                },
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1525,15 +1834,27 @@ pub(crate) mod tests {
                 bias_precision: BiasPrecision::F16,
             }],
         };
-        let hex = "44 43 5a 00 02 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
-                   00 00 00 00 01 20 47 88 72 5c 02 66 63 01 02 02 04 02 02 00 00 00 bf \
-                   00 00 80 3e 02 01 05 91 c0 bc 91 c0 80 01 02 00 38 00 bc f1 c2 22 05";
-        let want: Vec<u8> = hex
-            .split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).unwrap())
-            .collect();
+        let hex = |h: &str| -> Vec<u8> {
+            h.split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect()
+        };
+        let want = hex(
+            "44 43 5a 00 03 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+             00 00 00 00 01 1c ce 64 96 d6 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+             00 00 80 3e 02 c1 05 bc 80 01 02 00 38 00 bc fd 2a 20 49",
+        );
         let bytes = encode(&m).unwrap();
         assert_eq!(bytes, want);
+        // The same model in version 2 (both streams Huffman-coded), as the previous
+        // edition of the document showed it: still read, to the same model.
+        let v2 = hex(
+            "44 43 5a 00 02 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+             00 00 00 00 01 20 47 88 72 5c 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+             00 00 80 3e 02 01 05 91 c0 bc 91 c0 80 01 02 00 38 00 bc f1 c2 22 05",
+        );
+        assert_eq!(encode_version(&m, 2), v2);
+        assert!(bit_equal(&decode(&v2).unwrap(), &decode(&bytes).unwrap()));
         assert_eq!(
             decode(&bytes).unwrap().layers[0].dense_weights(),
             vec![0.0, 0.25, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0]
@@ -1552,8 +1873,8 @@ pub(crate) mod tests {
             l.bytes,
             ByteCounts {
                 header: 14,
-                index_table: 2,
-                weight_table: 2,
+                index_table: 0,
+                weight_table: 0,
                 codebook: 8,
                 index_stream: 1,
                 weight_stream: 1,
@@ -1562,11 +1883,20 @@ pub(crate) mod tests {
             }
         );
         assert_eq!((l.gap_bits, l.n_fillers), (1, 5));
+        assert_eq!(
+            (l.index_coding, l.weight_coding),
+            (Some(Coding::Fixed), Some(Coding::Fixed))
+        );
         assert_eq!(l.index_bits_fixed(), 3.5);
-        assert_eq!(l.index_bits_huffman(), 12.0);
-        assert_eq!(l.weight_bits_fixed(), 2.0);
-        assert_eq!(l.weight_bits_huffman(), 12.0);
-        assert_eq!(a.total.total(), 69);
+        assert_eq!(l.index_bits_stored(), 4.0);
+        assert_eq!(l.weight_bits_fixed(), 1.0);
+        assert_eq!(l.weight_bits_stored(), 4.0);
+        assert_eq!(a.total.total(), 65);
+        // In version 2 the two Huffman tables cost 2 bytes each.
+        let a2 = account(&v2).unwrap();
+        assert_eq!(a2.total.total(), 69);
+        assert_eq!(a2.layers[0].bytes.huffman_tables(), 4);
+        assert_eq!(a2.layers[0].weight_coding, Some(Coding::Huffman));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! in which [`Section`]), [`Stream`] (which coded stream of a layer) and [`GapError`]
 //! (gap coding, `gaps`).
 
+use super::coding::FixedError;
 use super::huffman::HuffmanError;
 use super::model::ModelError;
 use std::fmt;
@@ -61,7 +62,7 @@ impl fmt::Display for Section {
     }
 }
 
-/// One of the two Huffman-coded streams of a layer.
+/// One of the two coded streams of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     /// The gap (sparse index) stream.
@@ -86,7 +87,9 @@ pub enum FormatError {
     #[error("not a .dcz file: bad magic bytes {found:02x?}")]
     BadMagic { found: [u8; 4] },
     /// The format version is not the one this reader implements.
-    #[error("unsupported .dcz format version {found} (this reader supports {supported})")]
+    #[error(
+        "unsupported .dcz format version {found} (this reader supports versions 1 to {supported}; a newer dc-search may read it)"
+    )]
     UnsupportedVersion { found: u16, supported: u16 },
     /// The data ended inside a field.
     #[error("{section}: truncated in {what}: need {needed} bytes, {available} available")]
@@ -147,6 +150,13 @@ pub enum FormatError {
         section: Section,
         stream: Stream,
         source: HuffmanError,
+    },
+    /// A fixed-width stream is corrupt.
+    #[error("{section}: {stream} stream (fixed width): {source}")]
+    Fixed {
+        section: Section,
+        stream: Stream,
+        source: FixedError,
     },
     /// The gap stream does not decode to valid positions.
     #[error("{section}: index stream: {source}")]

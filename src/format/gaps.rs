@@ -1,7 +1,8 @@
 //! Relative sparse indexing (Deep Compression §2): the positions of a layer's
 //! nonzero weights stored as gaps, each in a `gap_bits`-wide alphabet, with
 //! filler entries for gaps that do not fit; and the per-layer choice of
-//! `gap_bits` that minimises the Huffman-coded size.
+//! `gap_bits` that minimises the stored size (the smaller of the fixed-width and the
+//! Huffman coding of the stream, [`super::coding`]).
 //!
 //! **Rule.** Let `b = gap_bits` (1..=16) and `F = 2^b - 1`. Positions are
 //! strictly increasing flat indices `p_0 < p_1 < ...` into the dense tensor.
@@ -23,6 +24,7 @@
 
 use super::bits::BitWriter;
 use super::bytes::varint_len;
+use super::coding::{fixed_bytes, Coding};
 use super::error::GapError;
 use super::huffman::HuffmanCode;
 
@@ -151,8 +153,10 @@ pub struct GapChoice {
     pub gap_bits: u8,
     /// Number of filler symbols in the stream.
     pub n_fillers: u64,
-    /// Exact bytes stored for the index: the varint filler count, the
-    /// Huffman table and the Huffman-coded gap stream (as in the `.dcz` file).
+    /// How the gap stream is stored: the smaller of the two, fixed width on a tie.
+    pub coding: Coding,
+    /// Exact bytes stored for the index: the varint filler count and the gap stream in
+    /// its coding (Huffman: table and code words), as in the `.dcz` file.
     pub coded_bytes: u64,
 }
 
@@ -162,12 +166,18 @@ fn cost_from_gaps(gaps: &[u64], gap_bits: u8) -> Result<GapChoice, GapError> {
     let code = HuffmanCode::from_frequencies(&freqs)?;
     let mut w = BitWriter::new();
     code.write_table(&mut w);
-    let table = w.bit_len() / 8;
-    let stream = code.stream_bits(&freqs).div_ceil(8);
+    let huffman = w.bit_len() / 8 + code.stream_bits(&freqs).div_ceil(8);
+    let fixed = fixed_bytes(freqs.iter().sum(), 1 << gap_bits);
+    let (coding, stream) = if fixed <= huffman {
+        (Coding::Fixed, fixed)
+    } else {
+        (Coding::Huffman, huffman)
+    };
     Ok(GapChoice {
         gap_bits,
         n_fillers,
-        coded_bytes: varint_len(n_fillers) as u64 + table + stream,
+        coding,
+        coded_bytes: varint_len(n_fillers) as u64 + stream,
     })
 }
 
@@ -176,15 +186,16 @@ pub fn gap_cost(positions: &[u32], gap_bits: u8) -> Result<GapChoice, GapError> 
     cost_from_gaps(&gaps(positions)?, gap_bits)
 }
 
-/// Tries every width 1..=16 and returns the one with the fewest coded bytes
-/// (the narrowest on a tie).
+/// Tries every width 1..=16 and returns the one with the fewest stored bytes, in the
+/// better of its two codings (the narrowest width on a tie).
 pub fn choose_gap_bits(positions: &[u32]) -> Result<GapChoice, GapError> {
     let g = gaps(positions)?;
     let mut best = cost_from_gaps(&g, MIN_GAP_BITS)?;
     let mut last = best;
     for b in MIN_GAP_BITS + 1..=MAX_GAP_BITS {
         // Once a width needs no filler, every wider one codes the same symbols with the
-        // same code (the filler unused), so costs the same and loses the tie.
+        // same Huffman code (the filler unused), so costs the same in Huffman and more in
+        // fixed width: it cannot win.
         if last.n_fillers == 0 {
             break;
         }
@@ -341,20 +352,25 @@ mod tests {
 
     #[test]
     fn chooser_cost_is_exact() {
-        let positions = [0u32, 1, 5, 6, 40, 41, 300];
-        for b in MIN_GAP_BITS..=MAX_GAP_BITS {
-            let c = gap_cost(&positions, b).unwrap();
-            let s = encode_gaps(&positions, b).unwrap();
-            let enc = super::super::huffman::encode_stream(&s, 1 << b).unwrap();
-            assert_eq!(
-                c.coded_bytes,
-                (varint_len(c.n_fillers) + enc.table.len() + enc.stream.len()) as u64
-            );
-            assert_eq!(
-                c.n_fillers,
-                s.iter().filter(|&&x| x == filler_symbol(b)).count() as u64
-            );
+        let mut codings = std::collections::HashSet::new();
+        for positions in [vec![0u32, 1, 5, 6, 40, 41, 300], bernoulli(3_000, 0.1, 5)] {
+            for b in MIN_GAP_BITS..=MAX_GAP_BITS {
+                let c = gap_cost(&positions, b).unwrap();
+                codings.insert(c.coding);
+                let s = encode_gaps(&positions, b).unwrap();
+                let enc = super::super::coding::code_stream(&s, 1 << b).unwrap();
+                assert_eq!(
+                    (c.coded_bytes, c.coding),
+                    ((varint_len(c.n_fillers) + enc.len()) as u64, enc.coding)
+                );
+                assert_eq!(
+                    c.n_fillers,
+                    s.iter().filter(|&&x| x == filler_symbol(b)).count() as u64
+                );
+            }
         }
+        // Both codings occur among these widths.
+        assert_eq!(codings.len(), 2);
     }
 
     #[test]

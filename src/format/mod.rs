@@ -1,11 +1,14 @@
 //! The `.dcz` compressed model file format of Deep Compression (Han, Mao &
-//! Dally, ICLR 2016): pruned positions stored as Huffman-coded relative gaps
-//! with fillers, shared-weight cluster indices Huffman-coded against a
-//! per-layer codebook, biases in f32 or f16, and a CRC32 per section.
+//! Dally, ICLR 2016): pruned positions stored as relative gaps with fillers,
+//! shared-weight cluster indices against a per-layer codebook, each stream in
+//! Huffman or fixed width (whichever is smaller), biases in f32, f16 or i8, and a
+//! CRC32 per section.
 //!
 //! * [`bits`]: MSB-first bit writer/reader.
 //! * [`huffman`]: canonical length-limited (24-bit) Huffman codes and their
 //!   compact tables.
+//! * [`coding`]: fixed-width coding of a stream and the exact choice between it
+//!   and Huffman.
 //! * [`gaps`]: relative sparse index with filler symbols, and the per-layer
 //!   gap width chooser.
 //! * [`model`]: the in-memory [`CompressedModel`] and its validation.
@@ -17,6 +20,7 @@
 
 pub mod bits;
 pub mod bytes;
+pub mod coding;
 pub mod dcz;
 pub mod error;
 pub mod gaps;
@@ -25,6 +29,7 @@ pub mod model;
 #[cfg(test)]
 pub(crate) mod proptests;
 
+pub use coding::{code_stream, fixed_width, CodedStream, Coding, FixedError};
 pub use dcz::{
     account, account_with_limit, decode, decode_with_limit, encode, encode_unchecked, reseal,
     ByteCounts, FileAccount, LayerAccount, MAGIC, VERSION,

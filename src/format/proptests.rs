@@ -3,9 +3,10 @@
 //! probe that bounds what the decoder allocates for hostile input.
 
 use super::bits::BitWriter;
-use super::bytes::write_varint;
+use super::bytes::{varint_len, write_varint};
+use super::coding::{fixed_bytes, Coding};
 use super::dcz::tests::{assemble, bit_equal, file_with_layer, header_for, layer_prefix};
-use super::dcz::{account, decode, encode, encode_unchecked, parse, reseal};
+use super::dcz::{account, decode, encode, encode_unchecked, encode_version, parse, reseal};
 use super::model::{BiasPrecision, CompressedModel, Layer, LayerKind, MAX_TOTAL_DENSE};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -235,6 +236,45 @@ proptest! {
         prop_assert_eq!(a.header.total() + layers, bytes.len() as u64);
         for (l, la) in m.layers.iter().zip(&a.layers) {
             prop_assert_eq!(la.nnz, l.positions.len() as u64);
+        }
+    }
+
+    /// Each stream is stored in the smaller of its codings: never more than fixed width,
+    /// never more than the all-Huffman layout of version 2, which still decodes (as does
+    /// version 1) to the same model.
+    #[test]
+    fn each_stream_is_stored_in_its_smaller_coding(m in arb_model()) {
+        let bytes = encode(&m).unwrap();
+        let a = account(&bytes).unwrap();
+        // Version 1 knows no i8 biases.
+        let i8_bias = m.layers.iter().any(|l| l.bias_precision == BiasPrecision::I8);
+        for version in [1, 2].into_iter().filter(|&v| v == 2 || !i8_bias) {
+            let old = encode_version(&m, version);
+            prop_assert!(bit_equal(&m, &decode(&old).unwrap()));
+            prop_assert!(bytes.len() <= old.len());
+        }
+        let a2 = account(&encode_version(&m, 2)).unwrap();
+        for (l, (l2, l3)) in m.layers.iter().zip(a2.layers.iter().zip(&a.layers)) {
+            let index = |la: &super::dcz::LayerAccount| {
+                la.bytes.index_table + la.bytes.index_stream + if la.index_coding.is_some() {
+                    varint_len(la.n_fillers) as u64
+                } else {
+                    0
+                }
+            };
+            prop_assert!(index(l3) <= index(l2));
+            let weight = |la: &super::dcz::LayerAccount| la.bytes.weight_table + la.bytes.weight_stream;
+            prop_assert!(weight(l3) <= weight(l2));
+            if l3.nnz > 0 {
+                prop_assert!(weight(l3) <= fixed_bytes(l3.nnz, l.codebook.len() as u32));
+                // Fixed width on a tie; a Huffman stream is strictly smaller.
+                let fixed = fixed_bytes(l3.nnz, l.codebook.len() as u32);
+                prop_assert_eq!(l3.weight_coding == Some(Coding::Fixed), weight(l3) == fixed);
+            }
+            if let Some(c) = l3.index_coding {
+                let fixed = fixed_bytes(l3.nnz + l3.n_fillers, 1 << l3.gap_bits);
+                prop_assert_eq!(c == Coding::Fixed, l3.bytes.index_stream == fixed && l3.bytes.index_table == 0);
+            }
         }
     }
 
