@@ -79,6 +79,10 @@ enum Command {
     Bench(BenchArgs),
     /// Print a compressed file's layer table (like the paper's Table 3) and byte account.
     Inspect(InspectArgs),
+    /// One probe from a spec file (for worker processes and cluster array jobs): prune or
+    /// share from the spec's warm start, retrain, measure on validation; writes the result
+    /// (JSON, and the checkpoint when the probe is feasible) atomically.
+    Probe(ProbeArgs),
     /// Export for other tools: a .dcz file's decoded model as a PyTorch safetensors state
     /// dict, or a search's ratios.json as an NNI config_list, a Distiller schedule or CSV.
     Export(ExportArgs),
@@ -182,6 +186,32 @@ struct InspectArgs {
     file: PathBuf,
     #[command(flatten)]
     limit: Limit,
+}
+
+/// `probe`: a spec and where its result goes.
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The probe's spec (JSON: the run's config, dense weights and their SHA-256, warm
+    /// start, ratios or bits, epochs, seeds, threshold).
+    #[arg(long, value_name = "SPEC.json")]
+    spec: PathBuf,
+    /// The result file (default: beside the spec, named by the spec's hash,
+    /// `<sha256>.result.json`); a result of the same spec already there is not recomputed.
+    #[arg(long, value_name = "RESULT.json")]
+    out: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Folder holding the four IDX files (default: the spec's config's, else where
+    /// scripts/setup.sh put them; also DC_SEARCH_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// `export`: what to convert into what.
@@ -314,6 +344,12 @@ pub enum Mode {
     Inspect {
         file: PathBuf,
         max_params: u64,
+    },
+    Probe {
+        spec: PathBuf,
+        out: Option<PathBuf>,
+        rt: Runtime,
+        data_dir: Option<PathBuf>,
     },
     Export {
         input: PathBuf,
@@ -608,6 +644,7 @@ impl Cli {
             Some(Command::Eval(args)) => args.into_mode(),
             Some(Command::Compress(args)) => args.into_mode(),
             Some(Command::Inspect(args)) => args.into_mode(),
+            Some(Command::Probe(args)) => args.into_mode(),
             Some(Command::Export(args)) => args.into_mode(),
             Some(Command::Sensitivity(args)) => args.into_mode(),
             Some(Command::Bench(args)) => args.into_mode(),
@@ -733,6 +770,40 @@ impl InspectArgs {
         Ok(Mode::Inspect {
             file,
             max_params: limit.get()?,
+        })
+    }
+}
+
+impl ProbeArgs {
+    fn into_mode(self) -> Result<Mode> {
+        let ProbeArgs {
+            spec,
+            out,
+            device,
+            threads,
+            data_dir,
+            quiet,
+        } = self;
+        let common = Common {
+            device,
+            threads,
+            seed: 1,
+            dense_seed: 1,
+            data_dir: None,
+            dataset: None,
+            quiet,
+            weights: None,
+            validation_from: None,
+            torchscript: None,
+        };
+        if let Some(o) = &out {
+            check_output(o)?;
+        }
+        Ok(Mode::Probe {
+            spec,
+            out,
+            rt: common.runtime()?,
+            data_dir,
         })
     }
 }

@@ -51,6 +51,12 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             command,
         } => search_cmd(&cfg, &rt, floor, &out, &command),
+        Mode::Probe {
+            spec,
+            out,
+            rt,
+            data_dir,
+        } => probe_cmd(&spec, out, &rt, data_dir),
         Mode::Sensitivity { cfg, rt, out } => sensitivity_cmd(&cfg, &rt, &out),
         Mode::BenchSensitivity { cfg, rt } => bench_sensitivity_cmd(&cfg, &rt),
         Mode::BenchTrain { cfg, rt, steps } => crate::bench::train(&cfg, &rt, steps),
@@ -234,18 +240,15 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     times.sensitivity = secs;
     crate::runtime::catch_interrupts();
     let train_split = data.train.to_device(rt.device);
-    let mut probe_cfg = cfg.compress.clone();
-    probe_cfg.schedule = cfg.search.probe_schedule;
-    probe_cfg.lr_scale = cfg.search.lr_scale;
-    let oracle = search::oracle::Retrainer {
-        dense: &dense.net,
-        train: &train_split,
-        valid: &data.valid,
-        recipe: &cfg.train,
-        probe_cfg,
-        codebook_cfg: cfg.compress.clone(),
+    let oracle = search::oracle::Retrainer::new(
+        &dense.net,
+        &train_split,
+        &data.valid,
+        &cfg.train,
+        &cfg.compress,
+        &cfg.search,
         rt,
-    };
+    );
     let layers = dense
         .net
         .arch
@@ -356,12 +359,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
 /// weights (by content, so a changed file at the same path is not mistaken for the old
 /// one). A journal written under another key is not resumed.
 fn journal_key(cfg: &Config, rt: &Runtime, floor: f64, dense: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
-    let weights = match std::fs::read(dense) {
-        Ok(bytes) => hex(&Sha256::digest(&bytes)),
-        Err(_) => dense.display().to_string(),
-    };
+    let weights = crate::paths::sha256_file(dense).unwrap_or_else(|_| dense.display().to_string());
     let text = format!(
         "{}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={weights}",
         cfg.to_toml(),
@@ -369,7 +367,74 @@ fn journal_key(cfg: &Config, rt: &Runtime, floor: f64, dense: &Path) -> String {
         rt.threads,
         rt.device_name(),
     );
-    hex(&Sha256::digest(text.as_bytes()))
+    crate::paths::sha256_hex(text.as_bytes())
+}
+
+/// `probe --spec`: one probe from its spec; prints the result's JSON line.
+fn probe_cmd(
+    spec_path: &Path,
+    out: Option<PathBuf>,
+    rt: &Runtime,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
+    use search::spec;
+    let s = spec::ProbeSpec::read(spec_path)?;
+    let out = out.unwrap_or_else(|| spec::default_result_path(spec_path, &s));
+    if let Some(r) = spec::existing_result(&out, &s) {
+        if !rt.quiet {
+            eprintln!(
+                "{}: the result of this spec is already there; not probed again",
+                out.display()
+            );
+        }
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let source = spec_path.display().to_string();
+    let mut cfg = Config::parse(&s.config, &source)?;
+    if let Some(dir) = data::dir_from_env(data_dir) {
+        cfg.data.dir = Some(dir);
+    }
+    let actual = crate::paths::sha256_file(&s.dense).with_context(|| {
+        format!(
+            "probe spec {source}: the dense weights (on a cluster, the run folder and the cache must be on storage              every node shares)"
+        )
+    })?;
+    if actual != s.dense_sha256 {
+        anyhow::bail!(
+            "probe spec {source}: the dense weights {} changed since the spec was written (sha256 {actual}, the spec              says {}); write the spec again",
+            s.dense.display(),
+            s.dense_sha256
+        );
+    }
+    // The dense model is read from the spec's file, never trained here.
+    if cfg.torchscript.is_none() {
+        cfg.weights = Some(s.dense.clone());
+    }
+    let rt = Runtime {
+        seed: s.seed,
+        quiet: true,
+        ..*rt
+    };
+    rt.apply();
+    let data = load_on_device(&cfg, &rt)?;
+    let dense = dense::obtain(&cfg, &data, &rt, false)?;
+    s.check_layers(dense.net.arch.layers.len())
+        .with_context(|| format!("probe spec {source}"))?;
+    let mut oracle = search::oracle::Retrainer::new(
+        &dense.net,
+        &data.train,
+        &data.valid,
+        &cfg.train,
+        &cfg.compress,
+        &cfg.search,
+        &rt,
+    );
+    let result = spec::run(&mut oracle, &s, &spec::checkpoint_path(&out))?;
+    let json = serde_json::to_string(&result)?;
+    crate::paths::write_text(&out, &format!("{json}\n"))?;
+    println!("{json}");
+    Ok(())
 }
 
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
@@ -642,4 +707,36 @@ fn compress_cmd(
         t.accuracy, t.loss
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The journal's key holds the dense weights by content: a file changed at the same path
+    /// is another run, the same bytes at another path are the same one.
+    #[test]
+    fn the_journal_key_hashes_the_dense_weights_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        std::fs::write(&a, b"weights one").unwrap();
+        std::fs::write(&b, b"weights one").unwrap();
+        let cfg = Config::resolve("lenet").unwrap();
+        let rt = Runtime {
+            device: tch::Device::Cpu,
+            seed: 1,
+            dense_seed: 1,
+            threads: Some(1),
+            quiet: true,
+        };
+        let key = |p: &Path| journal_key(&cfg, &rt, 0.99, p);
+        let before = key(&a);
+        assert_eq!(before, key(&b));
+        std::fs::write(&a, b"weights two").unwrap();
+        assert_ne!(before, key(&a));
+        assert_ne!(before, journal_key(&cfg, &rt, 0.98, &b));
+    }
 }

@@ -2,7 +2,7 @@
 //! (`DC_SEARCH_CACHE`, default `~/.cache/dc-search`); bounded reads ([`read_regular`],
 //! [`read_prefix`]) that refuse FIFOs, devices and folders before opening them, so no input
 //! blocks or streams forever; and atomic writes (temp file, fsync, rename) so no output is
-//! ever half-written, with the permissions the umask gives a new file.
+//! ever half-written, with the permissions the umask gives a new file; content hashes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`write_atomic`] for text.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     write_atomic(path, text.as_bytes())
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 (hex) of a file's content.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {} to hash it", path.display()))?;
+    Ok(sha256_hex(&bytes))
 }
 
 /// The run folder `base/name`, or `base/name-2`, `-3`, … when that one holds a finished

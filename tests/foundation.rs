@@ -4,7 +4,7 @@ use dc_search::models::Net;
 use dc_search::train::{self, Sgd};
 use tch::Device;
 
-use crate::util::{dc_search, mnist, run, torch_seeded};
+use crate::util::{dc_search, mnist, mnist_dir, run, torch_seeded, TestConfig};
 
 #[test]
 fn binary_runs_without_ld_library_path() {
@@ -102,4 +102,62 @@ fn same_seed_same_weights() {
         "same seed must give bit-identical weights"
     );
     assert_ne!(a, train_once(12));
+}
+
+/// The help texts list every preset (from the model registry) and every prune schedule.
+#[test]
+fn help_names_every_preset_and_schedule() {
+    let (code, out, err) = run({
+        let mut c = dc_search();
+        c.arg("--help");
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    for p in dc_search::models::registry::PRESETS {
+        assert!(
+            out.contains(p.name),
+            "{} missing from --help:\n{out}",
+            p.name
+        );
+    }
+    let (code, out, err) = run({
+        let mut c = dc_search();
+        c.args(["compress", "--help"]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    for schedule in ["all-at-once", "layer-wise", "gradual"] {
+        assert!(out.contains(schedule), "{schedule} missing:\n{out}");
+    }
+}
+
+/// With stderr not a terminal (CI, nohup, `| tee`) the progress bar is hidden, and training
+/// prints a plain line every 5 % instead.
+#[test]
+fn training_prints_plain_progress_lines_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("small.toml");
+    let toml = TestConfig {
+        model: "lenet-300-100",
+        validation: 1000,
+        split_seed: 7,
+        batch_size: 16,
+        iterations: 1000,
+        rest: "",
+    }
+    .toml();
+    std::fs::write(&cfg, toml).unwrap();
+    let mut c = dc_search();
+    c.env("DC_SEARCH_CACHE", dir.path().join("cache"))
+        .args(["train", "--device", "cpu", "--data-dir"])
+        .arg(mnist_dir())
+        .arg(&cfg);
+    let (code, _, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("iterations), loss") && l.contains("s left"))
+        .collect();
+    assert!(lines.len() >= 19, "{err}");
+    assert!(lines.iter().any(|l| l.contains("100 %")), "{err}");
 }

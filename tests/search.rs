@@ -377,3 +377,138 @@ fn fast_sensitivity_sweep_equals_the_naive_one() {
     );
     assert!(conv2_99.accuracy < fast[4].accuracy, "{fast:?}");
 }
+
+/// `probe --spec`: a probe run from its spec file by the binary gives the number the same
+/// probe gives in-process (same seed, same threads); a feasible probe's checkpoint is the
+/// next spec's warm start; a result already there is not recomputed; a missing warm start
+/// and changed dense weights are refused in one line.
+#[test]
+fn a_probe_from_its_spec_gives_the_in_process_number() {
+    use dc_search::runtime::Runtime;
+    use dc_search::search::oracle::{Oracle, Retrainer};
+    use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
+
+    let (_guard, cfg, data, net) = small_dense("lenet-300-100", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let dense = dir.path().join("dense.safetensors");
+    let bytes = dc_search::weights::to_safetensors(&net.to_host(), None).unwrap();
+    std::fs::write(&dense, bytes).unwrap();
+    let threads = tch::get_num_threads().max(1) as usize;
+    let (ratios, epochs, offset) = (vec![0.9, 0.8, 0.5], 0.05, 1000);
+    let spec = ProbeSpec {
+        spec: SPEC_VERSION,
+        config: cfg.to_toml(),
+        dense: dense.clone(),
+        dense_sha256: dc_search::paths::sha256_file(&dense).unwrap(),
+        warm_start: None,
+        action: Action::Prune,
+        ratios: ratios.clone(),
+        bits: vec![],
+        epochs,
+        seed: 1,
+        offset,
+        threshold: 0.5,
+    };
+    let write_spec = |name: &str, s: &ProbeSpec| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(s).unwrap()).unwrap();
+        p
+    };
+    let probe = |spec_path: &Path| {
+        let mut c = dc_search();
+        c.args(["probe", "--device", "cpu", "--threads"])
+            .arg(threads.to_string())
+            .arg("--spec")
+            .arg(spec_path)
+            .arg("--data-dir")
+            .arg(mnist_dir());
+        run(c)
+    };
+    let p1 = write_spec("prune.json", &spec);
+    let (code, out, err) = probe(&p1);
+    assert_eq!(code, 0, "{err}");
+    let r: ProbeResult = serde_json::from_str(out.trim()).unwrap();
+    let result_file = dir.path().join(format!("{}.result.json", spec.sha256()));
+    let on_disk: ProbeResult =
+        serde_json::from_str(&std::fs::read_to_string(&result_file).unwrap()).unwrap();
+    assert_eq!(on_disk, r);
+    assert!(r.feasible);
+    let checkpoint = r
+        .checkpoint
+        .clone()
+        .expect("a feasible probe writes its model");
+    assert!(checkpoint.is_file());
+
+    // The same probe in this process.
+    let rt = Runtime {
+        device: tch::Device::Cpu,
+        seed: 1,
+        dense_seed: 1,
+        threads: Some(threads),
+        quiet: true,
+    };
+    let mut oracle = Retrainer::new(
+        &net,
+        &data.train,
+        &data.valid,
+        &cfg.train,
+        &cfg.compress,
+        &cfg.search,
+        &rt,
+    );
+    let (model, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
+    assert_eq!(m.accuracy, r.valid_accuracy);
+    assert_eq!(m.nonzeros, r.nonzeros);
+    assert!(
+        (m.loss - r.valid_loss).abs() < 1e-4,
+        "{} {}",
+        m.loss,
+        r.valid_loss
+    );
+    let from_disk = oracle.load(&checkpoint).unwrap();
+    assert_eq!(
+        oracle.evaluate(&from_disk).unwrap().accuracy,
+        oracle.evaluate(&model).unwrap().accuracy
+    );
+
+    // Again: answered from the result file, not probed again.
+    let (code, out2, err) = probe(&p1);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("already there"), "{err}");
+    assert_eq!(out2.trim(), out.trim());
+
+    // Its checkpoint is the next probe's warm start: weight sharing at 4 bits.
+    let quantize = ProbeSpec {
+        action: Action::Quantize,
+        warm_start: Some(checkpoint.clone()),
+        bits: vec![4, 4, 4],
+        epochs: 0.02,
+        offset: 2000,
+        ..spec.clone()
+    };
+    let (code, out, err) = probe(&write_spec("quantize.json", &quantize));
+    assert_eq!(code, 0, "{err}");
+    let q: ProbeResult = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(q.nonzeros, r.nonzeros);
+
+    // Refusals: a warm start that is not there, dense weights that changed.
+    let missing = ProbeSpec {
+        warm_start: Some(dir.path().join("gone.safetensors")),
+        ..quantize.clone()
+    };
+    let (code, _, err) = probe(&write_spec("missing.json", &missing));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("gone.safetensors") && err.contains("no such checkpoint"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let changed = ProbeSpec {
+        dense_sha256: "0".repeat(64),
+        offset: 1001,
+        ..spec.clone()
+    };
+    let (code, _, err) = probe(&write_spec("changed.json", &changed));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("changed since the spec was written"), "{err}");
+}

@@ -1353,7 +1353,8 @@ pub(crate) mod tests {
 
     #[test]
     fn committed_files_of_older_versions_decode() {
-        // A version 1 file (the fuzz corpus) and a version 2 file (a search's result).
+        // A version 1 file (the fuzz corpus) and a version 2 file (a LeNet-5 search's result
+        // at 154.9×, written before version 3).
         let files: [(&str, &[u8], u16); 2] = [
             (
                 "fuzz/corpus/dcz_decode/small.dcz",
@@ -1361,8 +1362,8 @@ pub(crate) mod tests {
                 1,
             ),
             (
-                "searches/lenet-mnist-floor0.99-seed1/lenet.dcz",
-                include_bytes!("../../searches/lenet-mnist-floor0.99-seed1/lenet.dcz"),
+                "tests/fixtures/lenet-v2.dcz",
+                include_bytes!("../../tests/fixtures/lenet-v2.dcz"),
                 2,
             ),
         ];
@@ -1391,9 +1392,10 @@ pub(crate) mod tests {
             (conv.index_coding, conv.weight_coding),
             (Some(Coding::Fixed), Some(Coding::Fixed))
         );
-        assert_eq!(conv.bytes.weight_stream, 3); // 6 × 3 bits
-                                                 // The gap byte of conv1 follows its nonzero count: name 6, kind 1, rank 1,
-                                                 // dims 4, bits 1, codebook 1 + 20, nnz 1.
+        // 6 nonzeros × 3 bits
+        assert_eq!(conv.bytes.weight_stream, 3);
+        // The gap byte of conv1 follows its nonzero count: name 6, kind 1, rank 1, dims 4,
+        // bits 1, codebook 1 + 20, nnz 1.
         let at = a.header.total() as usize + 6 + 1 + 1 + 4 + 1 + 21 + 1;
         assert_eq!(good[at], conv.gap_bits | INDEX_FIXED | WEIGHT_FIXED);
         // Read as version 2, the flags are a gap width out of range.

@@ -16,7 +16,8 @@
 //! budget, the [`journal`] and the records ([`record`]). The real oracle retrains with
 //! libtorch; [`synthetic`] answers from a noisy landscape, so strategies are compared over
 //! many seeds in a second ([`synthetic::compare`], `dc-search bench search`). [`run`] holds
-//! the stages in order; [`outputs`] writes the run folder.
+//! the stages in order; [`outputs`] writes the run folder. [`spec`] runs one probe from a
+//! spec file (`dc-search probe`), outside the search's process.
 //!
 //! Every finished probe goes to the run folder's journal; a rerun replays it and goes on,
 //! so a crash, a kill or Ctrl-C loses at most the probe that was running.
@@ -36,6 +37,7 @@ pub mod record;
 pub mod refinement;
 pub mod run;
 pub mod sensitivity;
+pub mod spec;
 pub mod synthetic;
 
 pub use record::{Outcome, Phase, StageTimes, Trial};

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::config::SearchConfig;
 use crate::compress::mask::Masked;
 use crate::compress::prune::PruneRule;
 use crate::compress::{CompressConfig, Trainer};
@@ -86,7 +87,32 @@ pub struct Retrainer<'a> {
     pub rt: &'a Runtime,
 }
 
-impl Retrainer<'_> {
+impl<'a> Retrainer<'a> {
+    /// The search's oracle: probes retrain with the search's schedule and learning rate
+    /// (`[search]`), codebook retraining with `[compress]`'s settings.
+    pub fn new(
+        dense: &'a Net,
+        train: &'a Split,
+        valid: &'a Split,
+        recipe: &'a train::Recipe,
+        compress: &CompressConfig,
+        search: &SearchConfig,
+        rt: &'a Runtime,
+    ) -> Self {
+        let mut probe_cfg = compress.clone();
+        probe_cfg.schedule = search.probe_schedule;
+        probe_cfg.lr_scale = search.lr_scale;
+        Retrainer {
+            dense,
+            train,
+            valid,
+            recipe,
+            probe_cfg,
+            codebook_cfg: compress.clone(),
+            rt,
+        }
+    }
+
     fn measure(&self, net: &Net, state: &Masked, t0: Instant) -> Measure {
         let e = train::evaluate(net, self.valid);
         Measure {

@@ -192,22 +192,11 @@ pub fn plot_pareto(trials: &[Trial], threshold: f64, path: &Path) -> Result<()> 
             }))?
             .label("probe (blue: feasible)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
-        // The front: the most accurate feasible ratio probe at or under each size.
-        let mut front: Vec<(f64, f64)> = Vec::new();
-        let mut sorted: Vec<(f64, f64)> = trials
-            .iter()
-            .zip(&kb)
-            .filter(|(t, _)| t.feasible && t.phase.is_ratio())
-            .map(|(_, &p)| p)
-            .collect();
-        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for p in sorted {
-            if front.last().is_none_or(|l| p.1 > l.1) {
-                front.push(p);
-            }
-        }
         chart
-            .draw_series(LineSeries::new(front, GREEN.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                pareto_front(trials, &kb),
+                GREEN.stroke_width(2),
+            ))?
             .label("Pareto front of the feasible ratio probes")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
         chart
@@ -220,7 +209,26 @@ pub fn plot_pareto(trials: &[Trial], threshold: f64, path: &Path) -> Result<()> 
     write_text(path, &svg)
 }
 
-/// `report.md`: the table of the file, accuracies, time per stage, the command.
+/// The Pareto front of the feasible ratio probes (`points[i]`: trial i's (KB, accuracy)):
+/// the most accurate one at or under each size, smallest first. Infeasible probes and bits
+/// probes are not on it.
+pub fn pareto_front(trials: &[Trial], points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<(f64, f64)> = trials
+        .iter()
+        .zip(points)
+        .filter(|(t, _)| t.feasible && t.phase.is_ratio())
+        .map(|(_, &p)| p)
+        .collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut front: Vec<(f64, f64)> = Vec::new();
+    for p in sorted {
+        if front.last().is_none_or(|l| p.1 > l.1) {
+            front.push(p);
+        }
+    }
+    front
+}
+
 /// The report of an interrupted search: the best feasible probe so far.
 pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Path) -> Result<()> {
     let best = trials
@@ -252,6 +260,7 @@ pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Pat
     crate::paths::write_text(path, &s)
 }
 
+/// `report.md`: the table of the file, accuracies, time per stage, the command.
 pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Result<()> {
     let t = &o.times;
     let mut s = format!(
@@ -301,4 +310,61 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         t.sensitivity, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total
     );
     write_text(path, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(phase: Phase, feasible: bool) -> Trial {
+        Trial {
+            probe: 1,
+            phase,
+            delta: None,
+            ratios: vec![],
+            bits: vec![],
+            valid_accuracy: 0.0,
+            valid_loss: None,
+            feasible,
+            nonzeros: 0,
+            estimated_bytes: 0.0,
+            seconds: 0.0,
+            warm_start: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_front_holds_only_feasible_ratio_probes() {
+        let trials = [
+            trial(Phase::Bisect, true),
+            trial(Phase::Refine, false), // smaller and more accurate, but infeasible
+            trial(Phase::Refine, true),
+            trial(Phase::Bits, true),   // a bits probe: not a ratio probe
+            trial(Phase::Refine, true), // larger and less accurate: dominated
+        ];
+        let points = [
+            (20.0, 0.992),
+            (10.0, 0.995),
+            (15.0, 0.991),
+            (5.0, 0.999),
+            (25.0, 0.990),
+        ];
+        assert_eq!(
+            pareto_front(&trials, &points),
+            vec![(15.0, 0.991), (20.0, 0.992)]
+        );
+    }
+
+    #[test]
+    fn the_plot_names_its_threshold_floor_plus_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pareto.svg");
+        let mut t = trial(Phase::Refine, true);
+        t.estimated_bytes = 12_000.0;
+        t.valid_accuracy = 0.991;
+        plot_pareto(&[t], 0.991, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("floor + margin"), "{svg}");
+        assert!(svg.contains("Pareto front of the feasible ratio probes"));
+    }
 }
