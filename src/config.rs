@@ -30,7 +30,8 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torchscript: Option<TorchScriptConfig>,
     pub data: DataConfig,
-    /// The dense training recipe.
+    /// The dense training recipe (a TorchScript config may leave it out: it then retrains
+    /// with `Recipe::retraining_default`).
     pub train: Recipe,
     /// How compression retrains (defaults when absent).
     #[serde(default)]
@@ -90,6 +91,18 @@ impl Config {
     /// naming the key, its allowed range (or the syntax problem and its position) and
     /// `source`.
     pub fn parse(text: &str, source: &str) -> Result<Config> {
+        // A TorchScript model comes trained: without `[train]` it retrains with
+        // `Recipe::retraining_default`, appended so that error positions stay the user's.
+        let with_recipe;
+        let text = match toml::from_str::<toml::Table>(text) {
+            Ok(t) if t.contains_key("torchscript") && !t.contains_key("train") => {
+                let recipe =
+                    toml::to_string(&Recipe::retraining_default()).expect("a recipe serialises");
+                with_recipe = format!("{text}\n[train]\n{recipe}");
+                with_recipe.as_str()
+            }
+            _ => text,
+        };
         let cfg: Config = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("{source}: invalid config: {}", toml_error_line(text, &e))
         })?;
@@ -189,6 +202,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(Config::parse(&text, "round trip").unwrap(), c);
+    }
+
+    #[test]
+    fn a_torchscript_config_needs_no_train_section() {
+        let text = include_str!("../tests/fixtures/torchscript/tiny-cnn.toml");
+        let (head, rest) = text.split_once("[train]").unwrap();
+        let (_, tail) = rest.split_once("[compress]").unwrap();
+        let without = format!("{head}[compress]{tail}");
+        let c = Config::parse(&without, "tiny-cnn.toml").unwrap();
+        assert_eq!(c.train, Recipe::retraining_default());
+        assert!(c.train.check().is_ok());
+        // It round-trips with the recipe written out.
+        assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
+        // A zoo model still needs its dense recipe.
+        let zoo = "model = \"lenet\"\n[data]\ndataset = \"mnist\"\nvalidation = 5000\nsplit_seed = 1\ninput_scale = 0.00390625\n";
+        let e = Config::parse(zoo, "zoo.toml").unwrap_err().to_string();
+        assert!(e.contains("train"), "{e}");
+        // Errors still point at the user's lines.
+        let bad = without.replace("validation = 5000", "validation = 0");
+        let e = format!("{:#}", Config::parse(&bad, "tiny-cnn.toml").unwrap_err());
+        assert!(e.contains("data.validation"), "{e}");
     }
 
     #[test]

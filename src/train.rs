@@ -68,6 +68,29 @@ fn is_zero(v: &f64) -> bool {
 }
 
 impl Recipe {
+    /// The retraining recipe of a TorchScript config without `[train]`: the model comes
+    /// trained by a recipe dc-search does not know, so retraining uses plain SGD with
+    /// momentum 0.9 from a small learning rate (0.01 × the search's or `[compress]`'s
+    /// `lr_scale`), annealed to zero over each retraining, with weight decay 5e-4, batches of
+    /// 64 and no augmentation (the model's invariances are not known). `iterations` is never
+    /// used: such a model is not trained here.
+    pub fn retraining_default() -> Recipe {
+        Recipe {
+            base_lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0005,
+            lr_policy: LrPolicy::Poly,
+            gamma: 0.0,
+            power: 1.0,
+            batch_size: 64,
+            iterations: 10_000,
+            bias_lr_mult: 1.0,
+            augment_shift: 0,
+            augment_rotate: 0.0,
+            augment_scale: 0.0,
+        }
+    }
+
     /// The recipe's data augmentation settings.
     pub fn augmentation(&self) -> Augment {
         Augment {
