@@ -94,12 +94,26 @@ fn killed_search_resumes_to_the_same_result() {
         "header, sweep, 5 ratio probes, bits probes, the chosen model: {total} lines"
     );
 
+    // Where the uninterrupted run's journal holds its first final retraining and its first
+    // bits probe (the tiny config retrains each candidate `final_epochs`).
+    let lines: Vec<String> = std::fs::read_to_string(whole.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let upto = |what: &str| 1 + lines.iter().position(|l| l.contains(what)).unwrap();
+    let (first_candidate, first_bits) = (upto("{\"candidate\":"), upto("\"phase\":\"bits\""));
+    assert!(first_candidate < first_bits, "{lines:?}");
+
     let cut = dir.path().join("cut");
     let mut kills = 0;
     // Kill once the journal holds the sweep (3 lines: during the first probe), then two
-    // probes (during the third), then the first bits probe (during the bits stage), then
-    // everything but the chosen model (during the last bits probe or the file).
-    for at in [3, 5, 8, total - 1] {
+    // probes (during the third), then the first candidate's final retraining (during the
+    // next one's, or the bits stage's sweep), then the first bits probe (during the bits
+    // stage), then everything but the chosen model (during the last bits probe or the file).
+    let mut points = vec![3, 5, first_candidate, first_bits, total - 1];
+    points.dedup();
+    for at in points {
         let mut child = search_command(dir.path(), &["--floor", "0.85"], "cut", &extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,8 +126,8 @@ fn killed_search_resumes_to_the_same_result() {
         }
     }
     assert!(
-        kills >= 3,
-        "the search was killed mid-way at least three times"
+        kills >= 4,
+        "the search was killed mid-way at least four times"
     );
     let (code, _, err) = run(search_command(
         dir.path(),

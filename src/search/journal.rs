@@ -1,6 +1,7 @@
 //! The search's journal: every finished probe is appended to `journal.jsonl` in the run
 //! folder (one JSON line, flushed and synced) and every feasible probe's model is saved
 //! beside it (`checkpoints/probe-NNN.safetensors`, written atomically before its line).
+//! Each candidate's final retraining is journaled the same way (`checkpoints/candidate-N`).
 //! Rerunning the same command on the same folder replays the journal instead of
 //! retraining, so the search resumes where it stopped and, the search being deterministic
 //! for a seed and thread count, ends where an uninterrupted run would. The first line
@@ -42,6 +43,14 @@ enum Line {
     Probe {
         trial: Trial,
         checkpoint: Option<String>,
+    },
+    /// A candidate's final retraining (`final_epochs` > 0): the model kept (the retrained
+    /// one, or the probe's when retraining scored lower) and its validation accuracy.
+    Candidate {
+        ratios: Vec<f64>,
+        accuracy: f64,
+        checkpoint: String,
+        seconds: f64,
     },
     /// The chosen model (after the final retraining, if any) and its widths.
     Final {
@@ -263,10 +272,19 @@ impl Journal {
             .filter(|l| matches!(l, Line::Probe { .. }))
             .count();
         let sweep = self.replay.iter().any(|l| matches!(l, Line::Sweep { .. }));
+        let candidates = self
+            .replay
+            .iter()
+            .filter(|l| matches!(l, Line::Candidate { .. }))
+            .count();
         let fin = self.has_final();
         format!(
-            "{}{probes} probes{}",
+            "{}{probes} probes{}{}",
             if sweep { "the sensitivity sweep, " } else { "" },
+            match candidates {
+                0 => String::new(),
+                n => format!(", {n} final retraining(s)"),
+            },
             if fin { ", the final model" } else { "" }
         )
     }
@@ -355,6 +373,58 @@ impl Journal {
         })
     }
 
+    /// The next journaled final retraining if there is one; it must be of the candidate
+    /// with `ratios`. Returns its checkpoint, validation accuracy and seconds.
+    pub fn replay_candidate(&mut self, ratios: &[f64]) -> Result<Option<(PathBuf, f64, f64)>> {
+        let Some(Line::Candidate { .. }) = self.replay.front() else {
+            return Ok(None);
+        };
+        let Some(Line::Candidate {
+            ratios: recorded,
+            accuracy,
+            checkpoint,
+            seconds,
+        }) = self.replay.pop_front()
+        else {
+            unreachable!()
+        };
+        if !same(&recorded, ratios) {
+            bail!(
+                "the journal in {} does not match this run at the final retraining (it recorded {recorded:?}, the \
+                 search asks for {ratios:?}): delete the folder or choose another --out",
+                self.dir.display()
+            );
+        }
+        let path = self.dir.join(checkpoint);
+        if !path.is_file() {
+            bail!(
+                "the journal's checkpoint {} is missing: delete the run folder (or choose another --out) to search \
+                 afresh",
+                path.display()
+            );
+        }
+        Ok(Some((path, accuracy, seconds)))
+    }
+
+    /// Saves candidate `index`'s model after its final retraining and appends it.
+    pub fn record_candidate(
+        &mut self,
+        index: usize,
+        ratios: &[f64],
+        accuracy: f64,
+        seconds: f64,
+        save: Saver,
+    ) -> Result<()> {
+        let rel = format!("checkpoints/candidate-{index}.safetensors");
+        save(&self.dir.join(&rel))?;
+        self.append(&Line::Candidate {
+            ratios: ratios.to_vec(),
+            accuracy,
+            checkpoint: rel,
+            seconds,
+        })
+    }
+
     fn has_final(&self) -> bool {
         self.replay.iter().any(|l| matches!(l, Line::Final { .. }))
     }
@@ -365,13 +435,15 @@ impl Journal {
         let at = self
             .replay
             .iter()
-            .position(|l| !matches!(l, Line::Probe { .. }));
+            .position(|l| !matches!(l, Line::Probe { .. } | Line::Candidate { .. }));
         let Some(at) = at else {
             return Ok(None);
         };
         let Some(Line::Final { bits: Some(_), .. }) = self.replay.get(at) else {
             return Ok(None);
         };
+        // The bits probes go back into the records; the candidates' final retrainings are
+        // not needed once the choice is known.
         let mut trials = Vec::new();
         for _ in 0..at {
             if let Some(Line::Probe { trial, .. }) = self.replay.pop_front() {
@@ -441,8 +513,9 @@ impl Journal {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            // Probe models, and temporary files a killed run left half-written.
+            // Probe and candidate models, and temporary files a killed run left half-written.
             if name.starts_with("probe-")
+                || name.starts_with("candidate-")
                 || (name.starts_with(".dc-search-") && name.ends_with(".part"))
             {
                 std::fs::remove_file(e.path())

@@ -485,14 +485,25 @@ impl<'s, O: Oracle> Prober<'s, O> {
             );
         }
         let mut out = Vec::new();
-        for i in order {
+        for (index, i) in order.into_iter().enumerate() {
             let model = self.feasible[i]
                 .model
                 .take()
                 .ok_or_else(|| missing_checkpoint(&self.feasible[i].ratios))?;
             let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
             let epochs = self.cfg.final_epochs;
-            let (model, accuracy) = if epochs > 0.0 {
+            let replayed = match (epochs > 0.0, self.journal.as_mut()) {
+                (true, Some(j)) => j.replay_candidate(&ratios)?,
+                _ => None,
+            };
+            let (model, accuracy) = if let Some((path, accuracy, seconds)) = replayed {
+                self.counted += seconds;
+                self.say(&format!(
+                    "final retraining of {:?}: replayed from the journal → validation {accuracy:.4}",
+                    round3(&ratios)
+                ));
+                (self.oracle.load(&path)?, accuracy)
+            } else if epochs > 0.0 {
                 let (again, m) = self.oracle.retrain(&model, epochs, 7)?;
                 self.count(m.seconds);
                 self.say(&format!(
@@ -506,11 +517,19 @@ impl<'s, O: Oracle> Prober<'s, O> {
                         ""
                     }
                 ));
-                if m.accuracy < before {
+                let kept = if m.accuracy < before {
                     (model, before)
                 } else {
                     (again, m.accuracy)
+                };
+                if let Some(j) = self.journal.as_mut() {
+                    let oracle = &self.oracle;
+                    let model = &kept.0;
+                    j.record_candidate(index, &ratios, kept.1, m.seconds, &|p: &Path| {
+                        oracle.save(model, p)
+                    })?;
                 }
+                kept
             } else {
                 (model, before)
             };
