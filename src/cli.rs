@@ -582,23 +582,40 @@ pub fn per_layer<T: std::str::FromStr + Copy>(
     items.into_iter().map(parse).collect()
 }
 
+/// `--device` and `--threads` checked into a [`Runtime`] with the given seeds.
+fn checked_runtime(
+    device: &str,
+    threads: Option<usize>,
+    seed: u64,
+    dense_seed: u64,
+    quiet: bool,
+) -> Result<Runtime> {
+    if let Some(t) = threads {
+        if !(1..=crate::config::MAX_THREADS).contains(&t) {
+            anyhow::bail!(
+                "--threads {t}: give 1 to {} threads (default: all cores)",
+                crate::config::MAX_THREADS
+            );
+        }
+    }
+    Ok(Runtime {
+        device: runtime::parse_device(device)?,
+        seed,
+        dense_seed,
+        threads,
+        quiet,
+    })
+}
+
 impl Common {
     fn runtime(&self) -> Result<Runtime> {
-        if let Some(t) = self.threads {
-            if !(1..=crate::config::MAX_THREADS).contains(&t) {
-                anyhow::bail!(
-                    "--threads {t}: give 1 to {} threads (default: all cores)",
-                    crate::config::MAX_THREADS
-                );
-            }
-        }
-        Ok(Runtime {
-            device: runtime::parse_device(&self.device)?,
-            seed: self.seed,
-            dense_seed: self.dense_seed,
-            threads: self.threads,
-            quiet: self.quiet,
-        })
+        checked_runtime(
+            &self.device,
+            self.threads,
+            self.seed,
+            self.dense_seed,
+            self.quiet,
+        )
     }
 
     fn resolve(&self, model: &str) -> Result<(Config, Runtime)> {
@@ -784,25 +801,14 @@ impl ProbeArgs {
             data_dir,
             quiet,
         } = self;
-        let common = Common {
-            device,
-            threads,
-            seed: 1,
-            dense_seed: 1,
-            data_dir: None,
-            dataset: None,
-            quiet,
-            weights: None,
-            validation_from: None,
-            torchscript: None,
-        };
         if let Some(o) = &out {
             check_output(o)?;
         }
+        // The seeds are the spec's; the dense model is read, never initialised.
         Ok(Mode::Probe {
             spec,
             out,
-            rt: common.runtime()?,
+            rt: checked_runtime(&device, threads, 1, 1, quiet)?,
             data_dir,
         })
     }

@@ -27,6 +27,16 @@ pub enum Coding {
 }
 
 impl Coding {
+    /// The coding a stream is stored in, from its two sizes in bytes (Huffman's with its
+    /// table): the smaller, fixed width on a tie (no table to read).
+    pub fn smaller(fixed_bytes: u64, huffman_bytes: u64) -> Coding {
+        if fixed_bytes <= huffman_bytes {
+            Coding::Fixed
+        } else {
+            Coding::Huffman
+        }
+    }
+
     /// The name reports use: `Huffman` or `fixed`.
     pub fn name(self) -> &'static str {
         match self {
@@ -136,19 +146,19 @@ pub fn code_stream(symbols: &[u32], alphabet: u32) -> Result<CodedStream, Huffma
         symbol: u64::from(symbols.iter().copied().max().unwrap_or(0)),
         alphabet,
     })?;
+    let huffman_bytes = huffman.table.len() + huffman.stream.len();
     Ok(
-        if fixed.len() <= huffman.table.len() + huffman.stream.len() {
-            CodedStream {
+        match Coding::smaller(fixed.len() as u64, huffman_bytes as u64) {
+            Coding::Fixed => CodedStream {
                 coding: Coding::Fixed,
                 table: Vec::new(),
                 stream: fixed,
-            }
-        } else {
-            CodedStream {
+            },
+            Coding::Huffman => CodedStream {
                 coding: Coding::Huffman,
                 table: huffman.table,
                 stream: huffman.stream,
-            }
+            },
         },
     )
 }

@@ -168,10 +168,10 @@ fn cost_from_gaps(gaps: &[u64], gap_bits: u8) -> Result<GapChoice, GapError> {
     code.write_table(&mut w);
     let huffman = w.bit_len() / 8 + code.stream_bits(&freqs).div_ceil(8);
     let fixed = fixed_bytes(freqs.iter().sum(), 1 << gap_bits);
-    let (coding, stream) = if fixed <= huffman {
-        (Coding::Fixed, fixed)
-    } else {
-        (Coding::Huffman, huffman)
+    let coding = Coding::smaller(fixed, huffman);
+    let stream = match coding {
+        Coding::Fixed => fixed,
+        Coding::Huffman => huffman,
     };
     Ok(GapChoice {
         gap_bits,

@@ -341,17 +341,7 @@ impl Journal {
             // After a finished run only the final model is kept; the probes' models are
             // not needed to replay it.
             Some(c) if !self.dir.join(&c).exists() && self.has_final() => None,
-            Some(c) => {
-                let path = self.dir.join(c);
-                if !path.is_file() {
-                    bail!(
-                        "the journal's checkpoint {} is missing: delete the run folder (or choose \
-                         another --out) to search afresh",
-                        path.display()
-                    );
-                }
-                Some(path)
-            }
+            Some(c) => Some(self.checkpoint(&c)?),
             None => None,
         };
         Ok(Some(Replayed { trial, checkpoint }))
@@ -395,7 +385,12 @@ impl Journal {
                 self.dir.display()
             );
         }
-        let path = self.dir.join(checkpoint);
+        Ok(Some((self.checkpoint(&checkpoint)?, accuracy, seconds)))
+    }
+
+    /// The path of a journaled checkpoint (`rel` to the run folder), which must be there.
+    fn checkpoint(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.dir.join(rel);
         if !path.is_file() {
             bail!(
                 "the journal's checkpoint {} is missing: delete the run folder (or choose another --out) to search \
@@ -403,7 +398,7 @@ impl Journal {
                 path.display()
             );
         }
-        Ok(Some((path, accuracy, seconds)))
+        Ok(path)
     }
 
     /// Saves candidate `index`'s model after its final retraining and appends it.

@@ -166,9 +166,14 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
     }
 
+    /// Seconds into the run at which `fraction` of the minute budget is spent.
+    pub fn share_end(&self, fraction: f64) -> f64 {
+        fraction * self.cfg.budget_minutes * 60.0
+    }
+
     /// Whether `fraction` of the minute budget is spent.
     pub fn past(&self, fraction: f64) -> bool {
-        self.elapsed() > fraction * self.cfg.budget_minutes * 60.0
+        self.elapsed() > self.share_end(fraction)
     }
 
     /// Seconds the stages after the refinement are expected to take (the candidates' final
@@ -497,7 +502,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 _ => None,
             };
             let (model, accuracy) = if let Some((path, accuracy, seconds)) = replayed {
-                self.counted += seconds;
+                self.count_replayed(seconds);
                 self.say(&format!(
                     "final retraining of {:?}: replayed from the journal → validation {accuracy:.4}",
                     round3(&ratios)

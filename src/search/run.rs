@@ -55,7 +55,7 @@ pub fn choose<O: Oracle>(
     // Stage 5 on each candidate; the smallest estimated file wins.
     let t = p.elapsed();
     let mut best: Option<(f64, usize, Widths<O::Model>)> = None;
-    let stage_end = p.cfg.bits_share * p.cfg.budget_minutes * 60.0;
+    let stage_end = p.share_end(p.cfg.bits_share);
     let n = candidates.len();
     for (i, c) in candidates.iter().enumerate() {
         if i > 0 && p.past(p.cfg.bits_share) {
