@@ -117,6 +117,21 @@ impl Arch {
     }
 }
 
+/// 2×2 max pooling with stride 2 (odd rows and columns dropped). Where no gradient will
+/// flow back (evaluation), as the elementwise maximum of the four strided views: the same
+/// values as `max_pool2d`, about 15× faster on CPU (libtorch's kernel also computes the
+/// indices a backward pass needs; `dc-search bench train` shows it in the evaluation row).
+/// Training keeps `max_pool2d`, whose backward is the cheaper one.
+pub fn max_pool2(x: &Tensor) -> Tensor {
+    if x.requires_grad() {
+        return x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+    }
+    let s = x.size();
+    let (h, w) = (s[2] / 2 * 2, s[3] / 2 * 2);
+    let rows = x.slice(2, 0, h, 2).maximum(&x.slice(2, 1, h, 2));
+    rows.slice(3, 0, w, 2).maximum(&rows.slice(3, 1, w, 2))
+}
+
 /// The weights of one layer.
 #[derive(Debug)]
 pub struct Param {
@@ -184,7 +199,7 @@ impl Net {
                     1,
                 ),
                 Op::Linear(i) => h.linear(&self.params[i].weight, Some(&self.params[i].bias)),
-                Op::MaxPool2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+                Op::MaxPool2 => max_pool2(&h),
                 Op::Relu => h.relu(),
                 Op::Flatten => h.flatten(1, -1),
                 Op::Script => self
@@ -335,6 +350,28 @@ mod tests {
     fn parameter_counts_match_the_papers() {
         assert_eq!(Arch::lenet().num_params(), 431_080);
         assert_eq!(Arch::lenet_300_100().num_params(), 266_610);
+    }
+
+    #[test]
+    fn pooling_without_gradient_equals_max_pool2d() {
+        tch::manual_seed(3);
+        // odd sizes drop the last row and column; ties (a flat background) and NaN as libtorch
+        for shape in [[3i64, 4, 24, 24], [2, 5, 9, 7], [1, 1, 2, 2]] {
+            let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)).clamp_min(0.0);
+            let _ = x.get(0).get(0).get(0).get(0).fill_(f64::NAN);
+            let want = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            let got = max_pool2(&x);
+            assert_eq!(got.size(), want.size());
+            assert!(got.isnan().equal(&want.isnan()));
+            assert!(got
+                .nan_to_num(0.0, None, None)
+                .equal(&want.nan_to_num(0.0, None, None)));
+        }
+        // with a gradient to carry, max_pool2d itself (its backward routes to one element)
+        let w = Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        max_pool2(&w).sum(Kind::Float).backward();
+        assert_eq!(w.grad().sum(Kind::Float).double_value(&[]), 4.0);
+        assert_eq!(w.grad().max().double_value(&[]), 1.0);
     }
 
     #[test]
