@@ -22,6 +22,7 @@
 //! Every finished probe goes to the run folder's journal; a rerun replays it and goes on,
 //! so a crash, a kill or Ctrl-C loses at most the probe that was running.
 
+pub mod batch;
 pub mod bisection;
 pub mod bits;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod gp;
 pub mod journal;
 pub mod oracle;
 pub mod outputs;
+pub mod parallel;
 pub mod prober;
 pub mod record;
 pub mod refinement;
@@ -39,5 +41,6 @@ pub mod run;
 pub mod sensitivity;
 pub mod spec;
 pub mod synthetic;
+pub mod workers;
 
 pub use record::{Outcome, Phase, StageTimes, Trial};

@@ -29,6 +29,27 @@ pub struct Measure {
     pub seconds: f64,
 }
 
+/// One probe of a batch ([`Oracle::run_batch`]).
+pub enum Job<'m, M> {
+    /// [`Oracle::prune`]
+    Prune {
+        from: Option<&'m M>,
+        ratios: Vec<f64>,
+        epochs: f64,
+        seed: u64,
+    },
+    /// [`Oracle::quantize`]
+    Quantize {
+        model: &'m M,
+        bits: Vec<u8>,
+        epochs: f64,
+        seed: u64,
+    },
+}
+
+/// What one job of a batch left behind: its model and measure, or why its worker failed.
+pub type JobResult<M> = std::result::Result<(M, Measure), String>;
+
 /// Answers the search's probes. `Model` is what a probe leaves behind: a warm start for
 /// later probes and, at the end, the model that is encoded.
 pub trait Oracle {
@@ -59,6 +80,30 @@ pub trait Oracle {
         epochs: f64,
         seed: u64,
     ) -> Result<(Self::Model, Measure)>;
+
+    /// Runs `jobs` (side by side where the oracle has workers; one after another by
+    /// default). A job whose worker failed comes back as `Err` with the reason; an `Err` of
+    /// the whole call stops the search.
+    fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
+        jobs.iter()
+            .map(|j| {
+                Ok(Ok(match j {
+                    Job::Prune {
+                        from,
+                        ratios,
+                        epochs,
+                        seed,
+                    } => self.prune(*from, ratios, *epochs, *seed)?,
+                    Job::Quantize {
+                        model,
+                        bits,
+                        epochs,
+                        seed,
+                    } => self.quantize(model, bits, *epochs, *seed)?,
+                }))
+            })
+            .collect()
+    }
 
     /// Validation measure of a model as it is.
     fn evaluate(&mut self, model: &Self::Model) -> Result<Measure>;
