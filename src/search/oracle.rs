@@ -85,24 +85,7 @@ pub trait Oracle {
     /// default). A job whose worker failed comes back as `Err` with the reason; an `Err` of
     /// the whole call stops the search.
     fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
-        jobs.iter()
-            .map(|j| {
-                Ok(Ok(match j {
-                    Job::Prune {
-                        from,
-                        ratios,
-                        epochs,
-                        seed,
-                    } => self.prune(*from, ratios, *epochs, *seed)?,
-                    Job::Quantize {
-                        model,
-                        bits,
-                        epochs,
-                        seed,
-                    } => self.quantize(model, bits, *epochs, *seed)?,
-                }))
-            })
-            .collect()
+        in_turn(self, jobs)
     }
 
     /// Validation measure of a model as it is.
@@ -117,6 +100,32 @@ pub trait Oracle {
 
     /// Reads a checkpoint written by [`Oracle::save`].
     fn load(&self, path: &Path) -> Result<Self::Model>;
+}
+
+/// Runs `jobs` one after another in this process (what [`Oracle::run_batch`] does by
+/// default).
+pub fn in_turn<O: Oracle + ?Sized>(
+    oracle: &mut O,
+    jobs: &[Job<O::Model>],
+) -> Result<Vec<JobResult<O::Model>>> {
+    jobs.iter()
+        .map(|j| {
+            Ok(Ok(match j {
+                Job::Prune {
+                    from,
+                    ratios,
+                    epochs,
+                    seed,
+                } => oracle.prune(*from, ratios, *epochs, *seed)?,
+                Job::Quantize {
+                    model,
+                    bits,
+                    epochs,
+                    seed,
+                } => oracle.quantize(model, bits, *epochs, *seed)?,
+            }))
+        })
+        .collect()
 }
 
 /// The real oracle: prune and retrain with libtorch, evaluate on the validation split.
