@@ -970,6 +970,9 @@ impl SearchFlags {
             crate::check::need((1..=256).contains(&n), "--workers", n, "1..=256")?;
             cfg.search.workers = n;
         }
+        if self.executor == ExecutorKind::Slurm && cfg.search.workers > 1 {
+            crate::search::workers::slurm::check_sbatch()?;
+        }
         Ok(Mode::Search {
             cfg,
             rt,

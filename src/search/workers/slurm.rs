@@ -65,20 +65,25 @@ pub fn job_id(parsable: &str) -> Option<String> {
     (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_string())
 }
 
+/// Whether `sbatch` runs here: one error line saying what to do when it does not.
+pub fn check_sbatch() -> Result<()> {
+    match std::process::Command::new("sbatch").arg("--version").output() {
+        Err(_) => bail!(
+            "--executor slurm: sbatch not found: install Slurm's client tools (and run the search where jobs can be \
+             submitted), or use --executor local"
+        ),
+        Ok(o) if !o.status.success() => bail!(
+            "--executor slurm: `sbatch --version` failed: {}",
+            last_line(&String::from_utf8_lossy(&o.stderr), "no output")
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
 impl Slurm {
     /// Checks that `sbatch` runs here.
     pub fn new(command: Command, slurm_args: &str, folder: PathBuf) -> Result<Self> {
-        match std::process::Command::new("sbatch").arg("--version").output() {
-            Err(_) => bail!(
-                "--executor slurm: sbatch not found: install Slurm's client tools (and run the search where jobs can \
-                 be submitted), or use --executor local"
-            ),
-            Ok(o) if !o.status.success() => bail!(
-                "--executor slurm: `sbatch --version` failed: {}",
-                last_line(&String::from_utf8_lossy(&o.stderr), "no output")
-            ),
-            Ok(_) => {}
-        }
+        check_sbatch()?;
         Ok(Slurm {
             command,
             args: slurm_args.split_whitespace().map(String::from).collect(),
