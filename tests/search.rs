@@ -33,7 +33,7 @@ grid = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98]
 "#;
 
 /// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
-fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
+pub(crate) fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
     let cfg = dir.join("tiny.toml");
     std::fs::write(&cfg, tiny()).unwrap();
     let mut c = dc_search();
@@ -52,7 +52,7 @@ fn search(dir: &Path, floor: &str) -> (i32, String, String) {
     run(search_command(dir, &["--floor", floor], "run", &[]))
 }
 
-fn journal_lines(run_dir: &Path) -> usize {
+pub(crate) fn journal_lines(run_dir: &Path) -> usize {
     std::fs::read_to_string(run_dir.join("journal.jsonl"))
         .map(|s| s.lines().count())
         .unwrap_or(0)
@@ -60,13 +60,19 @@ fn journal_lines(run_dir: &Path) -> usize {
 
 /// Waits until the journal in `run_dir` holds `lines` lines while `child` runs: true if it
 /// got there, false if the search ended first.
-fn wait_for_journal(child: &mut Child, run_dir: &Path, lines: usize) -> bool {
+pub(crate) fn wait_for_journal(child: &mut Child, run_dir: &Path, lines: usize) -> bool {
+    wait_until(child, || journal_lines(run_dir) >= lines)
+}
+
+/// Waits until `done()` while `child` runs: true if it got there, false if the child
+/// ended first.
+pub(crate) fn wait_until(child: &mut Child, done: impl Fn() -> bool) -> bool {
     let t0 = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        if journal_lines(run_dir) >= lines {
+        if done() {
             return true;
         }
         assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
