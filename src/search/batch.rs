@@ -181,3 +181,83 @@ struct Longest {
     replayed: f64,
     new: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::search::config::SearchConfig;
+    use crate::search::prober::{Clock, Thresholds};
+    use crate::search::synthetic::{Landscape, Model, Synthetic};
+
+    /// The synthetic oracle whose workers fail on every second job of a batch.
+    struct Flaky(Synthetic);
+
+    impl Oracle for Flaky {
+        type Model = Model;
+        fn prune(
+            &mut self,
+            f: Option<&Model>,
+            r: &[f64],
+            e: f64,
+            s: u64,
+        ) -> Result<(Model, Measure)> {
+            self.0.prune(f, r, e, s)
+        }
+        fn retrain(&mut self, m: &Model, e: f64, s: u64) -> Result<(Model, Measure)> {
+            self.0.retrain(m, e, s)
+        }
+        fn quantize(&mut self, m: &Model, b: &[u8], e: f64, s: u64) -> Result<(Model, Measure)> {
+            self.0.quantize(m, b, e, s)
+        }
+        fn run_batch(&mut self, jobs: &[Job<Model>]) -> Result<Vec<JobResult<Model>>> {
+            let mut out = crate::search::oracle::in_turn(&mut self.0, jobs)?;
+            for r in out.iter_mut().skip(1).step_by(2) {
+                *r = Err("worker failed twice".into());
+            }
+            Ok(out)
+        }
+        fn evaluate(&mut self, m: &Model) -> Result<Measure> {
+            self.0.evaluate(m)
+        }
+        fn quantize_one(&mut self, m: &Model, l: usize, b: u8) -> Result<Measure> {
+            self.0.quantize_one(m, l, b)
+        }
+        fn save(&self, m: &Model, p: &Path) -> Result<()> {
+            self.0.save(m, p)
+        }
+        fn load(&self, p: &Path) -> Result<Model> {
+            self.0.load(p)
+        }
+    }
+
+    #[test]
+    fn a_lost_probe_is_recorded_never_feasible_and_a_batch_counts_its_longest_probe() {
+        let land = Landscape::lenet();
+        let cfg = SearchConfig {
+            second_look: 0.0,
+            ..SearchConfig::default()
+        };
+        let at = Thresholds::new(0.98, 0.0, 0.0);
+        let oracle = Flaky(Synthetic::new(land.clone(), 1));
+        let mut p = Prober::new(oracle, &cfg, at, land.layers.clone(), Clock::Simulated);
+        // Two easy probes side by side: the second one's worker fails.
+        let asks: Vec<Ask> = vec![(vec![0.1; 4], None), (vec![0.2; 4], None)];
+        let answers = p.probe_ratios_batch(&asks, Phase::Refine).unwrap();
+        assert!(answers[0].is_some_and(|a| a >= 0.98), "{answers:?}");
+        assert_eq!(answers[1], None);
+        assert_eq!(p.trials.len(), 2);
+        assert!(p.trials[1].is_lost() && !p.trials[1].feasible);
+        assert_eq!(p.feasible.len(), 1);
+        assert_eq!(p.rounds, 1);
+        // side by side: the batch took as long as its longest probe, not the sum
+        assert_eq!(p.elapsed(), p.trials[0].seconds);
+        // a batch of one is the one-at-a-time probe
+        let one = p
+            .probe_ratios_batch(&[(vec![0.3; 4], None)], Phase::Refine)
+            .unwrap();
+        assert!(one[0].is_some());
+        assert_eq!((p.rounds, p.trials.len()), (2, 3));
+    }
+}
