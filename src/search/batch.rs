@@ -17,6 +17,9 @@ use super::record::{Phase, LOST};
 /// A ratio probe to make: its ratios and the δ that gave them (bisection).
 pub type Ask = (Vec<f64>, Option<f64>);
 
+/// A bits probe's answer: its accuracy and, when feasible, the shared model.
+pub type BitsAnswer<M> = (f64, Option<M>);
+
 impl<O: Oracle> Prober<'_, O> {
     /// How many probes the next batch may hold: `workers`, within what the probe budget
     /// leaves (at least 1).
@@ -101,7 +104,7 @@ impl<O: Oracle> Prober<'_, O> {
         ratios: &[f64],
         widths: &[Vec<u8>],
         epochs: f64,
-    ) -> Result<Vec<Option<(f64, Option<O::Model>)>>> {
+    ) -> Result<Vec<Option<BitsAnswer<O::Model>>>> {
         if let [bits] = widths {
             return Ok(vec![Some(self.probe_bits(model, ratios, bits, epochs)?)]);
         }

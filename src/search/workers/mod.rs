@@ -258,10 +258,12 @@ impl Oracle for Dispatched<'_> {
             let warm_start = match from {
                 Some(m) => {
                     let key = m as *const Self::Model as usize;
-                    if !warm.contains_key(&key) {
-                        warm.insert(key, self.warm_start(&folder, m)?);
-                    }
-                    Some(warm[&key].clone())
+                    let path = match warm.get(&key) {
+                        Some(p) => p.clone(),
+                        None => self.warm_start(&folder, m)?,
+                    };
+                    warm.insert(key, path.clone());
+                    Some(path)
                 }
                 None => None,
             };
