@@ -257,7 +257,7 @@ fn search_cmd(
     times.sensitivity = secs;
     crate::runtime::catch_interrupts();
     let train_split = data.train.to_device(rt.device);
-    let retrainer = search::oracle::Retrainer::new(
+    let mut oracle = search::oracle::Retrainer::new(
         &dense.net,
         &train_split,
         &data.valid,
@@ -266,13 +266,19 @@ fn search_cmd(
         &cfg.search,
         rt,
     );
-    let base = search::workers::SpecBase {
-        config: cfg.to_toml(),
-        dense: dense.path.clone(),
-        dense_sha256: crate::paths::sha256_file(&dense.path)?,
-        seed: rt.seed,
-    };
-    let oracle = search::workers::Dispatched::with(retrainer, exec, base, workers);
+    if let Some(exec) = exec {
+        let base = search::workers::SpecBase {
+            config: cfg.to_toml(),
+            dense: dense.path.clone(),
+            dense_sha256: crate::paths::sha256_file(&dense.path)?,
+            seed: rt.seed,
+        };
+        oracle.elsewhere = Some(Box::new(search::workers::Workers {
+            exec,
+            base,
+            folder: workers.clone(),
+        }));
+    }
     let layers = dense
         .net
         .arch

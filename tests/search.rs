@@ -80,6 +80,57 @@ pub(crate) fn wait_until(child: &mut Child, done: impl Fn() -> bool) -> bool {
     }
 }
 
+/// Kills `child` (SIGKILL) once `done()` holds: true if it did, false if the child ended
+/// first.
+pub(crate) fn kill_when(child: &mut Child, done: impl Fn() -> bool) -> bool {
+    let killed = wait_until(child, done);
+    if killed {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    killed
+}
+
+/// Two runs of the tiny search ended alike: the same ratios, the same file byte for byte,
+/// the same probes in the same order with the same results, no probe journaled twice.
+pub(crate) fn assert_same_run(whole: &Path, cut: &Path) {
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(read(whole, "ratios.json"), read(cut, "ratios.json"));
+    assert_eq!(
+        read(whole, "lenet-300-100.dcz"),
+        read(cut, "lenet-300-100.dcz")
+    );
+    let probes = |d: &Path| -> Vec<String> {
+        let csv = String::from_utf8(read(d, "trials.csv")).unwrap();
+        csv.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                // drop seconds and warm start (the last fields) which may differ
+                f[..9].join(",")
+            })
+            .collect()
+    };
+    assert_eq!(probes(whole), probes(cut));
+    assert_eq!(journal_lines(whole), journal_lines(cut));
+}
+
+/// `--budget 4p --threads 2 --seed 3 --workers 2`, then `more`: the tiny search with two
+/// workers.
+pub(crate) fn two_workers<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--budget",
+        "4p",
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--workers",
+        "2",
+    ];
+    v.extend_from_slice(more);
+    v
+}
+
 /// Kills a search (SIGKILL) at several points, reruns it each time, and ends with the
 /// same ratios, the same file (byte for byte) and the same probes as an uninterrupted run.
 #[test]
@@ -125,11 +176,7 @@ fn killed_search_resumes_to_the_same_result() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if wait_for_journal(&mut child, &cut, at) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        }
+        kills += usize::from(kill_when(&mut child, || journal_lines(&cut) >= at));
     }
     assert!(
         kills >= 4,
@@ -143,25 +190,8 @@ fn killed_search_resumes_to_the_same_result() {
     ));
     assert_eq!(code, 0, "{err}");
 
+    assert_same_run(&whole, &cut);
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-    assert_eq!(read(&whole, "ratios.json"), read(&cut, "ratios.json"));
-    assert_eq!(
-        read(&whole, "lenet-300-100.dcz"),
-        read(&cut, "lenet-300-100.dcz")
-    );
-    // No probe was journaled twice: the same probes, in the same order, with the same results.
-    let probes = |d: &Path| -> Vec<String> {
-        let csv = String::from_utf8(read(d, "trials.csv")).unwrap();
-        csv.lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                // drop seconds and warm start (the last fields) which may differ
-                f[..9].join(",")
-            })
-            .collect()
-    };
-    assert_eq!(probes(&whole), probes(&cut));
-    assert_eq!(journal_lines(&whole), journal_lines(&cut));
     // A finished run keeps only its final model (pruned, and shared when a bits probe
     // measured it); rerunning it replays to the same file.
     let mut kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use dc_search::search::spec::{Action, ProbeSpec, SPEC_VERSION};
 use dc_search::search::workers::{slurm::Slurm, Command, Executor};
 
-use crate::search::search_command;
+use crate::search::{search_command, two_workers};
 use crate::util::{dc_search, mnist_dir, run, small_dense};
 
 /// Whether a Slurm is up for the tests (else says so).
@@ -27,18 +27,7 @@ fn a_search_with_two_slurm_workers_writes_its_file() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let extra = [
-        "--budget",
-        "4p",
-        "--threads",
-        "2",
-        "--seed",
-        "3",
-        "--workers",
-        "2",
-        "--executor",
-        "slurm",
-    ];
+    let extra = two_workers(&["--executor", "slurm"]);
     let (code, out, err) = run(search_command(
         dir.path(),
         &["--floor", "0.85"],

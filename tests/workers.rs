@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::search::{journal_lines, search_command, wait_for_journal, wait_until};
+use crate::search::{assert_same_run, journal_lines, kill_when, search_command, two_workers};
 use crate::util::run;
 
 /// Whether a worker's result file is in the run's `workers/specs/`.
@@ -19,16 +19,7 @@ fn a_result_is_there(run_dir: &Path) -> bool {
 #[test]
 fn two_local_workers_search_and_a_run_killed_mid_batch_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = [
-        "--budget",
-        "4p",
-        "--threads",
-        "2",
-        "--seed",
-        "3",
-        "--workers",
-        "2",
-    ];
+    let extra = two_workers(&[]);
     let floor = ["--floor", "0.85"];
     let (code, out, err) = run(search_command(dir.path(), &floor, "whole", &extra));
     assert_eq!(code, 0, "{err}");
@@ -70,22 +61,12 @@ fn two_local_workers_search_and_a_run_killed_mid_batch_resumes_to_the_same_resul
     };
     let mut kills = 0;
     // Mid-batch: a worker's result is written, the batch is not journaled yet.
-    let mut child = spawn();
-    if wait_until(&mut child, || {
+    kills += usize::from(kill_when(&mut spawn(), || {
         a_result_is_there(&cut) && journal_lines(&cut) <= 3
-    }) {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-    }
+    }));
     // After the first batch, after the first bits probes, before the chosen model.
     for at in [5, first_bits, total - 1] {
-        let mut child = spawn();
-        if wait_for_journal(&mut child, &cut, at) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        }
+        kills += usize::from(kill_when(&mut spawn(), || journal_lines(&cut) >= at));
     }
     assert!(
         kills >= 3,
@@ -93,19 +74,5 @@ fn two_local_workers_search_and_a_run_killed_mid_batch_resumes_to_the_same_resul
     );
     let (code, _, err) = run(search_command(dir.path(), &floor, "cut", &extra));
     assert_eq!(code, 0, "{err}");
-    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-    assert_eq!(read(&whole, "ratios.json"), read(&cut, "ratios.json"));
-    assert_eq!(
-        read(&whole, "lenet-300-100.dcz"),
-        read(&cut, "lenet-300-100.dcz")
-    );
-    let probes = |d: &Path| -> Vec<String> {
-        String::from_utf8(read(d, "trials.csv"))
-            .unwrap()
-            .lines()
-            .map(|l| l.split(',').take(9).collect::<Vec<_>>().join(","))
-            .collect()
-    };
-    assert_eq!(probes(&whole), probes(&cut));
-    assert_eq!(journal_lines(&whole), journal_lines(&cut));
+    assert_same_run(&whole, &cut);
 }

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::oracle::Oracle;
+use super::oracle::{Oracle, Retrainer};
 use super::prober::Prober;
 use super::record::{Outcome, StageTimes};
 use super::run::Chosen;
-use super::workers::Dispatched;
 use crate::compress::encode;
 use crate::compress::CompressConfig;
 use crate::data::{DataConfig, Split};
@@ -31,9 +30,9 @@ pub struct RunInfo<'a> {
 /// Writes `<out>/<model>.dcz` from the chosen model and returns the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn file(
-    p: &mut Prober<Dispatched>,
+    p: &mut Prober<Retrainer>,
     cfg: &RunInfo,
-    chosen: Chosen<<Dispatched as Oracle>::Model>,
+    chosen: Chosen<<Retrainer as Oracle>::Model>,
     file: PathBuf,
     test: &Split,
     dense_acc: f64,
@@ -66,7 +65,7 @@ pub fn file(
             cfg.data.input_scale,
             cfg.compress.bias_precision,
         )?;
-        let valid = train::evaluate(&decoded, p.oracle.inner.valid).accuracy;
+        let valid = train::evaluate(&decoded, p.oracle.valid).accuracy;
         p.say(&format!(
             "file: bits {bits:?} → {} bytes ({} dead or unread units folded away, {} weights), decoded \
              validation {valid:.4}",
@@ -88,19 +87,12 @@ pub fn file(
     }
     // The floor already bounds the loss; a floor set near chance level (--max-drop) must
     // still not let a collapsed model through.
-    let classes = p
-        .oracle
-        .inner
-        .dense
-        .arch
-        .layers
-        .last()
-        .map_or(1, |l| l.outputs());
+    let classes = p.oracle.dense.arch.layers.last().map_or(1, |l| l.outputs());
     encode::check_decoded_accuracy(dense_acc, valid, classes, 100.0)?;
     crate::paths::write_atomic(&file, &bytes)?;
     let test_acc = train::evaluate(&decoded, test).accuracy;
     times.encode_and_verify = p.elapsed() - t0;
-    let dense_bytes = p.oracle.inner.dense.arch.num_params() as usize * 4;
+    let dense_bytes = p.oracle.dense.arch.num_params() as usize * 4;
     Ok(Outcome {
         model: cfg.model.to_string(),
         dataset: cfg.data.dataset.as_str().into(),
@@ -116,7 +108,7 @@ pub fn file(
         compression_ratio: dense_bytes as f64 / bytes.len() as f64,
         decoded_valid_accuracy: valid,
         decoded_test_accuracy: test_acc,
-        valid_images: p.oracle.inner.valid.len(),
+        valid_images: p.oracle.valid.len(),
         test_images: test.len(),
         probes: p.trials.len(),
         times: times.clone(),
@@ -125,6 +117,6 @@ pub fn file(
             None => "trained with the config's [train] recipe (cached)".into(),
         },
         stopped,
-        device: p.oracle.inner.rt.device_name(),
+        device: p.oracle.rt.device_name(),
     })
 }

@@ -139,6 +139,17 @@ pub struct Retrainer<'a> {
     /// Codebook retraining's settings (the `[compress]` learning rate).
     pub codebook_cfg: CompressConfig,
     pub rt: &'a Runtime,
+    /// Where batches run when not in this process (`search::workers`).
+    pub elsewhere: Option<Box<dyn Elsewhere + 'a>>,
+}
+
+/// Runs a [`Retrainer`]'s batches outside its process (worker processes, a Slurm array).
+pub trait Elsewhere {
+    fn run_batch(
+        &mut self,
+        here: &Retrainer,
+        jobs: &[Job<(Net, Masked)>],
+    ) -> Result<Vec<JobResult<(Net, Masked)>>>;
 }
 
 impl<'a> Retrainer<'a> {
@@ -164,6 +175,7 @@ impl<'a> Retrainer<'a> {
             probe_cfg,
             codebook_cfg: compress.clone(),
             rt,
+            elsewhere: None,
         }
     }
 
@@ -240,6 +252,17 @@ impl Oracle for Retrainer<'_> {
             .quantize_and_retrain(&net, &mut state, bits, epochs)?;
         let m = self.measure(&net, &state, t0);
         Ok(((net, state), m))
+    }
+
+    fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
+        match self.elsewhere.take() {
+            Some(mut e) => {
+                let answers = e.run_batch(self, jobs);
+                self.elsewhere = Some(e);
+                answers
+            }
+            None => in_turn(self, jobs),
+        }
     }
 
     fn evaluate(&mut self, model: &Self::Model) -> Result<Measure> {

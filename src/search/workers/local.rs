@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 
 use anyhow::{Context, Result};
 
-use super::{last_line, read_result, Answer, Command, Executor};
+use super::{last_line, read_result, with_one_retry, Answer, Command, Executor};
 
 /// Threads of each of `workers` probes side by side out of `threads`: an even share, at
 /// least 1.
@@ -84,24 +84,9 @@ fn log_dir(specs: &[PathBuf]) -> Result<PathBuf> {
 
 impl Executor for Local {
     fn run(&mut self, specs: &[PathBuf]) -> Result<Vec<Answer>> {
-        let all: Vec<usize> = (0..specs.len()).collect();
-        let mut failed = self.round(specs, &all)?;
-        if crate::runtime::interrupted() {
-            return Err(crate::runtime::Interrupted.into());
-        }
-        if !failed.is_empty() {
-            for (_, why) in &failed {
-                eprintln!("{why}; trying it once more");
-            }
-            let again: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
-            failed = self.round(specs, &again)?;
-        }
-        Ok((0..specs.len())
-            .map(|i| match failed.iter().find(|(j, _)| *j == i) {
-                Some((_, why)) => Err(why.clone()),
-                None => read_result(&specs[i]).ok_or_else(|| "the result vanished".to_string()),
-            })
-            .collect())
+        with_one_retry(specs, "trying it once more", |which| {
+            self.round(specs, which)
+        })
     }
 }
 

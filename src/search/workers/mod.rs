@@ -1,5 +1,5 @@
-//! Probes outside the search's process (`--workers N`): the [`Dispatched`] oracle writes
-//! each probe of a batch as a probe spec ([`super::spec`]) into the run folder's
+//! Probes outside the search's process (`--workers N`): [`Workers`] writes each probe of
+//! the search's batches as a probe spec ([`super::spec`]) into the run folder's
 //! `workers/specs/` and hands the specs to an [`Executor`] — [`local`]: N child processes
 //! of this binary (`dc-search probe --spec`), or [`slurm`]: one Slurm array job — then
 //! reads each result and its checkpoint back. A task that fails is tried once more, then
@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::oracle::{self, Job, JobResult, Measure, Oracle, Retrainer};
+use super::oracle::{Elsewhere, Job, JobResult, Measure, Oracle, Retrainer};
 use super::spec::{self, Action, ProbeResult, ProbeSpec, SPEC_VERSION};
+use crate::compress::mask::Masked;
+use crate::models::Net;
 
 /// Where probes of a batch run (`--executor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -64,6 +66,34 @@ pub type Answer = std::result::Result<ProbeResult, String>;
 /// stops the search; a task that failed is an `Err` answer.
 pub trait Executor {
     fn run(&mut self, specs: &[PathBuf]) -> Result<Vec<Answer>>;
+}
+
+/// Runs every spec by `round` (which runs the given indices side by side and returns those
+/// that failed, with why), runs the failed ones once more (`again` says how), and answers
+/// each spec: its result, or why it failed twice.
+pub fn with_one_retry(
+    specs: &[PathBuf],
+    again: &str,
+    mut round: impl FnMut(&[usize]) -> Result<Vec<(usize, String)>>,
+) -> Result<Vec<Answer>> {
+    let all: Vec<usize> = (0..specs.len()).collect();
+    let mut failed = round(&all)?;
+    if crate::runtime::interrupted() {
+        return Err(crate::runtime::Interrupted.into());
+    }
+    if !failed.is_empty() {
+        for (_, why) in &failed {
+            eprintln!("{why}; {again}");
+        }
+        let which: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+        failed = round(&which)?;
+    }
+    Ok((0..specs.len())
+        .map(|i| match failed.iter().find(|(j, _)| *j == i) {
+            Some((_, why)) => Err(why.clone()),
+            None => read_result(&specs[i]).ok_or_else(|| "the result vanished".to_string()),
+        })
+        .collect())
 }
 
 /// The result a finished task left beside its spec (`None`: no result, or not this spec's).
@@ -149,149 +179,95 @@ pub struct SpecBase {
     pub seed: u64,
 }
 
-/// The search's oracle with workers: batches go to the executor, everything else to the
-/// in-process [`Retrainer`]. Without an executor it is the retrainer alone.
-pub struct Dispatched<'a> {
-    pub inner: Retrainer<'a>,
-    exec: Option<(Box<dyn Executor + 'a>, SpecBase, PathBuf)>,
+/// A run's workers: batches of the search's [`Retrainer`] go to the executor as specs
+/// under `folder` (the run folder's `workers/`, on storage every node shares for a cluster).
+pub struct Workers {
+    pub exec: Box<dyn Executor>,
+    pub base: SpecBase,
+    pub folder: PathBuf,
 }
 
-impl<'a> Dispatched<'a> {
-    /// Probes in this process only.
-    pub fn alone(inner: Retrainer<'a>) -> Self {
-        Dispatched { inner, exec: None }
-    }
+/// Saves a warm start once, named by its content (so a rerun writes the same specs).
+fn save_warm_start(here: &Retrainer, folder: &Path, model: &(Net, Masked)) -> Result<PathBuf> {
+    let dir = folder.join("warm");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!("incoming-{}.safetensors", std::process::id()));
+    here.save(model, &tmp)?;
+    let named = dir.join(format!("{}.safetensors", crate::paths::sha256_file(&tmp)?));
+    std::fs::rename(&tmp, &named)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), named.display()))?;
+    Ok(named)
+}
 
-    /// Batches go to `exec`, with specs and warm starts under `folder` (on storage every
-    /// node shares, for a cluster).
-    pub fn with(
-        inner: Retrainer<'a>,
-        exec: Option<Box<dyn Executor + 'a>>,
-        base: SpecBase,
-        folder: PathBuf,
-    ) -> Self {
-        Dispatched {
-            inner,
-            exec: exec.map(|e| (e, base, folder)),
+impl Workers {
+    /// The spec of one job.
+    fn spec(&self, job: &Job<(Net, Masked)>, warm_start: Option<PathBuf>) -> ProbeSpec {
+        let (action, ratios, bits, epochs, seed) = match job {
+            Job::Prune {
+                ratios,
+                epochs,
+                seed,
+                ..
+            } => (Action::Prune, ratios.clone(), vec![], *epochs, *seed),
+            Job::Quantize {
+                bits, epochs, seed, ..
+            } => (Action::Quantize, vec![], bits.clone(), *epochs, *seed),
+        };
+        ProbeSpec {
+            spec: SPEC_VERSION,
+            config: self.base.config.clone(),
+            dense: self.base.dense.clone(),
+            dense_sha256: self.base.dense_sha256.clone(),
+            warm_start,
+            action,
+            ratios,
+            bits,
+            epochs,
+            seed: self.base.seed,
+            offset: seed,
+            // The search judges feasibility; every worker writes its model (the second look
+            // and the recovery retraining need it whatever it scored).
+            threshold: f64::MIN_POSITIVE,
         }
     }
-
-    /// Saves a warm start once, named by its content (so a rerun writes the same specs).
-    fn warm_start(&self, folder: &Path, model: &<Self as Oracle>::Model) -> Result<PathBuf> {
-        let dir = folder.join("warm");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = dir.join(format!("incoming-{}.safetensors", std::process::id()));
-        self.inner.save(model, &tmp)?;
-        let named = dir.join(format!("{}.safetensors", crate::paths::sha256_file(&tmp)?));
-        std::fs::rename(&tmp, &named)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), named.display()))?;
-        Ok(named)
-    }
 }
 
-impl Oracle for Dispatched<'_> {
-    type Model = <Retrainer<'static> as Oracle>::Model;
-
-    fn prune(
+impl Elsewhere for Workers {
+    fn run_batch(
         &mut self,
-        from: Option<&Self::Model>,
-        ratios: &[f64],
-        epochs: f64,
-        seed: u64,
-    ) -> Result<(Self::Model, Measure)> {
-        self.inner.prune(from, ratios, epochs, seed)
-    }
-
-    fn retrain(
-        &mut self,
-        model: &Self::Model,
-        epochs: f64,
-        seed: u64,
-    ) -> Result<(Self::Model, Measure)> {
-        self.inner.retrain(model, epochs, seed)
-    }
-
-    fn quantize(
-        &mut self,
-        model: &Self::Model,
-        bits: &[u8],
-        epochs: f64,
-        seed: u64,
-    ) -> Result<(Self::Model, Measure)> {
-        self.inner.quantize(model, bits, epochs, seed)
-    }
-
-    fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
-        let Some((_, base, folder)) = &self.exec else {
-            return oracle::in_turn(&mut self.inner, jobs);
-        };
-        let folder = folder.clone();
-        let specs_dir = folder.join("specs");
+        here: &Retrainer,
+        jobs: &[Job<(Net, Masked)>],
+    ) -> Result<Vec<JobResult<(Net, Masked)>>> {
+        let specs_dir = self.folder.join("specs");
         std::fs::create_dir_all(&specs_dir)
             .with_context(|| format!("cannot create {}", specs_dir.display()))?;
         // Each warm start saved once per batch (by address: jobs share them).
         let mut warm: HashMap<usize, PathBuf> = HashMap::new();
         let mut paths = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            let (from, action, ratios, bits, epochs, seed) = match job {
-                Job::Prune {
-                    from,
-                    ratios,
-                    epochs,
-                    seed,
-                } => (*from, Action::Prune, ratios.clone(), vec![], *epochs, *seed),
-                Job::Quantize {
-                    model,
-                    bits,
-                    epochs,
-                    seed,
-                } => (
-                    Some(*model),
-                    Action::Quantize,
-                    vec![],
-                    bits.clone(),
-                    *epochs,
-                    *seed,
-                ),
+            let from = match job {
+                Job::Prune { from, .. } => *from,
+                Job::Quantize { model, .. } => Some(*model),
             };
             let warm_start = match from {
                 Some(m) => {
-                    let key = m as *const Self::Model as usize;
+                    let key = m as *const (Net, Masked) as usize;
                     let path = match warm.get(&key) {
                         Some(p) => p.clone(),
-                        None => self.warm_start(&folder, m)?,
+                        None => save_warm_start(here, &self.folder, m)?,
                     };
                     warm.insert(key, path.clone());
                     Some(path)
                 }
                 None => None,
             };
-            let s = ProbeSpec {
-                spec: SPEC_VERSION,
-                config: base.config.clone(),
-                dense: base.dense.clone(),
-                dense_sha256: base.dense_sha256.clone(),
-                warm_start,
-                action,
-                ratios,
-                bits,
-                epochs,
-                seed: base.seed,
-                offset: seed,
-                // The search judges feasibility; every worker writes its model (the
-                // second look and the recovery retraining need it whatever it scored).
-                threshold: f64::MIN_POSITIVE,
-            };
             let path = specs_dir.join(format!("{i}.json"));
-            crate::paths::write_text(&path, &serde_json::to_string_pretty(&s)?)?;
+            let spec = self.spec(job, warm_start);
+            crate::paths::write_text(&path, &serde_json::to_string_pretty(&spec)?)?;
             paths.push(path);
         }
-        let answers = match &mut self.exec {
-            Some((exec, _, _)) => exec.run(&paths)?,
-            None => unreachable!("checked above"),
-        };
-        answers
+        self.exec
+            .run(&paths)?
             .into_iter()
             .map(|a| {
                 let r = match a {
@@ -301,34 +277,15 @@ impl Oracle for Dispatched<'_> {
                 let Some(checkpoint) = &r.checkpoint else {
                     return Ok(Err("the worker wrote no checkpoint".into()));
                 };
-                let model = self.inner.load(checkpoint)?;
-                Ok(Ok((
-                    model,
-                    Measure {
-                        accuracy: r.valid_accuracy,
-                        loss: r.valid_loss,
-                        nonzeros: r.nonzeros,
-                        seconds: r.seconds,
-                    },
-                )))
+                let measure = Measure {
+                    accuracy: r.valid_accuracy,
+                    loss: r.valid_loss,
+                    nonzeros: r.nonzeros,
+                    seconds: r.seconds,
+                };
+                Ok(Ok((here.load(checkpoint)?, measure)))
             })
             .collect()
-    }
-
-    fn evaluate(&mut self, model: &Self::Model) -> Result<Measure> {
-        self.inner.evaluate(model)
-    }
-
-    fn quantize_one(&mut self, model: &Self::Model, layer: usize, bits: u8) -> Result<Measure> {
-        self.inner.quantize_one(model, layer, bits)
-    }
-
-    fn save(&self, model: &Self::Model, path: &Path) -> Result<()> {
-        self.inner.save(model, path)
-    }
-
-    fn load(&self, path: &Path) -> Result<Self::Model> {
-        self.inner.load(path)
     }
 }
 

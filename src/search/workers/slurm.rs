@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{last_line, read_result, Answer, Command, Executor};
+use super::{last_line, read_result, with_one_retry, Answer, Command, Executor};
 
 pub struct Slurm {
     command: Command,
@@ -169,21 +169,9 @@ impl Slurm {
 
 impl Executor for Slurm {
     fn run(&mut self, specs: &[PathBuf]) -> Result<Vec<Answer>> {
-        let all: Vec<usize> = (0..specs.len()).collect();
-        let mut failed = self.round(specs, &all)?;
-        if !failed.is_empty() {
-            for (_, why) in &failed {
-                eprintln!("{why}; submitting it once more");
-            }
-            let again: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
-            failed = self.round(specs, &again)?;
-        }
-        Ok((0..specs.len())
-            .map(|i| match failed.iter().find(|(j, _)| *j == i) {
-                Some((_, why)) => Err(why.clone()),
-                None => read_result(&specs[i]).ok_or_else(|| "the result vanished".to_string()),
-            })
-            .collect())
+        with_one_retry(specs, "submitting it once more", |which| {
+            self.round(specs, which)
+        })
     }
 }
 
