@@ -19,6 +19,10 @@
 //! the stages in order; [`outputs`] writes the run folder. [`spec`] runs one probe from a
 //! spec file (`dc-search probe`), outside the search's process.
 //!
+//! With `--workers N` the stages propose up to N probes at a time ([`parallel`] picks the
+//! points); the prober runs them as one batch ([`batch`]), which the oracle hands to
+//! [`workers`]: child processes of this binary or a Slurm array, one spec per probe.
+//!
 //! Every finished probe goes to the run folder's journal; a rerun replays it and goes on,
 //! so a crash, a kill or Ctrl-C loses at most the probe that was running.
 
