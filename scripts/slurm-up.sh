@@ -75,7 +75,8 @@ if ! munge -n </dev/null >/dev/null 2>&1; then
         (command -v mungekey >/dev/null && mungekey --create) || skip "no /etc/munge/munge.key"
         chown munge:munge /etc/munge/munge.key
     fi
-    runuser -u munge -- munged -F >"$dir/munged.log" 2>&1 &
+    # setpriv executes munged itself, so $! is munged's PID (stopped by it at the end).
+    setpriv --reuid=munge --regid=munge --init-groups munged -F >"$dir/munged.log" 2>&1 &
     echo $! >> "$dir/pids"
     for _ in $(seq 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
     munge -n </dev/null >/dev/null 2>&1 || skip "munged did not start ($dir/munged.log)"
