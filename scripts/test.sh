@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Runs the test suite from a fresh clone: set-up (cached, idempotent), then every test
-# (unit, integration, property) in release mode against real libtorch and real MNIST.
+# (unit, integration, property) in release mode against real libtorch and real MNIST. As
+# root it first starts a single-node Slurm (scripts/slurm-up.sh: slurmctld, slurmd, munge)
+# for tests/slurm.rs and stops it, by its PIDs, at the end; where Slurm cannot be started
+# those tests say why and pass.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
 cd "$repo"
+slurm="$(mktemp -d)"
+if bash "$repo/scripts/slurm-up.sh" start "$slurm"; then
+    export SLURM_CONF="$slurm/slurm.conf" DC_SEARCH_SLURM=1
+    trap 'bash "$repo/scripts/slurm-up.sh" stop "$slurm"' EXIT
+else
+    echo "tests/slurm.rs: its Slurm tests will be skipped" >&2
+fi
 cargo test --release "$@"

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::search::workers::ExecutorKind;
+
 use crate::compress::mask::CentroidGrad;
 use crate::compress::prune::PruneRule;
 use crate::compress::{BiasPrecision, CompressConfig, Plan, Schedule};
@@ -58,6 +60,23 @@ struct SearchFlags {
     /// run's folder is not reused: the next free `-2`, `-3`, … is taken instead).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Probes side by side (default 1: one at a time, in this process): the search proposes
+    /// up to N at once and each runs as `dc-search probe` (search.workers).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Where probes side by side run: `local` (child processes, the threads shared among
+    /// them) or `slurm` (one array job per batch; the run folder must be on storage every
+    /// node shares).
+    #[arg(long, value_enum, default_value = "local")]
+    executor: ExecutorKind,
+    /// sbatch arguments for --executor slurm, e.g. "--partition gpu --time 30 --gres gpu:1".
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    slurm_args: String,
     #[command(flatten)]
     common: Common,
 }
@@ -363,6 +382,8 @@ pub enum Mode {
         floor: Floor,
         out: PathBuf,
         command: String,
+        /// `--executor` and `--slurm-args`.
+        executor: (ExecutorKind, String),
     },
     Sensitivity {
         cfg: Config,
@@ -945,12 +966,20 @@ impl SearchFlags {
         });
         check_output(&out.join("report.md"))?;
         let command = shell_command(std::env::args());
+        if let Some(n) = self.workers {
+            crate::check::need((1..=256).contains(&n), "--workers", n, "1..=256")?;
+            cfg.search.workers = n;
+        }
+        if self.executor == ExecutorKind::Slurm && cfg.search.workers > 1 {
+            crate::search::workers::slurm::check_sbatch()?;
+        }
         Ok(Mode::Search {
             cfg,
             rt,
             floor,
             out,
             command,
+            executor: (self.executor, self.slurm_args),
         })
     }
 }

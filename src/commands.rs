@@ -50,7 +50,8 @@ pub fn run(cli: Cli) -> Result<()> {
             floor,
             out,
             command,
-        } => search_cmd(&cfg, &rt, floor, &out, &command),
+            executor,
+        } => search_cmd(&cfg, &rt, floor, &out, &command, &executor),
         Mode::Probe {
             spec,
             out,
@@ -174,7 +175,14 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     Ok(())
 }
 
-fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &str) -> Result<()> {
+fn search_cmd(
+    cfg: &Config,
+    rt: &Runtime,
+    floor: Floor,
+    out: &Path,
+    command: &str,
+    (executor, slurm_args): &(search::workers::ExecutorKind, String),
+) -> Result<()> {
     let start = std::time::Instant::now();
     let mut cfg = cfg.clone();
     cfg.compress.bias_precision = cfg.search.bias_precision;
@@ -202,6 +210,15 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     // is known to belong to this run.
     let key = journal_key(cfg, rt, floor, &dense.path);
     let mut journal = search::journal::Journal::open(out, &key)?;
+    let workers = out.join("workers");
+    let exec = search::workers::executor(
+        *executor,
+        cfg.search.workers,
+        slurm_args,
+        &workers,
+        rt,
+        cfg.data.dir.clone(),
+    )?;
     if journal.pending() > 0 && !rt.quiet {
         eprintln!(
             "resuming from {}: {} journaled",
@@ -240,7 +257,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     times.sensitivity = secs;
     crate::runtime::catch_interrupts();
     let train_split = data.train.to_device(rt.device);
-    let oracle = search::oracle::Retrainer::new(
+    let mut oracle = search::oracle::Retrainer::new(
         &dense.net,
         &train_split,
         &data.valid,
@@ -249,6 +266,19 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
         &cfg.search,
         rt,
     );
+    if let Some(exec) = exec {
+        let base = search::workers::SpecBase {
+            config: cfg.to_toml(),
+            dense: dense.path.clone(),
+            dense_sha256: crate::paths::sha256_file(&dense.path)?,
+            seed: rt.seed,
+        };
+        oracle.elsewhere = Some(Box::new(search::workers::Workers {
+            exec,
+            base,
+            folder: workers.clone(),
+        }));
+    }
     let layers = dense
         .net
         .arch
@@ -332,6 +362,7 @@ fn search_cmd(cfg: &Config, rt: &Runtime, floor: Floor, out: &Path, command: &st
     if let Some(j) = p.journal() {
         j.drop_probe_checkpoints()?;
     }
+    search::workers::tidy(&out.join("workers"))?;
     // --quiet hides progress, never the result.
     print!("{table}");
     println!(

@@ -33,7 +33,7 @@ grid = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98]
 "#;
 
 /// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
-fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
+pub(crate) fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
     let cfg = dir.join("tiny.toml");
     std::fs::write(&cfg, tiny()).unwrap();
     let mut c = dc_search();
@@ -52,7 +52,7 @@ fn search(dir: &Path, floor: &str) -> (i32, String, String) {
     run(search_command(dir, &["--floor", floor], "run", &[]))
 }
 
-fn journal_lines(run_dir: &Path) -> usize {
+pub(crate) fn journal_lines(run_dir: &Path) -> usize {
     std::fs::read_to_string(run_dir.join("journal.jsonl"))
         .map(|s| s.lines().count())
         .unwrap_or(0)
@@ -60,18 +60,75 @@ fn journal_lines(run_dir: &Path) -> usize {
 
 /// Waits until the journal in `run_dir` holds `lines` lines while `child` runs: true if it
 /// got there, false if the search ended first.
-fn wait_for_journal(child: &mut Child, run_dir: &Path, lines: usize) -> bool {
+pub(crate) fn wait_for_journal(child: &mut Child, run_dir: &Path, lines: usize) -> bool {
+    wait_until(child, || journal_lines(run_dir) >= lines)
+}
+
+/// Waits until `done()` while `child` runs: true if it got there, false if the child
+/// ended first.
+pub(crate) fn wait_until(child: &mut Child, done: impl Fn() -> bool) -> bool {
     let t0 = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        if journal_lines(run_dir) >= lines {
+        if done() {
             return true;
         }
         assert!(t0.elapsed() < Duration::from_secs(600), "search hangs");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Kills `child` (SIGKILL) once `done()` holds: true if it did, false if the child ended
+/// first.
+pub(crate) fn kill_when(child: &mut Child, done: impl Fn() -> bool) -> bool {
+    let killed = wait_until(child, done);
+    if killed {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    killed
+}
+
+/// Two runs of the tiny search ended alike: the same ratios, the same file byte for byte,
+/// the same probes in the same order with the same results, no probe journaled twice.
+pub(crate) fn assert_same_run(whole: &Path, cut: &Path) {
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(read(whole, "ratios.json"), read(cut, "ratios.json"));
+    assert_eq!(
+        read(whole, "lenet-300-100.dcz"),
+        read(cut, "lenet-300-100.dcz")
+    );
+    let probes = |d: &Path| -> Vec<String> {
+        let csv = String::from_utf8(read(d, "trials.csv")).unwrap();
+        csv.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                // drop seconds and warm start (the last fields) which may differ
+                f[..9].join(",")
+            })
+            .collect()
+    };
+    assert_eq!(probes(whole), probes(cut));
+    assert_eq!(journal_lines(whole), journal_lines(cut));
+}
+
+/// `--budget 4p --threads 2 --seed 3 --workers 2`, then `more`: the tiny search with two
+/// workers.
+pub(crate) fn two_workers<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--budget",
+        "4p",
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--workers",
+        "2",
+    ];
+    v.extend_from_slice(more);
+    v
 }
 
 /// Kills a search (SIGKILL) at several points, reruns it each time, and ends with the
@@ -119,11 +176,7 @@ fn killed_search_resumes_to_the_same_result() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if wait_for_journal(&mut child, &cut, at) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        }
+        kills += usize::from(kill_when(&mut child, || journal_lines(&cut) >= at));
     }
     assert!(
         kills >= 4,
@@ -137,25 +190,8 @@ fn killed_search_resumes_to_the_same_result() {
     ));
     assert_eq!(code, 0, "{err}");
 
+    assert_same_run(&whole, &cut);
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-    assert_eq!(read(&whole, "ratios.json"), read(&cut, "ratios.json"));
-    assert_eq!(
-        read(&whole, "lenet-300-100.dcz"),
-        read(&cut, "lenet-300-100.dcz")
-    );
-    // No probe was journaled twice: the same probes, in the same order, with the same results.
-    let probes = |d: &Path| -> Vec<String> {
-        let csv = String::from_utf8(read(d, "trials.csv")).unwrap();
-        csv.lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                // drop seconds and warm start (the last fields) which may differ
-                f[..9].join(",")
-            })
-            .collect()
-    };
-    assert_eq!(probes(&whole), probes(&cut));
-    assert_eq!(journal_lines(&whole), journal_lines(&cut));
     // A finished run keeps only its final model (pruned, and shared when a bits probe
     // measured it); rerunning it replays to the same file.
     let mut kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))

@@ -10,4 +10,6 @@ mod foundation;
 mod import;
 mod layers;
 mod search;
+mod slurm;
 mod torchscript;
+mod workers;

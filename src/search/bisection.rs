@@ -18,8 +18,10 @@ use argmin::core::{CostFunction, Executor};
 use argmin::solver::brent::BrentRoot;
 use serde::{Deserialize, Serialize};
 
+use super::batch::Ask;
 use super::delta;
 use super::oracle::Oracle;
+use super::parallel;
 use super::prober::Prober;
 use super::record::Phase;
 
@@ -116,39 +118,54 @@ fn climb<O: Oracle>(
         .flat_map(|c| c.iter().map(|(_, a)| dense_acc - a))
         .fold(0.0f64, f64::max)
         .max(2.0 * MIN_DELTA);
-    let mut d = predicted_delta(curves, dense_acc, p.at.probe, cap);
+    let first = predicted_delta(curves, dense_acc, p.at.probe, cap);
+    let mut ds = vec![first];
     let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
     let mut last_ratios: Option<Vec<f64>> = None;
-    for _ in 0..p.cfg.bisection_probes {
+    let mut probes = 0;
+    // With --workers N each round probes up to N δ side by side: the climb's next steps, or
+    // points spread over the bracket (`parallel`); one worker probes one δ a round.
+    while probes < p.cfg.bisection_probes {
         if let Some(why) = spent(p) {
             return Ok(why);
         }
-        let ratios = delta::ratios_for_delta(curves, dense_acc, d, cap);
-        if last_ratios.as_deref() == Some(ratios.as_slice()) {
+        let mut asks: Vec<Ask> = Vec::new();
+        for &d in &ds {
+            let ratios = delta::ratios_for_delta(curves, dense_acc, d, cap);
+            let seen = asks.iter().map(|(r, _)| r).chain(last_ratios.as_ref());
+            if !seen.into_iter().any(|r| *r == ratios) {
+                asks.push((ratios, Some(d)));
+            }
+        }
+        if asks.is_empty() {
             return Ok("the curves give the same ratios for the next δ".into());
         }
-        let acc = p.probe_ratios(&ratios, Phase::Bisect, Some(d))?;
-        last_ratios = Some(ratios);
-        if acc >= p.at.probe {
-            good = Some(d);
-        } else {
-            bad = Some(d);
-        }
-        d = match (good, bad) {
+        let answers = p.probe_ratios_batch(&asks, Phase::Bisect)?;
+        probes += asks.len() as u64;
+        let judged: Vec<(f64, bool)> = asks
+            .iter()
+            .zip(&answers)
+            .filter_map(|((_, d), a)| Some((d.unwrap_or(0.0), (*a)? >= p.at.probe)))
+            .collect();
+        last_ratios = asks.pop().map(|(r, _)| r);
+        (good, bad) = parallel::narrow(good, bad, &judged);
+        let left = p.cfg.bisection_probes.saturating_sub(probes).max(1) as usize;
+        let q = p.batch_size().min(left);
+        ds = match (good, bad) {
             (Some(g), None) => {
                 if g >= max_delta {
                     return Ok("every layer is at its largest ratio".into());
                 }
-                (g * p.cfg.climb_factor).min(max_delta)
+                parallel::climb_points(g * p.cfg.climb_factor, p.cfg.climb_factor, max_delta, q)
             }
             (g, Some(b)) => {
                 let g = g.unwrap_or(MIN_DELTA);
                 if (b / g).ln() < p.cfg.bisection_tolerance {
                     return Ok("bracket narrower than the tolerance".into());
                 }
-                (g * b).sqrt()
+                parallel::geometric_interior(g, b, q)
             }
-            (None, None) => unreachable!("one of them was just set"),
+            (None, None) => return Ok("every probe of the bisection was lost".into()),
         };
     }
     Ok("bisection probes spent".into())

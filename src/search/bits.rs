@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::estimate;
 use super::oracle::Oracle;
+use super::parallel;
 use super::prober::{Prober, Widths};
 
 /// How the bits stage searches.
@@ -134,6 +135,10 @@ fn sweep<O: Oracle>(
         if out_of_time(p, limit, probes) {
             break;
         }
+        let q = p.cfg.workers.min(sc.bits_probes - probes);
+        if q > 1 {
+            return chain_in_batches(p, model, ratios, &vectors, limit, probes);
+        }
         // The first probe goes a third of the way: most chains end in widths that fail.
         let mid = if probes == 0 {
             good + (bad - good) / 3
@@ -152,6 +157,46 @@ fn sweep<O: Oracle>(
     Ok(Widths {
         bits: vectors
             .get(good)
+            .cloned()
+            .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]),
+        shared,
+    })
+}
+
+/// The sweep's search along the chain with `workers` probes a round ([`parallel::Chain`]):
+/// a miss that bounds the search is probed again beside points spread over the open
+/// stretch, and the narrowest feasible probe's widths and model are kept.
+fn chain_in_batches<O: Oracle>(
+    p: &mut Prober<O>,
+    model: &O::Model,
+    ratios: &[f64],
+    vectors: &[Vec<u8>],
+    limit: Limit,
+    mut probes: usize,
+) -> Result<Widths<O::Model>> {
+    let sc = p.cfg;
+    let mut chain = parallel::Chain::new(vectors.len());
+    let mut shared = None;
+    while probes < sc.bits_probes && !out_of_time(p, limit, probes) {
+        let points = chain.next(p.cfg.workers.min(sc.bits_probes - probes), sc.bits_retries);
+        if points.is_empty() {
+            break;
+        }
+        let asks: Vec<Vec<u8>> = points.iter().map(|&i| vectors[i].clone()).collect();
+        let answers = p.probe_bits_batch(model, ratios, &asks, sc.bits_epochs)?;
+        probes += asks.len();
+        for (&i, a) in points.iter().zip(answers) {
+            let Some((acc, m)) = a else { continue };
+            let before = chain.good;
+            chain.answer(i, acc >= p.at.bits);
+            if chain.good != before {
+                shared = m;
+            }
+        }
+    }
+    Ok(Widths {
+        bits: vectors
+            .get(chain.good)
             .cloned()
             .unwrap_or_else(|| vec![sc.bits_max; ratios.len()]),
         shared,

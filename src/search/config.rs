@@ -109,6 +109,15 @@ pub struct SearchConfig {
     pub max_ratio: f64,
     /// Sensitivity grid (sparse ratios).
     pub grid: Vec<f64>,
+    /// Probes proposed at once (`--workers`): the bisection probes that many δ, the
+    /// refinement that many layers' pushes, the bits stage that many widths of its chain.
+    /// 1 probes one at a time (left out of `config.toml`).
+    #[serde(skip_serializing_if = "is_one")]
+    pub workers: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for SearchConfig {
@@ -148,6 +157,7 @@ impl Default for SearchConfig {
             provisional_bits: 5,
             max_ratio: 0.997,
             grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
+            workers: 1,
         }
     }
 }
@@ -246,6 +256,12 @@ impl SearchConfig {
             "search.budget_probes",
             s.budget_probes,
             "0..=1000000 (0 = no limit)",
+        )?;
+        need(
+            (1..=256).contains(&s.workers),
+            "search.workers",
+            s.workers,
+            "1..=256",
         )?;
         need(
             (1..=1000).contains(&s.bisection_probes),

@@ -19,9 +19,14 @@
 //! the stages in order; [`outputs`] writes the run folder. [`spec`] runs one probe from a
 //! spec file (`dc-search probe`), outside the search's process.
 //!
+//! With `--workers N` the stages propose up to N probes at a time ([`parallel`] picks the
+//! points); the prober runs them as one batch ([`batch`]), which the oracle hands to
+//! [`workers`]: child processes of this binary or a Slurm array, one spec per probe.
+//!
 //! Every finished probe goes to the run folder's journal; a rerun replays it and goes on,
 //! so a crash, a kill or Ctrl-C loses at most the probe that was running.
 
+pub mod batch;
 pub mod bisection;
 pub mod bits;
 pub mod config;
@@ -32,6 +37,7 @@ pub mod gp;
 pub mod journal;
 pub mod oracle;
 pub mod outputs;
+pub mod parallel;
 pub mod prober;
 pub mod record;
 pub mod refinement;
@@ -39,5 +45,6 @@ pub mod run;
 pub mod sensitivity;
 pub mod spec;
 pub mod synthetic;
+pub mod workers;
 
 pub use record::{Outcome, Phase, StageTimes, Trial};

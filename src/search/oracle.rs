@@ -29,6 +29,27 @@ pub struct Measure {
     pub seconds: f64,
 }
 
+/// One probe of a batch ([`Oracle::run_batch`]).
+pub enum Job<'m, M> {
+    /// [`Oracle::prune`]
+    Prune {
+        from: Option<&'m M>,
+        ratios: Vec<f64>,
+        epochs: f64,
+        seed: u64,
+    },
+    /// [`Oracle::quantize`]
+    Quantize {
+        model: &'m M,
+        bits: Vec<u8>,
+        epochs: f64,
+        seed: u64,
+    },
+}
+
+/// What one job of a batch left behind: its model and measure, or why its worker failed.
+pub type JobResult<M> = std::result::Result<(M, Measure), String>;
+
 /// Answers the search's probes. `Model` is what a probe leaves behind: a warm start for
 /// later probes and, at the end, the model that is encoded.
 pub trait Oracle {
@@ -60,6 +81,13 @@ pub trait Oracle {
         seed: u64,
     ) -> Result<(Self::Model, Measure)>;
 
+    /// Runs `jobs` (side by side where the oracle has workers; one after another by
+    /// default). A job whose worker failed comes back as `Err` with the reason; an `Err` of
+    /// the whole call stops the search.
+    fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
+        in_turn(self, jobs)
+    }
+
     /// Validation measure of a model as it is.
     fn evaluate(&mut self, model: &Self::Model) -> Result<Measure>;
 
@@ -74,6 +102,32 @@ pub trait Oracle {
     fn load(&self, path: &Path) -> Result<Self::Model>;
 }
 
+/// Runs `jobs` one after another in this process (what [`Oracle::run_batch`] does by
+/// default).
+pub fn in_turn<O: Oracle + ?Sized>(
+    oracle: &mut O,
+    jobs: &[Job<O::Model>],
+) -> Result<Vec<JobResult<O::Model>>> {
+    jobs.iter()
+        .map(|j| {
+            Ok(Ok(match j {
+                Job::Prune {
+                    from,
+                    ratios,
+                    epochs,
+                    seed,
+                } => oracle.prune(*from, ratios, *epochs, *seed)?,
+                Job::Quantize {
+                    model,
+                    bits,
+                    epochs,
+                    seed,
+                } => oracle.quantize(model, bits, *epochs, *seed)?,
+            }))
+        })
+        .collect()
+}
+
 /// The real oracle: prune and retrain with libtorch, evaluate on the validation split.
 pub struct Retrainer<'a> {
     pub dense: &'a Net,
@@ -85,6 +139,17 @@ pub struct Retrainer<'a> {
     /// Codebook retraining's settings (the `[compress]` learning rate).
     pub codebook_cfg: CompressConfig,
     pub rt: &'a Runtime,
+    /// Where batches run when not in this process (`search::workers`).
+    pub elsewhere: Option<Box<dyn Elsewhere + 'a>>,
+}
+
+/// Runs a [`Retrainer`]'s batches outside its process (worker processes, a Slurm array).
+pub trait Elsewhere {
+    fn run_batch(
+        &mut self,
+        here: &Retrainer,
+        jobs: &[Job<(Net, Masked)>],
+    ) -> Result<Vec<JobResult<(Net, Masked)>>>;
 }
 
 impl<'a> Retrainer<'a> {
@@ -110,6 +175,7 @@ impl<'a> Retrainer<'a> {
             probe_cfg,
             codebook_cfg: compress.clone(),
             rt,
+            elsewhere: None,
         }
     }
 
@@ -186,6 +252,17 @@ impl Oracle for Retrainer<'_> {
             .quantize_and_retrain(&net, &mut state, bits, epochs)?;
         let m = self.measure(&net, &state, t0);
         Ok(((net, state), m))
+    }
+
+    fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {
+        match self.elsewhere.take() {
+            Some(mut e) => {
+                let answers = e.run_batch(self, jobs);
+                self.elsewhere = Some(e);
+                answers
+            }
+            None => in_turn(self, jobs),
+        }
     }
 
     fn evaluate(&mut self, model: &Self::Model) -> Result<Measure> {

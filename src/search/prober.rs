@@ -49,7 +49,7 @@ pub struct Feasible<M> {
 
 /// The model of feasible probe `i` (`None`: the dense model), or an error saying its
 /// checkpoint is gone.
-fn warm_model<M>(feasible: &[Feasible<M>], i: Option<usize>) -> Result<Option<&M>> {
+pub(super) fn warm_model<M>(feasible: &[Feasible<M>], i: Option<usize>) -> Result<Option<&M>> {
     let Some(i) = i else { return Ok(None) };
     let f = &feasible[i];
     f.model
@@ -111,6 +111,8 @@ pub struct Prober<'s, O: Oracle> {
     /// answer (simulated).
     counted: f64,
     pub quiet: bool,
+    /// Rounds of probing so far: a batch of probes side by side is one round.
+    pub rounds: usize,
 }
 
 impl<'s, O: Oracle> Prober<'s, O> {
@@ -134,6 +136,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             clock,
             counted: 0.0,
             quiet: true,
+            rounds: 0,
         }
     }
 
@@ -255,7 +258,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
     /// Index of the most pruned feasible model whose ratios are all ≤ `ratios` (it can be
     /// pruned further to them); `None` = the dense model.
-    fn warm_start(&self, ratios: &[f64]) -> Option<usize> {
+    pub(super) fn warm_start(&self, ratios: &[f64]) -> Option<usize> {
         self.feasible
             .iter()
             .enumerate()
@@ -264,8 +267,9 @@ impl<'s, O: Oracle> Prober<'s, O> {
             .map(|(i, _)| i)
     }
 
-    /// The journal's record of the probe about to run, if it has it.
-    fn replay(
+    /// The journal's record of the probe about to run, if it has it (its seconds are not
+    /// counted here: a batch counts its longest probe once).
+    pub(super) fn replay(
         &mut self,
         phase: Phase,
         ratios: &[f64],
@@ -281,7 +285,6 @@ impl<'s, O: Oracle> Prober<'s, O> {
             Some(p) => Some(self.oracle.load(p)?),
             None => None,
         };
-        self.counted += r.trial.seconds;
         self.say(&format!(
             "{phase:>6} probe {:>2}: replayed from the journal → validation {:.4}",
             r.trial.probe, r.trial.valid_accuracy
@@ -291,8 +294,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
     }
 
     /// Appends a trial (with the model of a feasible one) to the journal and trials.csv.
-    fn record(&mut self, trial: Trial, model: Option<&O::Model>) -> Result<()> {
-        self.count(trial.seconds);
+    pub(super) fn log(&mut self, trial: Trial, model: Option<&O::Model>) -> Result<()> {
         if let Some(j) = self.journal.as_mut() {
             let oracle = &self.oracle;
             match model {
@@ -312,7 +314,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
     }
 
-    fn trial(&self, phase: Phase, ratios: &[f64], bits: &[u8], m: &Measure) -> Trial {
+    pub(super) fn trial(&self, phase: Phase, ratios: &[f64], bits: &[u8], m: &Measure) -> Trial {
         Trial {
             probe: self.trials.len() + 1,
             phase,
@@ -337,23 +339,48 @@ impl<'s, O: Oracle> Prober<'s, O> {
         phase: Phase,
         delta: Option<f64>,
     ) -> Result<f64> {
+        self.rounds += 1;
         let bits = self.provisional_bits();
         if let Some((t, model)) = self.replay(phase, ratios, &bits)? {
-            if t.feasible {
-                self.feasible.push(Feasible {
-                    ratios: ratios.to_vec(),
-                    model,
-                    bytes: t.estimated_bytes,
-                    accuracy: t.valid_accuracy,
-                });
-            }
+            self.counted += t.seconds;
+            self.keep_replayed(ratios, &t, model);
             return Ok(t.valid_accuracy);
         }
         let warm = self.warm_start(ratios);
         let from = warm_model(&self.feasible, warm)?;
-        let epochs = self.cfg.probe_epochs;
         let seed = 1000 + self.trials.len() as u64;
-        let (mut model, mut m) = self.oracle.prune(from, ratios, epochs, seed)?;
+        let (model, m) = self
+            .oracle
+            .prune(from, ratios, self.cfg.probe_epochs, seed)?;
+        let (model, m, best_of_two) = self.follow_up(warm, ratios, seed, model, m)?;
+        self.conclude_ratios(phase, ratios, delta, warm, model, m, best_of_two, true)
+    }
+
+    /// Keeps a replayed ratio probe's model when it was feasible.
+    pub(super) fn keep_replayed(&mut self, ratios: &[f64], t: &Trial, model: Option<O::Model>) {
+        if t.feasible {
+            self.feasible.push(Feasible {
+                ratios: ratios.to_vec(),
+                model,
+                bytes: t.estimated_bytes,
+                accuracy: t.valid_accuracy,
+            });
+        }
+    }
+
+    /// What a ratio probe does after its first retraining: once more when it lands just
+    /// under the target (`recovery_gap`), and a second look when it lands within
+    /// `second_look` of it. Returns the model kept, the measure judged by, and the kept
+    /// model's own accuracy when a second look averaged two.
+    pub(super) fn follow_up(
+        &mut self,
+        warm: Option<usize>,
+        ratios: &[f64],
+        seed: u64,
+        mut model: O::Model,
+        mut m: Measure,
+    ) -> Result<(O::Model, Measure, Option<f64>)> {
+        let epochs = self.cfg.probe_epochs;
         let mut best_of_two: Option<f64> = None;
         let gap = self.cfg.recovery_gap;
         if m.accuracy < self.at.probe && m.accuracy >= self.at.probe - gap {
@@ -399,6 +426,24 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 ..m
             };
         }
+        Ok((model, m, best_of_two))
+    }
+
+    /// Records a measured ratio probe (counting its seconds when `count`: a batch counts
+    /// its longest probe once) and keeps its model when feasible; returns its accuracy.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conclude_ratios(
+        &mut self,
+        phase: Phase,
+        ratios: &[f64],
+        delta: Option<f64>,
+        warm: Option<usize>,
+        model: O::Model,
+        m: Measure,
+        best_of_two: Option<f64>,
+        count: bool,
+    ) -> Result<f64> {
+        let bits = self.provisional_bits();
         let feasible = m.accuracy >= self.at.probe;
         let mut trial = self.trial(phase, ratios, &bits, &m);
         trial.delta = delta;
@@ -421,7 +466,10 @@ impl<'s, O: Oracle> Prober<'s, O> {
             trial.seconds
         ));
         let bytes = trial.estimated_bytes;
-        self.record(trial, feasible.then_some(&model))?;
+        if count {
+            self.count(trial.seconds);
+        }
+        self.log(trial, feasible.then_some(&model))?;
         if feasible {
             self.feasible.push(Feasible {
                 ratios: ratios.to_vec(),
@@ -445,13 +493,28 @@ impl<'s, O: Oracle> Prober<'s, O> {
         bits: &[u8],
         epochs: f64,
     ) -> Result<(f64, Option<O::Model>)> {
+        self.rounds += 1;
         if let Some((t, shared)) = self.replay(Phase::Bits, ratios, bits)? {
+            self.counted += t.seconds;
             return Ok((t.valid_accuracy, shared));
         }
         let seed = 2000 + self.trials.len() as u64;
         // No second look: the measured model is the one that would be written, and its
         // validation accuracy is exact, not an estimate.
         let (shared, m) = self.oracle.quantize(model, bits, epochs, seed)?;
+        self.conclude_bits(ratios, bits, shared, m, true)
+    }
+
+    /// Records a measured bits probe (counting its seconds when `count`); returns its
+    /// accuracy and, when feasible, the shared model.
+    pub(super) fn conclude_bits(
+        &mut self,
+        ratios: &[f64],
+        bits: &[u8],
+        shared: O::Model,
+        m: Measure,
+        count: bool,
+    ) -> Result<(f64, Option<O::Model>)> {
         let mut trial = self.trial(Phase::Bits, ratios, bits, &m);
         trial.feasible = m.accuracy >= self.at.bits;
         trial.warm_start = "final".into();
@@ -467,7 +530,10 @@ impl<'s, O: Oracle> Prober<'s, O> {
             trial.estimated_bytes / 1000.0
         ));
         let feasible = trial.feasible;
-        self.record(trial, feasible.then_some(&shared))?;
+        if count {
+            self.count(trial.seconds);
+        }
+        self.log(trial, feasible.then_some(&shared))?;
         Ok((m.accuracy, feasible.then_some(shared)))
     }
 

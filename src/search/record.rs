@@ -59,6 +59,17 @@ pub struct Trial {
     pub warm_start: String,
 }
 
+/// The `warm_start` of a probe whose worker failed twice: it measured nothing and never
+/// counts as feasible.
+pub const LOST: &str = "lost";
+
+impl Trial {
+    /// Whether the probe was lost (its worker failed twice).
+    pub fn is_lost(&self) -> bool {
+        self.warm_start.starts_with(LOST)
+    }
+}
+
 /// Time spent per stage, in seconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageTimes {

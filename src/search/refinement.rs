@@ -23,7 +23,8 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
     let mut push = vec![push_strength(sc.refine_push); p.layer_sizes.len()];
     let min_push = push_strength(sc.refine_min_push);
     let bits = p.provisional_bits();
-    for step in 0..sc.refine_probes {
+    let mut step = 0;
+    while step < sc.refine_probes {
         if let Some(why) = p.stage_over(Phase::Refine) {
             return Ok(why.into());
         }
@@ -45,7 +46,7 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
         let (xs, ys): (Vec<Vec<f64>>, Vec<f64>) = p
             .trials
             .iter()
-            .filter(|t| t.phase.is_ratio())
+            .filter(|t| t.phase.is_ratio() && !t.is_lost())
             .map(|t| {
                 (
                     t.ratios.iter().map(|&r| to_u(r)).collect(),
@@ -54,42 +55,72 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
             })
             .unzip();
         let model = gp::Gp::fit(&xs, &ys);
-        let candidates: Vec<Push> = (0..incumbent.len())
-            .filter(|&l| push[l] >= min_push)
-            .filter_map(|l| {
-                let ratios = pushed(&incumbent, l, push[l], sc.max_ratio)?;
-                let saving = (best_bytes - p.est_bytes(&ratios, &bits)) / best_bytes;
-                let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
-                let feasible = model
-                    .as_ref()
-                    .map_or(0.5, |m| gp::prob_at_least(m, &u, p.at.probe));
-                Some(Push {
-                    layer: l,
-                    ratios,
-                    saving,
-                    feasible,
+        let candidates = |base: &[f64], base_bytes: f64, push: &[f64]| -> Vec<Push> {
+            (0..base.len())
+                .filter(|&l| push[l] >= min_push)
+                .filter_map(|l| {
+                    let ratios = pushed(base, l, push[l], sc.max_ratio)?;
+                    let saving = (base_bytes - p.est_bytes(&ratios, &bits)) / base_bytes;
+                    let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
+                    let feasible = model
+                        .as_ref()
+                        .map_or(0.5, |m| gp::prob_at_least(m, &u, p.at.probe));
+                    Some(Push {
+                        layer: l,
+                        ratios,
+                        saving,
+                        feasible,
+                    })
                 })
-            })
-            .collect();
-        let Some(Push { layer, ratios, .. }) = choose_push(candidates, sc.refine_min_saving) else {
+                .collect()
+        };
+        // With --workers N a round probes a chain of up to N pushes side by side: the best
+        // push, then the best push from it as if it held (its layer's push grown as a
+        // feasible probe grows it), and so on — the pushes one worker would probe next if
+        // each held. One worker probes the best push alone.
+        let q = p.batch_size().min(sc.refine_probes - step);
+        let mut chosen: Vec<Push> = Vec::new();
+        let (mut base, mut base_bytes, mut believed) = (incumbent, best_bytes, push.clone());
+        while chosen.len() < q {
+            let mut c = candidates(&base, base_bytes, &believed);
+            let Some(i) = best_push(&c, sc.refine_min_saving) else {
+                break;
+            };
+            let c = c.swap_remove(i);
+            base = c.ratios.clone();
+            base_bytes = p.est_bytes(&base, &bits);
+            believed[c.layer] *= 1.5;
+            chosen.push(c);
+        }
+        if chosen.is_empty() {
             return Ok(format!(
                 "converged after {step} probes: every layer's push is under {:.1} % of its kept weights or \
                  would save under {:.1} % of the bytes",
                 100.0 * sc.refine_min_push,
                 100.0 * sc.refine_min_saving
             ));
-        };
-        let acc = p.probe_ratios(&ratios, Phase::Refine, None)?;
-        // A clear failure halves the layer's push; a near miss (within the second-look band
-        // of the target: as likely noise as a real limit) shrinks it by `near_miss_shrink`
-        // only, and the next push of that layer starts from a longer-trained incumbent.
-        push[layer] *= if acc >= p.at.probe {
-            1.5
-        } else if acc >= p.at.probe - sc.second_look {
-            sc.near_miss_shrink
-        } else {
-            0.5
-        };
+        }
+        let asks: Vec<_> = chosen.iter().map(|c| (c.ratios.clone(), None)).collect();
+        let answers = p.probe_ratios_batch(&asks, Phase::Refine)?;
+        step += asks.len();
+        // A feasible push grows the layer's next push; a clear failure (or a lost probe)
+        // halves it; a near miss (within the second-look band of the target: as likely noise
+        // as a real limit) shrinks it by `near_miss_shrink` only, and the next push of that
+        // layer starts from a longer-trained incumbent. The links of a chain after a failure
+        // were built on it and teach nothing about their own layers.
+        for (c, acc) in chosen.iter().zip(answers) {
+            let acc = acc.unwrap_or(0.0);
+            push[c.layer] *= if acc >= p.at.probe {
+                1.5
+            } else if acc >= p.at.probe - sc.second_look {
+                sc.near_miss_shrink
+            } else {
+                0.5
+            };
+            if acc < p.at.probe {
+                break;
+            }
+        }
     }
     Ok("refinement probes spent".into())
 }
@@ -109,13 +140,15 @@ struct Push {
     feasible: f64,
 }
 
-/// The push to probe: the largest expected saving (saving × probability of feasibility)
-/// among those that save at least `min_saving` of the bytes; `None` when none does.
-fn choose_push(candidates: Vec<Push>, min_saving: f64) -> Option<Push> {
+/// The best push: the largest expected saving (saving × probability of feasibility) among
+/// those that save at least `min_saving` of the bytes; `None` when none does.
+fn best_push(candidates: &[Push], min_saving: f64) -> Option<usize> {
     candidates
-        .into_iter()
-        .filter(|c| c.saving > 0.0 && c.saving >= min_saving)
-        .max_by(|a, b| (a.saving * a.feasible).total_cmp(&(b.saving * b.feasible)))
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.saving > 0.0 && c.saving >= min_saving)
+        .max_by(|(_, a), (_, b)| (a.saving * a.feasible).total_cmp(&(b.saving * b.feasible)))
+        .map(|(i, _)| i)
 }
 
 /// `ratios` with layer `l`'s density multiplied by `exp(-strength)` (capped at
@@ -147,6 +180,10 @@ mod tests {
             saving,
             feasible,
         }
+    }
+
+    fn choose_push(mut c: Vec<Push>, min_saving: f64) -> Option<Push> {
+        best_push(&c, min_saving).map(|i| c.swap_remove(i))
     }
 
     #[test]

@@ -268,6 +268,8 @@ pub struct Run {
     pub minutes: f64,
     pub ratio_probes: usize,
     pub bits_probes: usize,
+    /// Rounds of probing (a batch side by side is one).
+    pub rounds: usize,
     /// Whether the ratio search ended by itself rather than by the clock or probe budget.
     pub ended_itself: bool,
 }
@@ -319,6 +321,7 @@ pub fn search(land: &Landscape, cfg: &SearchConfig, floor: f64, seed: u64) -> Re
         minutes: p.elapsed() / 60.0,
         ratio_probes: p.ratio_probes(),
         bits_probes: p.trials.len() - p.ratio_probes(),
+        rounds: p.rounds,
         ended_itself: !chosen.stopped.contains("budget"),
     })
 }
@@ -344,7 +347,7 @@ pub fn compare(
     seeds: u64,
 ) -> Result<String> {
     let mut out = format!(
-        "{:<34} {:>22} {:>7} {:>8} {:>16} {:>11} {:>6} {:>6}\n",
+        "{:<34} {:>22} {:>7} {:>8} {:>16} {:>11} {:>6} {:>6} {:>6}\n",
         "strategy",
         "compression p50 [p10–p90]",
         "met",
@@ -352,6 +355,7 @@ pub fn compare(
         "minutes p50 [p90]",
         "ratio probes",
         "bits",
+        "rounds",
         "ended"
     );
     for (name, cfg) in strategies {
@@ -369,11 +373,12 @@ pub fn compare(
         let (m50, _, m90) = spread(&pick(&|r| r.minutes));
         let (p50, _, _) = spread(&pick(&|r| r.ratio_probes as f64));
         let (b50, _, _) = spread(&pick(&|r| r.bits_probes as f64));
+        let (r50, _, _) = spread(&pick(&|r| r.rounds as f64));
         let met = runs.iter().filter(|r| r.met_floor).count() as f64 / n;
         let under = runs.iter().filter(|r| r.true_accuracy < floor).count() as f64 / n;
         let ended = runs.iter().filter(|r| r.ended_itself).count() as f64 / n;
         out += &format!(
-            "{:<34} {:>7.1}× [{:>5.1}–{:>5.1}] {:>6.0}% {:>7.0}% {:>8.1} [{:>5.1}] {:>11.0} {:>6.0} {:>5.0}%\n",
+            "{:<34} {:>7.1}× [{:>5.1}–{:>5.1}] {:>6.0}% {:>7.0}% {:>8.1} [{:>5.1}] {:>11.0} {:>6.0} {:>6.0} {:>5.0}%\n",
             name,
             c50,
             c10,
@@ -384,6 +389,7 @@ pub fn compare(
             m90,
             p50,
             b50,
+            r50,
             100.0 * ended
         );
         if failed > 0 {
@@ -429,6 +435,20 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
             },
         ),
         ("0.2 default".into(), v2.clone()),
+        (
+            "0.2 default, 2 workers".into(),
+            SearchConfig {
+                workers: 2,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2 default, 4 workers".into(),
+            SearchConfig {
+                workers: 4,
+                ..v2.clone()
+            },
+        ),
         (
             "0.2 + brent bisection".into(),
             SearchConfig {
@@ -540,6 +560,35 @@ mod tests {
         assert!(r.minutes <= cfg.budget_minutes * 1.1, "{r:?}");
         // deterministic for a seed
         assert_eq!(r, search(&land, &cfg, 0.99, 1).unwrap());
+    }
+
+    #[test]
+    fn workers_side_by_side_reach_as_much_in_fewer_rounds() {
+        let land = Landscape::lenet();
+        let median = |workers: usize| {
+            let cfg = SearchConfig {
+                workers,
+                ..SearchConfig::default()
+            };
+            let runs: Vec<Run> = (1..=40)
+                .map(|s| search(&land, &cfg, 0.99, s).unwrap())
+                .collect();
+            let pick = |f: &dyn Fn(&Run) -> f64| spread(&runs.iter().map(f).collect::<Vec<_>>()).0;
+            (
+                pick(&|r| r.compression),
+                pick(&|r| r.rounds as f64),
+                pick(&|r| r.minutes),
+            )
+        };
+        let (c1, r1, m1) = median(1);
+        for q in [2, 4] {
+            let (c, r, m) = median(q);
+            assert!(c >= 0.97 * c1, "{q} workers: {c:.1}× against {c1:.1}×");
+            assert!(
+                r < 0.8 * r1 && m < m1,
+                "{q} workers: {r} rounds, {m:.1} min against {r1}, {m1:.1}"
+            );
+        }
     }
 
     #[test]
