@@ -42,8 +42,9 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             to,
             output,
+            config,
             max_params,
-        } => export_cmd(&input, to, output.as_deref(), max_params),
+        } => export_cmd(&input, to, output.as_deref(), config, max_params),
         Mode::Search {
             cfg,
             rt,
@@ -532,7 +533,7 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
 fn torchscript_file_net(
     model: &format::CompressedModel,
     mut cfg: Config,
-    rt: &Runtime,
+    device: tch::Device,
 ) -> Result<(Config, Net)> {
     let Some(ts) = cfg.torchscript.as_mut() else {
         anyhow::bail!("--ts-config needs a config with a [torchscript] section");
@@ -540,7 +541,7 @@ fn torchscript_file_net(
     ts.input_shift = model.input_shift;
     cfg.data.input_scale = model.input_scale;
     cfg.data.dataset = file_dataset(model)?;
-    let like = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
+    let like = crate::models::torchscript::load(&cfg.model, ts, device)?;
     let net = encode::to_net_like(model, &like)?;
     Ok((cfg, net))
 }
@@ -555,7 +556,7 @@ fn eval_file_cmd(
     rt.apply();
     let (bytes, model) = read_dcz(file, max_params)?;
     let (cfg, net) = match config {
-        Some(cfg) => torchscript_file_net(&model, cfg, rt)?,
+        Some(cfg) => torchscript_file_net(&model, cfg, rt.device)?,
         None => (
             file_config(&model, data_dir)?,
             encode::to_net(&model, rt.device)?,
@@ -579,18 +580,52 @@ fn export_cmd(
     input: &Path,
     to: ExportFormat,
     output: Option<&Path>,
+    config: Option<Config>,
     max_params: u64,
 ) -> Result<()> {
     if to == ExportFormat::Safetensors {
         let (_, model) = read_dcz(input, max_params)?;
-        let bytes = export::dcz_to_safetensors(&model)?;
         let out = output.expect("checked by the CLI");
+        let Some(cfg) = config else {
+            if crate::models::Arch::by_name(&model.model).is_err() {
+                anyhow::bail!(
+                    "{} holds model {:?}, which is not in the zoo; if it was made from a TorchScript \
+                     module, give its config: export FILE.dcz --to safetensors --ts-config CONFIG.toml -o OUT",
+                    input.display(),
+                    model.model
+                );
+            }
+            let bytes = export::dcz_to_safetensors(&model)?;
+            crate::paths::write_atomic(out, &bytes)?;
+            println!(
+                "wrote {} ({} bytes): decoded {} ({} layers) as a PyTorch state dict (f32)",
+                out.display(),
+                bytes.len(),
+                input.display(),
+                model.layers.len()
+            );
+            return Ok(());
+        };
+        let (_, net) = torchscript_file_net(&model, cfg, tch::Device::Cpu)?;
+        let script = net
+            .script
+            .as_ref()
+            .expect("a TorchScript config gives a module");
+        let state = script.state_dict()?;
+        let bytes = crate::weights::state_to_safetensors(
+            &state,
+            Some(export::state_dict_meta(&model, script.source())),
+        )?;
         crate::paths::write_atomic(out, &bytes)?;
         println!(
-            "wrote {} ({} bytes): decoded {} ({} layers) as a PyTorch state dict (f32)",
+            "wrote {} ({} bytes): the state dict of {} with {} decoded from {} ({} tensors: \
+             {} layers decoded, the rest as saved in the module)",
             out.display(),
             bytes.len(),
+            script.source().display(),
+            model.model,
             input.display(),
+            state.len(),
             model.layers.len()
         );
         return Ok(());

@@ -154,6 +154,25 @@ impl Script {
         self.cfg.input_shift
     }
 
+    /// The module's whole state dict, as `module.state_dict()` holds it: every parameter
+    /// (the named layers with their current values, the others as saved) and every buffer
+    /// (as saved: the module runs in eval mode, so batch-norm statistics never move), by full
+    /// name, on the CPU. Parameters come first, each group in the module's order.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let src = self.source.display();
+        let params = self
+            .module
+            .named_parameters()
+            .with_context(|| format!("{src}: cannot list the module's parameters"))?;
+        let buffers = super::buffers::named_buffers(&self.bytes)
+            .with_context(|| format!("TorchScript module {src}"))?;
+        Ok(params
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu)))
+            .chain(buffers)
+            .collect())
+    }
+
     /// The module file this net was loaded from.
     pub fn source(&self) -> &Path {
         &self.source
