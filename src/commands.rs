@@ -546,6 +546,20 @@ fn torchscript_file_net(
     Ok((cfg, net))
 }
 
+/// Checks `cfg` (the `--ts-config` given, if any) against the TorchScript config `file` was
+/// made from: an error saying what to pass when none was given, a warning on stderr when
+/// another one was.
+fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Config>) -> Result<()> {
+    let given = cfg
+        .and_then(|c| c.torchscript.as_ref())
+        .and_then(|t| t.origin.as_ref());
+    let name = file.display().to_string();
+    if let Some(w) = crate::models::origin::check(&name, model.origin.as_ref(), given)? {
+        eprintln!("{w}");
+    }
+    Ok(())
+}
+
 fn eval_file_cmd(
     file: &Path,
     rt: &Runtime,
@@ -555,6 +569,7 @@ fn eval_file_cmd(
 ) -> Result<()> {
     rt.apply();
     let (bytes, model) = read_dcz(file, max_params)?;
+    check_origin(file, &model, config.as_ref())?;
     let (cfg, net) = match config {
         Some(cfg) => torchscript_file_net(&model, cfg, rt.device)?,
         None => (
@@ -586,6 +601,7 @@ fn export_cmd(
     if to == ExportFormat::Safetensors {
         let (_, model) = read_dcz(input, max_params)?;
         let out = output.expect("checked by the CLI");
+        check_origin(input, &model, config.as_ref())?;
         let Some(cfg) = config else {
             if crate::models::Arch::by_name(&model.model).is_err() {
                 anyhow::bail!(
@@ -662,6 +678,12 @@ fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
         bytes.len(),
         acc.version
     );
+    if let Some(o) = &model.origin {
+        println!(
+            "made from TorchScript config {} (evaluate with --ts-config)\n",
+            crate::models::origin::describe(o)
+        );
+    }
     print!("{}", report::table3(&acc));
     Ok(())
 }

@@ -398,6 +398,7 @@ mod tests {
                     bias_precision: BiasPrecision::F32,
                 },
             ],
+            origin: None,
         };
         let t = crate::weights::parse_safetensors(&dcz_to_safetensors(&m).unwrap()).unwrap();
         assert_eq!(

@@ -169,7 +169,10 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
         let t = to_tensor(&st, name);
         assert!(t.equal(&saved[name]), "{name} is exported as saved");
         let s = t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        assert!((s - sum).abs() <= 1e-6 * sum.abs().max(1.0), "{name}: {s} vs {sum}");
+        assert!(
+            (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+            "{name}: {s} vs {sum}"
+        );
     }
 
     // Loaded into a fresh module, the state dict evaluates as the file did.

@@ -12,6 +12,7 @@
 //! module's own parameters.
 
 pub mod buffers;
+pub mod origin;
 pub mod registry;
 pub mod torchscript;
 

@@ -37,6 +37,10 @@ pub struct TorchScriptConfig {
     pub input_shift: f32,
     /// The compressible layers, in the order ratios and bits are given.
     pub layers: Vec<ScriptLayer>,
+    /// The config file this section was read from (set by `Config::resolve`, never written
+    /// to TOML): files made from the module record it ([`super::origin`]).
+    #[serde(skip)]
+    pub origin: Option<crate::format::Origin>,
 }
 
 /// One compressible layer of a TorchScript module.
@@ -152,6 +156,11 @@ impl Script {
 
     pub fn input_shift(&self) -> f32 {
         self.cfg.input_shift
+    }
+
+    /// The config file the module was named by, as files made from it record it.
+    pub fn origin(&self) -> Option<&crate::format::Origin> {
+        self.cfg.origin.as_ref()
     }
 
     /// The module's whole state dict, as `module.state_dict()` holds it: every parameter
