@@ -80,6 +80,15 @@ fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     })
 }
 
+/// The validation images the sensitivity sweep uses: the first `search.sensitivity_images`
+/// of the (randomly drawn) split, or all of them.
+fn sensitivity_split(cfg: &Config, valid: &data::Split) -> data::Split {
+    match cfg.search.sensitivity_images {
+        0 => valid.head(valid.len()),
+        n => valid.head(n),
+    }
+}
+
 fn sweep_and_write(
     cfg: &Config,
     net: &Net,
@@ -88,9 +97,9 @@ fn sweep_and_write(
     quiet: bool,
 ) -> Result<(Vec<sensitivity::Point>, f64)> {
     let t = std::time::Instant::now();
-    let points = sensitivity::sweep(net, valid, &cfg.search.grid);
+    let points = sensitivity::sweep(net, &sensitivity_split(cfg, valid), &cfg.search.grid);
     let secs = t.elapsed().as_secs_f64();
-    sensitivity::write_csv(&points, &out.join("sensitivity.csv"))?;
+    sensitivity::write_csv(&points, valid.len(), &out.join("sensitivity.csv"))?;
     let names: Vec<String> = net.arch.layers.iter().map(|l| l.name.clone()).collect();
     outputs::plot_sensitivity(&points, &names, &out.join("sensitivity.svg"))?;
     if !quiet {
@@ -172,6 +181,41 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
         100.0 * diff(|p| p.accuracy),
         diff(|p| p.loss)
     );
+    let n = cfg.search.sensitivity_images;
+    if n > 0 && n < data.valid.len() {
+        let t = std::time::Instant::now();
+        let sub = sensitivity::sweep(&dense.net, &sensitivity_split(cfg, &data.valid), grid);
+        let sub_s = t.elapsed().as_secs_f64();
+        let total = data.valid.len();
+        let se: Vec<f64> = sub
+            .iter()
+            .map(|p| sensitivity::subset_se(p.accuracy, p.images, total))
+            .collect();
+        let off: Vec<f64> = sub
+            .iter()
+            .zip(&fast)
+            .map(|(s, f)| (s.accuracy - f.accuracy).abs())
+            .collect();
+        let within = off
+            .iter()
+            .zip(&se)
+            .filter(|(o, s)| **o <= 2.0 * **s)
+            .count();
+        println!(
+            "  subset (search.sensitivity_images = {n}): {sub_s:.2} s, {:.2}x the fast sweep; \
+             images through the network {} against {}",
+            fast_s / sub_s,
+            sub.len() * n,
+            fast.len() * total
+        );
+        println!(
+            "  subset against all {total} images: largest accuracy difference {:.3} points, \
+             largest stated standard error {:.3} points; {within} of {} points within 2 standard errors",
+            100.0 * off.iter().copied().fold(0.0, f64::max),
+            100.0 * se.iter().copied().fold(0.0, f64::max),
+            sub.len()
+        );
+    }
     Ok(())
 }
 

@@ -109,6 +109,15 @@ pub struct SearchConfig {
     pub max_ratio: f64,
     /// Sensitivity grid (sparse ratios).
     pub grid: Vec<f64>,
+    /// Validation images of the sensitivity sweep: 0 = all; N = the first N of the
+    /// (randomly drawn) validation split, each point's standard error against the whole
+    /// split stated in the CSV. For TorchScript modules, whose sweep cannot reuse activations.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sensitivity_images: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for SearchConfig {
@@ -148,6 +157,7 @@ impl Default for SearchConfig {
             provisional_bits: 5,
             max_ratio: 0.997,
             grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
+            sensitivity_images: 0,
         }
     }
 }
@@ -301,6 +311,12 @@ impl SearchConfig {
             "search.max_ratio",
             s.max_ratio,
             "(0, 1)",
+        )?;
+        need(
+            s.sensitivity_images == 0 || s.sensitivity_images >= 100,
+            "search.sensitivity_images",
+            s.sensitivity_images,
+            "0 (all validation images) or at least 100",
         )?;
         let grid_ok = !s.grid.is_empty()
             && s.grid.len() <= 1000
