@@ -80,12 +80,12 @@ fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     })
 }
 
-/// The validation images the sensitivity sweep uses: the first `search.sensitivity_images`
-/// of the (randomly drawn) split, or all of them.
+/// The validation images the sensitivity sweep uses: `search.sensitivity_images` of them
+/// drawn at random (seeded by `data.split_seed`), or all of them.
 fn sensitivity_split(cfg: &Config, valid: &data::Split) -> data::Split {
     match cfg.search.sensitivity_images {
         0 => valid.head(valid.len()),
-        n => valid.head(n),
+        n => valid.sample(n, cfg.data.split_seed),
     }
 }
 

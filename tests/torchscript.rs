@@ -244,15 +244,20 @@ fn torchscript_cli_compress_then_eval_the_file() {
         "retrained from the untrained fixture: {compressed}"
     );
 
-    let mut c = dc_search();
-    c.arg("eval")
-        .arg(&out)
-        .arg("--ts-config")
-        .arg(&cfg)
-        .args(["--threads", "2", "--torchscript"])
-        .arg(&pt);
-    let (code, stdout, err) = run(c);
-    assert_eq!(code, 0, "{stdout}\n{err}");
+    // `eval` of the file with a config and the module copy.
+    let eval_with = |config: &std::path::Path| {
+        let mut c = dc_search();
+        c.arg("eval")
+            .arg(&out)
+            .arg("--ts-config")
+            .arg(config)
+            .args(["--threads", "2", "--torchscript"])
+            .arg(&pt);
+        let (code, stdout, err) = run(c);
+        assert_eq!(code, 0, "{stdout}\n{err}");
+        (stdout, err)
+    };
+    let (stdout, _) = eval_with(&cfg);
     assert!(stdout.contains("model tiny-cnn"), "{stdout}");
     assert_eq!(
         line(&stdout, "validation:").split_whitespace().nth(2),
@@ -278,15 +283,7 @@ fn torchscript_cli_compress_then_eval_the_file() {
     // Another config (here an edited copy) is used, with a warning naming both.
     let edited = dir.path().join("edited.toml");
     std::fs::write(&edited, fixture_toml() + "# edited\n").unwrap();
-    let mut c = dc_search();
-    c.arg("eval")
-        .arg(&out)
-        .arg("--ts-config")
-        .arg(&edited)
-        .args(["--threads", "2", "--torchscript"])
-        .arg(&pt);
-    let (code, stdout, err) = run(c);
-    assert_eq!(code, 0, "{stdout}\n{err}");
+    let (_, err) = eval_with(&edited);
     assert!(
         err.starts_with("warning: ")
             && err.contains("tiny-cnn.toml (sha256")

@@ -109,9 +109,9 @@ pub struct SearchConfig {
     pub max_ratio: f64,
     /// Sensitivity grid (sparse ratios).
     pub grid: Vec<f64>,
-    /// Validation images of the sensitivity sweep: 0 = all; N = the first N of the
-    /// (randomly drawn) validation split, each point's standard error against the whole
-    /// split stated in the CSV. For TorchScript modules, whose sweep cannot reuse activations.
+    /// Validation images of the sensitivity sweep: 0 = all; N = N of them drawn at random
+    /// (seeded by `data.split_seed`), each point's standard error against the whole split
+    /// stated in the CSV. For TorchScript modules, whose sweep cannot reuse activations.
     #[serde(skip_serializing_if = "is_zero")]
     pub sensitivity_images: usize,
 }

@@ -15,8 +15,8 @@
 //!
 //! CSV (`sensitivity.csv`), one row per (layer, sparse_ratio), header
 //! `layer,sparse_ratio,nonzeros,accuracy,loss,images,accuracy_se` — `accuracy` and `loss`
-//! over the `images` validation images (all of them, or the first `search.sensitivity_images`
-//! of the randomly drawn split), `accuracy_se` the standard error of that accuracy as an
+//! over the `images` validation images (all of them, or `search.sensitivity_images` drawn at
+//! random), `accuracy_se` the standard error of that accuracy as an
 //! estimate of the accuracy on the whole split ([`subset_se`]; 0 when all images are used).
 
 use std::path::Path;
