@@ -175,6 +175,12 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     println!("  naive (full network, full validation set per point):         {naive_s:.2} s");
     println!("  fast  (dense activations reused, changed channels recomputed): {fast_s:.2} s");
     println!("  speed-up: {:.2}x", naive_s / fast_s);
+    if dense.net.script.is_some() {
+        println!(
+            "  (a TorchScript module is one op: both sweeps run the whole module per point, so \
+             their times differ only by warm-up and load)"
+        );
+    }
     println!(
         "  largest difference over all {} points: accuracy {:.3} percentage points, loss {:.2e}",
         naive.len(),

@@ -23,8 +23,8 @@ fn fixture(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The fixture's config at test size: 2,000 validation images, a 3-point grid, widths 3–5,
-/// retraining of a few batches.
+/// The fixture's config at test size: 2,000 validation images (500 of them for the
+/// sensitivity sweep), a 3-point grid, widths 3–5, retraining of a few batches.
 fn tiny_config(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(fixture("bn-cnn.toml"))
         .unwrap()
@@ -46,6 +46,7 @@ bits_probes = 2
 bits_min = 3
 bits_max = 5
 grid = [0.0, 0.5, 0.9]
+sensitivity_images = 500
 "#,
     )
     .unwrap();
@@ -112,6 +113,19 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
     let (code, out, err) = run(c);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    // The sweep ran on 500 of the 2,000 validation images and says how far off that may be.
+    let csv = std::fs::read_to_string(run_dir.join("sensitivity.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 4 * 3, "{csv}");
+    assert!(rows.iter().all(|r| r[5] == "500"), "{csv}");
+    assert!(
+        rows.iter().any(|r| r[6].parse::<f64>().unwrap() > 0.001),
+        "{csv}"
+    );
     let dcz = run_dir.join("bn-cnn.dcz");
     assert_eq!(summary["file"].as_str(), dcz.to_str());
     let valid = summary["valid_accuracy"].as_f64().unwrap();
