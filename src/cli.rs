@@ -244,6 +244,13 @@ struct ExportArgs {
     /// Output file (required for safetensors; ratios print to stdout without it).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// For a .dcz made from a TorchScript module: the config it was made with (the export is
+    /// then the module's whole state dict).
+    #[arg(long, value_name = "TOML")]
+    ts_config: Option<String>,
+    /// The TorchScript module (.pt), overriding the --ts-config's torchscript.module.
+    #[arg(long, value_name = "PT", requires = "ts_config")]
+    torchscript: Option<PathBuf>,
     #[command(flatten)]
     limit: Limit,
 }
@@ -374,6 +381,8 @@ pub enum Mode {
         input: PathBuf,
         to: ExportFormat,
         output: Option<PathBuf>,
+        /// The TorchScript config of the file's module (`--ts-config`, `--torchscript` applied).
+        config: Option<Config>,
         max_params: u64,
     },
     Search {
@@ -841,6 +850,8 @@ impl ExportArgs {
             input,
             to,
             output,
+            ts_config,
+            torchscript,
             limit,
         } = self;
         let dcz = is_dcz(&input.to_string_lossy());
@@ -863,10 +874,30 @@ impl ExportArgs {
         if let Some(o) = &output {
             check_output(o)?;
         }
+        let config = match &ts_config {
+            Some(_) if to != ExportFormat::Safetensors => anyhow::bail!(
+                "--ts-config goes with --to safetensors and a .dcz file made from a TorchScript module"
+            ),
+            Some(c) => {
+                let mut cfg = Config::resolve(c)?;
+                let Some(ts) = cfg.torchscript.as_mut() else {
+                    anyhow::bail!(
+                        "--ts-config {c}: not a TorchScript config; give the config with the \
+                         [torchscript] section the file was made with"
+                    );
+                };
+                if let Some(pt) = torchscript {
+                    ts.module = Some(pt);
+                }
+                Some(cfg)
+            }
+            None => None,
+        };
         Ok(Mode::Export {
             input,
             to,
             output,
+            config,
             max_params: limit.get()?,
         })
     }

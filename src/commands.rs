@@ -42,8 +42,9 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             to,
             output,
+            config,
             max_params,
-        } => export_cmd(&input, to, output.as_deref(), max_params),
+        } => export_cmd(&input, to, output.as_deref(), config, max_params),
         Mode::Search {
             cfg,
             rt,
@@ -80,6 +81,15 @@ fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     })
 }
 
+/// The validation images the sensitivity sweep uses: `search.sensitivity_images` of them
+/// drawn at random (seeded by `data.split_seed`), or all of them.
+fn sensitivity_split(cfg: &Config, valid: &data::Split) -> data::Split {
+    match cfg.search.sensitivity_images {
+        0 => valid.head(valid.len()),
+        n => valid.sample(n, cfg.data.split_seed),
+    }
+}
+
 fn sweep_and_write(
     cfg: &Config,
     net: &Net,
@@ -88,9 +98,9 @@ fn sweep_and_write(
     quiet: bool,
 ) -> Result<(Vec<sensitivity::Point>, f64)> {
     let t = std::time::Instant::now();
-    let points = sensitivity::sweep(net, valid, &cfg.search.grid);
+    let points = sensitivity::sweep(net, &sensitivity_split(cfg, valid), &cfg.search.grid);
     let secs = t.elapsed().as_secs_f64();
-    sensitivity::write_csv(&points, &out.join("sensitivity.csv"))?;
+    sensitivity::write_csv(&points, valid.len(), &out.join("sensitivity.csv"))?;
     let names: Vec<String> = net.arch.layers.iter().map(|l| l.name.clone()).collect();
     outputs::plot_sensitivity(&points, &names, &out.join("sensitivity.svg"))?;
     if !quiet {
@@ -166,12 +176,53 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     println!("  naive (full network, full validation set per point):         {naive_s:.2} s");
     println!("  fast  (dense activations reused, changed channels recomputed): {fast_s:.2} s");
     println!("  speed-up: {:.2}x", naive_s / fast_s);
+    if dense.net.script.is_some() {
+        println!(
+            "  (a TorchScript module is one op: both sweeps run the whole module per point, so \
+             their times differ only by warm-up and load)"
+        );
+    }
     println!(
         "  largest difference over all {} points: accuracy {:.3} percentage points, loss {:.2e}",
         naive.len(),
         100.0 * diff(|p| p.accuracy),
         diff(|p| p.loss)
     );
+    let n = cfg.search.sensitivity_images;
+    if n > 0 && n < data.valid.len() {
+        let t = std::time::Instant::now();
+        let sub = sensitivity::sweep(&dense.net, &sensitivity_split(cfg, &data.valid), grid);
+        let sub_s = t.elapsed().as_secs_f64();
+        let total = data.valid.len();
+        let se: Vec<f64> = sub
+            .iter()
+            .map(|p| sensitivity::subset_se(p.accuracy, p.images, total))
+            .collect();
+        let off: Vec<f64> = sub
+            .iter()
+            .zip(&fast)
+            .map(|(s, f)| (s.accuracy - f.accuracy).abs())
+            .collect();
+        let within = off
+            .iter()
+            .zip(&se)
+            .filter(|(o, s)| **o <= 2.0 * **s)
+            .count();
+        println!(
+            "  subset (search.sensitivity_images = {n}): {sub_s:.2} s, {:.2}x the fast sweep; \
+             images through the network {} against {}",
+            fast_s / sub_s,
+            sub.len() * n,
+            fast.len() * total
+        );
+        println!(
+            "  subset against all {total} images: largest accuracy difference {:.3} points, \
+             largest stated standard error {:.3} points; {within} of {} points within 2 standard errors",
+            100.0 * off.iter().copied().fold(0.0, f64::max),
+            100.0 * se.iter().copied().fold(0.0, f64::max),
+            sub.len()
+        );
+    }
     Ok(())
 }
 
@@ -563,7 +614,7 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
 fn torchscript_file_net(
     model: &format::CompressedModel,
     mut cfg: Config,
-    rt: &Runtime,
+    device: tch::Device,
 ) -> Result<(Config, Net)> {
     let Some(ts) = cfg.torchscript.as_mut() else {
         anyhow::bail!("--ts-config needs a config with a [torchscript] section");
@@ -571,9 +622,23 @@ fn torchscript_file_net(
     ts.input_shift = model.input_shift;
     cfg.data.input_scale = model.input_scale;
     cfg.data.dataset = file_dataset(model)?;
-    let like = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
+    let like = crate::models::torchscript::load(&cfg.model, ts, device)?;
     let net = encode::to_net_like(model, &like)?;
     Ok((cfg, net))
+}
+
+/// Checks `cfg` (the `--ts-config` given, if any) against the TorchScript config `file` was
+/// made from: an error saying what to pass when none was given, a warning on stderr when
+/// another one was.
+fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Config>) -> Result<()> {
+    let given = cfg
+        .and_then(|c| c.torchscript.as_ref())
+        .and_then(|t| t.origin.as_ref());
+    let name = file.display().to_string();
+    if let Some(w) = crate::models::origin::check(&name, model.origin.as_ref(), given)? {
+        eprintln!("{w}");
+    }
+    Ok(())
 }
 
 fn eval_file_cmd(
@@ -585,8 +650,9 @@ fn eval_file_cmd(
 ) -> Result<()> {
     rt.apply();
     let (bytes, model) = read_dcz(file, max_params)?;
+    check_origin(file, &model, config.as_ref())?;
     let (cfg, net) = match config {
-        Some(cfg) => torchscript_file_net(&model, cfg, rt)?,
+        Some(cfg) => torchscript_file_net(&model, cfg, rt.device)?,
         None => (
             file_config(&model, data_dir)?,
             encode::to_net(&model, rt.device)?,
@@ -610,18 +676,53 @@ fn export_cmd(
     input: &Path,
     to: ExportFormat,
     output: Option<&Path>,
+    config: Option<Config>,
     max_params: u64,
 ) -> Result<()> {
     if to == ExportFormat::Safetensors {
         let (_, model) = read_dcz(input, max_params)?;
-        let bytes = export::dcz_to_safetensors(&model)?;
         let out = output.expect("checked by the CLI");
+        check_origin(input, &model, config.as_ref())?;
+        let Some(cfg) = config else {
+            if crate::models::Arch::by_name(&model.model).is_err() {
+                anyhow::bail!(
+                    "{} holds model {:?}, which is not in the zoo; if it was made from a TorchScript \
+                     module, give its config: export FILE.dcz --to safetensors --ts-config CONFIG.toml -o OUT",
+                    input.display(),
+                    model.model
+                );
+            }
+            let bytes = export::dcz_to_safetensors(&model)?;
+            crate::paths::write_atomic(out, &bytes)?;
+            println!(
+                "wrote {} ({} bytes): decoded {} ({} layers) as a PyTorch state dict (f32)",
+                out.display(),
+                bytes.len(),
+                input.display(),
+                model.layers.len()
+            );
+            return Ok(());
+        };
+        let (_, net) = torchscript_file_net(&model, cfg, tch::Device::Cpu)?;
+        let script = net
+            .script
+            .as_ref()
+            .expect("a TorchScript config gives a module");
+        let state = script.state_dict()?;
+        let bytes = crate::weights::state_to_safetensors(
+            &state,
+            Some(export::state_dict_meta(&model, script.source())),
+        )?;
         crate::paths::write_atomic(out, &bytes)?;
         println!(
-            "wrote {} ({} bytes): decoded {} ({} layers) as a PyTorch state dict (f32)",
+            "wrote {} ({} bytes): the state dict of {} with {} decoded from {} ({} tensors: \
+             {} layers decoded, the rest as saved in the module)",
             out.display(),
             bytes.len(),
+            script.source().display(),
+            model.model,
             input.display(),
+            state.len(),
             model.layers.len()
         );
         return Ok(());
@@ -658,6 +759,12 @@ fn inspect_cmd(file: &Path, max_params: u64) -> Result<()> {
         bytes.len(),
         acc.version
     );
+    if let Some(o) = &model.origin {
+        println!(
+            "made from TorchScript config {} (evaluate with --ts-config)\n",
+            crate::models::origin::describe(o)
+        );
+    }
     print!("{}", report::table3(&acc));
     Ok(())
 }

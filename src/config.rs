@@ -73,11 +73,12 @@ impl Config {
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("config file {} is not UTF-8 text", path.display()))?;
             let mut cfg = Config::parse(&text, &path.display().to_string())?;
-            // A TorchScript module path is relative to the config file.
-            if let Some(m) = cfg.torchscript.as_mut().and_then(|t| t.module.as_mut()) {
-                if m.is_relative() {
+            if let Some(ts) = cfg.torchscript.as_mut() {
+                // A TorchScript module path is relative to the config file.
+                if let Some(m) = ts.module.as_mut().filter(|m| m.is_relative()) {
                     *m = path.parent().unwrap_or(Path::new("")).join(&*m);
                 }
+                ts.origin = Some(crate::models::origin::of_config(path, text.as_bytes()));
             }
             return Ok(cfg);
         }

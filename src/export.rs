@@ -198,6 +198,24 @@ pub fn ratios_as(r: &Ratios, format: ExportFormat) -> Result<String> {
     })
 }
 
+/// The metadata of a TorchScript module's exported state dict: the file's provenance.
+pub fn state_dict_meta(m: &CompressedModel, module: &std::path::Path) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("model".to_string(), m.model.clone()),
+        ("dataset".to_string(), m.dataset.clone()),
+        ("input_scale".to_string(), m.input_scale.to_string()),
+        ("input_shift".to_string(), m.input_shift.to_string()),
+        (
+            "source".to_string(),
+            format!(
+                "dc-search export of a .dcz file decoded into TorchScript module {}",
+                module.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        ),
+    ])
+}
+
 /// A decoded compressed model as a PyTorch state dict in safetensors: per layer
 /// `<name>.weight` (zeros where pruned, codebook values elsewhere) and `<name>.bias`
 /// (zeros when the file stores none), f32, with the model's names and provenance in the
@@ -380,6 +398,7 @@ mod tests {
                     bias_precision: BiasPrecision::F32,
                 },
             ],
+            origin: None,
         };
         let t = crate::weights::parse_safetensors(&dcz_to_safetensors(&m).unwrap()).unwrap();
         assert_eq!(

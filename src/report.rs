@@ -126,6 +126,7 @@ mod tests {
                 bias: vec![0.1, -0.1],
                 bias_precision: BiasPrecision::F32,
             }],
+            origin: None,
         };
         let bytes = format::encode(&m).unwrap();
         let table = super::table3(&format::account(&bytes).unwrap());
@@ -171,6 +172,7 @@ mod tests {
                 bias: vec![],
                 bias_precision: BiasPrecision::F32,
             }],
+            origin: None,
         };
         let acc = format::account(&format::encode(&m).unwrap()).unwrap();
         assert_eq!(acc.layers[0].weight_coding, Some(format::Coding::Huffman));

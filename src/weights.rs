@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
+use tch::{Kind, Tensor};
 
 use crate::models::Net;
 
@@ -18,26 +19,82 @@ pub fn to_safetensors(
     tensors: &[(String, Vec<i64>, Vec<f32>)],
     meta: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let raw: Vec<RawTensor> = tensors
         .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.iter().map(|&d| d as usize).collect(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
+        .map(|(n, s, v)| RawTensor {
+            name: n.clone(),
+            dtype: Dtype::F32,
+            shape: s.iter().map(|&d| d as usize).collect(),
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         })
         .collect();
-    let views = bytes
+    serialize(&raw, meta)
+}
+
+/// One tensor as safetensors stores it: dtype, shape and little-endian bytes.
+struct RawTensor {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn serialize(tensors: &[RawTensor], meta: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+    let views = tensors
         .iter()
-        .map(|(n, s, b)| {
+        .map(|t| {
             Ok((
-                n.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?,
+                t.name.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)?,
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, meta)?)
+}
+
+/// The safetensors dtype of a tensor kind, if it has one.
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        _ => return None,
+    })
+}
+
+/// Named tensors of any dtype (a TorchScript module's state dict) as safetensors bytes, each
+/// tensor with its own dtype and shape.
+pub fn state_to_safetensors(
+    state: &[(String, Tensor)],
+    meta: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let mut raw = Vec::with_capacity(state.len());
+    for (name, t) in state {
+        let Some(dtype) = dtype_of(t.kind()) else {
+            bail!(
+                "tensor {name:?} is {:?}, which safetensors cannot hold",
+                t.kind()
+            );
+        };
+        let t = t.to_device(tch::Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        raw.push(RawTensor {
+            name: name.clone(),
+            dtype,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            bytes,
+        });
+    }
+    serialize(&raw, meta)
 }
 
 /// Writes a net's weights as a safetensors file (atomically).
@@ -86,4 +143,50 @@ pub fn cache_path(model: &str, dataset: &str, key_json: &str) -> PathBuf {
     crate::paths::cache_dir()
         .join("models")
         .join(format!("{model}-{dataset}-{hex}.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_dict_keeps_each_tensors_dtype_and_shape() {
+        let state = vec![
+            (
+                "bn.running_var".to_string(),
+                Tensor::from_slice(&[1.5f32, 2.0]),
+            ),
+            ("bn.num_batches_tracked".to_string(), Tensor::from(940i64)),
+            (
+                "h".to_string(),
+                Tensor::from_slice(&[0.5f64]).reshape([1, 1]),
+            ),
+        ];
+        let bytes = state_to_safetensors(&state, None).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let var = st.tensor("bn.running_var").unwrap();
+        assert_eq!((var.dtype(), var.shape()), (Dtype::F32, &[2][..]));
+        assert_eq!(
+            var.data(),
+            [1.5f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat()
+        );
+        let n = st.tensor("bn.num_batches_tracked").unwrap();
+        assert_eq!((n.dtype(), n.shape()), (Dtype::I64, &[][..]));
+        assert_eq!(n.data(), 940i64.to_le_bytes());
+        let h = st.tensor("h").unwrap();
+        assert_eq!((h.dtype(), h.shape()), (Dtype::F64, &[1, 1][..]));
+        let e = state_to_safetensors(
+            &[(
+                "c".into(),
+                Tensor::from_slice(&[1.0f32]).to_kind(Kind::ComplexFloat),
+            )],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"c\"") && e.contains("safetensors cannot hold"),
+            "{e}"
+        );
+    }
 }

@@ -702,6 +702,7 @@ fn empty_lenet_300_100() -> dc_search::format::CompressedModel {
             layer("fc2", [100, 300]),
             layer("fc3", [10, 100]),
         ],
+        origin: None,
     }
 }
 
@@ -773,6 +774,7 @@ fn dcz_declares_a_huge_layer_in_a_few_bytes() {
             bias: vec![],
             bias_precision: BiasPrecision::F32,
         }],
+        origin: None,
     };
     let f = write_unchecked(&s, "huge.dcz", &m);
     assert!(std::fs::metadata(s.path(&f)).unwrap().len() < 80);

@@ -343,7 +343,7 @@ fn small_search_writes_a_file_that_meets_the_floor() {
     );
     let csv = std::fs::read_to_string(run_dir.join("sensitivity.csv")).unwrap();
     assert!(
-        csv.starts_with("layer,sparse_ratio,nonzeros,accuracy,loss,images\n"),
+        csv.starts_with("layer,sparse_ratio,nonzeros,accuracy,loss,images,accuracy_se\n"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 1 + 3 * 6);

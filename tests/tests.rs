@@ -3,6 +3,7 @@
 mod util;
 
 mod bad_input;
+mod byom;
 mod compress;
 mod determinism;
 mod export;

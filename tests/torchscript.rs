@@ -148,7 +148,12 @@ fn torchscript_config_round_trips_as_saved_beside_results() {
         .as_ref()
         .unwrap()
         .is_file());
-    assert_eq!(Config::parse(&cfg.to_toml(), "config.toml").unwrap(), cfg);
+    // The config's origin (file name and hash, for the files made from it) is not TOML.
+    let origin = cfg.torchscript.as_ref().unwrap().origin.clone().unwrap();
+    assert_eq!(origin.config, "tiny-cnn.toml");
+    let mut back = Config::parse(&cfg.to_toml(), "config.toml").unwrap();
+    back.torchscript.as_mut().unwrap().origin = Some(origin);
+    assert_eq!(back, cfg);
     assert_eq!(cfg.layer_names(), vec!["conv1", "fc1", "fc2"]);
 }
 
@@ -239,15 +244,20 @@ fn torchscript_cli_compress_then_eval_the_file() {
         "retrained from the untrained fixture: {compressed}"
     );
 
-    let mut c = dc_search();
-    c.arg("eval")
-        .arg(&out)
-        .arg("--ts-config")
-        .arg(&cfg)
-        .args(["--threads", "2", "--torchscript"])
-        .arg(&pt);
-    let (code, stdout, err) = run(c);
-    assert_eq!(code, 0, "{stdout}\n{err}");
+    // `eval` of the file with a config and the module copy.
+    let eval_with = |config: &std::path::Path| {
+        let mut c = dc_search();
+        c.arg("eval")
+            .arg(&out)
+            .arg("--ts-config")
+            .arg(config)
+            .args(["--threads", "2", "--torchscript"])
+            .arg(&pt);
+        let (code, stdout, err) = run(c);
+        assert_eq!(code, 0, "{stdout}\n{err}");
+        (stdout, err)
+    };
+    let (stdout, _) = eval_with(&cfg);
     assert!(stdout.contains("model tiny-cnn"), "{stdout}");
     assert_eq!(
         line(&stdout, "validation:").split_whitespace().nth(2),
@@ -255,12 +265,40 @@ fn torchscript_cli_compress_then_eval_the_file() {
         "eval of the file: {stdout}"
     );
 
-    // Without its config, the file's model is unknown: the error says what to add.
+    // Without its config, the file names the config it was made from and its hash.
     let mut c = dc_search();
     c.arg("eval").arg(&out);
     let (code, _, err) = run(c);
     assert_eq!(code, 2);
-    assert!(err.contains("--ts-config"), "{err}");
+    let sha = dc_search::paths::sha256_hex(fixture_toml().as_bytes());
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {} was made from TorchScript config tiny-cnn.toml (sha256 {}…): pass \
+             --ts-config PATH/tiny-cnn.toml",
+            out.display(),
+            &sha[..16]
+        )
+    );
+    // Another config (here an edited copy) is used, with a warning naming both.
+    let edited = dir.path().join("edited.toml");
+    std::fs::write(&edited, fixture_toml() + "# edited\n").unwrap();
+    let (_, err) = eval_with(&edited);
+    assert!(
+        err.starts_with("warning: ")
+            && err.contains("tiny-cnn.toml (sha256")
+            && err.contains("the config given is edited.toml"),
+        "{err}"
+    );
+    // inspect names the config too.
+    let mut c = dc_search();
+    c.arg("inspect").arg(&out);
+    let (code, stdout, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("made from TorchScript config tiny-cnn.toml (sha256"),
+        "{stdout}"
+    );
     // A missing module file is named.
     let mut c = dc_search();
     c.arg("eval")

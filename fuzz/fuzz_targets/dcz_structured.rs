@@ -14,7 +14,7 @@
 use dc_search::compress::{encode::to_net_like, fold};
 use dc_search::format::{
     decode, decode_with_limit, encode, encode_unchecked, reseal, BiasPrecision, CompressedModel,
-    Layer, LayerKind,
+    Layer, LayerKind, Origin,
 };
 use dc_search::models::{Arch, LayerSpec, Net, Op};
 use libfuzzer_sys::fuzz_target;
@@ -75,6 +75,11 @@ fn base_model(inp: &mut Input) -> CompressedModel {
             layer(inp, "fc2", [8, 12]),
             layer(inp, "fc3", [4, 8]),
         ],
+        // Half the models carry the TorchScript config they were made from.
+        origin: (inp.u8() % 2 == 1).then(|| Origin {
+            config: "tiny-cnn.toml".into(),
+            sha256: [inp.u8(); 32],
+        }),
     }
 }
 

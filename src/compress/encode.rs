@@ -97,6 +97,7 @@ pub fn to_model(
         input_scale,
         input_shift: net.input_shift(),
         layers,
+        origin: net.script.as_ref().and_then(|s| s.origin().cloned()),
     })
 }
 

@@ -132,6 +132,25 @@ impl Split {
         }
     }
 
+    /// `n` examples drawn at random without replacement (seeded; all if `n` is not fewer),
+    /// in their order here. Splits are stored in file order, so a [`Split::head`] of one is
+    /// no random sample (MNIST's test files, for one, begin with other writers than they end).
+    pub fn sample(&self, n: usize, seed: u64) -> Split {
+        if n >= self.len() {
+            return self.head(n);
+        }
+        let mut idx: Vec<i64> = validation_order(self.len(), seed)[..n]
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        idx.sort_unstable();
+        let idx = Tensor::from_slice(&idx).to_device(self.labels.device());
+        Split {
+            images: self.images.index_select(0, &idx),
+            labels: self.labels.index_select(0, &idx),
+        }
+    }
+
     /// The first `n` examples (all if fewer).
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len()) as i64;
@@ -323,6 +342,27 @@ mod tests {
         assert_eq!(s, (0..100).collect::<Vec<_>>());
         assert_eq!(a, validation_order(100, 7));
         assert_ne!(a, validation_order(100, 8));
+    }
+
+    #[test]
+    fn a_sample_is_seeded_and_spread_over_the_split() {
+        let split = Split {
+            images: Tensor::arange(1000, (Kind::Float, Device::Cpu)).view([1000, 1, 1, 1]),
+            labels: Tensor::arange(1000, (Kind::Int64, Device::Cpu)),
+        };
+        let s = split.sample(100, 3);
+        let labels: Vec<i64> = Vec::try_from(&s.labels).unwrap();
+        assert_eq!(labels.len(), 100);
+        assert!(
+            labels.windows(2).all(|w| w[0] < w[1]),
+            "in split order, no repeats"
+        );
+        assert!(labels[0] < 100 && labels[99] >= 900, "spread: {labels:?}");
+        let images: Vec<f32> = Vec::try_from(&s.images.flatten(0, -1)).unwrap();
+        assert!(images.iter().zip(&labels).all(|(&x, &l)| x == l as f32));
+        assert!(s.labels.equal(&split.sample(100, 3).labels));
+        assert!(!s.labels.equal(&split.sample(100, 4).labels));
+        assert_eq!(split.sample(5000, 3).len(), 1000);
     }
 
     #[test]

@@ -25,15 +25,16 @@ use super::gaps::{choose_gap_bits, decode_gaps, encode_gaps, MAX_GAP_BITS, MIN_G
 use super::huffman::{encode_stream, HuffmanCode, HuffmanError};
 use super::model::{
     i8_code, i8_exponent, pow2, BiasPrecision, CompressedModel, Layer, LayerKind, ModelError,
-    I8_EXP_MAX, I8_EXP_MIN, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK, MAX_TOTAL_DENSE,
+    Origin, I8_EXP_MAX, I8_EXP_MIN, MAX_BITS, MAX_DENSE_LEN, MAX_LAYERS, MAX_RANK, MAX_TOTAL_DENSE,
 };
 
 /// The first four bytes of every `.dcz` file.
 pub const MAGIC: [u8; 4] = *b"DCZ\0";
 /// The format version this module writes. Version 2 added biases stored without their
 /// zeros (a bitmap of the nonzero ones, then their values); version 3 stores each coded
-/// stream in fixed width or Huffman, whichever is smaller, with a flag per stream.
-pub const VERSION: u16 = 3;
+/// stream in fixed width or Huffman, whichever is smaller, with a flag per stream; version 4
+/// records in the header the TorchScript config a file was made from ([`Origin`]).
+pub const VERSION: u16 = 4;
 /// The oldest version this module reads (version 1 files have dense biases only).
 pub const MIN_VERSION: u16 = 1;
 /// Flag on the bias precision byte: zeros omitted, a bitmap says which values are stored.
@@ -60,9 +61,9 @@ pub fn encode_unchecked(m: &CompressedModel) -> Result<Vec<u8>, FormatError> {
     encode_as(m, VERSION)
 }
 
-/// `m` written in the layout of an older `version` (1 or 2, for the tests that older
-/// files still read): every stream in Huffman, and in version 1 every bias stored (a
-/// version 1 reader refuses i8 biases).
+/// `m` written in the layout of an older `version` (1, 2 or 3, for the tests that older
+/// files still read): before version 4 without its origin, before version 3 every stream
+/// in Huffman, and in version 1 every bias stored (a version 1 reader refuses i8 biases).
 #[cfg(test)]
 pub(crate) fn encode_version(m: &CompressedModel, version: u16) -> Vec<u8> {
     assert!((MIN_VERSION..VERSION).contains(&version));
@@ -86,6 +87,16 @@ fn encode_as(m: &CompressedModel, version: u16) -> Result<Vec<u8>, FormatError> 
     }
     h.extend_from_slice(&m.input_scale.to_le_bytes());
     h.extend_from_slice(&m.input_shift.to_le_bytes());
+    if version >= 4 {
+        match &m.origin {
+            None => h.push(0),
+            Some(o) => {
+                h.push(1);
+                write_str(&mut h, &o.config);
+                h.extend_from_slice(&o.sha256);
+            }
+        }
+    }
     write_varint(&mut h, bodies.len() as u64);
     for b in &bodies {
         write_varint(&mut h, b.len() as u64);
@@ -136,12 +147,12 @@ pub fn reseal(bytes: &mut [u8]) -> bool {
     let mut r = Reader::new(bytes, Section::Preamble);
     let header = (|| {
         r.array::<4>("magic").ok()?;
-        r.u16("version").ok()?;
+        let version = r.u16("version").ok()?;
         let len = r.varint("header length").ok()?;
         let body = r.take(len, "header").ok()?.to_vec();
-        Some((body, r.pos()))
+        Some((body, r.pos(), version))
     })();
-    let Some((body, header_end)) = header else {
+    let Some((body, header_end, version)) = header else {
         return false;
     };
     if bytes.len() < header_end + 4 {
@@ -160,6 +171,7 @@ pub fn reseal(bytes: &mut [u8]) -> bool {
         }
         h.f32("input scale").ok()?;
         h.f32("input shift").ok()?;
+        read_origin(&mut h, version).ok()?;
         let n = h.varint("layer count").ok()?.min(MAX_LAYERS as u64);
         (0..n)
             .map(|_| h.varint("layer section length").ok())
@@ -181,6 +193,23 @@ pub fn reseal(bytes: &mut [u8]) -> bool {
         at = end + 4;
     }
     true
+}
+
+/// The header's origin (version 4): a flag byte (0 none, 1 present), then the config's name
+/// and SHA-256. Before version 4 there is no such field.
+fn read_origin(h: &mut Reader, version: u16) -> Result<Option<Origin>, FormatError> {
+    if version < 4 {
+        return Ok(None);
+    }
+    let flag = h.u8("origin flag")?;
+    h.check_range("origin flag", u64::from(flag), 0, 1)?;
+    if flag == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Origin {
+        config: h.string("config name")?,
+        sha256: h.array("config sha256")?,
+    }))
 }
 
 /// Checksums are verified except in fuzzing builds (`--cfg fuzzing`, set by
@@ -362,6 +391,7 @@ pub(crate) fn parse_limited(
     }
     let input_scale = h.f32("input scale")?;
     let input_shift = h.f32("input shift")?;
+    let origin = read_origin(&mut h, version)?;
     let n_layers = h.varint_in("layer count", 0, MAX_LAYERS as u64)?;
     if n_layers > h.remaining() as u64 {
         return Err(FormatError::Truncated {
@@ -436,6 +466,7 @@ pub(crate) fn parse_limited(
         input_scale,
         input_shift,
         layers,
+        origin,
     };
     model.validate_with(max_total)?;
     let account = FileAccount {
@@ -977,6 +1008,7 @@ pub(crate) mod tests {
                     bias_precision: BiasPrecision::F16,
                 },
             ],
+            origin: None,
         }
     }
 
@@ -1017,11 +1049,12 @@ pub(crate) mod tests {
         out
     }
 
-    /// Header body for `layers` (model "m", dataset "d", input [1]).
+    /// Header body for `layers` (model "m", dataset "d", input [1], no origin).
     pub(crate) fn header_for(layers: &[Vec<u8>]) -> Vec<u8> {
         let mut h = vec![1, b'm', 1, b'd', 1, 1];
         h.extend_from_slice(&1.0f32.to_le_bytes());
         h.extend_from_slice(&0.0f32.to_le_bytes());
+        h.push(0); // no origin
         write_varint(&mut h, layers.len() as u64);
         for l in layers {
             write_varint(&mut h, l.len() as u64);
@@ -1093,9 +1126,9 @@ pub(crate) mod tests {
         assert_eq!(a.file_len, bytes.len() as u64);
         assert_eq!(a.total.checksum, 4 * 5);
         // Header: 4 magic + 2 version + 1 length varint + body.
-        // body = "lenet"(6) + "mnist"(6) + rank(1) + 1,28,28 (3) + 8 floats
-        //        + count(1) + 4 section lengths (1 each) = 29.
-        assert_eq!(a.header.header, 4 + 2 + 1 + 29);
+        // body = "lenet"(6) + "mnist"(6) + rank(1) + 1,28,28 (3) + 8 floats + origin (1)
+        //        + count(1) + 4 section lengths (1 each) = 30.
+        assert_eq!(a.header.header, 4 + 2 + 1 + 30);
         let conv = &a.layers[0];
         assert_eq!(conv.bytes.codebook, 20);
         assert_eq!(conv.bytes.bias, 16);
@@ -1148,9 +1181,10 @@ pub(crate) mod tests {
             input_scale: 1.0,
             input_shift: -0.5,
             layers: vec![],
+            origin: None,
         };
         let bytes = encode(&m).unwrap();
-        assert_eq!(bytes.len(), 4 + 2 + 1 + 12 + 4);
+        assert_eq!(bytes.len(), 4 + 2 + 1 + 13 + 4);
         assert!(bit_equal(&decode(&bytes).unwrap(), &m));
     }
 
@@ -1219,12 +1253,12 @@ pub(crate) mod tests {
             Err(FormatError::BadMagic { found: *b"XCZ\0" })
         );
         let mut bytes = encode(&sample_model()).unwrap();
-        bytes[4] = 4;
+        bytes[4] = 5;
         assert_eq!(
             decode(&bytes),
             Err(FormatError::UnsupportedVersion {
-                found: 4,
-                supported: 3
+                found: 5,
+                supported: 4
             })
         );
         bytes[4] = 0;
@@ -1259,6 +1293,7 @@ pub(crate) mod tests {
                 bias,
                 bias_precision: precision,
             }],
+            origin: None,
         }
     }
 
@@ -1372,9 +1407,10 @@ pub(crate) mod tests {
             let m = decode(old).unwrap_or_else(|e| panic!("{name}: {e}"));
             let again = encode(&m).unwrap();
             assert!(bit_equal(&decode(&again).unwrap(), &m), "{name}");
+            // Version 4 adds one byte: the header's origin flag.
             assert!(
-                again.len() <= old.len(),
-                "{name}: {} > {}",
+                again.len() <= old.len() + 1,
+                "{name}: {} > {} + 1",
                 again.len(),
                 old.len()
             );
@@ -1398,8 +1434,9 @@ pub(crate) mod tests {
         // bits 1, codebook 1 + 20, nnz 1.
         let at = a.header.total() as usize + 6 + 1 + 1 + 4 + 1 + 21 + 1;
         assert_eq!(good[at], conv.gap_bits | INDEX_FIXED | WEIGHT_FIXED);
-        // Read as version 2, the flags are a gap width out of range.
-        let mut v2 = good.clone();
+        // Read as version 2, the flags are a gap width out of range (version 3's layout is
+        // version 2's header).
+        let mut v2 = encode_version(&m, 3);
         v2[4] = 2;
         assert!(reseal(&mut v2));
         assert!(matches!(
@@ -1476,6 +1513,7 @@ pub(crate) mod tests {
             input_scale: 1.0,
             input_shift: 0.0,
             layers: vec![l],
+            origin: None,
         };
         let good = encode(&m).unwrap();
         let a = account(&good).unwrap();
@@ -1815,6 +1853,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn origin_round_trips_and_older_versions_have_none() {
+        let mut m = sample_model();
+        m.origin = Some(Origin {
+            config: "tiny-cnn.toml".into(),
+            sha256: [0xab; 32],
+        });
+        let bytes = encode(&m).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.origin, m.origin);
+        // 1 flag byte + "tiny-cnn.toml" (1 + 13) + 32 against a file without origin.
+        let none = encode(&CompressedModel {
+            origin: None,
+            ..m.clone()
+        })
+        .unwrap();
+        assert_eq!(bytes.len(), none.len() + 46);
+        assert_eq!(decode(&none).unwrap().origin, None);
+        assert_eq!(decode(&encode_version(&m, 3)).unwrap().origin, None);
+        // A flag other than 0 or 1 is refused. (reseal fixes the header checksum, then
+        // cannot read the layer table past the bad flag; the layers' checksums still hold.)
+        let at = 7 + m.model.len() + 1 + m.dataset.len() + 1 + 1 + m.input_shape.len() + 8;
+        let mut bad = none.clone();
+        assert_eq!(bad[at], 0, "the origin flag");
+        bad[at] = 2;
+        assert!(!reseal(&mut bad));
+        let e = decode(&bad).unwrap_err().to_string();
+        assert!(e.contains("origin flag"), "{e}");
+    }
+
+    #[test]
     fn worked_example_of_the_docs() {
         // docs/format.md §11: keep the two in sync.
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
@@ -1835,6 +1903,7 @@ pub(crate) mod tests {
                 bias: vec![0.5, -1.0],
                 bias_precision: BiasPrecision::F16,
             }],
+            origin: None,
         };
         let hex = |h: &str| -> Vec<u8> {
             h.split_whitespace()
@@ -1842,12 +1911,20 @@ pub(crate) mod tests {
                 .collect()
         };
         let want = hex(
-            "44 43 5a 00 03 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
-             00 00 00 00 01 1c ce 64 96 d6 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+            "44 43 5a 00 04 00 17 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+             00 00 00 00 00 01 1c 3b d2 41 1d 02 66 63 01 02 02 04 02 02 00 00 00 bf \
              00 00 80 3e 02 c1 05 bc 80 01 02 00 38 00 bc fd 2a 20 49",
         );
         let bytes = encode(&m).unwrap();
         assert_eq!(bytes, want);
+        // Version 3, as the previous edition of the document showed it: no origin byte.
+        let v3 = hex(
+            "44 43 5a 00 03 00 16 04 74 69 6e 79 04 64 65 6d 6f 01 04 00 00 80 3f \
+             00 00 00 00 01 1c ce 64 96 d6 02 66 63 01 02 02 04 02 02 00 00 00 bf \
+             00 00 80 3e 02 c1 05 bc 80 01 02 00 38 00 bc fd 2a 20 49",
+        );
+        assert_eq!(encode_version(&m, 3), v3);
+        assert!(bit_equal(&decode(&v3).unwrap(), &decode(&bytes).unwrap()));
         // The same model in version 2 (both streams Huffman-coded), as the previous
         // edition of the document showed it: still read, to the same model.
         let v2 = hex(
@@ -1865,7 +1942,7 @@ pub(crate) mod tests {
         assert_eq!(
             a.header,
             ByteCounts {
-                header: 29,
+                header: 30,
                 checksum: 4,
                 ..ByteCounts::default()
             }
@@ -1893,7 +1970,7 @@ pub(crate) mod tests {
         assert_eq!(l.index_bits_stored(), 4.0);
         assert_eq!(l.weight_bits_fixed(), 1.0);
         assert_eq!(l.weight_bits_stored(), 4.0);
-        assert_eq!(a.total.total(), 65);
+        assert_eq!(a.total.total(), 66);
         // In version 2 the two Huffman tables cost 2 bytes each.
         let a2 = account(&v2).unwrap();
         assert_eq!(a2.total.total(), 69);

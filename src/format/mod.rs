@@ -38,6 +38,6 @@ pub use error::{FormatError, GapError, Section, Stream};
 pub use gaps::{choose_gap_bits, decode_gaps, encode_gaps, GapChoice};
 pub use huffman::{HuffmanCode, HuffmanError, MAX_ALPHABET, MAX_CODE_LEN};
 pub use model::{
-    BiasPrecision, CompressedModel, Layer, LayerKind, LayerProblem, ModelError, MAX_BITS,
+    BiasPrecision, CompressedModel, Layer, LayerKind, LayerProblem, ModelError, Origin, MAX_BITS,
     MAX_DENSE_LEN, MAX_INPUT_NORM, MAX_LAYERS, MAX_NAME_LEN, MAX_RANK, MAX_TOTAL_DENSE,
 };

@@ -37,6 +37,18 @@ pub struct CompressedModel {
     pub input_shift: f32,
     /// Layers in file order.
     pub layers: Vec<Layer>,
+    /// The TorchScript config the file was made from (version 4), if any.
+    pub origin: Option<Origin>,
+}
+
+/// The TorchScript config a file was made from: its file name and the SHA-256 of its bytes,
+/// so that `eval FILE.dcz` can say which config to pass and notice a different one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The config's file name without its folder, e.g. `"tiny-cnn.toml"`.
+    pub config: String,
+    /// SHA-256 of the config file's bytes.
+    pub sha256: [u8; 32],
 }
 
 /// Kind of a layer (stored as a `u8`).
@@ -302,7 +314,13 @@ impl CompressedModel {
 
     /// [`validate`](Self::validate) with at most `max_total` dense weights in all.
     pub fn validate_with(&self, max_total: u64) -> Result<(), ModelError> {
-        for (what, s) in [("model name", &self.model), ("dataset name", &self.dataset)] {
+        let origin = self.origin.as_ref().map(|o| &o.config);
+        let names = [
+            ("model name", Some(&self.model)),
+            ("dataset name", Some(&self.dataset)),
+        ];
+        for (what, s) in names.into_iter().chain([("config name", origin)]) {
+            let Some(s) = s else { continue };
             if s.len() > MAX_NAME_LEN {
                 return Err(ModelError::NameTooLong { what, len: s.len() });
             }
@@ -575,6 +593,7 @@ mod tests {
             input_scale: 1.0,
             input_shift: 0.0,
             layers: vec![layer()],
+            origin: None,
         };
         assert_eq!(m.validate(), Ok(()));
         let mut bad = m.clone();

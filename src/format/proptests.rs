@@ -199,6 +199,7 @@ fn arb_model() -> impl Strategy<Value = CompressedModel> {
                 input_scale: (rng.unit() as f32 * 1000.0).max(f32::MIN_POSITIVE),
                 input_shift: (rng.unit() as f32 - 0.5) * 1000.0,
                 layers,
+                origin: None,
             }
         })
 }
@@ -248,10 +249,11 @@ proptest! {
         let a = account(&bytes).unwrap();
         // Version 1 knows no i8 biases.
         let i8_bias = m.layers.iter().any(|l| l.bias_precision == BiasPrecision::I8);
-        for version in [1, 2].into_iter().filter(|&v| v == 2 || !i8_bias) {
+        for version in [1, 2, 3].into_iter().filter(|&v| v >= 2 || !i8_bias) {
             let old = encode_version(&m, version);
             prop_assert!(bit_equal(&m, &decode(&old).unwrap()));
-            prop_assert!(bytes.len() <= old.len());
+            // Version 4 adds the origin: one flag byte when there is none.
+            prop_assert!(bytes.len() <= old.len() + 1);
         }
         let a2 = account(&encode_version(&m, 2)).unwrap();
         for (l, (l2, l3)) in m.layers.iter().zip(a2.layers.iter().zip(&a.layers)) {

@@ -11,6 +11,8 @@
 //! ([`torchscript`]): its arch has one opaque [`Op::Script`] and its layers' tensors are the
 //! module's own parameters.
 
+pub mod buffers;
+pub mod origin;
 pub mod registry;
 pub mod torchscript;
 

@@ -37,6 +37,10 @@ pub struct TorchScriptConfig {
     pub input_shift: f32,
     /// The compressible layers, in the order ratios and bits are given.
     pub layers: Vec<ScriptLayer>,
+    /// The config file this section was read from (set by `Config::resolve`, never written
+    /// to TOML): files made from the module record it ([`super::origin`]).
+    #[serde(skip)]
+    pub origin: Option<crate::format::Origin>,
 }
 
 /// One compressible layer of a TorchScript module.
@@ -152,6 +156,30 @@ impl Script {
 
     pub fn input_shift(&self) -> f32 {
         self.cfg.input_shift
+    }
+
+    /// The config file the module was named by, as files made from it record it.
+    pub fn origin(&self) -> Option<&crate::format::Origin> {
+        self.cfg.origin.as_ref()
+    }
+
+    /// The module's whole state dict, as `module.state_dict()` holds it: every parameter
+    /// (the named layers with their current values, the others as saved) and every buffer
+    /// (as saved: the module runs in eval mode, so batch-norm statistics never move), by full
+    /// name, on the CPU. Parameters come first, each group in the module's order.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let src = self.source.display();
+        let params = self
+            .module
+            .named_parameters()
+            .with_context(|| format!("{src}: cannot list the module's parameters"))?;
+        let buffers = super::buffers::named_buffers(&self.bytes)
+            .with_context(|| format!("TorchScript module {src}"))?;
+        Ok(params
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu)))
+            .chain(buffers)
+            .collect())
     }
 
     /// The module file this net was loaded from.

@@ -114,10 +114,19 @@ pub struct SearchConfig {
     /// 1 probes one at a time (left out of `config.toml`).
     #[serde(skip_serializing_if = "is_one")]
     pub workers: usize,
+    /// Validation images of the sensitivity sweep: 0 = all; N = N of them drawn at random
+    /// (seeded by `data.split_seed`), each point's standard error against the whole split
+    /// stated in the CSV. For TorchScript modules, whose sweep cannot reuse activations.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sensitivity_images: usize,
 }
 
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for SearchConfig {
@@ -158,6 +167,7 @@ impl Default for SearchConfig {
             max_ratio: 0.997,
             grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
             workers: 1,
+            sensitivity_images: 0,
         }
     }
 }
@@ -317,6 +327,12 @@ impl SearchConfig {
             "search.max_ratio",
             s.max_ratio,
             "(0, 1)",
+        )?;
+        need(
+            s.sensitivity_images == 0 || s.sensitivity_images >= 100,
+            "search.sensitivity_images",
+            s.sensitivity_images,
+            "0 (all validation images) or at least 100",
         )?;
         let grid_ok = !s.grid.is_empty()
             && s.grid.len() <= 1000

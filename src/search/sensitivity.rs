@@ -14,8 +14,10 @@
 //! (A TorchScript model is one opaque op: its sweep is the naive one.)
 //!
 //! CSV (`sensitivity.csv`), one row per (layer, sparse_ratio), header
-//! `layer,sparse_ratio,nonzeros,accuracy,loss,images` — `accuracy` and `loss` over the
-//! `images` validation images (all of them).
+//! `layer,sparse_ratio,nonzeros,accuracy,loss,images,accuracy_se` — `accuracy` and `loss`
+//! over the `images` validation images (all of them, or `search.sensitivity_images` drawn at
+//! random), `accuracy_se` the standard error of that accuracy as an
+//! estimate of the accuracy on the whole split ([`subset_se`]; 0 when all images are used).
 
 use std::path::Path;
 
@@ -203,11 +205,41 @@ pub fn sweep_chunked(net: &Net, valid: &Split, grid: &[f64], chunk: i64) -> Vec<
     points
 }
 
-/// Writes the points as CSV (atomically).
-pub fn write_csv(points: &[Point], path: &Path) -> Result<()> {
+/// The standard error of an accuracy `p` measured on `n` images drawn at random without
+/// replacement from `total`, as an estimate of the accuracy on all `total`:
+/// `sqrt(p (1 - p) / n · (total - n) / (total - 1))` (binomial with the finite-population
+/// correction; 0 when `n` covers all of them).
+pub fn subset_se(p: f64, n: usize, total: usize) -> f64 {
+    if n == 0 || n >= total {
+        return 0.0;
+    }
+    let (n, total) = (n as f64, total as f64);
+    (p * (1.0 - p) / n * (total - n) / (total - 1.0)).sqrt()
+}
+
+/// Writes the points as CSV (atomically); `total` is the number of validation images the
+/// points' images were drawn from (for `accuracy_se`).
+pub fn write_csv(points: &[Point], total: usize, path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "layer",
+        "sparse_ratio",
+        "nonzeros",
+        "accuracy",
+        "loss",
+        "images",
+        "accuracy_se",
+    ])?;
     for p in points {
-        w.serialize(p)?;
+        w.write_record([
+            p.layer.clone(),
+            p.sparse_ratio.to_string(),
+            p.nonzeros.to_string(),
+            p.accuracy.to_string(),
+            p.loss.to_string(),
+            p.images.to_string(),
+            format!("{:.6}", subset_se(p.accuracy, p.images, total)),
+        ])?;
     }
     crate::paths::write_atomic(path, &w.into_inner()?)
 }
@@ -218,4 +250,41 @@ pub fn curve<'a>(points: &'a [Point], layer: &'a str) -> impl Iterator<Item = (f
         .iter()
         .filter(move |p| p.layer == layer)
         .map(|p| (p.sparse_ratio, p.accuracy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_standard_error_shrinks_to_zero_with_the_whole_split() {
+        // 0.97 on 1,000 of 5,000 images: sqrt(0.97·0.03/1000 · 4000/4999) = 0.4825 points.
+        assert!((subset_se(0.97, 1000, 5000) - 0.004_825_4).abs() < 1e-7);
+        assert_eq!(subset_se(0.97, 5000, 5000), 0.0);
+        assert_eq!(subset_se(0.5, 0, 5000), 0.0);
+        assert_eq!(subset_se(1.0, 100, 5000), 0.0);
+        assert!(subset_se(0.5, 100, 5000) > subset_se(0.5, 1000, 5000));
+    }
+
+    #[test]
+    fn the_csv_states_each_points_standard_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.csv");
+        let p = |layer: &str, accuracy: f64| Point {
+            layer: layer.into(),
+            sparse_ratio: 0.5,
+            nonzeros: 10,
+            accuracy,
+            loss: 0.25,
+            images: 1000,
+        };
+        write_csv(&[p("fc1", 0.97), p("fc2", 1.0)], 5000, &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "layer,sparse_ratio,nonzeros,accuracy,loss,images,accuracy_se\n\
+             fc1,0.5,10,0.97,0.25,1000,0.004825\n\
+             fc2,0.5,10,1,0.25,1000,0.000000\n"
+        );
+    }
 }

@@ -1,0 +1,204 @@
+//! Bring your own model, as a user would: the trained BatchNorm / dropout / padded-conv
+//! fixture (`tests/fixtures/torchscript/bn-cnn.pt`, trained with Adam by its
+//! `make_bn_fixture.py`, config without `[train]`) through a tiny search and `export --to
+//! safetensors`; the export must be the module's whole state dict — every key PyTorch's
+//! `state_dict()` listed (`bn-cnn.state.json`), same shapes and dtypes, nothing more — and,
+//! loaded into a fresh module, evaluate to the `.dcz`'s accuracies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dc_search::config::Config;
+use dc_search::data;
+use dc_search::models::torchscript;
+use dc_search::train;
+use safetensors::{Dtype, SafeTensors};
+use tch::{Device, Kind, Tensor};
+
+use crate::util::{dc_search, mnist_dir, run};
+
+fn fixture(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torchscript")
+        .join(file)
+}
+
+/// The fixture's config at test size: 2,000 validation images (500 of them for the
+/// sensitivity sweep), a 3-point grid, widths 3–5, retraining of a few batches.
+fn tiny_config(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("bn-cnn.toml"))
+        .unwrap()
+        .replace("validation = 5000", "validation = 2000");
+    let path = dir.join("bn-cnn.toml");
+    std::fs::write(
+        &path,
+        text + r#"
+[compress]
+codebook_epochs = 0.03
+
+[search]
+probe_epochs = 0.05
+bits_epochs = 0.02
+bisection_probes = 2
+refine_probes = 1
+bits_candidates = 1
+bits_probes = 2
+bits_min = 3
+bits_max = 5
+grid = [0.0, 0.5, 0.9]
+sensitivity_images = 500
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// `bn-cnn.state.json`: PyTorch's state dict of the fixture, key → (shape, dtype, sum).
+fn pytorch_state() -> BTreeMap<String, (Vec<usize>, String, f64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("bn-cnn.state.json")).unwrap())
+            .unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, e)| {
+            let shape = e["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let dtype = e["dtype"].as_str().unwrap().to_string();
+            (k.clone(), (shape, dtype, e["sum"].as_f64().unwrap()))
+        })
+        .collect()
+}
+
+fn torch_dtype(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "float32",
+        Dtype::I64 => "int64",
+        other => panic!("unexpected dtype {other:?}"),
+    }
+}
+
+/// A safetensors tensor as a CPU tensor of its own dtype.
+fn to_tensor(st: &SafeTensors, name: &str) -> Tensor {
+    let v = st.tensor(name).unwrap();
+    let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+    let kind = match v.dtype() {
+        Dtype::F32 => Kind::Float,
+        Dtype::I64 => Kind::Int64,
+        other => panic!("unexpected dtype {other:?}"),
+    };
+    Tensor::from_data_size(v.data(), &shape, kind)
+}
+
+#[test]
+fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = tiny_config(dir.path());
+    let pt = fixture("bn-cnn.pt");
+    let run_dir = dir.path().join("run");
+    let mut c = dc_search();
+    c.env("DC_SEARCH_CACHE", dir.path().join("cache"))
+        .args(["--max-drop", "3", "--budget", "3p", "--threads", "2"])
+        .args(["--quiet", "--device", "cpu", "--data-dir"])
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&run_dir)
+        .arg("--torchscript")
+        .arg(&pt)
+        .arg(&cfg_path);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    // The sweep ran on 500 of the 2,000 validation images and says how far off that may be.
+    let csv = std::fs::read_to_string(run_dir.join("sensitivity.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 4 * 3, "{csv}");
+    assert!(rows.iter().all(|r| r[5] == "500"), "{csv}");
+    assert!(
+        rows.iter().any(|r| r[6].parse::<f64>().unwrap() > 0.001),
+        "{csv}"
+    );
+    let dcz = run_dir.join("bn-cnn.dcz");
+    assert_eq!(summary["file"].as_str(), dcz.to_str());
+    let valid = summary["valid_accuracy"].as_f64().unwrap();
+    let test = summary["test_accuracy"].as_f64().unwrap();
+    assert!(
+        valid >= summary["floor"].as_f64().unwrap(),
+        "the file meets the floor: {out}"
+    );
+
+    let sd = dir.path().join("bn-cnn.safetensors");
+    let mut c = dc_search();
+    c.arg("export")
+        .arg(&dcz)
+        .args(["--to", "safetensors", "--ts-config"])
+        .arg(&cfg_path)
+        .arg("--torchscript")
+        .arg(&pt)
+        .arg("-o")
+        .arg(&sd);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("17 tensors: 4 layers decoded"), "{out}");
+
+    // Strictly PyTorch's keys, shapes and dtypes; what no layer owns exactly as saved.
+    let bytes = std::fs::read(&sd).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let want = pytorch_state();
+    let mut got: Vec<String> = st.names().into_iter().map(String::from).collect();
+    got.sort();
+    assert_eq!(got, want.keys().cloned().collect::<Vec<_>>());
+    let mut cfg = Config::resolve(cfg_path.to_str().unwrap()).unwrap();
+    let ts = cfg.torchscript.as_mut().unwrap();
+    ts.module = Some(pt.clone());
+    let layer_params: Vec<&String> = ts
+        .layers
+        .iter()
+        .flat_map(|l| std::iter::once(&l.weight).chain(l.bias.as_ref()))
+        .collect();
+    let fresh = torchscript::load(&cfg.model, ts, Device::Cpu).unwrap();
+    let saved: BTreeMap<String, Tensor> = fresh
+        .script
+        .as_ref()
+        .unwrap()
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .collect();
+    for (name, (shape, dtype, sum)) in &want {
+        let v = st.tensor(name).unwrap();
+        assert_eq!(v.shape(), &shape[..], "{name}");
+        assert_eq!(torch_dtype(v.dtype()), dtype, "{name}");
+        if layer_params.contains(&name) {
+            continue;
+        }
+        let t = to_tensor(&st, name);
+        assert!(t.equal(&saved[name]), "{name} is exported as saved");
+        let s = t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        assert!(
+            (s - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+            "{name}: {s} vs {sum}"
+        );
+    }
+
+    // Loaded into a fresh module, the state dict evaluates as the file did.
+    tch::no_grad(|| {
+        for (p, l) in fresh.params.iter().zip(&ts.layers) {
+            p.weight.shallow_clone().copy_(&to_tensor(&st, &l.weight));
+            if let Some(b) = &l.bias {
+                p.bias.shallow_clone().copy_(&to_tensor(&st, b));
+            }
+        }
+    });
+    let data = data::load(&cfg.data).expect("MNIST is installed: run scripts/setup.sh");
+    assert_eq!(train::evaluate(&fresh, &data.valid).accuracy, valid);
+    assert_eq!(train::evaluate(&fresh, &data.test).accuracy, test);
+}
