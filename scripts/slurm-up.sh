@@ -30,8 +30,12 @@ skip() { echo "Slurm not started: $*" >&2; exit 3; }
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
     || ! command -v munged >/dev/null; then
     command -v apt-get >/dev/null || skip "slurmctld/slurmd/munge are not installed and there is no apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        slurmctld slurmd slurm-client munge >"$dir.apt.log" 2>&1 \
+    # A fresh machine may have no package lists yet: update them once and try again.
+    install() {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            slurmctld slurmd slurm-client munge >>"$dir.apt.log" 2>&1
+    }
+    install || { apt-get update -qq >>"$dir.apt.log" 2>&1 && install; } \
         || skip "apt-get install slurmctld slurmd slurm-client munge failed (see $dir.apt.log)"
 fi
 mkdir -p "$dir/state" "$dir/spool"
