@@ -135,7 +135,8 @@ fn bench_search_cmd(runs: u64, floor: f64, epoch_seconds: f64) -> Result<()> {
     };
     println!(
         "Search strategies on the synthetic LeNet-5 oracle (dense {:.4}, noise σ {:.4} per probe, {} s per \
-         epoch), floor {floor}, {runs} seeds each.\ncompression: estimated file bytes against dense float32; met: \
+         epoch), floor {floor}, {runs} seeds each.\ncompression: estimated file bytes against dense float32; 3≤1.15: \
+         triples of seeds (1–3, 4–6, …) whose largest file is at most 1.15× their smallest; met: \
          the decoded file reached the floor; true<F: its noiseless accuracy is under the floor; ended: the \
          ratio search ended by itself, not by the budget.\n",
         land.dense, land.noise, land.seconds_per_epoch
