@@ -52,6 +52,19 @@ enum Line {
         checkpoint: String,
         seconds: f64,
     },
+    /// One finished segment (epoch) of candidate `index`'s final retraining of `of`
+    /// epochs: `epoch` segments are done, `checkpoint` is the model after them, `accuracy`
+    /// its validation accuracy, `seconds` the segment's time. (Named `index`, not
+    /// `candidate`, so that no line but a [`Line::Candidate`] starts `{"candidate":`.)
+    FinalEpoch {
+        index: usize,
+        ratios: Vec<f64>,
+        epoch: usize,
+        of: f64,
+        accuracy: f64,
+        checkpoint: String,
+        seconds: f64,
+    },
     /// The chosen model (after the final retraining, if any) and its widths.
     Final {
         ratios: Vec<f64>,
@@ -89,6 +102,25 @@ pub type Saver<'s> = &'s dyn Fn(&Path) -> Result<()>;
 pub struct Replayed {
     pub trial: Trial,
     pub checkpoint: Option<PathBuf>,
+}
+
+/// A candidate's final retraining read back from the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CandidateReplay {
+    /// It finished: the model kept, its validation accuracy, the retraining's seconds.
+    Done {
+        checkpoint: PathBuf,
+        accuracy: f64,
+        seconds: f64,
+    },
+    /// Its first `segments` segments finished: the model after the last of them, that
+    /// model's validation accuracy, and their seconds in all.
+    Part {
+        segments: usize,
+        checkpoint: PathBuf,
+        accuracy: f64,
+        seconds: f64,
+    },
 }
 
 /// The open journal of a run folder.
@@ -278,12 +310,30 @@ impl Journal {
             .filter(|l| matches!(l, Line::Candidate { .. }))
             .count();
         let fin = self.has_final();
+        // The final retraining the run stopped in, if any: its last finished segment.
+        let mut partial = None;
+        for l in &self.replay {
+            match l {
+                Line::FinalEpoch {
+                    index, epoch, of, ..
+                } => partial = Some((*index, *epoch, *of)),
+                Line::Candidate { .. } => partial = None,
+                _ => {}
+            }
+        }
         format!(
-            "{}{probes} probes{}{}",
+            "{}{probes} probes{}{}{}",
             if sweep { "the sensitivity sweep, " } else { "" },
             match candidates {
                 0 => String::new(),
                 n => format!(", {n} final retraining(s)"),
+            },
+            match partial {
+                Some((index, epoch, of)) if !fin => format!(
+                    ", candidate {}'s final retraining at epoch {epoch} of {of}",
+                    index + 1
+                ),
+                _ => String::new(),
             },
             if fin { ", the final model" } else { "" }
         )
@@ -363,29 +413,102 @@ impl Journal {
         })
     }
 
-    /// The next journaled final retraining if there is one; it must be of the candidate
-    /// with `ratios`. Returns its checkpoint, validation accuracy and seconds.
-    pub fn replay_candidate(&mut self, ratios: &[f64]) -> Result<Option<(PathBuf, f64, f64)>> {
-        let Some(Line::Candidate { .. }) = self.replay.front() else {
-            return Ok(None);
-        };
-        let Some(Line::Candidate {
-            ratios: recorded,
-            accuracy,
-            checkpoint,
-            seconds,
-        }) = self.replay.pop_front()
-        else {
-            unreachable!()
-        };
-        if !same(&recorded, ratios) {
-            bail!(
-                "the journal in {} does not match this run at the final retraining (it recorded {recorded:?}, the \
-                 search asks for {ratios:?}): delete the folder or choose another --out",
-                self.dir.display()
-            );
+    /// The journaled final retraining of candidate `index` (with `ratios`), if the journal
+    /// has it: whole, or its finished segments when the run stopped in it. Every line
+    /// read must be of this candidate, its segments in order, else the journal does not
+    /// belong to this run.
+    pub fn replay_candidate(
+        &mut self,
+        index: usize,
+        ratios: &[f64],
+    ) -> Result<Option<CandidateReplay>> {
+        let mut part: Option<(usize, String, f64)> = None;
+        let mut spent = 0.0;
+        while let Some(Line::FinalEpoch { .. }) = self.replay.front() {
+            let Some(Line::FinalEpoch {
+                index: i,
+                ratios: recorded,
+                epoch,
+                accuracy,
+                checkpoint,
+                seconds,
+                ..
+            }) = self.replay.pop_front()
+            else {
+                unreachable!()
+            };
+            let next = part.as_ref().map_or(1, |p| p.0 + 1);
+            if i != index || epoch != next || !same(&recorded, ratios) {
+                bail!(
+                    "the journal in {} does not match this run at the final retraining (it recorded candidate {} \
+                     {recorded:?} at epoch {epoch}, the search asks for candidate {} {ratios:?} at epoch {next}): \
+                     delete the folder or choose another --out",
+                    self.dir.display(),
+                    i + 1,
+                    index + 1
+                );
+            }
+            spent += seconds;
+            part = Some((epoch, checkpoint, accuracy));
         }
-        Ok(Some((self.checkpoint(&checkpoint)?, accuracy, seconds)))
+        if let Some(Line::Candidate { .. }) = self.replay.front() {
+            let Some(Line::Candidate {
+                ratios: recorded,
+                accuracy,
+                checkpoint,
+                seconds,
+            }) = self.replay.pop_front()
+            else {
+                unreachable!()
+            };
+            if !same(&recorded, ratios) {
+                bail!(
+                    "the journal in {} does not match this run at the final retraining (it recorded {recorded:?}, \
+                     the search asks for {ratios:?}): delete the folder or choose another --out",
+                    self.dir.display()
+                );
+            }
+            return Ok(Some(CandidateReplay::Done {
+                checkpoint: self.checkpoint(&checkpoint)?,
+                accuracy,
+                seconds,
+            }));
+        }
+        Ok(match part {
+            Some((segments, checkpoint, accuracy)) => Some(CandidateReplay::Part {
+                segments,
+                checkpoint: self.checkpoint(&checkpoint)?,
+                accuracy,
+                seconds: spent,
+            }),
+            None => None,
+        })
+    }
+
+    /// Saves candidate `index`'s model after segment `epoch` (1 = the first) of its final
+    /// retraining of `of` epochs and appends it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_epoch(
+        &mut self,
+        index: usize,
+        ratios: &[f64],
+        epoch: usize,
+        of: f64,
+        accuracy: f64,
+        seconds: f64,
+        save: Saver,
+    ) -> Result<()> {
+        let rel = format!("checkpoints/candidate-{index}-epoch-{epoch}.safetensors");
+        save(&self.dir.join(&rel))?;
+        self.append(&Line::FinalEpoch {
+            index,
+            ratios: ratios.to_vec(),
+            epoch,
+            of,
+            accuracy,
+            checkpoint: rel,
+            seconds,
+        })
     }
 
     /// The path of a journaled checkpoint (`rel` to the run folder), which must be there.
@@ -417,7 +540,18 @@ impl Journal {
             accuracy,
             checkpoint: rel,
             seconds,
-        })
+        })?;
+        // Its epoch checkpoints are not needed once the whole retraining is journaled.
+        let prefix = format!("candidate-{index}-epoch-");
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("checkpoints")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn has_final(&self) -> bool {
@@ -427,10 +561,12 @@ impl Journal {
     /// The journaled choice of a run that got past the bits stage, with the bits probes
     /// recorded before it; `None` (nothing consumed) when the journal holds no choice.
     pub fn replay_chosen(&mut self) -> Result<Option<(Vec<Trial>, Chosen)>> {
-        let at = self
-            .replay
-            .iter()
-            .position(|l| !matches!(l, Line::Probe { .. } | Line::Candidate { .. }));
+        let at = self.replay.iter().position(|l| {
+            !matches!(
+                l,
+                Line::Probe { .. } | Line::Candidate { .. } | Line::FinalEpoch { .. }
+            )
+        });
         let Some(at) = at else {
             return Ok(None);
         };
@@ -508,7 +644,8 @@ impl Journal {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            // Probe and candidate models, and temporary files a killed run left half-written.
+            // Probe and candidate models (the candidates' epoch checkpoints among them), and
+            // temporary files a killed run left half-written.
             if name.starts_with("probe-")
                 || name.starts_with("candidate-")
                 || (name.starts_with(".dc-search-") && name.ends_with(".part"))
