@@ -1,7 +1,11 @@
 //! The search's journal: every finished probe is appended to `journal.jsonl` in the run
 //! folder (one JSON line, flushed and synced) and every feasible probe's model is saved
 //! beside it (`checkpoints/probe-NNN.safetensors`, written atomically before its line).
-//! Each candidate's final retraining is journaled the same way (`checkpoints/candidate-N`).
+//! Each candidate's final retraining is journaled the same way: it runs as segments of at
+//! most one epoch, each segment's model saved (`checkpoints/candidate-N-epoch-K`) before its
+//! line, then the model kept (`checkpoints/candidate-N`), after whose line the epoch
+//! checkpoints go. A run stopped mid-way through a final retraining continues it from its
+//! last journaled epoch.
 //! Rerunning the same command on the same folder replays the journal instead of
 //! retraining, so the search resumes where it stopped and, the search being deterministic
 //! for a seed and thread count, ends where an uninterrupted run would. The first line
@@ -780,5 +784,153 @@ mod tests {
         let before = std::fs::read(dir.path().join(NAME)).unwrap();
         assert!(Journal::open(dir.path(), "other").is_err());
         assert_eq!(std::fs::read(dir.path().join(NAME)).unwrap(), before);
+    }
+
+    fn stub(p: &Path) -> Result<()> {
+        crate::paths::write_atomic(p, b"model")
+    }
+
+    fn record_epochs(
+        j: &mut Journal,
+        index: usize,
+        ratios: &[f64],
+        epochs: std::ops::Range<usize>,
+    ) {
+        for k in epochs {
+            j.record_epoch(index, ratios, k, 4.0, 0.9 + k as f64 / 100.0, 2.0, &stub)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_final_retraining_resumes_from_its_last_journaled_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ratios = [0.5, 0.75];
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &ratios, 1..3);
+        drop(j);
+        assert!(d
+            .join("checkpoints/candidate-0-epoch-2.safetensors")
+            .is_file());
+
+        let mut j = Journal::open(d, "k").unwrap();
+        let said = j.summary();
+        assert!(
+            said.contains("candidate 1's final retraining at epoch 2 of 4"),
+            "{said}"
+        );
+        let part = j.replay_candidate(0, &ratios).unwrap();
+        assert_eq!(
+            part,
+            Some(CandidateReplay::Part {
+                segments: 2,
+                checkpoint: d.join("checkpoints/candidate-0-epoch-2.safetensors"),
+                accuracy: 0.92,
+                seconds: 4.0,
+            })
+        );
+        // The rest of it, then the model kept: the epoch checkpoints go.
+        record_epochs(&mut j, 0, &ratios, 3..5);
+        j.record_candidate(0, &ratios, 0.94, 8.0, &stub).unwrap();
+        let left: Vec<String> = std::fs::read_dir(d.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(left, vec!["candidate-0.safetensors"]);
+        drop(j);
+
+        // A rerun replays the whole retraining (its epoch lines read, not needed).
+        let mut j = Journal::open(d, "k").unwrap();
+        let said = j.summary();
+        assert!(
+            said.contains("1 final retraining(s)") && !said.contains("at epoch"),
+            "{said}"
+        );
+        assert_eq!(
+            j.replay_candidate(0, &ratios).unwrap(),
+            Some(CandidateReplay::Done {
+                checkpoint: d.join("checkpoints/candidate-0.safetensors"),
+                accuracy: 0.94,
+                seconds: 8.0,
+            })
+        );
+        assert_eq!(j.pending(), 0);
+        assert_eq!(j.replay_candidate(1, &ratios).unwrap(), None);
+    }
+
+    #[test]
+    fn a_final_retraining_of_another_candidate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &[0.5], 1..3);
+        drop(j);
+        let refused = |index: usize, ratios: &[f64]| {
+            let mut j = Journal::open(d, "k").unwrap();
+            let e = format!("{:#}", j.replay_candidate(index, ratios).err().unwrap());
+            assert!(
+                e.contains("does not match this run at the final retraining"),
+                "{e}"
+            );
+        };
+        refused(0, &[0.6]);
+        refused(1, &[0.5]);
+        // Epochs out of order (a line lost in the middle) are refused too.
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(d.join(NAME), format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+        refused(0, &[0.5]);
+    }
+
+    #[test]
+    fn a_torn_epoch_line_is_run_again_and_old_journals_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &[0.5], 1..3);
+        drop(j);
+        // The second epoch's line torn mid-write: the first is where the run resumes.
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        std::fs::write(d.join(NAME), &text[..text.len() - 20]).unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert!(j.summary().contains("at epoch 1 of 4"), "{}", j.summary());
+        assert!(matches!(
+            j.replay_candidate(0, &[0.5]).unwrap(),
+            Some(CandidateReplay::Part { segments: 1, .. })
+        ));
+        drop(j);
+
+        // A journal written before the final retraining was journaled by epoch: a candidate
+        // line alone, then the chosen model, which replays past it.
+        std::fs::write(d.join("checkpoints/candidate-0.safetensors"), "model").unwrap();
+        let text = format!(
+            "{}\n{}\n{}\n",
+            header("k"),
+            r#"{"candidate":{"ratios":[0.5],"accuracy":0.9,"checkpoint":"checkpoints/candidate-0.safetensors","seconds":3.0}}"#,
+            r#"{"final":{"ratios":[0.5],"bits":[5],"checkpoint":"checkpoints/final.safetensors","seconds":1.0}}"#
+        );
+        std::fs::write(d.join(NAME), text).unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert!(matches!(
+            j.replay_candidate(0, &[0.5]).unwrap(),
+            Some(CandidateReplay::Done { accuracy: 0.9, .. })
+        ));
+        drop(j);
+        let mut j = Journal::open(d, "k").unwrap();
+        let (trials, chosen) = j.replay_chosen().unwrap().unwrap();
+        assert!(trials.is_empty());
+        assert_eq!(chosen.bits, vec![5]);
+        drop(j);
+        // With epoch lines before the chosen model, too.
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 1, &[0.6], 1..2);
+        drop(j);
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.swap(2, 3);
+        std::fs::write(d.join(NAME), lines.join("\n") + "\n").unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert_eq!(j.replay_chosen().unwrap().unwrap().1.bits, vec![5]);
     }
 }
