@@ -391,3 +391,26 @@ impl Trainer<'_> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Trainer;
+
+    #[test]
+    fn segments_of_a_retraining_cover_its_iterations_once_in_order() {
+        // 55,000 images in batches of 64: 860 iterations an epoch (the last one partial).
+        for (epochs, n, batch) in [(4.0, 55_000, 64), (2.5, 1000, 64), (3.0, 640, 64)] {
+            let iterations = ((epochs * n as f64) / batch as f64).ceil() as i64;
+            let segments = crate::search::oracle::segments(epochs);
+            let mut at = 0;
+            for k in 0..segments {
+                let r = Trainer::segment_iterations(iterations, n, batch, k);
+                assert_eq!(r.start, at);
+                assert!(r.end > r.start);
+                at = r.end;
+            }
+            assert_eq!(at, iterations, "{epochs} epochs of {n}");
+        }
+        assert_eq!(Trainer::segment_iterations(3438, 55_000, 64, 1), 860..1719);
+    }
+}
