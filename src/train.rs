@@ -357,6 +357,30 @@ pub fn train(
     label: &str,
     quiet: bool,
 ) -> Result<TrainStats> {
+    train_range(
+        net,
+        train,
+        recipe,
+        0..recipe.iterations,
+        update,
+        label,
+        quiet,
+    )
+}
+
+/// [`train`] over iterations `range` of `recipe` only: the learning rate of each step is
+/// the recipe's at its global iteration, so consecutive ranges run one schedule in
+/// segments. Each call draws its own batch permutation (from torch's generator as it is
+/// seeded then) and starts from the update's state as it is given.
+pub fn train_range(
+    net: &Net,
+    train: &Split,
+    recipe: &Recipe,
+    range: std::ops::Range<i64>,
+    update: &mut dyn Update,
+    label: &str,
+    quiet: bool,
+) -> Result<TrainStats> {
     let n = train.len() as i64;
     if recipe.batch_size > n {
         anyhow::bail!(
@@ -365,15 +389,16 @@ pub fn train(
             recipe.batch_size
         );
     }
-    let bar = progress_bar(recipe.iterations as u64, label, quiet);
-    let mut lines = ProgressLines::new(recipe.iterations, label, quiet);
+    let count = range.end - range.start;
+    let bar = progress_bar(count.max(0) as u64, label, quiet);
+    let mut lines = ProgressLines::new(count, label, quiet);
     let start = Instant::now();
     let mut perm = Tensor::randperm(n, (Kind::Int64, train.images.device()));
     let mut cursor = 0;
     let mut loss_sum = 0.0;
     let mut loss_count = 0;
     let mut final_loss = f64::NAN;
-    for iter in 0..recipe.iterations {
+    for iter in range.clone() {
         if crate::runtime::interrupted() {
             bar.abandon();
             return Err(crate::runtime::Interrupted.into());
@@ -389,7 +414,7 @@ pub fn train(
             .apply(&train.images.index_select(0, &idx));
         let y = train.labels.index_select(0, &idx);
         let loss = step(net, &x, &y, update, recipe.lr_at(iter));
-        if iter % 50 == 0 || iter + 1 == recipe.iterations {
+        if iter % 50 == 0 || iter + 1 == range.end {
             let l = loss.double_value(&[]);
             if !l.is_finite() {
                 bar.abandon();
@@ -411,7 +436,7 @@ pub fn train(
                 recipe.lr_at(iter)
             ));
             lines.maybe_print(
-                iter + 1,
+                iter + 1 - range.start,
                 loss_sum / loss_count as f64,
                 recipe.lr_at(iter),
                 start,
@@ -425,9 +450,9 @@ pub fn train(
     }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let epochs = recipe.epochs(train.len());
+    let epochs = (count * recipe.batch_size) as f64 / train.len() as f64;
     Ok(TrainStats {
-        iterations: recipe.iterations,
+        iterations: count,
         epochs,
         seconds,
         seconds_per_epoch: seconds / epochs.max(1e-9),

@@ -34,12 +34,26 @@ grid = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98]
 
 /// The tiny search in `dir` (config, cache) writing to `dir/<out>`.
 pub(crate) fn search_command(dir: &Path, floor: &[&str], out: &str, extra: &[&str]) -> Command {
+    search_command_with(dir, &tiny(), true, floor, out, extra)
+}
+
+/// [`search_command`] with the config `toml` (written as `dir/tiny.toml`), `--quiet` when
+/// `quiet`.
+fn search_command_with(
+    dir: &Path,
+    toml: &str,
+    quiet: bool,
+    floor: &[&str],
+    out: &str,
+    extra: &[&str],
+) -> Command {
     let cfg = dir.join("tiny.toml");
-    std::fs::write(&cfg, tiny()).unwrap();
+    std::fs::write(&cfg, toml).unwrap();
     let mut c = dc_search();
     c.env("DC_SEARCH_CACHE", dir.join("cache"))
         .args(floor)
-        .args(["--quiet", "--device", "cpu", "--out"])
+        .args(if quiet { &["--quiet"][..] } else { &[][..] })
+        .args(["--device", "cpu", "--out"])
         .arg(dir.join(out))
         .arg("--data-dir")
         .arg(mnist_dir())
@@ -212,6 +226,84 @@ fn killed_search_resumes_to_the_same_result() {
         read(&cut, "lenet-300-100.dcz")
     );
     assert_eq!(journal_lines(&whole), journal_lines(&cut));
+}
+
+/// A search killed (SIGKILL) mid-way through a candidate's final retraining of two epochs,
+/// after its first epoch was journaled, continues from that epoch's checkpoint (saying so
+/// at once) and ends with the same file, byte for byte, as an uninterrupted run.
+#[test]
+fn killed_final_retraining_resumes_from_its_last_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        tiny().replace("final_epochs = 0.05", "final_epochs = 2.0") + "bits_candidates = 2\n";
+    assert!(toml.contains("final_epochs = 2.0"));
+    let extra = ["--budget", "3p", "--threads", "2", "--seed", "3"];
+    let floor = ["--floor", "0.85"];
+    let command =
+        |out: &str, quiet: bool| search_command_with(dir.path(), &toml, quiet, &floor, out, &extra);
+    let (code, _, err) = run(command("whole", true));
+    assert_eq!(code, 0, "{err}");
+    let whole = dir.path().join("whole");
+    let text = std::fs::read_to_string(whole.join("journal.jsonl")).unwrap();
+    let epochs = text
+        .lines()
+        .filter(|l| l.starts_with("{\"final_epoch\":"))
+        .count();
+    let candidates = text
+        .lines()
+        .filter(|l| l.starts_with("{\"candidate\":"))
+        .count();
+    assert!(
+        candidates >= 1 && epochs == 2 * candidates,
+        "two epoch lines per final retraining: {text}"
+    );
+
+    // Killed once the first final retraining's first epoch is journaled: during its second.
+    let cut = dir.path().join("cut");
+    let mut child = command("cut", true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_epoch = || {
+        std::fs::read_to_string(cut.join("journal.jsonl"))
+            .is_ok_and(|t| t.contains("{\"final_epoch\":"))
+    };
+    assert!(
+        kill_when(&mut child, first_epoch),
+        "the search ended before its first final retraining"
+    );
+    let text = std::fs::read_to_string(cut.join("journal.jsonl")).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("{\"final_epoch\":"))
+            .count()
+            == 1
+            && !text.contains("{\"candidate\":"),
+        "killed mid-way through the first final retraining: {text}"
+    );
+    assert!(cut
+        .join("checkpoints/candidate-0-epoch-1.safetensors")
+        .is_file());
+
+    let (code, _, err) = run(command("cut", false));
+    assert_eq!(code, 0, "{err}");
+    let resuming = err
+        .lines()
+        .find(|l| l.starts_with("resuming from"))
+        .unwrap_or_default();
+    assert!(
+        resuming.contains("candidate 1's final retraining at epoch 1 of 2"),
+        "{err}"
+    );
+    assert_same_run(&whole, &cut);
+    let mut kept: Vec<_> = std::fs::read_dir(cut.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with("final"))
+        .collect();
+    kept.sort();
+    assert!(kept.is_empty(), "only the final model is kept: {kept:?}");
 }
 
 /// Ctrl-C (SIGINT) stops a search at the next training step with a partial report and

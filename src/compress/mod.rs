@@ -192,6 +192,51 @@ impl Trainer<'_> {
         epochs: f64,
         label: &str,
     ) -> Result<TrainStats> {
+        self.retrain_part(net, state, epochs, None, label)
+    }
+
+    /// Segment `segment` (epochs `segment..segment + 1`, the last one cut at `epochs`) of a
+    /// retraining of `epochs` epochs: the learning rate follows the whole retraining's
+    /// schedule at each step's global iteration, so running every segment in turn is one
+    /// retraining of `epochs` whose batch order and momentum start afresh at each epoch
+    /// boundary (each segment draws its own permutation and starts with zero momentum).
+    /// Segment `k` covers iterations `⌈k·n/b⌉` up to `⌈(k+1)·n/b⌉` of the `⌈epochs·n/b⌉`
+    /// (`n` training images, batches of `b`).
+    pub fn retrain_segment(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        epochs: f64,
+        segment: usize,
+        label: &str,
+    ) -> Result<TrainStats> {
+        self.retrain_part(net, state, epochs, Some(segment), label)
+    }
+
+    /// The iterations of segment `segment` of a retraining of `iterations` steps over `n`
+    /// images in batches of `batch` (see [`Trainer::retrain_segment`]).
+    pub fn segment_iterations(
+        iterations: i64,
+        n: usize,
+        batch: i64,
+        segment: usize,
+    ) -> std::ops::Range<i64> {
+        let at = |k: usize| {
+            ((k as f64 * n as f64) / batch as f64)
+                .ceil()
+                .min(iterations as f64) as i64
+        };
+        at(segment)..at(segment + 1)
+    }
+
+    fn retrain_part(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        epochs: f64,
+        segment: Option<usize>,
+        label: &str,
+    ) -> Result<TrainStats> {
         let codebooks = state.layers.iter().any(|l| l.codebook.is_some());
         let mut recipe = self
             .dense
@@ -199,8 +244,25 @@ impl Trainer<'_> {
         if codebooks {
             recipe.base_lr *= self.cfg.centroid_lr_scale;
         }
+        let range = match segment {
+            None => 0..recipe.iterations,
+            Some(k) => {
+                let r = Self::segment_iterations(
+                    recipe.iterations,
+                    self.train.len(),
+                    recipe.batch_size,
+                    k,
+                );
+                // The last segment ends with the retraining, whatever rounding gave.
+                if (k + 1) as f64 >= epochs {
+                    r.start..recipe.iterations
+                } else {
+                    r
+                }
+            }
+        };
         let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);
-        train::train(net, self.train, &recipe, &mut upd, label, self.quiet).map_err(|e| {
+        train::train_range(net, self.train, &recipe, range, &mut upd, label, self.quiet).map_err(|e| {
             train::Diverged::with_fix(e, || {
                 format!(
                     "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
@@ -327,5 +389,28 @@ impl Trainer<'_> {
                 seconds: start.elapsed().as_secs_f64(),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Trainer;
+
+    #[test]
+    fn segments_of_a_retraining_cover_its_iterations_once_in_order() {
+        // 55,000 images in batches of 64: 860 iterations an epoch (the last one partial).
+        for (epochs, n, batch) in [(4.0, 55_000, 64), (2.5, 1000, 64), (3.0, 640, 64)] {
+            let iterations = ((epochs * n as f64) / batch as f64).ceil() as i64;
+            let segments = crate::search::oracle::segments(epochs);
+            let mut at = 0;
+            for k in 0..segments {
+                let r = Trainer::segment_iterations(iterations, n, batch, k);
+                assert_eq!(r.start, at);
+                assert!(r.end > r.start);
+                at = r.end;
+            }
+            assert_eq!(at, iterations, "{epochs} epochs of {n}");
+        }
+        assert_eq!(Trainer::segment_iterations(3438, 55_000, 64, 1), 860..1719);
     }
 }

@@ -1,7 +1,11 @@
 //! The search's journal: every finished probe is appended to `journal.jsonl` in the run
 //! folder (one JSON line, flushed and synced) and every feasible probe's model is saved
 //! beside it (`checkpoints/probe-NNN.safetensors`, written atomically before its line).
-//! Each candidate's final retraining is journaled the same way (`checkpoints/candidate-N`).
+//! Each candidate's final retraining is journaled the same way: it runs as segments of at
+//! most one epoch, each segment's model saved (`checkpoints/candidate-N-epoch-K`) before its
+//! line, then the model kept (`checkpoints/candidate-N`), after whose line the epoch
+//! checkpoints go. A run stopped mid-way through a final retraining continues it from its
+//! last journaled epoch.
 //! Rerunning the same command on the same folder replays the journal instead of
 //! retraining, so the search resumes where it stopped and, the search being deterministic
 //! for a seed and thread count, ends where an uninterrupted run would. The first line
@@ -52,6 +56,19 @@ enum Line {
         checkpoint: String,
         seconds: f64,
     },
+    /// One finished segment (epoch) of candidate `index`'s final retraining of `of`
+    /// epochs: `epoch` segments are done, `checkpoint` is the model after them, `accuracy`
+    /// its validation accuracy, `seconds` the segment's time. (Named `index`, not
+    /// `candidate`, so that no line but a [`Line::Candidate`] starts `{"candidate":`.)
+    FinalEpoch {
+        index: usize,
+        ratios: Vec<f64>,
+        epoch: usize,
+        of: f64,
+        accuracy: f64,
+        checkpoint: String,
+        seconds: f64,
+    },
     /// The chosen model (after the final retraining, if any) and its widths.
     Final {
         ratios: Vec<f64>,
@@ -89,6 +106,25 @@ pub type Saver<'s> = &'s dyn Fn(&Path) -> Result<()>;
 pub struct Replayed {
     pub trial: Trial,
     pub checkpoint: Option<PathBuf>,
+}
+
+/// A candidate's final retraining read back from the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CandidateReplay {
+    /// It finished: the model kept, its validation accuracy, the retraining's seconds.
+    Done {
+        checkpoint: PathBuf,
+        accuracy: f64,
+        seconds: f64,
+    },
+    /// Its first `segments` segments finished: the model after the last of them, that
+    /// model's validation accuracy, and their seconds in all.
+    Part {
+        segments: usize,
+        checkpoint: PathBuf,
+        accuracy: f64,
+        seconds: f64,
+    },
 }
 
 /// The open journal of a run folder.
@@ -278,12 +314,30 @@ impl Journal {
             .filter(|l| matches!(l, Line::Candidate { .. }))
             .count();
         let fin = self.has_final();
+        // The final retraining the run stopped in, if any: its last finished segment.
+        let mut partial = None;
+        for l in &self.replay {
+            match l {
+                Line::FinalEpoch {
+                    index, epoch, of, ..
+                } => partial = Some((*index, *epoch, *of)),
+                Line::Candidate { .. } => partial = None,
+                _ => {}
+            }
+        }
         format!(
-            "{}{probes} probes{}{}",
+            "{}{probes} probes{}{}{}",
             if sweep { "the sensitivity sweep, " } else { "" },
             match candidates {
                 0 => String::new(),
                 n => format!(", {n} final retraining(s)"),
+            },
+            match partial {
+                Some((index, epoch, of)) if !fin => format!(
+                    ", candidate {}'s final retraining at epoch {epoch} of {of}",
+                    index + 1
+                ),
+                _ => String::new(),
             },
             if fin { ", the final model" } else { "" }
         )
@@ -363,29 +417,102 @@ impl Journal {
         })
     }
 
-    /// The next journaled final retraining if there is one; it must be of the candidate
-    /// with `ratios`. Returns its checkpoint, validation accuracy and seconds.
-    pub fn replay_candidate(&mut self, ratios: &[f64]) -> Result<Option<(PathBuf, f64, f64)>> {
-        let Some(Line::Candidate { .. }) = self.replay.front() else {
-            return Ok(None);
-        };
-        let Some(Line::Candidate {
-            ratios: recorded,
-            accuracy,
-            checkpoint,
-            seconds,
-        }) = self.replay.pop_front()
-        else {
-            unreachable!()
-        };
-        if !same(&recorded, ratios) {
-            bail!(
-                "the journal in {} does not match this run at the final retraining (it recorded {recorded:?}, the \
-                 search asks for {ratios:?}): delete the folder or choose another --out",
-                self.dir.display()
-            );
+    /// The journaled final retraining of candidate `index` (with `ratios`), if the journal
+    /// has it: whole, or its finished segments when the run stopped in it. Every line
+    /// read must be of this candidate, its segments in order, else the journal does not
+    /// belong to this run.
+    pub fn replay_candidate(
+        &mut self,
+        index: usize,
+        ratios: &[f64],
+    ) -> Result<Option<CandidateReplay>> {
+        let mut part: Option<(usize, String, f64)> = None;
+        let mut spent = 0.0;
+        while let Some(Line::FinalEpoch { .. }) = self.replay.front() {
+            let Some(Line::FinalEpoch {
+                index: i,
+                ratios: recorded,
+                epoch,
+                accuracy,
+                checkpoint,
+                seconds,
+                ..
+            }) = self.replay.pop_front()
+            else {
+                unreachable!()
+            };
+            let next = part.as_ref().map_or(1, |p| p.0 + 1);
+            if i != index || epoch != next || !same(&recorded, ratios) {
+                bail!(
+                    "the journal in {} does not match this run at the final retraining (it recorded candidate {} \
+                     {recorded:?} at epoch {epoch}, the search asks for candidate {} {ratios:?} at epoch {next}): \
+                     delete the folder or choose another --out",
+                    self.dir.display(),
+                    i + 1,
+                    index + 1
+                );
+            }
+            spent += seconds;
+            part = Some((epoch, checkpoint, accuracy));
         }
-        Ok(Some((self.checkpoint(&checkpoint)?, accuracy, seconds)))
+        if let Some(Line::Candidate { .. }) = self.replay.front() {
+            let Some(Line::Candidate {
+                ratios: recorded,
+                accuracy,
+                checkpoint,
+                seconds,
+            }) = self.replay.pop_front()
+            else {
+                unreachable!()
+            };
+            if !same(&recorded, ratios) {
+                bail!(
+                    "the journal in {} does not match this run at the final retraining (it recorded {recorded:?}, \
+                     the search asks for {ratios:?}): delete the folder or choose another --out",
+                    self.dir.display()
+                );
+            }
+            return Ok(Some(CandidateReplay::Done {
+                checkpoint: self.checkpoint(&checkpoint)?,
+                accuracy,
+                seconds,
+            }));
+        }
+        Ok(match part {
+            Some((segments, checkpoint, accuracy)) => Some(CandidateReplay::Part {
+                segments,
+                checkpoint: self.checkpoint(&checkpoint)?,
+                accuracy,
+                seconds: spent,
+            }),
+            None => None,
+        })
+    }
+
+    /// Saves candidate `index`'s model after segment `epoch` (1 = the first) of its final
+    /// retraining of `of` epochs and appends it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_epoch(
+        &mut self,
+        index: usize,
+        ratios: &[f64],
+        epoch: usize,
+        of: f64,
+        accuracy: f64,
+        seconds: f64,
+        save: Saver,
+    ) -> Result<()> {
+        let rel = format!("checkpoints/candidate-{index}-epoch-{epoch}.safetensors");
+        save(&self.dir.join(&rel))?;
+        self.append(&Line::FinalEpoch {
+            index,
+            ratios: ratios.to_vec(),
+            epoch,
+            of,
+            accuracy,
+            checkpoint: rel,
+            seconds,
+        })
     }
 
     /// The path of a journaled checkpoint (`rel` to the run folder), which must be there.
@@ -417,7 +544,18 @@ impl Journal {
             accuracy,
             checkpoint: rel,
             seconds,
-        })
+        })?;
+        // Its epoch checkpoints are not needed once the whole retraining is journaled.
+        let prefix = format!("candidate-{index}-epoch-");
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("checkpoints")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn has_final(&self) -> bool {
@@ -427,10 +565,12 @@ impl Journal {
     /// The journaled choice of a run that got past the bits stage, with the bits probes
     /// recorded before it; `None` (nothing consumed) when the journal holds no choice.
     pub fn replay_chosen(&mut self) -> Result<Option<(Vec<Trial>, Chosen)>> {
-        let at = self
-            .replay
-            .iter()
-            .position(|l| !matches!(l, Line::Probe { .. } | Line::Candidate { .. }));
+        let at = self.replay.iter().position(|l| {
+            !matches!(
+                l,
+                Line::Probe { .. } | Line::Candidate { .. } | Line::FinalEpoch { .. }
+            )
+        });
         let Some(at) = at else {
             return Ok(None);
         };
@@ -508,7 +648,8 @@ impl Journal {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            // Probe and candidate models, and temporary files a killed run left half-written.
+            // Probe and candidate models (the candidates' epoch checkpoints among them), and
+            // temporary files a killed run left half-written.
             if name.starts_with("probe-")
                 || name.starts_with("candidate-")
                 || (name.starts_with(".dc-search-") && name.ends_with(".part"))
@@ -643,5 +784,153 @@ mod tests {
         let before = std::fs::read(dir.path().join(NAME)).unwrap();
         assert!(Journal::open(dir.path(), "other").is_err());
         assert_eq!(std::fs::read(dir.path().join(NAME)).unwrap(), before);
+    }
+
+    fn stub(p: &Path) -> Result<()> {
+        crate::paths::write_atomic(p, b"model")
+    }
+
+    fn record_epochs(
+        j: &mut Journal,
+        index: usize,
+        ratios: &[f64],
+        epochs: std::ops::Range<usize>,
+    ) {
+        for k in epochs {
+            j.record_epoch(index, ratios, k, 4.0, 0.9 + k as f64 / 100.0, 2.0, &stub)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_final_retraining_resumes_from_its_last_journaled_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ratios = [0.5, 0.75];
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &ratios, 1..3);
+        drop(j);
+        assert!(d
+            .join("checkpoints/candidate-0-epoch-2.safetensors")
+            .is_file());
+
+        let mut j = Journal::open(d, "k").unwrap();
+        let said = j.summary();
+        assert!(
+            said.contains("candidate 1's final retraining at epoch 2 of 4"),
+            "{said}"
+        );
+        let part = j.replay_candidate(0, &ratios).unwrap();
+        assert_eq!(
+            part,
+            Some(CandidateReplay::Part {
+                segments: 2,
+                checkpoint: d.join("checkpoints/candidate-0-epoch-2.safetensors"),
+                accuracy: 0.92,
+                seconds: 4.0,
+            })
+        );
+        // The rest of it, then the model kept: the epoch checkpoints go.
+        record_epochs(&mut j, 0, &ratios, 3..5);
+        j.record_candidate(0, &ratios, 0.94, 8.0, &stub).unwrap();
+        let left: Vec<String> = std::fs::read_dir(d.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(left, vec!["candidate-0.safetensors"]);
+        drop(j);
+
+        // A rerun replays the whole retraining (its epoch lines read, not needed).
+        let mut j = Journal::open(d, "k").unwrap();
+        let said = j.summary();
+        assert!(
+            said.contains("1 final retraining(s)") && !said.contains("at epoch"),
+            "{said}"
+        );
+        assert_eq!(
+            j.replay_candidate(0, &ratios).unwrap(),
+            Some(CandidateReplay::Done {
+                checkpoint: d.join("checkpoints/candidate-0.safetensors"),
+                accuracy: 0.94,
+                seconds: 8.0,
+            })
+        );
+        assert_eq!(j.pending(), 0);
+        assert_eq!(j.replay_candidate(1, &ratios).unwrap(), None);
+    }
+
+    #[test]
+    fn a_final_retraining_of_another_candidate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &[0.5], 1..3);
+        drop(j);
+        let refused = |index: usize, ratios: &[f64]| {
+            let mut j = Journal::open(d, "k").unwrap();
+            let e = format!("{:#}", j.replay_candidate(index, ratios).err().unwrap());
+            assert!(
+                e.contains("does not match this run at the final retraining"),
+                "{e}"
+            );
+        };
+        refused(0, &[0.6]);
+        refused(1, &[0.5]);
+        // Epochs out of order (a line lost in the middle) are refused too.
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(d.join(NAME), format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+        refused(0, &[0.5]);
+    }
+
+    #[test]
+    fn a_torn_epoch_line_is_run_again_and_old_journals_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 0, &[0.5], 1..3);
+        drop(j);
+        // The second epoch's line torn mid-write: the first is where the run resumes.
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        std::fs::write(d.join(NAME), &text[..text.len() - 20]).unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert!(j.summary().contains("at epoch 1 of 4"), "{}", j.summary());
+        assert!(matches!(
+            j.replay_candidate(0, &[0.5]).unwrap(),
+            Some(CandidateReplay::Part { segments: 1, .. })
+        ));
+        drop(j);
+
+        // A journal written before the final retraining was journaled by epoch: a candidate
+        // line alone, then the chosen model, which replays past it.
+        std::fs::write(d.join("checkpoints/candidate-0.safetensors"), "model").unwrap();
+        let text = format!(
+            "{}\n{}\n{}\n",
+            header("k"),
+            r#"{"candidate":{"ratios":[0.5],"accuracy":0.9,"checkpoint":"checkpoints/candidate-0.safetensors","seconds":3.0}}"#,
+            r#"{"final":{"ratios":[0.5],"bits":[5],"checkpoint":"checkpoints/final.safetensors","seconds":1.0}}"#
+        );
+        std::fs::write(d.join(NAME), text).unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert!(matches!(
+            j.replay_candidate(0, &[0.5]).unwrap(),
+            Some(CandidateReplay::Done { accuracy: 0.9, .. })
+        ));
+        drop(j);
+        let mut j = Journal::open(d, "k").unwrap();
+        let (trials, chosen) = j.replay_chosen().unwrap().unwrap();
+        assert!(trials.is_empty());
+        assert_eq!(chosen.bits, vec![5]);
+        drop(j);
+        // With epoch lines before the chosen model, too.
+        let mut j = Journal::open(d, "k").unwrap();
+        record_epochs(&mut j, 1, &[0.6], 1..2);
+        drop(j);
+        let text = std::fs::read_to_string(d.join(NAME)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.swap(2, 3);
+        std::fs::write(d.join(NAME), lines.join("\n") + "\n").unwrap();
+        let mut j = Journal::open(d, "k").unwrap();
+        assert_eq!(j.replay_chosen().unwrap().unwrap().1.bits, vec![5]);
     }
 }

@@ -72,6 +72,22 @@ pub trait Oracle {
         seed: u64,
     ) -> Result<(Self::Model, Measure)>;
 
+    /// Segment `segment` of a retraining of `epochs` epochs (epochs `segment..segment + 1`,
+    /// the last cut at `epochs`; see [`segments`]): the learning rate continues the whole
+    /// retraining's schedule, the batch order and the momentum start afresh. Running every
+    /// segment in turn, each from the one before, is the retraining. By default the
+    /// segment's epochs are retrained on their own (an oracle without a schedule).
+    fn retrain_segment(
+        &mut self,
+        model: &Self::Model,
+        epochs: f64,
+        segment: usize,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)> {
+        let length = epochs.min((segment + 1) as f64) - segment as f64;
+        self.retrain(model, length.max(0.0), seed)
+    }
+
     /// Shares each layer's weights among `2^bits` centroids and retrains the codebooks.
     fn quantize(
         &mut self,
@@ -100,6 +116,15 @@ pub trait Oracle {
 
     /// Reads a checkpoint written by [`Oracle::save`].
     fn load(&self, path: &Path) -> Result<Self::Model>;
+}
+
+/// The segments (of at most one epoch each) of a retraining of `epochs` epochs.
+pub fn segments(epochs: f64) -> usize {
+    if epochs > 0.0 {
+        epochs.ceil() as usize
+    } else {
+        0
+    }
 }
 
 /// Runs `jobs` one after another in this process (what [`Oracle::run_batch`] does by
@@ -234,6 +259,27 @@ impl Oracle for Retrainer<'_> {
         self.rt.reseed(seed);
         self.trainer(&self.probe_cfg)
             .retrain(&net, &mut state, epochs, "retrain")?;
+        let m = self.measure(&net, &state, t0);
+        Ok(((net, state), m))
+    }
+
+    fn retrain_segment(
+        &mut self,
+        model: &Self::Model,
+        epochs: f64,
+        segment: usize,
+        seed: u64,
+    ) -> Result<(Self::Model, Measure)> {
+        let t0 = Instant::now();
+        let (net, mut state) = (model.0.copy(), model.1.copy());
+        self.rt.reseed(seed);
+        self.trainer(&self.probe_cfg).retrain_segment(
+            &net,
+            &mut state,
+            epochs,
+            segment,
+            "final retraining",
+        )?;
         let m = self.measure(&net, &state, t0);
         Ok(((net, state), m))
     }

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 
 use super::config::SearchConfig;
 use super::estimate;
-use super::journal::{self, Journal};
+use super::journal::{self, CandidateReplay, Journal};
 use super::oracle::{Measure, Oracle};
 use super::outputs;
 use super::record::{round3, Phase, Trial};
@@ -65,6 +65,12 @@ fn missing_checkpoint(ratios: &[f64]) -> anyhow::Error {
          another --out) to search afresh",
         round3(ratios)
     )
+}
+
+/// The seed (offset from the run's) of segment `segment` of candidate `index`'s final
+/// retraining.
+pub fn final_seed(index: usize, segment: usize) -> u64 {
+    7 + 10_000 * index as u64 + segment as u64
 }
 
 /// A model the bits stage may start from.
@@ -564,45 +570,26 @@ impl<'s, O: Oracle> Prober<'s, O> {
             let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
             let epochs = self.cfg.final_epochs;
             let replayed = match (epochs > 0.0, self.journal.as_mut()) {
-                (true, Some(j)) => j.replay_candidate(&ratios)?,
+                (true, Some(j)) => j.replay_candidate(index, &ratios)?,
                 _ => None,
             };
-            let (model, accuracy) = if let Some((path, accuracy, seconds)) = replayed {
-                self.count_replayed(seconds);
-                self.say(&format!(
-                    "final retraining of {:?}: replayed from the journal → validation {accuracy:.4}",
-                    round3(&ratios)
-                ));
-                (self.oracle.load(&path)?, accuracy)
-            } else if epochs > 0.0 {
-                let (again, m) = self.oracle.retrain(&model, epochs, 7)?;
-                self.count(m.seconds);
-                self.say(&format!(
-                    "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {:.4} ({:.0} s){}",
-                    round3(&ratios),
-                    m.accuracy,
-                    m.seconds,
-                    if m.accuracy < before {
-                        "; keeping the probe's model, which scored higher"
-                    } else {
-                        ""
-                    }
-                ));
-                let kept = if m.accuracy < before {
-                    (model, before)
-                } else {
-                    (again, m.accuracy)
-                };
-                if let Some(j) = self.journal.as_mut() {
-                    let oracle = &self.oracle;
-                    let model = &kept.0;
-                    j.record_candidate(index, &ratios, kept.1, m.seconds, &|p: &Path| {
-                        oracle.save(model, p)
-                    })?;
+            let (model, accuracy) = match replayed {
+                Some(CandidateReplay::Done {
+                    checkpoint,
+                    accuracy,
+                    seconds,
+                }) => {
+                    self.count_replayed(seconds);
+                    self.say(&format!(
+                        "final retraining of {:?}: replayed from the journal → validation {accuracy:.4}",
+                        round3(&ratios)
+                    ));
+                    (self.oracle.load(&checkpoint)?, accuracy)
                 }
-                kept
-            } else {
-                (model, before)
+                part if epochs > 0.0 => {
+                    self.final_retraining(index, model, &ratios, before, part)?
+                }
+                _ => (model, before),
             };
             out.push(Candidate {
                 ratios,
@@ -611,6 +598,101 @@ impl<'s, O: Oracle> Prober<'s, O> {
             });
         }
         Ok(out)
+    }
+
+    /// Candidate `index`'s final retraining of `final_epochs`, from `model` (its probe's,
+    /// validation `before`), run as consecutive segments of at most one epoch
+    /// ([`Oracle::retrain_segment`]): the learning-rate schedule runs over the whole
+    /// retraining, segment `k` is seeded by ([`final_seed`]) the candidate and `k`, and the
+    /// momentum restarts at zero at each segment boundary (on an uninterrupted run as on a
+    /// resumed one, so both end alike). Each segment's model is journaled; `part` is what a
+    /// stopped run journaled of it, continued from its last segment. Keeps the retrained
+    /// model unless it scored lower than `before`.
+    fn final_retraining(
+        &mut self,
+        index: usize,
+        model: O::Model,
+        ratios: &[f64],
+        before: f64,
+        part: Option<CandidateReplay>,
+    ) -> Result<(O::Model, f64)> {
+        let epochs = self.cfg.final_epochs;
+        let (done, mut current, mut accuracy, mut seconds) = match part {
+            Some(CandidateReplay::Part {
+                segments,
+                checkpoint,
+                accuracy,
+                seconds,
+            }) => {
+                self.count_replayed(seconds);
+                self.say(&format!(
+                    "final retraining of {:?}: resuming after epoch {segments} of {epochs} (validation \
+                     {accuracy:.4}), replayed from the journal",
+                    round3(ratios)
+                ));
+                (
+                    segments,
+                    Some(self.oracle.load(&checkpoint)?),
+                    accuracy,
+                    seconds,
+                )
+            }
+            _ => (0, None, before, 0.0),
+        };
+        let total = super::oracle::segments(epochs);
+        for segment in done..total {
+            let from = current.as_ref().unwrap_or(&model);
+            let (next, m) =
+                self.oracle
+                    .retrain_segment(from, epochs, segment, final_seed(index, segment))?;
+            self.count(m.seconds);
+            seconds += m.seconds;
+            if let Some(j) = self.journal.as_mut() {
+                let oracle = &self.oracle;
+                let next = &next;
+                j.record_epoch(
+                    index,
+                    ratios,
+                    segment + 1,
+                    epochs,
+                    m.accuracy,
+                    m.seconds,
+                    &|p: &Path| oracle.save(next, p),
+                )?;
+            }
+            if total > 1 {
+                self.say(&format!(
+                    "final retraining of {:?}: epoch {} of {epochs}, validation {:.4} ({:.0} s)",
+                    round3(ratios),
+                    segment + 1,
+                    m.accuracy,
+                    m.seconds
+                ));
+            }
+            current = Some(next);
+            accuracy = m.accuracy;
+        }
+        self.say(&format!(
+            "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {accuracy:.4} ({seconds:.0} s){}",
+            round3(ratios),
+            if accuracy < before {
+                "; keeping the probe's model, which scored higher"
+            } else {
+                ""
+            }
+        ));
+        let kept = match current {
+            Some(again) if accuracy >= before => (again, accuracy),
+            _ => (model, before),
+        };
+        if let Some(j) = self.journal.as_mut() {
+            let oracle = &self.oracle;
+            let model = &kept.0;
+            j.record_candidate(index, ratios, kept.1, seconds, &|p: &Path| {
+                oracle.save(model, p)
+            })?;
+        }
+        Ok(kept)
     }
 
     /// The journaled choice (ratios, widths, model, accuracy) of a run that got past the
