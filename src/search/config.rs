@@ -157,7 +157,7 @@ impl Default for SearchConfig {
             refine_share: 0.78,
             bits_share: 0.92,
             refine_probes: 40,
-            refine_push: 0.25,
+            refine_push: 0.15,
             near_miss_shrink: 0.8,
             refine_min_push: 0.03,
             refine_min_saving: 0.01,

@@ -443,6 +443,7 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
         refine_share: 0.7,
         bits_margin: 0.0005,
         refine_trades: 0,
+        refine_push: 0.25,
         ..v2.clone()
     };
     vec![
@@ -469,6 +470,13 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
             "0.2 default, 4 workers".into(),
             SearchConfig {
                 workers: 4,
+                ..v2.clone()
+            },
+        ),
+        (
+            "0.2, first push 0.25".into(),
+            SearchConfig {
+                refine_push: 0.25,
                 ..v2.clone()
             },
         ),
