@@ -31,7 +31,7 @@ pub struct Config {
     pub torchscript: Option<TorchScriptConfig>,
     pub data: DataConfig,
     /// The dense training recipe (a TorchScript config may leave it out: it then retrains
-    /// with `Recipe::retraining_default`).
+    /// with `Recipe::retraining_default` at the rate of a range test, `retrain_lr`).
     pub train: Recipe,
     /// How compression retrains (defaults when absent).
     #[serde(default)]

@@ -134,6 +134,23 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
         valid >= summary["floor"].as_f64().unwrap(),
         "the file meets the floor: {out}"
     );
+    // Without [train] the retraining learning rate came from the range test: in
+    // summary.json, the report and the journal, and the probes used it.
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let chosen = full["lr_test"]["chosen"].as_f64().unwrap();
+    assert!(
+        dc_search::compress::lr_range::GRID.contains(&chosen),
+        "{full}"
+    );
+    assert!(full["times"]["lr_test"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("retraining learning rate"), "{report}");
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"lr_test\""), "{journal}");
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(config.contains("retrain_lr = \"auto\""), "{config}");
 
     let sd = dir.path().join("bn-cnn.safetensors");
     let mut c = dc_search();

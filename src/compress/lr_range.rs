@@ -27,7 +27,7 @@ use crate::runtime::Runtime;
 use crate::train::{self, Recipe};
 
 /// Learning rates tried: 1e-4 to 3.16e-2, a factor √10 apart.
-pub const GRID: [f64; 6] = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2, 3.162e-2];
+pub const GRID: [f64; 8] = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2, 3.162e-2, 0.1, 0.3162];
 
 /// Retraining steps (batches) per learning rate.
 pub const STEPS: i64 = 100;
