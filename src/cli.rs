@@ -286,7 +286,8 @@ pub struct Tune {
     /// Codebook retraining epochs.
     #[arg(long)]
     codebook_epochs: Option<f64>,
-    /// Retraining learning rate as a fraction of the dense recipe's (paper: 0.1).
+    /// Retraining learning rate as a fraction of the dense recipe's (paper: 0.1); used
+    /// with retrain_lr = recipe (the default but for a TorchScript config without [train]).
     #[arg(long)]
     lr_scale: Option<f64>,
     /// Where the retraining learning rate comes from: auto (a learning-rate range test on
