@@ -137,8 +137,13 @@ impl LrTest {
                 _ => format!("{} → diverged", train::show(*lr)),
             })
             .collect();
+        let edge = match self.lrs.iter().position(|&lr| lr == self.chosen) {
+            Some(0) => ", the grid's smallest",
+            Some(i) if i + 1 == self.lrs.len() => ", the grid's largest",
+            _ => "",
+        };
         format!(
-            "retraining lr {} (lowest validation loss after {} steps of {} from the pruned start; {}; {:.1} s)",
+            "retraining lr {}{edge} (lowest validation loss after {} steps of {} from the pruned start; {}; {:.1} s)",
             train::show(self.chosen),
             self.steps,
             self.batch_size,
@@ -243,6 +248,33 @@ mod tests {
         // Equal losses: the first (smaller learning rate).
         assert_eq!(choose(&[Some(0.2), Some(0.2), Some(0.3)]), Some(0));
         assert_eq!(choose(&[Some(f64::INFINITY)]), None);
+    }
+
+    #[test]
+    fn the_description_names_the_choice_and_an_edge() {
+        let mut t = LrTest {
+            start: vec![0.5],
+            steps: 100,
+            batch_size: 64,
+            lrs: vec![1e-3, 1e-2, 1e-1],
+            valid_loss: vec![Some(0.3), Some(0.2), None],
+            valid_accuracy: vec![Some(0.9), Some(0.95), None],
+            chosen: 1e-2,
+            seconds: 1.25,
+        };
+        let d = t.describe();
+        assert!(
+            d.starts_with("retraining lr 0.01 (lowest validation loss"),
+            "{d}"
+        );
+        assert!(
+            d.contains("0.1 → diverged") && d.ends_with("; 1.2 s)"),
+            "{d}"
+        );
+        t.chosen = 1e-3;
+        assert!(t
+            .describe()
+            .starts_with("retraining lr 0.001, the grid's smallest ("));
     }
 
     #[test]
