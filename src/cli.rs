@@ -286,9 +286,15 @@ pub struct Tune {
     /// Codebook retraining epochs.
     #[arg(long)]
     codebook_epochs: Option<f64>,
-    /// Retraining learning rate as a fraction of the dense recipe's (paper: 0.1).
+    /// Retraining learning rate as a fraction of the dense recipe's (paper: 0.1); used
+    /// with retrain_lr = recipe (the default but for a TorchScript config without [train]).
     #[arg(long)]
     lr_scale: Option<f64>,
+    /// Where the retraining learning rate comes from: auto (a learning-rate range test on
+    /// the validation split), recipe (the recipe's base_lr × lr_scale) or a number
+    /// (`[compress] retrain_lr`).
+    #[arg(long, value_name = "auto|recipe|LR")]
+    retrain_lr: Option<String>,
     /// How a centroid's gradient aggregates its members': sum (paper) or mean (seed).
     #[arg(long, value_enum)]
     centroid_grad: Option<CentroidGrad>,
@@ -498,6 +504,17 @@ impl Tune {
                 );
             }
             c.lr_scale = v;
+        }
+        if let Some(v) = &self.retrain_lr {
+            let r = match v.trim() {
+                "auto" => crate::compress::RetrainLr::Auto,
+                "recipe" => crate::compress::RetrainLr::Recipe,
+                n => crate::compress::RetrainLr::Value(n.parse().map_err(|_| {
+                    anyhow::anyhow!("--retrain-lr {v:?}: give auto, recipe or a learning rate")
+                })?),
+            };
+            r.check("--retrain-lr")?;
+            c.retrain_lr = Some(r);
         }
         if let Some(g) = self.centroid_grad {
             c.centroid_grad = g;

@@ -312,18 +312,69 @@ fn search_cmd(
     times.sensitivity = secs;
     crate::runtime::catch_interrupts();
     let train_split = data.train.to_device(rt.device);
+    let curves: Vec<Vec<(f64, f64)>> = dense
+        .net
+        .arch
+        .layers
+        .iter()
+        .map(|l| sensitivity::curve(&points, &l.name).collect())
+        .collect();
+    // `retrain_lr = "auto"`: the range test (or its journaled result) fixes the learning
+    // rate; probes, workers and the file retrain with it as a number.
+    let (lr_test, lr_test_replayed) = match auto_lr(cfg) {
+        false => (None, false),
+        true => {
+            let (test, replayed) = match journal.replay_lr_test() {
+                Some(t) => (t, true),
+                None => {
+                    let ratios = search::delta::ratios_for_delta(
+                        &curves,
+                        dense_acc,
+                        compress::lr_range::START_DROP,
+                        cfg.search.max_ratio,
+                    );
+                    let rules: Vec<compress::prune::PruneRule> = ratios
+                        .iter()
+                        .map(|&r| compress::prune::PruneRule::SparseRatio(r))
+                        .collect();
+                    let t = compress::lr_range::run(
+                        &dense.net,
+                        &rules,
+                        &train_split,
+                        &data.valid,
+                        &cfg.train,
+                        &cfg.compress,
+                        rt,
+                        LR_TEST_SEED,
+                    )?;
+                    journal.record_lr_test(&t)?;
+                    (t, false)
+                }
+            };
+            if !rt.quiet {
+                eprintln!(
+                    "{}{}",
+                    test.describe(),
+                    if replayed { " (journaled)" } else { "" }
+                );
+            }
+            (Some(test), replayed)
+        }
+    };
+    times.lr_test = lr_test.as_ref().map_or(0.0, |t| t.seconds);
+    let resolved = with_lr(cfg, lr_test.as_ref());
     let mut oracle = search::oracle::Retrainer::new(
         &dense.net,
         &train_split,
         &data.valid,
         &cfg.train,
-        &cfg.compress,
-        &cfg.search,
+        &resolved.compress,
+        &resolved.search,
         rt,
     );
     if let Some(exec) = exec {
         let base = search::workers::SpecBase {
-            config: cfg.to_toml(),
+            config: resolved.to_toml(),
             dense: dense.path.clone(),
             dense_sha256: crate::paths::sha256_file(&dense.path)?,
             seed: rt.seed,
@@ -361,11 +412,9 @@ fn search_cmd(
         // The replayed sweep's time counts against the budget as it did when it ran.
         p.count_replayed(secs);
     }
-    let curves: Vec<Vec<(f64, f64)>> = p
-        .layer_names
-        .iter()
-        .map(|n| sensitivity::curve(&points, n).collect())
-        .collect();
+    if lr_test_replayed {
+        p.count_replayed(times.lr_test);
+    }
     let result = search::run::choose(&mut p, &curves, dense_acc, &mut times).and_then(|chosen| {
         let file = out.join(format!("{}.dcz", cfg.model));
         let run = search::finish::RunInfo {
@@ -402,6 +451,7 @@ fn search_cmd(
         r => r?,
     };
     outcome.times.total = start.elapsed().as_secs_f64();
+    outcome.lr_test = lr_test;
     let ratios = outputs::Ratios::from_outcome(&outcome);
     crate::paths::write_text(
         &out.join("ratios.json"),
@@ -439,6 +489,25 @@ fn search_cmd(
         }))?
     );
     Ok(())
+}
+
+/// Seed offset of the learning-rate range test's retrainings.
+const LR_TEST_SEED: u64 = 0x1e57;
+
+/// Whether a section of `cfg` asks for the learning-rate range test.
+fn auto_lr(cfg: &Config) -> bool {
+    compress::RetrainLr::is_auto(&cfg.search.retrain_lr)
+        || compress::RetrainLr::is_auto(&cfg.compress.retrain_lr)
+}
+
+/// `cfg` with each `retrain_lr = "auto"` replaced by the range test's choice.
+fn with_lr(cfg: &Config, test: Option<&compress::lr_range::LrTest>) -> Config {
+    let mut c = cfg.clone();
+    if let Some(t) = test {
+        compress::RetrainLr::resolve(&mut c.search.retrain_lr, t.chosen);
+        compress::RetrainLr::resolve(&mut c.compress.retrain_lr, t.chosen);
+    }
+    c
 }
 
 /// What decides a search's result: the resolved config, floor, seed, threads and the dense
@@ -784,14 +853,33 @@ fn compress_cmd(
     let data = data::load(&cfg.data)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let train_split = data.train.to_device(rt.device);
+    let valid = data.valid.to_device(rt.device);
+    // `retrain_lr = "auto"`: a range test from the plan's own pruning picks the rate.
+    let lr_test = match compress::RetrainLr::is_auto(&cfg.compress.retrain_lr) {
+        false => None,
+        true => Some(compress::lr_range::run(
+            &dense.net,
+            &plan.rules,
+            &train_split,
+            &valid,
+            &cfg.train,
+            &cfg.compress,
+            rt,
+            LR_TEST_SEED,
+        )?),
+    };
+    if let Some(t) = &lr_test {
+        println!("{}", t.describe());
+    }
+    let resolved = with_lr(cfg, lr_test.as_ref());
     rt.reseed(1);
     let trainer = compress::Trainer {
         train: &train_split,
         dense: &cfg.train,
-        cfg: &cfg.compress,
+        cfg: &resolved.compress,
         quiet: rt.quiet,
     };
-    let (state, stats) = trainer.compress(&dense.net, plan, &data.valid.to_device(rt.device))?;
+    let (state, stats) = trainer.compress(&dense.net, plan, &valid)?;
     let encode::Encoded {
         bytes,
         decoded,

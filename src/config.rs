@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::compress::CompressConfig;
+use crate::compress::{CompressConfig, RetrainLr};
 use crate::data::DataConfig;
 use crate::models::torchscript::TorchScriptConfig;
 use crate::models::{registry, Arch};
@@ -31,7 +31,7 @@ pub struct Config {
     pub torchscript: Option<TorchScriptConfig>,
     pub data: DataConfig,
     /// The dense training recipe (a TorchScript config may leave it out: it then retrains
-    /// with `Recipe::retraining_default`).
+    /// with `Recipe::retraining_default` at the rate of a range test, `retrain_lr`).
     pub train: Recipe,
     /// How compression retrains (defaults when absent).
     #[serde(default)]
@@ -93,20 +93,28 @@ impl Config {
     /// `source`.
     pub fn parse(text: &str, source: &str) -> Result<Config> {
         // A TorchScript model comes trained: without `[train]` it retrains with
-        // `Recipe::retraining_default`, appended so that error positions stay the user's.
+        // `Recipe::retraining_default`, appended so that error positions stay the user's,
+        // and its retraining learning rate comes from a range test unless `retrain_lr` says
+        // otherwise.
         let with_recipe;
+        let mut untrained = false;
         let text = match toml::from_str::<toml::Table>(text) {
             Ok(t) if t.contains_key("torchscript") && !t.contains_key("train") => {
                 let recipe =
                     toml::to_string(&Recipe::retraining_default()).expect("a recipe serialises");
                 with_recipe = format!("{text}\n[train]\n{recipe}");
+                untrained = true;
                 with_recipe.as_str()
             }
             _ => text,
         };
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("{source}: invalid config: {}", toml_error_line(text, &e))
         })?;
+        if untrained {
+            cfg.search.retrain_lr.get_or_insert(RetrainLr::Auto);
+            cfg.compress.retrain_lr.get_or_insert(RetrainLr::Auto);
+        }
         cfg.check()
             .with_context(|| format!("{source}: invalid config"))?;
         Ok(cfg)
@@ -214,8 +222,27 @@ mod tests {
         let c = Config::parse(&without, "tiny-cnn.toml").unwrap();
         assert_eq!(c.train, Recipe::retraining_default());
         assert!(c.train.check().is_ok());
+        // Its retraining learning rate comes from the range test…
+        assert_eq!(c.search.retrain_lr, Some(RetrainLr::Auto));
+        assert_eq!(c.compress.retrain_lr, Some(RetrainLr::Auto));
+        // …unless the config says otherwise.
+        let fixed = format!("{without}\n[search]\nretrain_lr = \"recipe\"\n");
+        let f = Config::parse(&fixed, "tiny-cnn.toml").unwrap();
+        assert_eq!(f.search.retrain_lr, Some(RetrainLr::Recipe));
+        assert_eq!(f.compress.retrain_lr, Some(RetrainLr::Auto));
+        let e = format!(
+            "{:#}",
+            Config::parse(&fixed.replace("\"recipe\"", "\"fast\""), "x.toml").unwrap_err()
+        );
+        assert!(e.contains("retrain_lr") && e.contains("\"auto\""), "{e}");
         // It round-trips with the recipe written out.
         assert_eq!(Config::parse(&c.to_toml(), "round trip").unwrap(), c);
+        // A zoo config (or one with `[train]`) keeps the recipe's rate.
+        let zoo = Config::resolve("lenet").unwrap();
+        assert_eq!(
+            (zoo.search.retrain_lr, zoo.compress.retrain_lr),
+            (None, None)
+        );
         // A zoo model still needs its dense recipe.
         let zoo = "model = \"lenet\"\n[data]\ndataset = \"mnist\"\nvalidation = 5000\nsplit_seed = 1\ninput_scale = 0.00390625\n";
         let e = Config::parse(zoo, "zoo.toml").unwrap_err().to_string();
@@ -336,6 +363,12 @@ mod tests {
                 c.search.bits_epochs = 0.0
             }),
             ("search.lr_scale", "(0, 1000]", |c| c.search.lr_scale = 0.0),
+            ("search.retrain_lr", "(0, 10]", |c| {
+                c.search.retrain_lr = Some(RetrainLr::Value(0.0))
+            }),
+            ("compress.retrain_lr", "(0, 10]", |c| {
+                c.compress.retrain_lr = Some(RetrainLr::Value(20.0))
+            }),
             ("search.budget_minutes", "(0, 1e6]", |c| {
                 c.search.budget_minutes = 0.0
             }),

@@ -70,9 +70,10 @@ fn is_zero(v: &f64) -> bool {
 impl Recipe {
     /// The retraining recipe of a TorchScript config without `[train]`: the model comes
     /// trained by a recipe dc-search does not know, so retraining uses plain SGD with
-    /// momentum 0.9 from a small learning rate (0.01 × the search's or `[compress]`'s
-    /// `lr_scale`), annealed to zero over each retraining, with weight decay 5e-4, batches of
-    /// 64 and no augmentation (the model's invariances are not known). `iterations` is never
+    /// momentum 0.9, annealed to zero over each retraining, with weight decay 5e-4, batches
+    /// of 64 and no augmentation (the model's invariances are not known). Its learning rate
+    /// comes from a range test (`retrain_lr = "auto"`, `compress::lr_range`); `base_lr`
+    /// (0.01 × `lr_scale`) is used only with `retrain_lr = "recipe"`. `iterations` is never
     /// used: such a model is not trained here.
     pub fn retraining_default() -> Recipe {
         Recipe {

@@ -134,6 +134,23 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
         valid >= summary["floor"].as_f64().unwrap(),
         "the file meets the floor: {out}"
     );
+    // Without [train] the retraining learning rate came from the range test: in
+    // summary.json, the report and the journal, and the probes used it.
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let chosen = full["lr_test"]["chosen"].as_f64().unwrap();
+    assert!(
+        dc_search::compress::lr_range::GRID.contains(&chosen),
+        "{full}"
+    );
+    assert!(full["times"]["lr_test"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("retraining learning rate"), "{report}");
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"lr_test\""), "{journal}");
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(config.contains("retrain_lr = \"auto\""), "{config}");
 
     let sd = dir.path().join("bn-cnn.safetensors");
     let mut c = dc_search();
@@ -201,4 +218,52 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
     let data = data::load(&cfg.data).expect("MNIST is installed: run scripts/setup.sh");
     assert_eq!(train::evaluate(&fresh, &data.valid).accuracy, valid);
     assert_eq!(train::evaluate(&fresh, &data.test).accuracy, test);
+}
+
+/// A model of unknown recipe (`sgd-lenet`, trained with plain SGD; its config has no
+/// `[train]`): `compress` retrains at the rate a range test picks, the same one every run for
+/// a seed and thread count; `--retrain-lr recipe` keeps the recipe's rate and runs no test.
+#[test]
+fn a_model_without_train_retrains_at_the_rate_its_range_test_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let compress = |lr: &str| {
+        let mut c = dc_search();
+        c.env("DC_SEARCH_CACHE", dir.path().join("cache"))
+            .arg("compress")
+            .arg(fixture("sgd-lenet.toml"))
+            .args(["--ratios", "0.3,0.7,0.95,0.7", "--bits", "6,5,4,5"])
+            .args(["--prune-epochs", "0.05", "--codebook-epochs", "0.02"])
+            .args(["--retrain-lr", lr, "--max-loss", "100"])
+            .args(["--threads", "1", "--quiet", "--device", "cpu", "--data-dir"])
+            .arg(mnist_dir())
+            .arg("-o")
+            .arg(dir.path().join("sgd.dcz"));
+        let (code, out, err) = run(c);
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        out
+    };
+    // The line without its seconds.
+    let test_line = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("retraining lr "))
+            .map(|l| l.rsplit_once(';').expect("seconds last").0.to_string())
+    };
+    let first = compress("auto");
+    let line = test_line(&first).expect("the range test's line");
+    let chosen: f64 = line["retraining lr ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        dc_search::compress::lr_range::GRID.contains(&chosen),
+        "{line}"
+    );
+    assert!(
+        line.contains("lowest validation loss after 100 steps"),
+        "{line}"
+    );
+    assert_eq!(test_line(&compress("auto")), Some(line), "deterministic");
+    assert_eq!(test_line(&compress("recipe")), None);
 }

@@ -10,6 +10,7 @@
 pub mod encode;
 pub mod fold;
 pub mod kmeans;
+pub mod lr_range;
 pub mod mask;
 pub mod prune;
 pub mod schedule;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Split;
 use crate::models::{tensor_to_vec, Net};
 use crate::train::{self, Recipe, TrainStats};
+pub use lr_range::RetrainLr;
 use mask::{CentroidGrad, CompressedSgd, Masked};
 use prune::PruneRule;
 pub use schedule::{gradual_ratio, Schedule};
@@ -47,6 +49,11 @@ pub struct CompressConfig {
     pub codebook_epochs: f64,
     /// Retraining learning rate as a fraction of the dense recipe's (paper: 1/10).
     pub lr_scale: f64,
+    /// Where the retraining learning rate comes from: `"recipe"` (`base_lr` × `lr_scale`),
+    /// `"auto"` (a learning-rate range test, `lr_range`) or a number. Absent: `"auto"` for
+    /// a TorchScript config without `[train]`, `"recipe"` otherwise (`Config::parse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrain_lr: Option<RetrainLr>,
     pub centroid_grad: CentroidGrad,
     /// Centroid learning rate relative to the weights' (applied on top of `lr_scale`).
     pub centroid_lr_scale: f64,
@@ -65,6 +72,7 @@ impl Default for CompressConfig {
             prune_epochs: 3.0,
             codebook_epochs: 1.0,
             lr_scale: 0.1,
+            retrain_lr: None,
             centroid_grad: CentroidGrad::Sum,
             centroid_lr_scale: 1.0,
             kmeans_iters: 100,
@@ -97,6 +105,9 @@ impl CompressConfig {
             ("compress.centroid_lr_scale", self.centroid_lr_scale),
         ] {
             need(v > 0.0 && v <= 1e3, key, v, "(0, 1000]")?;
+        }
+        if let Some(r) = &self.retrain_lr {
+            r.check("compress.retrain_lr")?;
         }
         need(
             (1..=100_000).contains(&self.kmeans_iters),
@@ -241,6 +252,13 @@ impl Trainer<'_> {
         let mut recipe = self
             .dense
             .retrain(epochs, self.train.len(), self.cfg.lr_scale);
+        match self.cfg.retrain_lr {
+            None | Some(RetrainLr::Recipe) => {}
+            Some(RetrainLr::Value(lr)) => recipe.base_lr = lr,
+            Some(RetrainLr::Auto) => {
+                bail!("retrain_lr = \"auto\" must be resolved by the range test before retraining")
+            }
+        }
         if codebooks {
             recipe.base_lr *= self.cfg.centroid_lr_scale;
         }
@@ -263,11 +281,15 @@ impl Trainer<'_> {
         };
         let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);
         train::train_range(net, self.train, &recipe, range, &mut upd, label, self.quiet).map_err(|e| {
-            train::Diverged::with_fix(e, || {
-                format!(
+            train::Diverged::with_fix(e, || match self.cfg.retrain_lr {
+                Some(RetrainLr::Value(lr)) => format!(
+                    "lower the retraining learning rate: retrain_lr (now {}) in [search] or [compress]",
+                    train::show(lr)
+                ),
+                _ => format!(
                     "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
                     train::show(self.cfg.lr_scale)
-                )
+                ),
             })
         })
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::bisection::Bisection;
 use super::bits::BitsMethod;
 use crate::check::{need, within};
-use crate::compress::{BiasPrecision, Schedule};
+use crate::compress::{BiasPrecision, RetrainLr, Schedule};
 
 /// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,12 @@ pub struct SearchConfig {
     /// LeNet-5 at 0.55/0.95/0.955/0.8 pruned, 6 epochs: 0.3 → 98.70 % validation, the
     /// paper's 0.1 → 98.44 %.
     pub lr_scale: f64,
+    /// Where the learning rate of probes and of the final retraining comes from:
+    /// `"recipe"` (`base_lr` × `lr_scale`), `"auto"` (a learning-rate range test after the
+    /// sensitivity sweep, `compress::lr_range`) or a number. Absent: `"auto"` for a
+    /// TorchScript config without `[train]`, `"recipe"` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrain_lr: Option<RetrainLr>,
     /// Bias precision of the search's file (overrides `[compress]`). The bits probes
     /// measure their models with biases rounded to it, so it costs no accuracy unseen.
     pub bias_precision: BiasPrecision,
@@ -141,6 +147,7 @@ impl Default for SearchConfig {
             probe_epochs: 1.5,
             probe_schedule: Schedule::AllAtOnce,
             lr_scale: 0.3,
+            retrain_lr: None,
             bias_precision: BiasPrecision::I8,
             recovery_gap: 0.0,
             second_look: 0.0006,
@@ -261,6 +268,9 @@ impl SearchConfig {
             s.lr_scale,
             "(0, 1000]",
         )?;
+        if let Some(r) = &s.retrain_lr {
+            r.check("search.retrain_lr")?;
+        }
         need(
             s.budget_minutes > 0.0 && s.budget_minutes <= 1e6,
             "search.budget_minutes",

@@ -118,5 +118,6 @@ pub fn file(
         },
         stopped,
         device: p.oracle.rt.device_name(),
+        lr_test: None,
     })
 }

@@ -43,6 +43,10 @@ enum Line {
         points: Vec<super::sensitivity::Point>,
         seconds: f64,
     },
+    /// The learning-rate range test (`retrain_lr = "auto"`), after the sweep.
+    LrTest {
+        test: crate::compress::lr_range::LrTest,
+    },
     /// A finished probe; `checkpoint` is its model when it was feasible.
     Probe {
         trial: Trial,
@@ -300,6 +304,22 @@ impl Journal {
         })
     }
 
+    /// The journaled learning-rate range test, if the run got that far.
+    pub fn replay_lr_test(&mut self) -> Option<crate::compress::lr_range::LrTest> {
+        let Some(Line::LrTest { .. }) = self.replay.front() else {
+            return None;
+        };
+        let Some(Line::LrTest { test }) = self.replay.pop_front() else {
+            unreachable!()
+        };
+        Some(test)
+    }
+
+    /// Appends the learning-rate range test.
+    pub fn record_lr_test(&mut self, test: &crate::compress::lr_range::LrTest) -> Result<()> {
+        self.append(&Line::LrTest { test: test.clone() })
+    }
+
     /// What the journal holds still to replay, in words (for the resume line).
     pub fn summary(&self) -> String {
         let probes = self
@@ -308,6 +328,7 @@ impl Journal {
             .filter(|l| matches!(l, Line::Probe { .. }))
             .count();
         let sweep = self.replay.iter().any(|l| matches!(l, Line::Sweep { .. }));
+        let lr_test = self.replay.iter().any(|l| matches!(l, Line::LrTest { .. }));
         let candidates = self
             .replay
             .iter()
@@ -326,8 +347,13 @@ impl Journal {
             }
         }
         format!(
-            "{}{probes} probes{}{}{}",
+            "{}{}{probes} probes{}{}{}",
             if sweep { "the sensitivity sweep, " } else { "" },
+            if lr_test {
+                "the learning-rate range test, "
+            } else {
+                ""
+            },
             match candidates {
                 0 => String::new(),
                 n => format!(", {n} final retraining(s)"),
@@ -932,5 +958,29 @@ mod tests {
         std::fs::write(d.join(NAME), lines.join("\n") + "\n").unwrap();
         let mut j = Journal::open(d, "k").unwrap();
         assert_eq!(j.replay_chosen().unwrap().unwrap().1.bits, vec![5]);
+    }
+
+    #[test]
+    fn the_lr_range_test_is_replayed_not_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let test = crate::compress::lr_range::LrTest {
+            start: vec![0.5, 0.7],
+            steps: 100,
+            batch_size: 64,
+            lrs: vec![1e-3, 1e-2],
+            valid_loss: vec![Some(0.2), None],
+            valid_accuracy: vec![Some(0.95), None],
+            chosen: 1e-3,
+            seconds: 3.5,
+        };
+        {
+            let mut j = Journal::open(dir.path(), "k").unwrap();
+            assert!(j.replay_lr_test().is_none());
+            j.record_lr_test(&test).unwrap();
+        }
+        let mut j = Journal::open(dir.path(), "k").unwrap();
+        assert!(j.summary().contains("the learning-rate range test"));
+        assert_eq!(j.replay_lr_test(), Some(test));
+        assert_eq!(j.pending(), 0);
     }
 }

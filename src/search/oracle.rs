@@ -192,6 +192,7 @@ impl<'a> Retrainer<'a> {
         let mut probe_cfg = compress.clone();
         probe_cfg.schedule = search.probe_schedule;
         probe_cfg.lr_scale = search.lr_scale;
+        probe_cfg.retrain_lr = search.retrain_lr;
         Retrainer {
             dense,
             train,

@@ -299,6 +299,16 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         o.device,
         o.stopped,
     );
+    if let Some(t) = &o.lr_test {
+        s = s.replacen(
+            "\n\n## Per layer",
+            &format!(
+                "\n| retraining learning rate (`retrain_lr = \"auto\"`) | {} |\n\n## Per layer",
+                t.describe()
+            ),
+            1,
+        );
+    }
     for ((n, r), b) in o.layers.iter().zip(&o.ratios).zip(&o.bits) {
         s += &format!("| {n} | {r:.4} | {:.2} | {b} |\n", 100.0 * (1.0 - r));
     }

@@ -74,6 +74,9 @@ impl Trial {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageTimes {
     pub sensitivity: f64,
+    /// The learning-rate range test (0 when `retrain_lr` is not `"auto"`).
+    #[serde(default)]
+    pub lr_test: f64,
     #[serde(alias = "bisection")]
     pub bisect: f64,
     #[serde(alias = "refinement")]
@@ -118,6 +121,10 @@ pub struct Outcome {
     /// The device it ran on (`cpu`, `cuda:0`).
     #[serde(default)]
     pub device: String,
+    /// The learning-rate range test that chose the retraining learning rate
+    /// (`retrain_lr = "auto"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_test: Option<crate::compress::lr_range::LrTest>,
 }
 
 /// `v` rounded to three decimals (for messages).
