@@ -439,7 +439,7 @@ fn search_cmd(
     let mut outcome = match result {
         Err(e) if e.is::<crate::runtime::Interrupted>() => {
             let report = out.join("report.md");
-            outputs::write_interrupted(&p.trials, floor, command, &report)?;
+            outputs::write_interrupted(&p.trials, &p.stage, floor, command, &report)?;
             return Err(e.context(format!(
                 "{} probes are journaled in {}; the best feasible so far is in {}. Rerun the same command to \
                  resume",

@@ -147,6 +147,36 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
     assert!(full["times"]["lr_test"].as_f64().unwrap() > 0.0);
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("retraining learning rate"), "{report}");
+    // The pair module + file: the module's bytes on disk, and the state no named layer
+    // owns (BatchNorm's 96 values and `temperature` in f32, two int64 counters: 404 bytes).
+    let pt_bytes = std::fs::metadata(&pt).unwrap().len();
+    let file_bytes = std::fs::metadata(&dcz).unwrap().len();
+    assert_eq!(
+        full["pair"]["module_bytes"].as_u64(),
+        Some(pt_bytes),
+        "{full}"
+    );
+    assert_eq!(
+        full["pair"]["other_state_bytes"].as_u64(),
+        Some(404),
+        "{full}"
+    );
+    assert!(
+        report.contains("## Which bytes are counted")
+            && report.contains(&format!(
+                "| {pt_bytes} + {file_bytes} = {} |",
+                pt_bytes + file_bytes
+            ))
+            && report.contains(&format!("| {file_bytes} + 404 = {} |", file_bytes + 404)),
+        "{report}"
+    );
+    assert!(
+        full["dense_weights"]
+            .as_str()
+            .unwrap()
+            .starts_with("as saved in the TorchScript module"),
+        "{full}"
+    );
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
     assert!(journal.contains("\"lr_test\""), "{journal}");
     let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();

@@ -339,6 +339,8 @@ fn interrupted_search_reports_and_resumes() {
         report.contains("interrupted") && report.contains("journal.jsonl"),
         "{report}"
     );
+    // It says where it stopped: the journal held the sweep, so in the first bisection probe.
+    assert!(report.contains("in the bisection."), "{report}");
     assert!(!run_dir.join("ratios.json").exists());
     assert!(!run_dir.join("lenet-300-100.dcz").exists());
     let (code, _, err) = run(search_command(

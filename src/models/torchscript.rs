@@ -111,6 +111,14 @@ impl TorchScriptConfig {
     }
 }
 
+/// The TorchScript module's share of a compressed model (see [`Script::pair_bytes`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PairBytes {
+    pub module: PathBuf,
+    pub module_bytes: usize,
+    pub other_state_bytes: usize,
+}
+
 /// A loaded TorchScript module and what is needed to run it and to load it again.
 pub struct Script {
     module: CModule,
@@ -180,6 +188,30 @@ impl Script {
             .map(|(n, t)| (n, t.detach().to_device(Device::Cpu)))
             .chain(buffers)
             .collect())
+    }
+
+    /// What the pair module `.pt` + `.dcz` costs besides the file: the module file's bytes,
+    /// and the tensor bytes of its state that no named layer owns (every other parameter and
+    /// every buffer, each in its own dtype), which is what the module brings to a compressed
+    /// model shipped as code plus state.
+    pub fn pair_bytes(&self) -> Result<PairBytes> {
+        let owned: Vec<&str> = self
+            .cfg
+            .layers
+            .iter()
+            .flat_map(|l| std::iter::once(l.weight.as_str()).chain(l.bias.as_deref()))
+            .collect();
+        let other_state_bytes = self
+            .state_dict()?
+            .iter()
+            .filter(|(n, _)| !owned.contains(&n.as_str()))
+            .map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes())
+            .sum();
+        Ok(PairBytes {
+            module: self.source.clone(),
+            module_bytes: self.bytes.len(),
+            other_state_bytes,
+        })
     }
 
     /// The module file this net was loaded from.

@@ -87,11 +87,6 @@ pub struct SearchConfig {
     /// LeNet-300-100 run spent its last 16 probes on fc2/fc3 pushes worth under 2 % of the
     /// bytes in all.
     pub refine_min_saving: f64,
-    /// Most trade probes once the pushes have converged: a trade gives one layer back a
-    /// fraction of its pruned weights and pushes another layer further, so that the bytes
-    /// still fall by `refine_min_saving` (a frontier reached along one path is left for a
-    /// smaller point of it that no single push reaches); 0 = none.
-    pub refine_trades: usize,
     /// Ignored (an early v0.1 refinement scored this many random candidates); read
     /// so that older run folders' config.toml still load.
     #[serde(skip_serializing)]
@@ -164,11 +159,10 @@ impl Default for SearchConfig {
             refine_share: 0.78,
             bits_share: 0.92,
             refine_probes: 40,
-            refine_push: 0.15,
+            refine_push: 0.25,
             near_miss_shrink: 0.8,
             refine_min_push: 0.03,
             refine_min_saving: 0.01,
-            refine_trades: 12,
             refine_candidates: None,
             bits_method: BitsMethod::Sweep,
             bits_probes: 8,
@@ -323,12 +317,6 @@ impl SearchConfig {
             "search.refine_min_saving",
             s.refine_min_saving,
             "[0, 1) of the incumbent's bytes",
-        )?;
-        need(
-            s.refine_trades <= 10_000,
-            "search.refine_trades",
-            s.refine_trades,
-            "0 to 10000 probes",
         )?;
         let bits = crate::format::MAX_BITS;
         for (key, v) in [

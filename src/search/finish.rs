@@ -39,6 +39,7 @@ pub fn file(
     times: &mut StageTimes,
 ) -> Result<Outcome> {
     let t0 = p.elapsed();
+    p.stage = "the file (sharing, encoding and checking it)".into();
     let Chosen {
         ratios,
         mut bits,
@@ -93,6 +94,7 @@ pub fn file(
     let test_acc = train::evaluate(&decoded, test).accuracy;
     times.encode_and_verify = p.elapsed() - t0;
     let dense_bytes = p.oracle.dense.arch.num_params() as usize * 4;
+    let script = p.oracle.dense.script.as_deref();
     Ok(Outcome {
         model: cfg.model.to_string(),
         dataset: cfg.data.dataset.as_str().into(),
@@ -112,12 +114,17 @@ pub fn file(
         test_images: test.len(),
         probes: p.trials.len(),
         times: times.clone(),
-        dense_weights: match cfg.weights {
-            Some(w) => format!("imported from {}", w.display()),
-            None => "trained with the config's [train] recipe (cached)".into(),
+        dense_weights: match (cfg.weights, script) {
+            (Some(w), _) => format!("imported from {}", w.display()),
+            (None, Some(s)) => format!(
+                "as saved in the TorchScript module {}",
+                s.source().display()
+            ),
+            (None, None) => "trained with the config's [train] recipe (cached)".into(),
         },
         stopped,
         device: p.oracle.rt.device_name(),
         lr_test: None,
+        pair: script.map(|s| s.pair_bytes()).transpose()?,
     })
 }

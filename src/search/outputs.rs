@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::sensitivity::Point;
-use super::{Outcome, Phase, Trial};
+use super::{Outcome, Trial};
 use crate::paths::{write_atomic, write_text};
 
 /// `trials.csv`: one row per probe; list columns are `;`-separated in layer order.
@@ -230,16 +230,23 @@ pub fn pareto_front(trials: &[Trial], points: &[(f64, f64)]) -> Vec<(f64, f64)> 
 }
 
 /// The report of an interrupted search: the best feasible probe so far.
-pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Path) -> Result<()> {
+/// `stage` is what the search was doing ([`super::prober::Prober::stage`]; empty before the
+/// bisection).
+pub fn write_interrupted(
+    trials: &[Trial],
+    stage: &str,
+    floor: f64,
+    command: &str,
+    path: &Path,
+) -> Result<()> {
     let best = trials
         .iter()
         .filter(|t| t.feasible && t.phase.is_ratio())
         .min_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes));
-    let stage = match trials.last().map(|t| t.phase) {
-        None => "the sensitivity sweep or the first probe",
-        Some(Phase::Bisect) => "the bisection",
-        Some(Phase::Refine) => "the refinement (or the bits stage's sweep after it)",
-        Some(Phase::Bits) => "the bits stage (or the file after it)",
+    let stage = if stage.is_empty() {
+        "the sensitivity sweep or the learning-rate range test"
+    } else {
+        stage
     };
     let mut s = format!(
         "# dc-search report: interrupted\n\nCommand: `{command}`\n\nThe search stopped after {} probes \
@@ -258,6 +265,28 @@ pub fn write_interrupted(trials: &[Trial], floor: f64, command: &str, path: &Pat
         None => s += "No probe has reached the floor yet.\n",
     }
     crate::paths::write_text(path, &s)
+}
+
+/// The report's account of a TorchScript model's bytes: the file and the ratio count the
+/// named layers only; the compressed model is the pair module + file.
+fn pair_section(pair: &crate::models::torchscript::PairBytes, file_bytes: usize) -> String {
+    let name = pair
+        .module
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    format!(
+        "\n## Which bytes are counted\n\nThe file holds the named layers, and its size and the compression count \
+         them alone (against those layers in float32). The compressed model is the pair module + file: the \
+         module brings its code and the state no named layer owns, {other} bytes of tensors.\n\n\
+         | the pair | bytes |\n|---|---:|\n\
+         | on disk: `{name}` + the file | {module} + {file_bytes} = {disk} |\n\
+         | shipped as code + state: the file + the state no layer owns | {file_bytes} + {other} = {state} |\n\n",
+        other = pair.other_state_bytes,
+        module = pair.module_bytes,
+        disk = pair.module_bytes + file_bytes,
+        state = file_bytes + pair.other_state_bytes,
+    )
 }
 
 /// `report.md`: the table of the file, accuracies, time per stage, the command.
@@ -312,6 +341,9 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
     for ((n, r), b) in o.layers.iter().zip(&o.ratios).zip(&o.bits) {
         s += &format!("| {n} | {r:.4} | {:.2} | {b} |\n", 100.0 * (1.0 - r));
     }
+    if let Some(pair) = &o.pair {
+        s += &pair_section(pair, o.file_bytes);
+    }
     s += &format!("\n## The file (like the paper's Table 3)\n\n{table3}\n");
     s += &format!(
         "## Time per stage (seconds)\n\n| sensitivity | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
@@ -325,6 +357,7 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::Phase;
 
     fn trial(phase: Phase, feasible: bool) -> Trial {
         Trial {
@@ -341,6 +374,44 @@ mod tests {
             seconds: 0.0,
             warm_start: String::new(),
         }
+    }
+
+    #[test]
+    fn an_interrupted_report_names_the_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.md");
+        let stage = "candidate 2's final retraining ([0.5, 0.9]), epoch 3 of 8";
+        write_interrupted(
+            &[trial(Phase::Refine, true)],
+            stage,
+            0.99,
+            "dc-search x",
+            &path,
+        )
+        .unwrap();
+        let s = std::fs::read_to_string(&path).unwrap();
+        assert!(s.contains(&format!("(Ctrl-C), in {stage}.")), "{s}");
+        write_interrupted(&[], "", 0.99, "dc-search x", &path).unwrap();
+        let s = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            s.contains("in the sensitivity sweep or the learning-rate range test."),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_pair_section_adds_up_the_bytes() {
+        let pair = crate::models::torchscript::PairBytes {
+            module: "m/bn-cnn.pt".into(),
+            module_bytes: 1000,
+            other_state_bytes: 404,
+        };
+        let s = pair_section(&pair, 3000);
+        assert!(
+            s.contains("| on disk: `bn-cnn.pt` + the file | 1000 + 3000 = 4000 |"),
+            "{s}"
+        );
+        assert!(s.contains("| 3000 + 404 = 3404 |"), "{s}");
     }
 
     #[test]

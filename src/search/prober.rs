@@ -119,6 +119,9 @@ pub struct Prober<'s, O: Oracle> {
     pub quiet: bool,
     /// Rounds of probing so far: a batch of probes side by side is one round.
     pub rounds: usize,
+    /// What the search is doing ("the bisection", "candidate 2's final retraining, epoch 3
+    /// of 8", …), for the report of an interrupted run.
+    pub stage: String,
 }
 
 impl<'s, O: Oracle> Prober<'s, O> {
@@ -143,6 +146,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             counted: 0.0,
             quiet: true,
             rounds: 0,
+            stage: String::new(),
         }
     }
 
@@ -641,6 +645,12 @@ impl<'s, O: Oracle> Prober<'s, O> {
         };
         let total = super::oracle::segments(epochs);
         for segment in done..total {
+            self.stage = format!(
+                "candidate {}'s final retraining ({:?}), epoch {} of {epochs}",
+                index + 1,
+                round3(ratios),
+                segment + 1
+            );
             let from = current.as_ref().unwrap_or(&model);
             let (next, m) =
                 self.oracle

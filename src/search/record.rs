@@ -125,6 +125,10 @@ pub struct Outcome {
     /// (`retrain_lr = "auto"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_test: Option<crate::compress::lr_range::LrTest>,
+    /// For a TorchScript model: the module file the `.dcz` pairs with, and the bytes of the
+    /// state no named layer owns (the file and the ratio count the named layers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<crate::models::torchscript::PairBytes>,
 }
 
 /// `v` rounded to three decimals (for messages).

@@ -7,14 +7,6 @@
 //! × probability of feasibility, and the best of those saving at least
 //! `refine_min_saving` of the bytes is probed, warm-started from the incumbent. So the
 //! budget goes where the bytes are and where pruning still works.
-//!
-//! Once no push is left, up to `refine_trades` trades are probed: one layer gives back a
-//! fraction of its pruned weights and another is pushed further, the pair still saving
-//! `refine_min_saving` of the bytes, scored by the same GP (warm-started from a feasible
-//! model at most as pruned as the trade in every layer). Which layer a noisy search pushed
-//! first decides where on the accuracy frontier the pushes end; a trade moves along the
-//! frontier to where its bytes are fewer, and a trade that fails is not tried again from
-//! the same incumbent.
 
 use anyhow::Result;
 
@@ -32,8 +24,6 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
     let min_push = push_strength(sc.refine_min_push);
     let bits = p.provisional_bits();
     let mut step = 0;
-    // Trades probed so far, and the pairs that failed from the current incumbent.
-    let (mut trades, mut failed_pairs, mut trade_base) = (0, Vec::new(), f64::NAN);
     while step < sc.refine_probes {
         if let Some(why) = p.stage_over(Phase::Refine) {
             return Ok(why.into());
@@ -90,8 +80,7 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
         // each held. One worker probes the best push alone.
         let q = p.batch_size().min(sc.refine_probes - step);
         let mut chosen: Vec<Push> = Vec::new();
-        let (mut base, mut base_bytes, mut believed) =
-            (incumbent.clone(), best_bytes, push.clone());
+        let (mut base, mut base_bytes, mut believed) = (incumbent, best_bytes, push.clone());
         while chosen.len() < q {
             let mut c = candidates(&base, base_bytes, &believed);
             let Some(i) = best_push(&c, sc.refine_min_saving) else {
@@ -104,73 +93,9 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
             chosen.push(c);
         }
         if chosen.is_empty() {
-            if best_bytes != trade_base {
-                (trade_base, failed_pairs) = (best_bytes, Vec::new());
-            }
-            let q = p.batch_size().min(sc.refine_trades.saturating_sub(trades));
-            let steps = [1.0, 0.5, 0.25].map(|f| f * push_strength(sc.refine_push));
-            let mut offers: Vec<Trade> = Vec::new();
-            for a in 0..incumbent.len() {
-                for b in (0..incumbent.len()).filter(|&b| b != a) {
-                    if failed_pairs.contains(&(a, b)) {
-                        continue;
-                    }
-                    for (&give, &take) in
-                        steps.iter().flat_map(|g| steps.iter().map(move |t| (g, t)))
-                    {
-                        let Some(ratios) = traded(&incumbent, a, give, b, take, sc.max_ratio)
-                        else {
-                            continue;
-                        };
-                        let saving = (best_bytes - p.est_bytes(&ratios, &bits)) / best_bytes;
-                        let u: Vec<f64> = ratios.iter().map(|&r| to_u(r)).collect();
-                        let feasible = model
-                            .as_ref()
-                            .map_or(0.5, |m| gp::prob_at_least(m, &u, p.at.probe));
-                        offers.push(Trade {
-                            pair: (a, b),
-                            push: Push {
-                                layer: b,
-                                ratios,
-                                saving,
-                                feasible,
-                            },
-                        });
-                    }
-                }
-            }
-            let mut picked: Vec<Trade> = Vec::new();
-            while picked.len() < q {
-                let pushes: Vec<&Push> = offers.iter().map(|t| &t.push).collect();
-                let Some(i) = best_of(&pushes, sc.refine_min_saving) else {
-                    break;
-                };
-                let t = offers.swap_remove(i);
-                offers.retain(|o| o.pair != t.pair);
-                picked.push(t);
-            }
-            if !picked.is_empty() {
-                let asks: Vec<_> = picked
-                    .iter()
-                    .map(|t| (t.push.ratios.clone(), None))
-                    .collect();
-                let answers = p.probe_ratios_batch(&asks, Phase::Refine)?;
-                trades += asks.len();
-                for (t, acc) in picked.iter().zip(answers) {
-                    if acc.unwrap_or(0.0) < p.at.probe {
-                        failed_pairs.push(t.pair);
-                    }
-                }
-                continue;
-            }
-            let traded = if trades > 0 {
-                format!(" and {trades} trade(s)")
-            } else {
-                String::new()
-            };
             return Ok(format!(
-                "converged after {step} probes{traded}: every layer's push is under {:.1} % of its kept weights \
-                 or would save under {:.1} % of the bytes",
+                "converged after {step} probes: every layer's push is under {:.1} % of its kept weights or \
+                 would save under {:.1} % of the bytes",
                 100.0 * sc.refine_min_push,
                 100.0 * sc.refine_min_saving
             ));
@@ -215,19 +140,9 @@ struct Push {
     feasible: f64,
 }
 
-/// A trade: layer `pair.0` gives back weights, layer `pair.1` is pushed (`push.layer`).
-struct Trade {
-    pair: (usize, usize),
-    push: Push,
-}
-
 /// The best push: the largest expected saving (saving × probability of feasibility) among
 /// those that save at least `min_saving` of the bytes; `None` when none does.
 fn best_push(candidates: &[Push], min_saving: f64) -> Option<usize> {
-    best_of(&candidates.iter().collect::<Vec<_>>(), min_saving)
-}
-
-fn best_of(candidates: &[&Push], min_saving: f64) -> Option<usize> {
     candidates
         .iter()
         .enumerate()
@@ -242,24 +157,6 @@ fn pushed(ratios: &[f64], l: usize, strength: f64, max_ratio: f64) -> Option<Vec
     let mut r = ratios.to_vec();
     r[l] = (1.0 - (1.0 - ratios[l]) * (-strength).exp()).min(max_ratio);
     (r[l] > ratios[l] + 1e-9).then_some(r)
-}
-
-/// `ratios` with layer `give`'s density divided by `exp(-back)` (it gets back that share
-/// of its pruned weights, never below ratio 0) and layer `take` pushed by `strength`;
-/// `None` when either layer cannot move.
-fn traded(
-    ratios: &[f64],
-    give: usize,
-    back: f64,
-    take: usize,
-    strength: f64,
-    max_ratio: f64,
-) -> Option<Vec<f64>> {
-    let mut r = pushed(ratios, take, strength, max_ratio)?;
-    let back_to = (1.0 - (1.0 - ratios[give]) * back.exp()).max(0.0);
-    (back_to < ratios[give] - 1e-9).then_some(())?;
-    r[give] = back_to;
-    Some(r)
 }
 
 #[cfg(test)]
@@ -310,27 +207,6 @@ mod tests {
             0
         );
         assert!(choose_push(vec![], 0.0).is_none());
-    }
-
-    #[test]
-    fn a_trade_gives_one_layer_back_what_it_takes_from_another() {
-        let r = traded(
-            &[0.9, 0.98],
-            0,
-            push_strength(0.2),
-            1,
-            push_strength(0.5),
-            0.997,
-        )
-        .unwrap();
-        // layer 0 keeps 0.1 / 0.8 of its weights, layer 1 half of its 0.02
-        assert!((r[0] - (1.0 - 0.1 / 0.8)).abs() < 1e-12);
-        assert!((r[1] - 0.99).abs() < 1e-12);
-        // a dense layer has nothing to give back; a layer at the cap cannot be pushed
-        assert!(traded(&[0.0, 0.5], 0, 0.1, 1, 0.1, 0.997).is_none());
-        assert!(traded(&[0.5, 0.997], 0, 0.1, 1, 0.1, 0.997).is_none());
-        // giving back more than was pruned stops at dense
-        assert_eq!(traded(&[0.1, 0.5], 0, 5.0, 1, 0.1, 0.997).unwrap()[0], 0.0);
     }
 
     #[test]

@@ -30,10 +30,12 @@ pub fn choose<O: Oracle>(
     times: &mut StageTimes,
 ) -> Result<Chosen<O::Model>> {
     let t = p.elapsed();
+    p.stage = "the bisection".into();
     let why_bisect = bisection::run(p, curves, dense_acc)?;
     p.say(&format!("bisection ended: {why_bisect}"));
     times.bisect = p.elapsed() - t;
     let t = p.elapsed();
+    p.stage = "the refinement".into();
     let why_refine = refinement::run(p)?;
     p.say(&format!("refinement ended: {why_refine}"));
     times.refine = p.elapsed() - t;
@@ -50,6 +52,7 @@ pub fn choose<O: Oracle>(
             stopped,
         });
     }
+    p.stage = "the candidates".into();
     let candidates = p.candidates(p.cfg.bits_candidates)?;
     times.final_retrain = p.elapsed() - t;
     // Stage 5 on each candidate; the smallest estimated file wins.
@@ -65,6 +68,7 @@ pub fn choose<O: Oracle>(
         // Each candidate gets an equal share of what is left of the stage: a candidate whose
         // every narrowing misses must not starve the next ones.
         let until = p.elapsed() + (stage_end - p.elapsed()).max(0.0) / (n - i) as f64;
+        p.stage = format!("the bits stage (candidate {} of {n})", i + 1);
         let w = bits::run(p, &c.ratios, &c.model, i == 0, until)?;
         let bytes = p.est_bytes(&c.ratios, &w.bits);
         p.say(&format!(

@@ -442,8 +442,6 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
         bisect_share: 0.45,
         refine_share: 0.7,
         bits_margin: 0.0005,
-        refine_trades: 0,
-        refine_push: 0.25,
         ..v2.clone()
     };
     vec![
@@ -470,20 +468,6 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
             "0.2 default, 4 workers".into(),
             SearchConfig {
                 workers: 4,
-                ..v2.clone()
-            },
-        ),
-        (
-            "0.2, first push 0.25".into(),
-            SearchConfig {
-                refine_push: 0.25,
-                ..v2.clone()
-            },
-        ),
-        (
-            "0.2 without trades".into(),
-            SearchConfig {
-                refine_trades: 0,
                 ..v2.clone()
             },
         ),
