@@ -897,7 +897,7 @@ fn compress_cmd(
             folded.units, folded.weights
         );
     }
-    let v = train::evaluate(&decoded, &data.valid.to_device(rt.device));
+    let v = train::evaluate(&decoded, &valid);
     let classes = dense.net.arch.layers.last().map_or(1, |l| l.outputs());
     encode::check_decoded_accuracy(
         stats.stages[0].valid_accuracy,

@@ -264,19 +264,9 @@ impl Trainer<'_> {
         }
         let range = match segment {
             None => 0..recipe.iterations,
+            // The last segment ends with the retraining: its end is capped at `iterations`.
             Some(k) => {
-                let r = Self::segment_iterations(
-                    recipe.iterations,
-                    self.train.len(),
-                    recipe.batch_size,
-                    k,
-                );
-                // The last segment ends with the retraining, whatever rounding gave.
-                if (k + 1) as f64 >= epochs {
-                    r.start..recipe.iterations
-                } else {
-                    r
-                }
+                Self::segment_iterations(recipe.iterations, self.train.len(), recipe.batch_size, k)
             }
         };
         let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);

@@ -215,6 +215,22 @@ impl<'a> Retrainer<'a> {
         }
     }
 
+    /// A copy of `model`, trained by `train` from `seed` (the global generator reseeded),
+    /// and its validation measure (seconds counted from the copy).
+    fn trained(
+        &self,
+        model: &(Net, Masked),
+        seed: u64,
+        train: impl FnOnce(&Net, &mut Masked) -> Result<()>,
+    ) -> Result<((Net, Masked), Measure)> {
+        let t0 = Instant::now();
+        let (net, mut state) = (model.0.copy(), model.1.copy());
+        self.rt.reseed(seed);
+        train(&net, &mut state)?;
+        let m = self.measure(&net, &state, t0);
+        Ok(((net, state), m))
+    }
+
     fn trainer<'c>(&'c self, cfg: &'c CompressConfig) -> Trainer<'c> {
         Trainer {
             train: self.train,
@@ -255,13 +271,11 @@ impl Oracle for Retrainer<'_> {
         epochs: f64,
         seed: u64,
     ) -> Result<(Self::Model, Measure)> {
-        let t0 = Instant::now();
-        let (net, mut state) = (model.0.copy(), model.1.copy());
-        self.rt.reseed(seed);
-        self.trainer(&self.probe_cfg)
-            .retrain(&net, &mut state, epochs, "retrain")?;
-        let m = self.measure(&net, &state, t0);
-        Ok(((net, state), m))
+        self.trained(model, seed, |net, state| {
+            self.trainer(&self.probe_cfg)
+                .retrain(net, state, epochs, "retrain")
+                .map(drop)
+        })
     }
 
     fn retrain_segment(
@@ -271,18 +285,11 @@ impl Oracle for Retrainer<'_> {
         segment: usize,
         seed: u64,
     ) -> Result<(Self::Model, Measure)> {
-        let t0 = Instant::now();
-        let (net, mut state) = (model.0.copy(), model.1.copy());
-        self.rt.reseed(seed);
-        self.trainer(&self.probe_cfg).retrain_segment(
-            &net,
-            &mut state,
-            epochs,
-            segment,
-            "final retraining",
-        )?;
-        let m = self.measure(&net, &state, t0);
-        Ok(((net, state), m))
+        self.trained(model, seed, |net, state| {
+            self.trainer(&self.probe_cfg)
+                .retrain_segment(net, state, epochs, segment, "final retraining")
+                .map(drop)
+        })
     }
 
     fn quantize(
@@ -292,13 +299,11 @@ impl Oracle for Retrainer<'_> {
         epochs: f64,
         seed: u64,
     ) -> Result<(Self::Model, Measure)> {
-        let t0 = Instant::now();
-        let (net, mut state) = (model.0.copy(), model.1.copy());
-        self.rt.reseed(seed);
-        self.trainer(&self.codebook_cfg)
-            .quantize_and_retrain(&net, &mut state, bits, epochs)?;
-        let m = self.measure(&net, &state, t0);
-        Ok(((net, state), m))
+        self.trained(model, seed, |net, state| {
+            self.trainer(&self.codebook_cfg)
+                .quantize_and_retrain(net, state, bits, epochs)
+                .map(drop)
+        })
     }
 
     fn run_batch(&mut self, jobs: &[Job<Self::Model>]) -> Result<Vec<JobResult<Self::Model>>> {

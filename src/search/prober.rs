@@ -584,10 +584,10 @@ impl<'s, O: Oracle> Prober<'s, O> {
                     seconds,
                 }) => {
                     self.count_replayed(seconds);
-                    self.say(&format!(
-                        "final retraining of {:?}: replayed from the journal → validation {accuracy:.4}",
-                        round3(&ratios)
-                    ));
+                    self.say_final(
+                        &ratios,
+                        format!("replayed from the journal → validation {accuracy:.4}"),
+                    );
                     (self.oracle.load(&checkpoint)?, accuracy)
                 }
                 part if epochs > 0.0 => {
@@ -629,11 +629,13 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 seconds,
             }) => {
                 self.count_replayed(seconds);
-                self.say(&format!(
-                    "final retraining of {:?}: resuming after epoch {segments} of {epochs} (validation \
-                     {accuracy:.4}), replayed from the journal",
-                    round3(ratios)
-                ));
+                self.say_final(
+                    ratios,
+                    format!(
+                        "resuming after epoch {segments} of {epochs} (validation {accuracy:.4}), replayed from \
+                         the journal"
+                    ),
+                );
                 (
                     segments,
                     Some(self.oracle.load(&checkpoint)?),
@@ -671,26 +673,30 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 )?;
             }
             if total > 1 {
-                self.say(&format!(
-                    "final retraining of {:?}: epoch {} of {epochs}, validation {:.4} ({:.0} s)",
-                    round3(ratios),
-                    segment + 1,
-                    m.accuracy,
-                    m.seconds
-                ));
+                self.say_final(
+                    ratios,
+                    format!(
+                        "epoch {} of {epochs}, validation {:.4} ({:.0} s)",
+                        segment + 1,
+                        m.accuracy,
+                        m.seconds
+                    ),
+                );
             }
             current = Some(next);
             accuracy = m.accuracy;
         }
-        self.say(&format!(
-            "final retraining of {:?}: {epochs:.1} epochs, validation {before:.4} → {accuracy:.4} ({seconds:.0} s){}",
-            round3(ratios),
-            if accuracy < before {
-                "; keeping the probe's model, which scored higher"
-            } else {
-                ""
-            }
-        ));
+        self.say_final(
+            ratios,
+            format!(
+                "{epochs:.1} epochs, validation {before:.4} → {accuracy:.4} ({seconds:.0} s){}",
+                if accuracy < before {
+                    "; keeping the probe's model, which scored higher"
+                } else {
+                    ""
+                }
+            ),
+        );
         let kept = match current {
             Some(again) if accuracy >= before => (again, accuracy),
             _ => (model, before),
@@ -703,6 +709,11 @@ impl<'s, O: Oracle> Prober<'s, O> {
             })?;
         }
         Ok(kept)
+    }
+
+    /// A progress line about the final retraining of the candidate with `ratios`.
+    fn say_final(&self, ratios: &[f64], what: String) {
+        self.say(&format!("final retraining of {:?}: {what}", round3(ratios)));
     }
 
     /// The journaled choice (ratios, widths, model, accuracy) of a run that got past the
