@@ -1,10 +1,11 @@
 //! Build script: embeds an rpath to libtorch's `lib/` so `dc-search` runs without
-//! LD_LIBRARY_PATH (torch-sys links libtorch but adds no rpath), and compiles
-//! `csrc/buffers.cpp` (a TorchScript module's buffers, which tch does not list) against the
-//! same libtorch's headers.
+//! LD_LIBRARY_PATH (torch-sys links libtorch but adds no rpath), and compiles `csrc/`
+//! (`buffers.cpp`: a TorchScript module's buffers, which tch does not list; `context.cpp`:
+//! libtorch's deterministic-algorithm settings) against the same libtorch's headers.
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=csrc/buffers.cpp");
+    println!("cargo:rerun-if-changed=csrc/context.cpp");
     let libtorch = std::path::PathBuf::from(
         std::env::var("LIBTORCH").expect("LIBTORCH names libtorch (set by .cargo/config.toml)"),
     );
@@ -15,6 +16,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/buffers.cpp")
+        .file("csrc/context.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

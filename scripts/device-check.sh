@@ -8,7 +8,8 @@
 #   scripts/device-check.sh run [DEVICE]  there (DEVICE: cuda, the default, or cpu for a dry
 #                                         run): finds the installed PyTorch's libraries, prints
 #                                         the GPU, then bench train, a 10-probe search, bench
-#                                         sensitivity and the file evaluated on the CPU, one
+#                                         sensitivity, the file evaluated on the CPU, and one
+#                                         compression run twice (same seed: same file?), one
 #                                         summary line per step; outputs under $OUT (or
 #                                         .device/out)
 set -uo pipefail
@@ -62,6 +63,13 @@ run() {
   step search-10p "$bin" --floor 0.99 lenet --device "$dev" --budget 10p --data-dir "$data" --out "$out/run"
   step bench-sensitivity "$bin" bench sensitivity lenet --device "$dev" --data-dir "$data" --quiet
   step eval-on-cpu "$bin" eval "$out/run/lenet.dcz" --device cpu --data-dir "$data" --quiet
+  # Determinism: the same compression twice with the same seed, then the two files compared.
+  local fixed=(compress lenet --ratios 0.7,0.93,0.97,0.85 --bits 6,4,3,4 --prune-epochs 1 --codebook-epochs 0.3
+               --device "$dev" --data-dir "$data" --quiet)
+  step compress-a "$bin" "${fixed[@]}" -o "$out/a.dcz"
+  step compress-b "$bin" "${fixed[@]}" -o "$out/b.dcz"
+  if cmp -s "$out/a.dcz" "$out/b.dcz"; then same=yes; else same=no; fi
+  say "same seed, same file on $dev: $same ($(stat -c %s "$out/a.dcz" 2>/dev/null || echo 0) and $(stat -c %s "$out/b.dcz" 2>/dev/null || echo 0) bytes)"
   grep -h "s/epoch\|% of peak" "$out/bench-train.log" | sed 's/^/device-check:   /'
 }
 

@@ -7,6 +7,10 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
+# libtorch with its CUDA part and NVIDIA libraries (cached): tests/cuda.rs runs the binary
+# against it to check that CUDA libraries without a GPU change nothing on the CPU.
+DC_SEARCH_CUDA_LIBS="$(bash "$repo/scripts/setup.sh" --cuda-libraries)"
+export DC_SEARCH_CUDA_LIBS
 cd "$repo"
 slurm="$(mktemp -d)"
 if bash "$repo/scripts/slurm-up.sh" start "$slurm"; then

@@ -57,7 +57,7 @@ pub fn layer_flops(arch: &Arch) -> Result<Vec<(String, f64)>> {
 /// This machine's fp32 peaks as libtorch reaches them, in GFLOP/s, each the best of 5: a
 /// 2048² matrix product (MKL) and a large channels-last 3×3 convolution (oneDNN, which on
 /// AVX-512 machines outruns MKL's kernels); returns (matmul, convolution).
-pub fn peak_gflops() -> (f64, f64) {
+pub fn peak_gflops(device: tch::Device) -> (f64, f64) {
     // `f` reads one element of its result, so the time includes the whole computation
     let best_of_5 = |flop: f64, f: &dyn Fn() -> f64| {
         let _ = f();
@@ -69,7 +69,7 @@ pub fn peak_gflops() -> (f64, f64) {
             })
             .fold(0.0f64, f64::max)
     };
-    let opts = (Kind::Float, tch::Device::Cpu);
+    let opts = (Kind::Float, device);
     let n = 2048i64;
     let (a, b) = (Tensor::randn([n, n], opts), Tensor::randn([n, n], opts));
     let matmul = best_of_5(2.0 * (n * n * n) as f64, &|| {
@@ -87,15 +87,18 @@ pub fn peak_gflops() -> (f64, f64) {
     (matmul, conv)
 }
 
-/// Seconds per call of `f`, over `steps` calls after a short warm-up.
-fn time(steps: usize, mut f: impl FnMut()) -> f64 {
+/// Seconds per call of `f`, over `steps` calls after a short warm-up (on a GPU, until its
+/// queued work is done).
+fn time(rt: &Runtime, steps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..steps.min(10) {
         f();
     }
+    rt.synchronize();
     let t = Instant::now();
     for _ in 0..steps {
         f();
     }
+    rt.synchronize();
     t.elapsed().as_secs_f64() / steps as f64
 }
 
@@ -109,7 +112,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let batch = recipe.batch_size;
     let flops = layer_flops(&net.arch)?;
     let fwd: f64 = flops.iter().map(|(_, f)| f).sum();
-    let (peak, conv) = peak_gflops();
+    let (peak, conv) = peak_gflops(rt.device);
     println!(
         "bench train {} on {} ({} threads), batch {batch}, {steps} steps per row",
         cfg.model,
@@ -148,12 +151,12 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let idx = perm.narrow(0, 0, batch);
     let xb = split.images.index_select(0, &idx);
     let yb = split.labels.index_select(0, &idx);
-    let aug = time(steps, || {
+    let aug = time(rt, steps, || {
         let _ = recipe.augmentation().apply(&xb);
     });
     let dense_net = net.copy();
     let mut sgd = Sgd::new(&dense_net, recipe);
-    let dense_step = time(steps, || {
+    let dense_step = time(rt, steps, || {
         let x = recipe.augmentation().apply(&xb);
         let _ = train::step(&dense_net, &x, &yb, &mut sgd, 1e-4);
     });
@@ -170,7 +173,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let masked_step = {
         let mut upd =
             CompressedSgd::new(&masked_net, recipe, &mut state, cfg.compress.centroid_grad);
-        time(steps, || {
+        time(rt, steps, || {
             let x = recipe.augmentation().apply(&xb);
             let _ = train::step(&masked_net, &x, &yb, &mut upd, 1e-4);
         })
@@ -204,7 +207,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     let cb_step = {
         let mut upd =
             CompressedSgd::new(&cb_net, recipe, &mut cb_state, cfg.compress.centroid_grad);
-        time(steps, || {
+        time(rt, steps, || {
             let x = recipe.augmentation().apply(&xb);
             let _ = train::step(&cb_net, &x, &yb, &mut upd, 1e-4);
         })
@@ -221,7 +224,7 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     );
     let valid = data.valid.to_device(rt.device);
     let eval_rounds = (steps / 50).max(2);
-    let eval = time(eval_rounds, || {
+    let eval = time(rt, eval_rounds, || {
         let _ = train::evaluate(&net, &valid);
     });
     let n_valid = valid.len() as f64;

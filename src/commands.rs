@@ -288,10 +288,7 @@ fn search_cmd(
             data::ValidationFrom::Test => "held out of the test images",
         };
         eprintln!(
-            "device {} ({} threads); decisions on {} validation images ({held}); the {} test images are \
-             evaluated once, at the end",
-            rt.device_name(),
-            tch::get_num_threads(),
+            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
             data.valid.len(),
             data.test.len()
         );

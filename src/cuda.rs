@@ -2,12 +2,89 @@
 //! libtorch registers its CUDA kernels when `libtorch_cuda.so` is loaded into the process
 //! with its symbols global. [`load`] finds that library beside the `libtorch_cpu.so` this
 //! process runs with (the libtorch of `scripts/setup.sh`, of `LIBTORCH`, or of an installed
-//! PyTorch put first on `LD_LIBRARY_PATH`) and `dlopen`s it with `RTLD_GLOBAL`; every failure
-//! comes back as a sentence saying why there is no usable GPU.
+//! PyTorch put first on `LD_LIBRARY_PATH`) and `dlopen`s it with `RTLD_GLOBAL`; [`devices`]
+//! then asks the NVIDIA driver. Every failure is a [`NoGpu`] saying why there is no usable GPU:
+//! no CUDA part, a CUDA part that does not load, no driver, a driver older than libtorch's
+//! CUDA, or no device visible. [`make_deterministic`] chooses libtorch's deterministic
+//! algorithms for a run on the GPU.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+/// The CUDA version libtorch 2.11.0's CUDA part is built for (`cudaRuntimeGetVersion` form).
+pub const CUDA_BUILT_FOR: i32 = 13000;
+
+/// Why no GPU is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoGpu {
+    /// This process does not run a libtorch (cannot happen in the binary).
+    NoLibtorch,
+    /// The libtorch in use is its CPU part only.
+    NoCudaPart(PathBuf),
+    /// `libtorch_cuda.so` is there but does not load.
+    DoesNotLoad(PathBuf, String),
+    /// No NVIDIA driver (`libcuda.so.1`) on this machine.
+    NoDriver(String),
+    /// The driver supports an older CUDA than libtorch's (`cuDriverGetVersion`).
+    OldDriver(i32),
+    /// The driver sees no device.
+    NoDevice,
+}
+
+impl NoGpu {
+    /// The cause in a few words, for `--device auto`'s device line.
+    pub fn short(&self) -> String {
+        match self {
+            NoGpu::NoLibtorch => "no libtorch mapped".into(),
+            NoGpu::NoCudaPart(_) => "libtorch is its CPU part".into(),
+            NoGpu::DoesNotLoad(..) => "libtorch_cuda.so does not load".into(),
+            NoGpu::NoDriver(_) => "no NVIDIA driver".into(),
+            NoGpu::OldDriver(v) => format!("the NVIDIA driver supports only CUDA {}", version(*v)),
+            NoGpu::NoDevice => "no GPU visible".into(),
+        }
+    }
+}
+
+fn version(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+impl std::fmt::Display for NoGpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoGpu::NoLibtorch => write!(f, "this process has no libtorch_cpu.so mapped"),
+            NoGpu::NoCudaPart(dir) => write!(
+                f,
+                "the libtorch in {} is its CPU part (no libtorch_cuda.so): on a GPU machine run \
+                 `DC_SEARCH_CUDA=1 scripts/setup.sh` and build again",
+                dir.display()
+            ),
+            NoGpu::DoesNotLoad(lib, why) => write!(
+                f,
+                "{} does not load ({why}): its NVIDIA libraries are missing or of another version; \
+                 run `DC_SEARCH_CUDA=1 scripts/setup.sh`",
+                lib.display()
+            ),
+            NoGpu::NoDriver(why) => write!(
+                f,
+                "no NVIDIA driver on this machine ({why}); libtorch's CUDA part is \
+                 loaded but has no GPU to use"
+            ),
+            NoGpu::OldDriver(v) => write!(
+                f,
+                "the NVIDIA driver supports CUDA up to {}, and this libtorch needs CUDA {}: update the \
+                 driver",
+                version(*v),
+                version(CUDA_BUILT_FOR)
+            ),
+            NoGpu::NoDevice => write!(
+                f,
+                "the NVIDIA driver sees no GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            ),
+        }
+    }
+}
 
 /// The folder of the `libtorch_cpu.so` mapped into this process (from `/proc/self/maps`).
 fn libtorch_dir() -> Option<PathBuf> {
@@ -18,57 +95,114 @@ fn libtorch_dir() -> Option<PathBuf> {
         .and_then(|p| PathBuf::from(p).parent().map(|d| d.to_path_buf()))
 }
 
-fn try_load() -> Result<PathBuf, String> {
-    let dir = libtorch_dir()
-        .ok_or("this process has no libtorch_cpu.so mapped (cannot tell which libtorch it runs)")?;
+/// The last `dlerror` message.
+fn dl_error() -> String {
+    // SAFETY: dlerror returns a C string owned by libc (or null).
+    unsafe {
+        let e = libc::dlerror();
+        if e.is_null() {
+            "unknown error".to_string()
+        } else {
+            CStr::from_ptr(e).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// `dlopen(path, RTLD_NOW | flags)`; the handle is kept for the life of the process.
+fn dl_open(path: &str, flags: c_int) -> Result<*mut c_void, String> {
+    let c = CString::new(path).map_err(|_| format!("{path} is not a loadable path"))?;
+    // SAFETY: dlopen with a valid C string.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | flags) };
+    if handle.is_null() {
+        Err(dl_error())
+    } else {
+        Ok(handle)
+    }
+}
+
+fn try_load() -> Result<PathBuf, NoGpu> {
+    // Make sure libtorch is mapped before looking for it.
+    let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+    let dir = libtorch_dir().ok_or(NoGpu::NoLibtorch)?;
     let lib = dir.join("libtorch_cuda.so");
     if !lib.is_file() {
-        return Err(format!(
-            "the libtorch in {} has no libtorch_cuda.so (it is libtorch's CPU part): on a GPU machine run \
-             `DC_SEARCH_CUDA=1 scripts/setup.sh` (it uses an installed PyTorch 2.11 with CUDA), or put such a \
-             PyTorch's torch/lib first on LD_LIBRARY_PATH",
-            dir.display()
-        ));
+        return Err(NoGpu::NoCudaPart(dir));
     }
-    let c = CString::new(lib.to_string_lossy().as_bytes())
-        .map_err(|_| format!("{} is not a loadable path", lib.display()))?;
-    // SAFETY: dlopen with a valid C string; the handle is kept for the life of the process.
-    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    if handle.is_null() {
-        // SAFETY: dlerror returns a C string owned by libc (or null).
-        let why = unsafe {
-            let e = libc::dlerror();
-            if e.is_null() {
-                "unknown error".to_string()
-            } else {
-                CStr::from_ptr(e).to_string_lossy().into_owned()
-            }
-        };
-        return Err(format!(
-            "{} does not load ({why}): its CUDA libraries are missing or of another version",
-            lib.display()
-        ));
-    }
+    dl_open(&lib.to_string_lossy(), libc::RTLD_GLOBAL)
+        .map_err(|why| NoGpu::DoesNotLoad(lib.clone(), why))?;
     Ok(lib)
 }
 
 /// Loads libtorch's CUDA part once; `Err` says why there is none.
-pub fn load() -> Result<PathBuf, String> {
-    static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+pub fn load() -> Result<PathBuf, NoGpu> {
+    static LOADED: OnceLock<Result<PathBuf, NoGpu>> = OnceLock::new();
     LOADED.get_or_init(try_load).clone()
 }
 
+/// The CUDA version the NVIDIA driver supports, asked from `libcuda.so.1` itself.
+fn driver_version() -> Result<i32, NoGpu> {
+    let handle = dl_open("libcuda.so.1", libc::RTLD_LOCAL).map_err(NoGpu::NoDriver)?;
+    // SAFETY: the symbol name is a valid C string; the handle is live.
+    let sym = unsafe { libc::dlsym(handle, c"cuDriverGetVersion".as_ptr()) };
+    if sym.is_null() {
+        return Err(NoGpu::NoDriver("it has no cuDriverGetVersion".to_string()));
+    }
+    // SAFETY: cuDriverGetVersion has this signature in every CUDA driver API version.
+    let get: extern "C" fn(*mut c_int) -> c_int = unsafe { std::mem::transmute(sym) };
+    let mut v: c_int = 0;
+    match get(&mut v) {
+        0 => Ok(v),
+        code => Err(NoGpu::NoDriver(format!(
+            "cuDriverGetVersion failed with {code}"
+        ))),
+    }
+}
+
 /// CUDA devices libtorch sees once its CUDA part is loaded; `Err` says why none is usable.
-pub fn devices() -> Result<usize, String> {
+pub fn devices() -> Result<usize, NoGpu> {
     load()?;
+    let driver = driver_version()?;
+    if driver < CUDA_BUILT_FOR {
+        return Err(NoGpu::OldDriver(driver));
+    }
     match tch::Cuda::device_count() {
-        0 => Err(
-            "libtorch's CUDA part is loaded but sees no GPU (no NVIDIA driver, or no device visible: check \
-             nvidia-smi and CUDA_VISIBLE_DEVICES)"
-                .to_string(),
-        ),
+        0 => Err(NoGpu::NoDevice),
         n => Ok(n as usize),
     }
+}
+
+extern "C" {
+    fn dcs_deterministic(on: c_int) -> *mut c_char;
+    fn dcs_is_deterministic() -> c_int;
+}
+
+/// Chooses libtorch's deterministic algorithms (warning, not failing, for an operation that
+/// has none), deterministic cuDNN convolutions without autotuning, and a fixed cuBLAS
+/// workspace (`CUBLAS_WORKSPACE_CONFIG=:4096:8`, unless set): the same seed then gives the
+/// same model on the same GPU and libtorch. Called before the first CUDA operation.
+pub fn make_deterministic() -> Result<(), String> {
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    set_deterministic(true)
+}
+
+fn set_deterministic(on: bool) -> Result<(), String> {
+    // SAFETY: the C function takes an int and returns null or a malloc'ed message.
+    let err = unsafe { dcs_deterministic(on as c_int) };
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null result is a NUL-terminated malloc'ed string we now own.
+    let msg = unsafe { CStr::from_ptr(err).to_string_lossy().into_owned() };
+    unsafe { libc::free(err.cast()) };
+    Err(msg)
+}
+
+/// Whether libtorch's deterministic algorithms are chosen.
+pub fn is_deterministic() -> bool {
+    // SAFETY: a plain getter of libtorch's global context.
+    unsafe { dcs_is_deterministic() != 0 }
 }
 
 #[cfg(test)]
@@ -76,18 +210,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cpu_libtorch_says_why_it_has_no_gpu() {
-        // The test binary runs with the libtorch of set-up (its CPU part, or a CUDA build
-        // where LIBTORCH points at one): either a GPU is found or the reason names a cause.
-        let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+    fn reasons_name_the_cause_and_the_remedy() {
+        let s = NoGpu::OldDriver(12040).to_string();
+        assert!(
+            s.contains("up to 12.4") && s.contains("needs CUDA 13.0"),
+            "{s}"
+        );
+        let s = NoGpu::NoCudaPart(PathBuf::from("/x/lib")).to_string();
+        assert!(
+            s.contains("/x/lib") && s.contains("DC_SEARCH_CUDA=1"),
+            "{s}"
+        );
+        assert!(NoGpu::NoDevice.to_string().contains("CUDA_VISIBLE_DEVICES"));
+    }
+
+    #[test]
+    fn this_machine_says_why_it_has_no_gpu_or_counts_its_gpus() {
         match devices() {
             Ok(n) => assert!(n > 0),
+            // The libtorch of set-up is either its CPU part, or a CUDA one on a machine
+            // without a driver or a GPU: the reason is one of those.
             Err(why) => assert!(
-                why.contains("libtorch_cuda.so")
-                    || why.contains("no GPU")
-                    || why.contains("libtorch"),
+                matches!(
+                    why,
+                    NoGpu::NoCudaPart(_) | NoGpu::NoDriver(_) | NoGpu::NoDevice
+                ),
                 "{why}"
             ),
         }
+    }
+
+    #[test]
+    fn deterministic_algorithms_switch_on_and_off() {
+        let before = is_deterministic();
+        set_deterministic(true).unwrap();
+        assert!(is_deterministic());
+        set_deterministic(before).unwrap();
+        assert_eq!(is_deterministic(), before);
     }
 }

@@ -1,7 +1,7 @@
 //! Runtime settings shared by every command that computes: device, threads, seed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use anyhow::{bail, Result};
 use tch::Device;
@@ -42,14 +42,20 @@ pub struct Runtime {
     pub quiet: bool,
 }
 
+/// Why `--device auto` computes on the CPU, when it does (for the device line).
+static AUTO_ON_CPU: OnceLock<String> = OnceLock::new();
+
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` and `cuda` load libtorch's CUDA part
-/// first ([`crate::cuda`]); `auto` falls back to the CPU, `cuda` without a usable GPU is an
-/// error saying why.
+/// first ([`crate::cuda`]); `auto` falls back to the CPU (and the device line says why),
+/// `cuda` without a usable GPU is an error saying why.
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "auto" => Ok(match crate::cuda::devices() {
             Ok(_) => Device::Cuda(0),
-            Err(_) => Device::Cpu,
+            Err(why) => {
+                let _ = AUTO_ON_CPU.set(why.short());
+                Device::Cpu
+            }
         }),
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
@@ -72,12 +78,41 @@ fn cuda(n: usize) -> Result<Device> {
 }
 
 impl Runtime {
-    /// Applies threads and seeds torch's generators.
+    /// Applies threads, chooses deterministic algorithms on a GPU, seeds torch's generators,
+    /// and (unless quiet) says on the first line of the command's output which device computes.
     pub fn apply(&self) {
         if let Some(t) = self.threads {
             tch::set_num_threads(t as i32);
         }
+        if let Device::Cuda(_) = self.device {
+            if let Err(why) = crate::cuda::make_deterministic() {
+                eprintln!("warning: deterministic algorithms not chosen ({why}): the same seed may give another model");
+            }
+        }
         self.reseed(0);
+        static SAID: Once = Once::new();
+        if !self.quiet {
+            SAID.call_once(|| eprintln!("{}", self.device_line()));
+        }
+    }
+
+    /// `device cpu, 2 threads`, and why `--device auto` did not take a GPU.
+    pub fn device_line(&self) -> String {
+        let mut s = format!("device {}", self.device_name());
+        if self.device == Device::Cpu {
+            s += &format!(", {} threads", tch::get_num_threads());
+            if let Some(why) = AUTO_ON_CPU.get() {
+                s += &format!(" (--device auto: {why})");
+            }
+        }
+        s
+    }
+
+    /// Waits for the device's queued work (timings on a GPU); nothing on the CPU.
+    pub fn synchronize(&self) {
+        if let Device::Cuda(n) = self.device {
+            tch::Cuda::synchronize(n as i64);
+        }
     }
 
     /// Seeds torch's generators with the run seed plus `offset` (a stage number), so each

@@ -561,21 +561,23 @@ pub const EVAL_BATCH: i64 = 256;
 /// Evaluates ops `start..` of `net` on activations `acts` (the input of op `start`).
 pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) -> Eval {
     let n = labels.size()[0];
+    // Sums stay on the device and are read once: no host round trip per batch on a GPU.
+    let device = labels.device();
     tch::no_grad(|| {
-        let mut correct = 0i64;
-        let mut loss = 0.0;
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut loss = Tensor::zeros([], (Kind::Double, device));
         let mut s = 0;
         while s < n {
             let len = EVAL_BATCH.min(n - s);
             let logits = net.forward_from(start, &acts.narrow(0, s, len));
-            let (c, l) = score(&logits, &labels.narrow(0, s, len));
-            correct += c;
-            loss += l;
+            let y = labels.narrow(0, s, len);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+            loss += logits.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
             s += len;
         }
         Eval {
-            accuracy: correct as f64 / n.max(1) as f64,
-            loss: loss / n.max(1) as f64,
+            accuracy: correct.int64_value(&[]) as f64 / n.max(1) as f64,
+            loss: loss.double_value(&[]) / n.max(1) as f64,
             n: n as usize,
         }
     })

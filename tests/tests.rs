@@ -5,6 +5,7 @@ mod util;
 mod bad_input;
 mod byom;
 mod compress;
+mod cuda;
 mod determinism;
 mod export;
 mod foundation;
