@@ -105,6 +105,7 @@ fn time(rt: &Runtime, steps: usize, mut f: impl FnMut()) -> f64 {
 pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
+    rt.announce();
     let d = dense::obtain(cfg, &data, rt, false)?;
     let net = d.net.copy();
     let split = data.train.to_device(rt.device);

@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The data with every split on the run's device.
 fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     let d = data::load(&cfg.data)?;
+    rt.announce();
     Ok(data::Data {
         name: d.name,
         train: d.train.to_device(rt.device),
@@ -592,6 +593,7 @@ fn probe_cmd(
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
+    rt.announce();
     let d = dense::obtain(cfg, &data, rt, retrain)?;
     if let Some(s) = &d.trained {
         println!(
@@ -613,6 +615,7 @@ fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
 fn eval_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
+    rt.announce();
     let d = dense::obtain(cfg, &data, rt, false)?;
     report(&d, &data, rt)
 }
@@ -729,6 +732,7 @@ fn eval_file_cmd(
         ),
     };
     let data = data::load(&cfg.data)?;
+    rt.announce();
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
@@ -848,6 +852,7 @@ fn compress_cmd(
 ) -> Result<()> {
     rt.apply();
     let data = data::load(&cfg.data)?;
+    rt.announce();
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let train_split = data.train.to_device(rt.device);
     let valid = data.valid.to_device(rt.device);

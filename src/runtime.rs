@@ -78,8 +78,8 @@ fn cuda(n: usize) -> Result<Device> {
 }
 
 impl Runtime {
-    /// Applies threads, chooses deterministic algorithms on a GPU, seeds torch's generators,
-    /// and (unless quiet) says on the first line of the command's output which device computes.
+    /// Applies threads, chooses deterministic algorithms on a GPU, and seeds torch's
+    /// generators.
     pub fn apply(&self) {
         if let Some(t) = self.threads {
             tch::set_num_threads(t as i32);
@@ -90,6 +90,12 @@ impl Runtime {
             }
         }
         self.reseed(0);
+    }
+
+    /// Says (unless quiet, once per process) which device computes: the first line of a
+    /// computing command, printed once its inputs have been read, so that bad input still
+    /// gets one error line alone.
+    pub fn announce(&self) {
         static SAID: Once = Once::new();
         if !self.quiet {
             SAID.call_once(|| eprintln!("{}", self.device_line()));
