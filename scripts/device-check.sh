@@ -4,7 +4,7 @@
 #
 #   scripts/device-check.sh pack          here: bundles the release binary, gzipped MNIST and
 #                                         the cached dense LeNet-5 into .device/ (git-ignored,
-#                                         about 25 MB)
+#                                         about 18 MB)
 #   scripts/device-check.sh run [DEVICE]  there (DEVICE: cuda, the default, or cpu for a dry
 #                                         run): finds the installed PyTorch's libraries, prints
 #                                         the GPU, then bench train, a 10-probe search, bench

@@ -158,6 +158,31 @@ fn driver_version() -> Result<i32, NoGpu> {
     }
 }
 
+/// The name of CUDA device `n` as the driver gives it (`NVIDIA H200`), when it does.
+pub fn device_name(n: usize) -> Option<String> {
+    let handle = dl_open("libcuda.so.1", libc::RTLD_LOCAL).ok()?;
+    // SAFETY: symbol names are valid C strings; the handle is live; the signatures are those
+    // of the CUDA driver API (cuInit(flags), cuDeviceGet(&device, ordinal),
+    // cuDeviceGetName(buffer, length, device)), unchanged since CUDA 2.
+    unsafe {
+        let init = libc::dlsym(handle, c"cuInit".as_ptr());
+        let get = libc::dlsym(handle, c"cuDeviceGet".as_ptr());
+        let name = libc::dlsym(handle, c"cuDeviceGetName".as_ptr());
+        if init.is_null() || get.is_null() || name.is_null() {
+            return None;
+        }
+        let init: extern "C" fn(u32) -> c_int = std::mem::transmute(init);
+        let get: extern "C" fn(*mut c_int, c_int) -> c_int = std::mem::transmute(get);
+        let name: extern "C" fn(*mut c_char, c_int, c_int) -> c_int = std::mem::transmute(name);
+        let mut dev: c_int = 0;
+        let mut buf = [0 as c_char; 256];
+        if init(0) != 0 || get(&mut dev, n as c_int) != 0 || name(buf.as_mut_ptr(), 256, dev) != 0 {
+            return None;
+        }
+        Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+    }
+}
+
 /// CUDA devices libtorch sees once its CUDA part is loaded; `Err` says why none is usable.
 pub fn devices() -> Result<usize, NoGpu> {
     load()?;
@@ -227,7 +252,8 @@ mod tests {
     #[test]
     fn this_machine_says_why_it_has_no_gpu_or_counts_its_gpus() {
         match devices() {
-            Ok(n) => assert!(n > 0),
+            Ok(n) => assert!(n > 0 && device_name(0).is_some()),
+            Err(NoGpu::NoDriver(_)) => assert_eq!(device_name(0), None),
             // The libtorch of set-up is either its CPU part, or a CUDA one on a machine
             // without a driver or a GPU: the reason is one of those.
             Err(why) => assert!(

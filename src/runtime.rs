@@ -102,9 +102,15 @@ impl Runtime {
         }
     }
 
-    /// `device cpu, 2 threads`, and why `--device auto` did not take a GPU.
+    /// `device cuda:0 (NVIDIA H200)`, or `device cpu, 2 threads` and why `--device auto` did
+    /// not take a GPU.
     pub fn device_line(&self) -> String {
         let mut s = format!("device {}", self.device_name());
+        if let Device::Cuda(n) = self.device {
+            if let Some(name) = crate::cuda::device_name(n) {
+                s += &format!(" ({name})");
+            }
+        }
         if self.device == Device::Cpu {
             s += &format!(", {} threads", tch::get_num_threads());
             if let Some(why) = AUTO_ON_CPU.get() {
