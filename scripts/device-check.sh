@@ -63,6 +63,17 @@ run() {
   step search-10p "$bin" --floor 0.99 lenet --device "$dev" --budget 10p --data-dir "$data" --out "$out/run"
   step bench-sensitivity "$bin" bench sensitivity lenet --device "$dev" --data-dir "$data" --quiet
   step eval-on-cpu "$bin" eval "$out/run/lenet.dcz" --device cpu --data-dir "$data" --quiet
+  # The file decoded on the CPU against what the search measured on the device.
+  python3 - "$out/search-10p.log" "$out/eval-on-cpu.log" "$dev" <<'PY' || true
+import json, re, sys
+run = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
+ev = open(sys.argv[2]).read()
+cpu = {k: (float(a), int(n)) for k, a, n in re.findall(r"^(validation|test):\s+accuracy ([0-9.]+) loss \S+ \((\d+) images\)", ev, re.M)}
+for key, name in (("valid_accuracy", "validation"), ("test_accuracy", "test")):
+    a, n = cpu[name]
+    print(f"device-check: {name:<10} on {sys.argv[3]} {run[key]:.4f}, decoded on the cpu {a:.4f}: "
+          f"{round(abs(run[key] - a) * n)} image(s) apart")
+PY
   # Determinism: the same compression twice with the same seed, then the two files compared.
   local fixed=(compress lenet --ratios 0.7,0.93,0.97,0.85 --bits 6,4,3,4 --prune-epochs 1 --codebook-epochs 0.3
                --device "$dev" --data-dir "$data" --quiet)
