@@ -4,6 +4,10 @@
 //! libtorch's deterministic-algorithm settings) against the same libtorch's headers.
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    // scripts/setup.sh rewrites this file when it links another libtorch as .libtorch.
+    if std::path::Path::new(".libtorch.path").exists() {
+        println!("cargo:rerun-if-changed=.libtorch.path");
+    }
     println!("cargo:rerun-if-changed=csrc/buffers.cpp");
     println!("cargo:rerun-if-changed=csrc/context.cpp");
     let libtorch = std::path::PathBuf::from(

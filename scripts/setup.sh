@@ -24,6 +24,15 @@ mkdir -p "$cache"
 say() { echo "setup: $*" >&2; }
 
 # ---------------------------------------------------------------- libtorch
+# Links libtorch folder $1 as .libtorch and, when that changes which libtorch it is, writes
+# .libtorch.path, which build.rs watches: the binary's rpath then follows (a build against
+# the CPU libtorch is redone after DC_SEARCH_CUDA=1, and back).
+link_libtorch() {
+  ln -sfn "$1" "$repo/.libtorch"
+  [ "$(cat "$repo/.libtorch.path" 2>/dev/null)" = "$1" ] || echo "$1" > "$repo/.libtorch.path"
+  say "libtorch ready at $1 (linked as .libtorch)"
+}
+
 libtorch_ok() { [ -f "$1/lib/libtorch_cpu.so" ] && [ -d "$1/include/torch" ]; }
 
 wheels="$cache/wheels"
@@ -132,15 +141,14 @@ PY
   if [ -n "$pytorch_cuda" ]; then
     say "using the installed PyTorch with CUDA at $pytorch_cuda"
   else
-    say "no PyTorch 2.11 with CUDA for python3: fetching torch 2.11.0 and its NVIDIA libraries into the cache"
+    say "no PyTorch 2.11 with CUDA for python3: torch 2.11.0 and its NVIDIA libraries from PyPI, cached in $cache"
     cuda_libtorch "$cache/pytorch-2.11.0-cu130"
     pytorch_cuda="$cache/pytorch-2.11.0-cu130/torch"
   fi
 fi
 
 if [ -n "$pytorch_cuda" ]; then
-  ln -sfn "$pytorch_cuda" "$repo/.libtorch"
-  say "libtorch ready at $pytorch_cuda (linked as .libtorch)"
+  link_libtorch "$pytorch_cuda"
 elif [ -n "${LIBTORCH:-}" ]; then
   libtorch_ok "$LIBTORCH" || { say "LIBTORCH=$LIBTORCH does not look like libtorch (no lib/libtorch_cpu.so or include/torch); unset it to let setup fetch one"; exit 1; }
   say "using LIBTORCH=$LIBTORCH as given"
@@ -177,8 +185,7 @@ PY
     touch "$tmp/.complete"
     rm -rf "$lt"; mv "$tmp" "$lt"; trap - EXIT
   fi
-  ln -sfn "$lt" "$repo/.libtorch"
-  say "libtorch ready at $lt (linked as .libtorch)"
+  link_libtorch "$lt"
 fi
 
 # ---------------------------------------------------------------- MNIST
