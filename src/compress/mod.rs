@@ -25,6 +25,7 @@ pub use lr_range::RetrainLr;
 use mask::{CentroidGrad, CompressedSgd, Masked};
 use prune::PruneRule;
 pub use schedule::{gradual_ratio, Schedule};
+use tch::Tensor;
 
 /// Precision of the biases in the compressed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -185,6 +186,10 @@ pub struct CompressStats {
     pub seconds: f64,
 }
 
+/// A retraining that diverges starts again at these factors of its learning rate, in turn
+/// (one, then √10 and 10 times smaller), before the divergence is an error.
+pub const LR_FALLBACKS: [f64; 3] = [1.0, 0.316_227_766_016_837_94, 0.1];
+
 /// Everything a compression stage trains with.
 pub struct Trainer<'a> {
     pub train: &'a Split,
@@ -269,19 +274,83 @@ impl Trainer<'_> {
                 Self::segment_iterations(recipe.iterations, self.train.len(), recipe.batch_size, k)
             }
         };
-        let mut upd = CompressedSgd::new(net, &recipe, state, self.cfg.centroid_grad);
-        train::train_range(net, self.train, &recipe, range, &mut upd, label, self.quiet).map_err(|e| {
-            train::Diverged::with_fix(e, || match self.cfg.retrain_lr {
-                Some(RetrainLr::Value(lr)) => format!(
-                    "lower the retraining learning rate: retrain_lr (now {}) in [search] or [compress]",
-                    train::show(lr)
-                ),
-                _ => format!(
-                    "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
-                    train::show(self.cfg.lr_scale)
-                ),
+        self.train_falling_back(net, state, &recipe, range, label, &LR_FALLBACKS)
+            .map_err(|e| {
+                train::Diverged::with_fix(e, || match self.cfg.retrain_lr {
+                    Some(RetrainLr::Value(lr)) => format!(
+                        "lower the retraining learning rate: retrain_lr (now {}) in [search] or [compress]",
+                        train::show(lr)
+                    ),
+                    _ => format!(
+                        "lower the retraining learning rate: --lr-scale (now {}) or [compress] lr_scale",
+                        train::show(self.cfg.lr_scale)
+                    ),
+                })
             })
-        })
+    }
+
+    /// Trains `range` of `recipe` at each factor of its learning rate in turn until one does
+    /// not diverge: a retraining whose loss turns NaN starts again from the weights and
+    /// masks it started from, at the next, smaller rate (and says so unless quiet). Being
+    /// deterministic, the failed attempt leaves the generator where it always leaves it, so
+    /// a resumed search retrains alike. The last factor's divergence is the error.
+    fn train_falling_back(
+        &self,
+        net: &Net,
+        state: &mut Masked,
+        recipe: &Recipe,
+        range: std::ops::Range<i64>,
+        label: &str,
+        factors: &[f64],
+    ) -> Result<TrainStats> {
+        let weights: Vec<(Tensor, Tensor)> = net
+            .params
+            .iter()
+            .map(|p| (p.weight.detach().copy(), p.bias.detach().copy()))
+            .collect();
+        let start = state.copy();
+        let mut result = Err(anyhow::anyhow!("no learning rate to train at"));
+        for (k, f) in factors.iter().enumerate() {
+            if k > 0 {
+                tch::no_grad(|| {
+                    for (p, (w, b)) in net.params.iter().zip(&weights) {
+                        p.weight.shallow_clone().copy_(w);
+                        p.bias.shallow_clone().copy_(b);
+                    }
+                });
+                *state = start.copy();
+            }
+            let r = Recipe {
+                base_lr: recipe.base_lr * f,
+                ..recipe.clone()
+            };
+            let mut upd = CompressedSgd::new(net, &r, state, self.cfg.centroid_grad);
+            result = train::train_range(
+                net,
+                self.train,
+                &r,
+                range.clone(),
+                &mut upd,
+                label,
+                self.quiet,
+            );
+            match &result {
+                Err(e) if k + 1 < factors.len() => {
+                    if let Some(d) = e.downcast_ref::<train::Diverged>() {
+                        if !self.quiet {
+                            eprintln!(
+                                "{d}: again from the same start at learning rate {}",
+                                train::show(recipe.base_lr * factors[k + 1])
+                            );
+                        }
+                        continue;
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+        result
     }
 
     /// Prunes by `rules` (per `cfg.schedule`) for `epochs` epochs per stage; the state's
@@ -424,5 +493,59 @@ mod tests {
             assert_eq!(at, iterations, "{epochs} epochs of {n}");
         }
         assert_eq!(Trainer::segment_iterations(3438, 55_000, 64, 1), 860..1719);
+    }
+
+    #[test]
+    fn a_diverging_retraining_starts_again_from_its_start_at_a_smaller_rate() {
+        use super::*;
+        use crate::models::Arch;
+        use tch::{Device, Kind};
+        tch::manual_seed(6);
+        let net = Net::init(&Arch::lenet_300_100(), Device::Cpu);
+        let mut state = Masked::dense(&net);
+        state.prune(&net, 0, PruneRule::SparseRatio(0.8));
+        let pruned = net.params[0].weight.eq(0.0);
+        let split = Split {
+            images: Tensor::rand([256, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            labels: Tensor::randint(10, [256], (Kind::Int64, Device::Cpu)),
+        };
+        let recipe = Recipe {
+            base_lr: 1e4,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lr_policy: train::LrPolicy::Fixed,
+            gamma: 1e-4,
+            power: 0.75,
+            batch_size: 32,
+            iterations: 60,
+            bias_lr_mult: 2.0,
+            augment_shift: 0,
+            augment_rotate: 0.0,
+            augment_scale: 0.0,
+        };
+        let cfg = CompressConfig::default();
+        let trainer = Trainer {
+            train: &split,
+            dense: &recipe,
+            cfg: &cfg,
+            quiet: true,
+        };
+        // At 1e4 alone the loss turns NaN: the error names the divergence.
+        let (net_a, mut state_a) = (net.copy(), state.copy());
+        let err = trainer
+            .train_falling_back(&net_a, &mut state_a, &recipe, 0..60, "t", &[1.0])
+            .unwrap_err();
+        assert!(err.is::<train::Diverged>(), "{err}");
+        // With a fallback 1e8 times smaller it trains from the same start: finite weights,
+        // the pruned ones still zero.
+        let stats = trainer
+            .train_falling_back(&net, &mut state, &recipe, 0..60, "t", &[1.0, 1e-8])
+            .unwrap();
+        assert!(stats.final_loss.is_finite());
+        for p in &net.params {
+            assert!(bool::try_from(p.weight.isfinite().all()).unwrap());
+        }
+        let w = &net.params[0].weight;
+        assert!(bool::try_from(w.masked_select(&pruned).eq(0.0).all()).unwrap());
     }
 }
