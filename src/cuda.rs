@@ -121,8 +121,6 @@ fn dl_open(path: &str, flags: c_int) -> Result<*mut c_void, String> {
 }
 
 fn try_load() -> Result<PathBuf, NoGpu> {
-    // Make sure libtorch is mapped before looking for it.
-    let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
     let dir = libtorch_dir().ok_or(NoGpu::NoLibtorch)?;
     let lib = dir.join("libtorch_cuda.so");
     if !lib.is_file() {

@@ -545,12 +545,15 @@ pub fn evaluate(net: &Net, split: &Split) -> Eval {
 
 /// Correct predictions and summed cross-entropy of a batch's `logits` for labels `y`.
 pub fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
-    let correct = logits
-        .argmax(-1, false)
-        .eq_tensor(y)
-        .sum(Kind::Int64)
-        .int64_value(&[]);
-    let loss = logits.cross_entropy_for_logits(y).double_value(&[]) * y.size()[0] as f64;
+    let (correct, loss) = score_on_device(logits, y);
+    (correct.int64_value(&[]), loss.double_value(&[]))
+}
+
+/// [`score`] as scalar tensors on the logits' device (an Int64 count and a Double sum), so
+/// that sums over batches need no host round trip until they are read.
+pub fn score_on_device(logits: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
+    let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
+    let loss = logits.cross_entropy_for_logits(y).to_kind(Kind::Double) * y.size()[0] as f64;
     (correct, loss)
 }
 
@@ -570,9 +573,9 @@ pub fn evaluate_from(net: &Net, start: usize, acts: &Tensor, labels: &Tensor) ->
         while s < n {
             let len = EVAL_BATCH.min(n - s);
             let logits = net.forward_from(start, &acts.narrow(0, s, len));
-            let y = labels.narrow(0, s, len);
-            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
-            loss += logits.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
+            let (c, l) = score_on_device(&logits, &labels.narrow(0, s, len));
+            correct += c;
+            loss += l;
             s += len;
         }
         Eval {

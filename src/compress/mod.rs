@@ -309,7 +309,6 @@ impl Trainer<'_> {
             .map(|p| (p.weight.detach().copy(), p.bias.detach().copy()))
             .collect();
         let start = state.copy();
-        let mut result = Err(anyhow::anyhow!("no learning rate to train at"));
         for (k, f) in factors.iter().enumerate() {
             if k > 0 {
                 tch::no_grad(|| {
@@ -325,7 +324,7 @@ impl Trainer<'_> {
                 ..recipe.clone()
             };
             let mut upd = CompressedSgd::new(net, &r, state, self.cfg.centroid_grad);
-            result = train::train_range(
+            match train::train_range(
                 net,
                 self.train,
                 &r,
@@ -333,24 +332,19 @@ impl Trainer<'_> {
                 &mut upd,
                 label,
                 self.quiet,
-            );
-            match &result {
-                Err(e) if k + 1 < factors.len() => {
-                    if let Some(d) = e.downcast_ref::<train::Diverged>() {
-                        if !self.quiet {
-                            eprintln!(
-                                "{d}: again from the same start at learning rate {}",
-                                train::show(recipe.base_lr * factors[k + 1])
-                            );
-                        }
-                        continue;
+            ) {
+                Err(e) if e.is::<train::Diverged>() && k + 1 < factors.len() => {
+                    if !self.quiet {
+                        eprintln!(
+                            "{e}: again from the same start at learning rate {}",
+                            train::show(recipe.base_lr * factors[k + 1])
+                        );
                     }
-                    break;
                 }
-                _ => break,
+                result => return result,
             }
         }
-        result
+        bail!("no learning rate to train at")
     }
 
     /// Prunes by `rules` (per `cfg.schedule`) for `epochs` epochs per stage; the state's
