@@ -913,7 +913,16 @@ fn compress_cmd(
         let t = st
             .train
             .as_ref()
-            .map(|t| format!(", {:.2} epochs in {:.1} s", t.epochs, t.seconds))
+            .map(|t| {
+                let again = match t.lr_restarts {
+                    0 => String::new(),
+                    1 => " (it diverged once and started again at a smaller learning rate)".into(),
+                    n => format!(
+                        " (it diverged {n} times and started again at smaller learning rates)"
+                    ),
+                };
+                format!(", {:.2} epochs in {:.1} s{again}", t.epochs, t.seconds)
+            })
             .unwrap_or_default();
         println!(
             "stage {:<15} validation accuracy {:.4}{t}",

@@ -297,6 +297,10 @@ pub struct TrainStats {
     pub seconds: f64,
     pub seconds_per_epoch: f64,
     pub final_loss: f64,
+    /// Times the retraining diverged and started again from its start at a smaller learning
+    /// rate (`compress::LR_FALLBACKS`); the rate it ended at is the last one tried.
+    #[serde(default)]
+    pub lr_restarts: u32,
 }
 
 /// Training stopped because the loss turned NaN or infinite. [`train`] returns it inside
@@ -458,6 +462,7 @@ pub fn train_range(
         seconds,
         seconds_per_epoch: seconds / epochs.max(1e-9),
         final_loss,
+        lr_restarts: 0,
     })
 }
 

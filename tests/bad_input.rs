@@ -606,6 +606,47 @@ fn retraining_diverges_to_nan() {
     assert!(!s.path("out").exists());
 }
 
+#[test]
+fn a_diverging_retraining_starts_again_at_a_smaller_rate_and_says_so() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    // At 1000 times the rate the pruned retraining diverges, and again at √10 times less;
+    // 10 times less trains.
+    let mut c = compress_cmd(&s, "0.5,0.5,0.5", "6,6,6");
+    c.args(["--lr-scale", "1000"]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(it diverged 2 times and started again at smaller learning rates)"),
+        "{out}"
+    );
+    // The search records it per probe in trials.csv and names the probes in report.md
+    // (probes of 20 epochs at that rate: long enough for the loss to turn NaN).
+    s.config(&format!(
+        "{}[search]\nlr_scale = 1000.0\nmax_ratio = 0.5\nprobe_epochs = 20.0\n",
+        tiny()
+    ));
+    let mut c = search_cmd(&s, "0.01");
+    c.args(["--budget", "3p"]);
+    let (code, _, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    let trials = std::fs::read_to_string(s.path("run/trials.csv")).unwrap();
+    let header: Vec<&str> = trials.lines().next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"lr_restarts"), "{trials}");
+    let restarted = trials
+        .lines()
+        .skip(1)
+        .filter(|l| !l.ends_with(",0"))
+        .count();
+    assert!(restarted > 0, "{trials}");
+    let report = std::fs::read_to_string(s.path("run/report.md")).unwrap();
+    assert!(
+        report.contains("| retrainings that diverged | probe"),
+        "{report}"
+    );
+}
+
 // ---- compression that ruins the model --------------------------------------------------
 
 /// Four IDX files an MLP learns in a few iterations: an image of class c is noise with

@@ -341,7 +341,12 @@ impl Trainer<'_> {
                         );
                     }
                 }
-                result => return result,
+                result => {
+                    return result.map(|s| TrainStats {
+                        lr_restarts: k as u32,
+                        ..s
+                    })
+                }
             }
         }
         bail!("no learning rate to train at")
@@ -443,9 +448,14 @@ impl Trainer<'_> {
             valid_accuracy: acc(net),
         }];
         let pruned = self.prune_and_retrain(net, &mut state, &plan.rules, self.cfg.prune_epochs)?;
+        // The last segment's figures, with every segment's restarts.
+        let restarts = pruned.iter().map(|s| s.lr_restarts).sum();
         stages.push(Stage {
             name: "prune+retrain".into(),
-            train: pruned.last().cloned(),
+            train: pruned.last().map(|s| TrainStats {
+                lr_restarts: restarts,
+                ..s.clone()
+            }),
             valid_accuracy: acc(net),
         });
         let cb =
@@ -536,6 +546,7 @@ mod tests {
             .train_falling_back(&net, &mut state, &recipe, 0..60, "t", &[1.0, 1e-8])
             .unwrap();
         assert!(stats.final_loss.is_finite());
+        assert_eq!(stats.lr_restarts, 1);
         for p in &net.params {
             assert!(bool::try_from(p.weight.isfinite().all()).unwrap());
         }

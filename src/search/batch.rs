@@ -158,12 +158,7 @@ impl<O: Oracle> Prober<'_, O> {
         delta: Option<f64>,
         why: &str,
     ) -> Result<()> {
-        let nothing = Measure {
-            accuracy: 0.0,
-            loss: 0.0,
-            nonzeros: 0,
-            seconds: 0.0,
-        };
+        let nothing = Measure::default();
         let mut trial = self.trial(phase, ratios, bits, &nothing);
         trial.valid_loss = None;
         trial.delta = delta;

@@ -126,5 +126,11 @@ pub fn file(
         device: p.oracle.rt.device_name(),
         lr_test: None,
         pair: script.map(|s| s.pair_bytes()).transpose()?,
+        lr_restarted_probes: p
+            .trials
+            .iter()
+            .filter(|t| t.lr_restarts > 0)
+            .map(|t| t.probe)
+            .collect(),
     })
 }

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 use crate::train;
 
 /// What one probe measured on the validation split.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Measure {
     pub accuracy: f64,
     /// Mean cross-entropy.
@@ -27,6 +27,9 @@ pub struct Measure {
     pub nonzeros: usize,
     /// Seconds the probe took (simulated by a synthetic oracle).
     pub seconds: f64,
+    /// Times a retraining of the probe diverged and started again at a smaller learning
+    /// rate (`compress::LR_FALLBACKS`).
+    pub lr_restarts: u32,
 }
 
 /// One probe of a batch ([`Oracle::run_batch`]).
@@ -205,29 +208,32 @@ impl<'a> Retrainer<'a> {
         }
     }
 
-    fn measure(&self, net: &Net, state: &Masked, t0: Instant) -> Measure {
+    /// The validation measure of `net`, `lr_restarts` its retraining's restarts.
+    fn measure(&self, net: &Net, state: &Masked, t0: Instant, lr_restarts: u32) -> Measure {
         let e = train::evaluate(net, self.valid);
         Measure {
             accuracy: e.accuracy,
             loss: e.loss,
             nonzeros: state.nonzeros(net),
             seconds: t0.elapsed().as_secs_f64(),
+            lr_restarts,
         }
     }
 
     /// A copy of `model`, trained by `train` from `seed` (the global generator reseeded),
-    /// and its validation measure (seconds counted from the copy).
+    /// and its validation measure (seconds counted from the copy). `train` returns its
+    /// retrainings' restarts.
     fn trained(
         &self,
         model: &(Net, Masked),
         seed: u64,
-        train: impl FnOnce(&Net, &mut Masked) -> Result<()>,
+        train: impl FnOnce(&Net, &mut Masked) -> Result<u32>,
     ) -> Result<((Net, Masked), Measure)> {
         let t0 = Instant::now();
         let (net, mut state) = (model.0.copy(), model.1.copy());
         self.rt.reseed(seed);
-        train(&net, &mut state)?;
-        let m = self.measure(&net, &state, t0);
+        let restarts = train(&net, &mut state)?;
+        let m = self.measure(&net, &state, t0, restarts);
         Ok(((net, state), m))
     }
 
@@ -239,6 +245,11 @@ impl<'a> Retrainer<'a> {
             quiet: true,
         }
     }
+}
+
+/// The restarts of a probe's retrainings, summed.
+fn restarts(stats: &[train::TrainStats]) -> u32 {
+    stats.iter().map(|s| s.lr_restarts).sum()
 }
 
 impl Oracle for Retrainer<'_> {
@@ -259,9 +270,10 @@ impl Oracle for Retrainer<'_> {
         let mut state = Masked::dense(&net);
         self.rt.reseed(seed);
         let rules: Vec<PruneRule> = ratios.iter().map(|&r| PruneRule::SparseRatio(r)).collect();
-        self.trainer(&self.probe_cfg)
+        let stats = self
+            .trainer(&self.probe_cfg)
             .prune_and_retrain(&net, &mut state, &rules, epochs)?;
-        let m = self.measure(&net, &state, t0);
+        let m = self.measure(&net, &state, t0, restarts(&stats));
         Ok(((net, state), m))
     }
 
@@ -274,7 +286,7 @@ impl Oracle for Retrainer<'_> {
         self.trained(model, seed, |net, state| {
             self.trainer(&self.probe_cfg)
                 .retrain(net, state, epochs, "retrain")
-                .map(drop)
+                .map(|s| s.lr_restarts)
         })
     }
 
@@ -288,7 +300,7 @@ impl Oracle for Retrainer<'_> {
         self.trained(model, seed, |net, state| {
             self.trainer(&self.probe_cfg)
                 .retrain_segment(net, state, epochs, segment, "final retraining")
-                .map(drop)
+                .map(|s| s.lr_restarts)
         })
     }
 
@@ -302,7 +314,7 @@ impl Oracle for Retrainer<'_> {
         self.trained(model, seed, |net, state| {
             self.trainer(&self.codebook_cfg)
                 .quantize_and_retrain(net, state, bits, epochs)
-                .map(drop)
+                .map(|s| restarts(s.as_slice()))
         })
     }
 
@@ -318,14 +330,14 @@ impl Oracle for Retrainer<'_> {
     }
 
     fn evaluate(&mut self, model: &Self::Model) -> Result<Measure> {
-        Ok(self.measure(&model.0, &model.1, Instant::now()))
+        Ok(self.measure(&model.0, &model.1, Instant::now(), 0))
     }
 
     fn quantize_one(&mut self, model: &Self::Model, layer: usize, bits: u8) -> Result<Measure> {
         let t0 = Instant::now();
         let (net, mut state) = (model.0.copy(), model.1.copy());
         state.quantize(&net, layer, bits, self.codebook_cfg.kmeans_iters);
-        Ok(self.measure(&net, &state, t0))
+        Ok(self.measure(&net, &state, t0, 0))
     }
 
     fn save(&self, model: &Self::Model, path: &Path) -> Result<()> {

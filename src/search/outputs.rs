@@ -28,6 +28,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
         "seconds",
         "warm_start",
         "valid_loss",
+        "lr_restarts",
     ])?;
     for t in trials {
         let join = |v: Vec<String>| v.join(";");
@@ -44,6 +45,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
             format!("{:.1}", t.seconds),
             t.warm_start.clone(),
             t.valid_loss.map(|l| format!("{l:.5}")).unwrap_or_default(),
+            t.lr_restarts.to_string(),
         ])?;
     }
     write_atomic(path, &w.into_inner()?)
@@ -289,6 +291,17 @@ fn pair_section(pair: &crate::models::torchscript::PairBytes, file_bytes: usize)
     )
 }
 
+/// The report's row naming the probes whose retraining diverged and started again.
+fn restart_row(probes: &[usize]) -> String {
+    let list: Vec<String> = probes.iter().map(|p| p.to_string()).collect();
+    format!(
+        "| retrainings that diverged | probe{} {}: started again from their start at a smaller learning rate \
+         (`lr_restarts` in `trials.csv`) |",
+        if probes.len() > 1 { "s" } else { "" },
+        list.join(", ")
+    )
+}
+
 /// `report.md`: the table of the file, accuracies, time per stage, the command.
 pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Result<()> {
     let t = &o.times;
@@ -338,6 +351,13 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
             1,
         );
     }
+    if !o.lr_restarted_probes.is_empty() {
+        s = s.replacen(
+            "\n\n## Per layer",
+            &format!("\n{}\n\n## Per layer", restart_row(&o.lr_restarted_probes)),
+            1,
+        );
+    }
     for ((n, r), b) in o.layers.iter().zip(&o.ratios).zip(&o.bits) {
         s += &format!("| {n} | {r:.4} | {:.2} | {b} |\n", 100.0 * (1.0 - r));
     }
@@ -373,7 +393,36 @@ mod tests {
             estimated_bytes: 0.0,
             seconds: 0.0,
             warm_start: String::new(),
+            lr_restarts: 0,
         }
+    }
+
+    #[test]
+    fn the_report_names_the_probes_whose_retraining_started_again() {
+        assert_eq!(
+            restart_row(&[7]),
+            "| retrainings that diverged | probe 7: started again from their start at a smaller learning \
+             rate (`lr_restarts` in `trials.csv`) |"
+        );
+        assert!(restart_row(&[3, 12]).contains("| probes 3, 12: started"));
+    }
+
+    #[test]
+    fn trials_csv_counts_each_probes_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trials.csv");
+        let mut t = trial(Phase::Refine, true);
+        t.lr_restarts = 2;
+        write_trials(&[trial(Phase::Bisect, false), t], &path).unwrap();
+        let mut r = csv::Reader::from_path(&path).unwrap();
+        let col = r
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "lr_restarts")
+            .unwrap();
+        let v: Vec<String> = r.records().map(|x| x.unwrap()[col].to_string()).collect();
+        assert_eq!(v, ["0", "2"]);
     }
 
     #[test]

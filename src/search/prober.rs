@@ -338,6 +338,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             estimated_bytes: self.est_bytes(ratios, bits),
             seconds: m.seconds,
             warm_start: String::new(),
+            lr_restarts: m.lr_restarts,
         }
     }
 
@@ -403,6 +404,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             let (again, m2) = self.oracle.retrain(&model, epochs, seed + 500)?;
             m = Measure {
                 seconds: m.seconds + m2.seconds,
+                lr_restarts: m.lr_restarts + m2.lr_restarts,
                 ..m2
             };
             model = again;
@@ -424,6 +426,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             ));
             let mean = 0.5 * (m.accuracy + m2.accuracy);
             let seconds = m.seconds + m2.seconds;
+            let lr_restarts = m.lr_restarts + m2.lr_restarts;
             if m2.accuracy > m.accuracy {
                 model = other;
                 m = m2;
@@ -433,6 +436,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             m = Measure {
                 accuracy: mean,
                 seconds,
+                lr_restarts,
                 ..m
             };
         }
@@ -463,7 +467,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             None => "dense".into(),
         };
         self.say(&format!(
-            "{phase:>6} probe {:>2}: ratios {:?} → validation {:.4} {} (≈{:.1} KB, {:.0} s)",
+            "{phase:>6} probe {:>2}: ratios {:?} → validation {:.4} {} (≈{:.1} KB, {:.0} s){}",
             trial.probe,
             round3(ratios),
             m.accuracy,
@@ -473,7 +477,8 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 "below floor+margin"
             },
             trial.estimated_bytes / 1000.0,
-            trial.seconds
+            trial.seconds,
+            restarted(m.lr_restarts)
         ));
         let bytes = trial.estimated_bytes;
         if count {
@@ -529,7 +534,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         trial.feasible = m.accuracy >= self.at.bits;
         trial.warm_start = "final".into();
         self.say(&format!(
-            "  bits probe {:>2}: {bits:?} → validation {:.4} {} (≈{:.1} KB)",
+            "  bits probe {:>2}: {bits:?} → validation {:.4} {} (≈{:.1} KB){}",
             trial.probe,
             m.accuracy,
             if trial.feasible {
@@ -537,7 +542,8 @@ impl<'s, O: Oracle> Prober<'s, O> {
             } else {
                 "below floor + bits margin"
             },
-            trial.estimated_bytes / 1000.0
+            trial.estimated_bytes / 1000.0,
+            restarted(m.lr_restarts)
         ));
         let feasible = trial.feasible;
         if count {
@@ -774,5 +780,15 @@ impl<'s, O: Oracle> Prober<'s, O> {
     /// The journal, to drop probe checkpoints after a finished run.
     pub fn journal(&self) -> Option<&Journal> {
         self.journal.as_ref()
+    }
+}
+
+/// What a probe line adds when the probe's retraining diverged and started again.
+fn restarted(lr_restarts: u32) -> String {
+    match lr_restarts {
+        0 => String::new(),
+        n => {
+            format!("; its retraining diverged and started again at a smaller learning rate ({n}x)")
+        }
     }
 }

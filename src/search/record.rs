@@ -57,6 +57,10 @@ pub struct Trial {
     pub estimated_bytes: f64,
     pub seconds: f64,
     pub warm_start: String,
+    /// Times the probe's retraining diverged and started again at a smaller learning rate
+    /// (absent in journals written before it was recorded).
+    #[serde(default)]
+    pub lr_restarts: u32,
 }
 
 /// The `warm_start` of a probe whose worker failed twice: it measured nothing and never
@@ -129,6 +133,9 @@ pub struct Outcome {
     /// state no named layer owns (the file and the ratio count the named layers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair: Option<crate::models::torchscript::PairBytes>,
+    /// The probes whose retraining diverged and started again at a smaller learning rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lr_restarted_probes: Vec<usize>,
 }
 
 /// `v` rounded to three decimals (for messages).

@@ -66,6 +66,9 @@ pub struct ProbeResult {
     pub nonzeros: usize,
     pub seconds: f64,
     pub feasible: bool,
+    /// Times its retraining diverged and started again at a smaller learning rate.
+    #[serde(default)]
+    pub lr_restarts: u32,
     /// The probe's model, written when it is feasible.
     pub checkpoint: Option<PathBuf>,
 }
@@ -197,6 +200,7 @@ pub fn run(oracle: &mut Retrainer, spec: &ProbeSpec, checkpoint: &Path) -> Resul
         nonzeros: m.nonzeros,
         seconds: m.seconds,
         feasible,
+        lr_restarts: m.lr_restarts,
         checkpoint: feasible.then(|| checkpoint.to_path_buf()),
     })
 }

@@ -154,6 +154,7 @@ impl Synthetic {
             loss: self.land.loss_of(acc),
             nonzeros,
             seconds: epochs * self.land.seconds_per_epoch + 1.0,
+            ..Default::default()
         }
     }
 }
@@ -226,6 +227,7 @@ impl Oracle for Synthetic {
             loss: self.land.loss_of(acc),
             nonzeros: 0,
             seconds: 0.3,
+            ..Default::default()
         })
     }
 
@@ -237,6 +239,7 @@ impl Oracle for Synthetic {
             loss: self.land.loss_of(acc),
             nonzeros: 0,
             seconds: 0.3,
+            ..Default::default()
         })
     }
 
@@ -297,6 +300,7 @@ pub fn search(land: &Landscape, cfg: &SearchConfig, floor: f64, seed: u64) -> Re
                     loss: 0.0,
                     nonzeros: 0,
                     seconds: 1.0,
+                    ..Default::default()
                 };
                 (q, m)
             }

@@ -282,6 +282,7 @@ impl Elsewhere for Workers {
                     loss: r.valid_loss,
                     nonzeros: r.nonzeros,
                     seconds: r.seconds,
+                    lr_restarts: r.lr_restarts,
                 };
                 Ok(Ok((here.load(checkpoint)?, measure)))
             })
