@@ -146,6 +146,18 @@ fn bench_search_cmd(runs: u64, floor: f64, epoch_seconds: f64) -> Result<()> {
         "{}",
         synthetic::compare(&land, &synthetic::strategies(), floor, runs)?
     );
+    let measured = synthetic::Landscape {
+        seconds_per_epoch: epoch_seconds,
+        ..synthetic::Landscape::lenet_measured_sweep()
+    };
+    println!(
+        "\nThe same landscape, its bisection started from the sensitivity curves the real sweep measured \
+         (searches/lenet-mnist-floor0.99-seed1/sensitivity.csv) instead of its own:\n"
+    );
+    print!(
+        "{}",
+        synthetic::compare(&measured, &synthetic::strategies(), floor, runs)?
+    );
     Ok(())
 }
 

@@ -37,13 +37,20 @@ pub struct Landscape {
     pub jump_cost: f64,
     /// Seconds of one retraining epoch (probes scale with their epochs).
     pub seconds_per_epoch: f64,
+    /// The sensitivity curves measured on the real model (`(ratio, accuracy)` per layer, no
+    /// retraining), which the bisection starts from; `None`: derived from the landscape.
+    pub sweep: Option<Vec<Vec<(f64, f64)>>>,
 }
 
 impl Landscape {
     /// LeNet-5 on MNIST, fitted by `scripts/fit-landscape.py` to the 116 ratio probes and 51
     /// bits probes of `searches/lenet-mnist-floor0.99-seed{1,2,3}` (dense 99.41 % validation;
     /// scale fixed, knees, power and jump cost fitted; the residual's rms, 0.0008, is the
-    /// noise), 18 s per epoch (`bench search --epoch-seconds` sets the machine's).
+    /// noise), 18 s per epoch (`bench search --epoch-seconds` sets the machine's). Its
+    /// sensitivity curves are its own: they start the bisection where the fitted accuracies
+    /// balance the layers, while the real sweep (no retraining) starts it with conv2 far
+    /// from its retrained limit, leaving the refinement that room to find
+    /// ([`Landscape::lenet_measured_sweep`]).
     pub fn lenet() -> Landscape {
         Landscape {
             layers: vec![
@@ -60,6 +67,16 @@ impl Landscape {
             noise: 0.0008,
             jump_cost: 0.000005,
             seconds_per_epoch: 18.0,
+            sweep: None,
+        }
+    }
+
+    /// [`Landscape::lenet`] starting from the sensitivity curves the real sweep measured
+    /// (the same for every seed) instead of its own.
+    pub fn lenet_measured_sweep() -> Landscape {
+        Landscape {
+            sweep: Some(parse_sweep(LENET_SWEEP, &["conv1", "conv2", "fc1", "fc2"])),
+            ..Landscape::lenet()
         }
     }
 
@@ -80,9 +97,13 @@ impl Landscape {
             .sum()
     }
 
-    /// The sensitivity curves (`(ratio, accuracy)` per layer, no retraining: the penalty
-    /// of a retrained model three times denser) on `grid`.
+    /// The sensitivity curves (`(ratio, accuracy)` per layer, no retraining): the measured
+    /// sweep when there is one, else the penalty of a retrained model three times denser on
+    /// `grid`.
     pub fn curves(&self, grid: &[f64]) -> Vec<Vec<(f64, f64)>> {
+        if let Some(sweep) = &self.sweep {
+            return sweep.clone();
+        }
         (0..self.layers.len())
             .map(|l| {
                 grid.iter()
@@ -99,6 +120,29 @@ impl Landscape {
     fn loss_of(&self, accuracy: f64) -> f64 {
         0.02 + 2.5 * (self.dense - accuracy).max(0.0)
     }
+}
+
+/// `sensitivity.csv` of the LeNet-5 searches the landscape is fitted to (the sweep has no
+/// randomness: every seed's is this one).
+const LENET_SWEEP: &str =
+    include_str!("../../searches/lenet-mnist-floor0.99-seed1/sensitivity.csv");
+
+/// The `(sparse_ratio, accuracy)` curve of each of `layers` from a `sensitivity.csv`.
+fn parse_sweep(csv_text: &str, layers: &[&str]) -> Vec<Vec<(f64, f64)>> {
+    let rows: Vec<Vec<&str>> = csv_text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    layers
+        .iter()
+        .map(|name| {
+            rows.iter()
+                .filter(|f| f.len() > 3 && f[0] == *name)
+                .filter_map(|f| Some((f[1].parse().ok()?, f[3].parse().ok()?)))
+                .collect()
+        })
+        .collect()
 }
 
 /// A synthetic model: its ratios, the accuracy its last retraining did not recover, its
@@ -573,6 +617,28 @@ pub fn strategies() -> Vec<(String, SearchConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lenet_landscape_starts_from_the_measured_sweep() {
+        let land = Landscape::lenet_measured_sweep();
+        let c = land.curves(&[0.5]);
+        assert_eq!(c.len(), 4);
+        // conv2 alone at 90 % pruned, as sensitivity.csv has it.
+        let row = LENET_SWEEP
+            .lines()
+            .find(|l| l.starts_with("conv2,0.9,"))
+            .unwrap();
+        let acc: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
+        assert!(c[1].contains(&(0.9, acc)), "{:?}", c[1]);
+        assert!(c.iter().all(|l| l.len() >= 10));
+        // Without a sweep the curves come from the landscape, on the grid asked for.
+        let own = Landscape {
+            sweep: None,
+            ..land
+        }
+        .curves(&[0.5, 0.9]);
+        assert!(own.iter().all(|l| l.len() == 2));
+    }
 
     #[test]
     fn a_whole_synthetic_search_runs_in_a_blink_and_meets_its_floor() {
