@@ -4,8 +4,9 @@ plus a remainder, as in docs/format.md §6) at the best gap width w, in row-majo
 format's) and in column-major order, beside the bound of an unstructured mask (nnz positions
 drawn independently). Huffman tables are not counted.
 
+    python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch==2.11.0 safetensors
     dc-search export FILE.dcz --to safetensors -o model.safetensors
-    /work/venv-torch/bin/python scripts/index-entropy.py model.safetensors   # torch, safetensors
+    /tmp/venv-torch/bin/python scripts/index-entropy.py model.safetensors
 """
 
 import collections
