@@ -70,10 +70,17 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The data with every split on the run's device.
-fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
+/// The data (on the host), then the device line: a command's inputs are read before it
+/// says where it computes, so bad input gets its one error line alone.
+fn load_data(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     let d = data::load(&cfg.data)?;
     rt.announce();
+    Ok(d)
+}
+
+/// The data with every split on the run's device.
+fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
+    let d = load_data(cfg, rt)?;
     Ok(data::Data {
         name: d.name,
         train: d.train.to_device(rt.device),
@@ -604,8 +611,7 @@ fn probe_cmd(
 
 fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
     rt.apply();
-    let data = data::load(&cfg.data)?;
-    rt.announce();
+    let data = load_data(cfg, rt)?;
     let d = dense::obtain(cfg, &data, rt, retrain)?;
     if let Some(s) = &d.trained {
         println!(
@@ -626,8 +632,7 @@ fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
 
 fn eval_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     rt.apply();
-    let data = data::load(&cfg.data)?;
-    rt.announce();
+    let data = load_data(cfg, rt)?;
     let d = dense::obtain(cfg, &data, rt, false)?;
     report(&d, &data, rt)
 }
@@ -743,8 +748,7 @@ fn eval_file_cmd(
             encode::to_net(&model, rt.device)?,
         ),
     };
-    let data = data::load(&cfg.data)?;
-    rt.announce();
+    let data = load_data(&cfg, rt)?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
@@ -863,8 +867,7 @@ fn compress_cmd(
     max_loss: f64,
 ) -> Result<()> {
     rt.apply();
-    let data = data::load(&cfg.data)?;
-    rt.announce();
+    let data = load_data(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
     let train_split = data.train.to_device(rt.device);
     let valid = data.valid.to_device(rt.device);
@@ -926,13 +929,9 @@ fn compress_cmd(
             .train
             .as_ref()
             .map(|t| {
-                let again = match t.lr_restarts {
-                    0 => String::new(),
-                    1 => " (it diverged once and started again at a smaller learning rate)".into(),
-                    n => format!(
-                        " (it diverged {n} times and started again at smaller learning rates)"
-                    ),
-                };
+                let again = train::restarts_said(t.lr_restarts)
+                    .map(|s| format!(" (it {s})"))
+                    .unwrap_or_default();
                 format!(", {:.2} epochs in {:.1} s{again}", t.epochs, t.seconds)
             })
             .unwrap_or_default();

@@ -303,6 +303,18 @@ pub struct TrainStats {
     pub lr_restarts: u32,
 }
 
+/// What to say of a retraining that diverged `lr_restarts` times and each time started
+/// again at a smaller learning rate; `None` when it did not diverge.
+pub fn restarts_said(lr_restarts: u32) -> Option<String> {
+    match lr_restarts {
+        0 => None,
+        1 => Some("diverged once and started again at a smaller learning rate".into()),
+        n => Some(format!(
+            "diverged {n} times and started again at smaller learning rates"
+        )),
+    }
+}
+
 /// Training stopped because the loss turned NaN or infinite. [`train`] returns it inside
 /// an `anyhow::Error`; callers that know which setting sets the learning rate downcast it
 /// and name that setting ([`Diverged::with_fix`]).

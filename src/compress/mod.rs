@@ -25,7 +25,6 @@ pub use lr_range::RetrainLr;
 use mask::{CentroidGrad, CompressedSgd, Masked};
 use prune::PruneRule;
 pub use schedule::{gradual_ratio, Schedule};
-use tch::Tensor;
 
 /// Precision of the biases in the compressed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -303,20 +302,10 @@ impl Trainer<'_> {
         label: &str,
         factors: &[f64],
     ) -> Result<TrainStats> {
-        let weights: Vec<(Tensor, Tensor)> = net
-            .params
-            .iter()
-            .map(|p| (p.weight.detach().copy(), p.bias.detach().copy()))
-            .collect();
-        let start = state.copy();
+        let (weights, start) = (net.snapshot(), state.copy());
         for (k, f) in factors.iter().enumerate() {
             if k > 0 {
-                tch::no_grad(|| {
-                    for (p, (w, b)) in net.params.iter().zip(&weights) {
-                        p.weight.shallow_clone().copy_(w);
-                        p.bias.shallow_clone().copy_(b);
-                    }
-                });
+                net.assign_params(&weights);
                 *state = start.copy();
             }
             let r = Recipe {
@@ -503,7 +492,7 @@ mod tests {
     fn a_diverging_retraining_starts_again_from_its_start_at_a_smaller_rate() {
         use super::*;
         use crate::models::Arch;
-        use tch::{Device, Kind};
+        use tch::{Device, Kind, Tensor};
         tch::manual_seed(6);
         let net = Net::init(&Arch::lenet_300_100(), Device::Cpu);
         let mut state = Masked::dense(&net);

@@ -344,8 +344,25 @@ impl Net {
 
     /// Copies `other`'s weights into this net (same arch).
     pub fn assign(&self, other: &Net) {
+        self.assign_params(&other.params);
+    }
+
+    /// Detached copies of the weights and biases, to put back with [`Net::assign_params`]
+    /// (lighter than [`Net::copy`], which also copies a TorchScript module).
+    pub fn snapshot(&self) -> Vec<Param> {
+        self.params
+            .iter()
+            .map(|p| Param {
+                weight: p.weight.detach().copy(),
+                bias: p.bias.detach().copy(),
+            })
+            .collect()
+    }
+
+    /// Copies `params` (this net's layers, in order) into this net's weights and biases.
+    pub fn assign_params(&self, params: &[Param]) {
         tch::no_grad(|| {
-            for (a, b) in self.params.iter().zip(&other.params) {
+            for (a, b) in self.params.iter().zip(params) {
                 a.weight.shallow_clone().copy_(&b.weight);
                 a.bias.shallow_clone().copy_(&b.bias);
             }

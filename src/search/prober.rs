@@ -785,10 +785,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
 
 /// What a probe line adds when the probe's retraining diverged and started again.
 fn restarted(lr_restarts: u32) -> String {
-    match lr_restarts {
-        0 => String::new(),
-        n => {
-            format!("; its retraining diverged and started again at a smaller learning rate ({n}x)")
-        }
-    }
+    crate::train::restarts_said(lr_restarts)
+        .map(|s| format!("; its retraining {s}"))
+        .unwrap_or_default()
 }

@@ -244,6 +244,15 @@ pub fn write_csv(points: &[Point], total: usize, path: &Path) -> Result<()> {
     crate::paths::write_atomic(path, &w.into_inner()?)
 }
 
+/// The points of a `sensitivity.csv` that [`write_csv`] wrote (its `accuracy_se` column,
+/// derived, is not read back).
+pub fn read_csv(text: &str) -> Result<Vec<Point>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("not a sensitivity.csv: {e}"))
+}
+
 /// The curve of one layer: `(sparse_ratio, accuracy)` in grid order.
 pub fn curve<'a>(points: &'a [Point], layer: &'a str) -> impl Iterator<Item = (f64, f64)> + 'a {
     points
@@ -286,5 +295,11 @@ mod tests {
              fc1,0.5,10,0.97,0.25,1000,0.004825\n\
              fc2,0.5,10,1,0.25,1000,0.000000\n"
         );
+        // What it wrote reads back as the points.
+        assert_eq!(
+            read_csv(&text).unwrap(),
+            vec![p("fc1", 0.97), p("fc2", 1.0)]
+        );
+        assert!(read_csv("layer,sparse_ratio\nfc1,x\n").is_err());
     }
 }

@@ -20,6 +20,7 @@ use super::oracle::{Measure, Oracle};
 use super::prober::{Clock, Prober, Thresholds};
 use super::record::StageTimes;
 use super::run;
+use super::sensitivity;
 
 /// The landscape's parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +76,7 @@ impl Landscape {
     /// (the same for every seed) instead of its own.
     pub fn lenet_measured_sweep() -> Landscape {
         Landscape {
-            sweep: Some(parse_sweep(LENET_SWEEP, &["conv1", "conv2", "fc1", "fc2"])),
+            sweep: Some(curves_of(LENET_SWEEP, &["conv1", "conv2", "fc1", "fc2"])),
             ..Landscape::lenet()
         }
     }
@@ -127,21 +128,12 @@ impl Landscape {
 const LENET_SWEEP: &str =
     include_str!("../../searches/lenet-mnist-floor0.99-seed1/sensitivity.csv");
 
-/// The `(sparse_ratio, accuracy)` curve of each of `layers` from a `sensitivity.csv`.
-fn parse_sweep(csv_text: &str, layers: &[&str]) -> Vec<Vec<(f64, f64)>> {
-    let rows: Vec<Vec<&str>> = csv_text
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+/// Each of `layers`' curve in the committed `sensitivity.csv` `text`.
+fn curves_of(text: &str, layers: &[&str]) -> Vec<Vec<(f64, f64)>> {
+    let points = sensitivity::read_csv(text).expect("the committed sensitivity.csv reads");
     layers
         .iter()
-        .map(|name| {
-            rows.iter()
-                .filter(|f| f.len() > 3 && f[0] == *name)
-                .filter_map(|f| Some((f[1].parse().ok()?, f[3].parse().ok()?)))
-                .collect()
-        })
+        .map(|l| sensitivity::curve(&points, l).collect())
         .collect()
 }
 
