@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::search::workers::ExecutorKind;
+use crate::search::Floor;
 
 use crate::compress::mask::CentroidGrad;
 use crate::compress::prune::PruneRule;
@@ -419,33 +420,6 @@ pub enum Mode {
         floor: f64,
         epoch_seconds: f64,
     },
-}
-
-/// The search's accuracy floor.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Floor {
-    /// Validation accuracy, a fraction in (0, 1].
-    Absolute(f64),
-    /// Percentage points below the dense model's validation accuracy.
-    MaxDrop(f64),
-}
-
-impl Floor {
-    /// The floor for a dense model of validation accuracy `dense`.
-    pub fn resolve(self, dense: f64) -> f64 {
-        match self {
-            Floor::Absolute(f) => f,
-            Floor::MaxDrop(p) => dense - p / 100.0,
-        }
-    }
-
-    /// How the run folder names it.
-    pub fn tag(self) -> String {
-        match self {
-            Floor::Absolute(f) => format!("floor{f}"),
-            Floor::MaxDrop(p) => format!("maxdrop{p}"),
-        }
-    }
 }
 
 /// Parses `--max-drop`: percentage points in (0, 100).

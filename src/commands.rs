@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Floor, Mode};
+use crate::cli::{Cli, Mode};
 use crate::compress::{self, encode, Plan};
 use crate::config::Config;
 use crate::data;
@@ -15,7 +15,8 @@ use crate::format;
 use crate::models::Net;
 use crate::report;
 use crate::runtime::Runtime;
-use crate::search::{self, outputs, sensitivity};
+use crate::search::Floor;
+use crate::search::{self, sensitivity, setup};
 use crate::train;
 
 /// Runs the command the user asked for.
@@ -89,43 +90,18 @@ fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
     })
 }
 
-/// The validation images the sensitivity sweep uses: `search.sensitivity_images` of them
-/// drawn at random (seeded by `data.split_seed`), or all of them.
-fn sensitivity_split(cfg: &Config, valid: &data::Split) -> data::Split {
-    match cfg.search.sensitivity_images {
-        0 => valid.head(valid.len()),
-        n => valid.sample(n, cfg.data.split_seed),
-    }
-}
-
-fn sweep_and_write(
-    cfg: &Config,
-    net: &Net,
-    valid: &data::Split,
-    out: &Path,
-    quiet: bool,
-) -> Result<(Vec<sensitivity::Point>, f64)> {
-    let t = std::time::Instant::now();
-    let points = sensitivity::sweep(net, &sensitivity_split(cfg, valid), &cfg.search.grid);
-    let secs = t.elapsed().as_secs_f64();
-    sensitivity::write_csv(&points, valid.len(), &out.join("sensitivity.csv"))?;
-    let names: Vec<String> = net.arch.layers.iter().map(|l| l.name.clone()).collect();
-    outputs::plot_sensitivity(&points, &names, &out.join("sensitivity.svg"))?;
-    if !quiet {
-        eprintln!(
-            "sensitivity: {} points in {secs:.1} s → {}",
-            points.len(),
-            out.join("sensitivity.csv").display()
-        );
-    }
-    Ok((points, secs))
-}
-
 fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
-    let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
+    let (points, secs) = setup::sweep_and_write(
+        &cfg.search,
+        cfg.data.split_seed,
+        &dense.net,
+        &data.valid,
+        out,
+        rt.quiet,
+    )?;
     println!(
         "wrote {} and {} ({} points, {secs:.1} s)",
         out.join("sensitivity.csv").display(),
@@ -136,35 +112,58 @@ fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
 }
 
 fn bench_search_cmd(runs: u64, floor: f64, epoch_seconds: f64) -> Result<()> {
-    use crate::search::synthetic;
-    let land = synthetic::Landscape {
+    use crate::search::synthetic::{self, Landscape};
+    let lenet = Landscape {
         seconds_per_epoch: epoch_seconds,
-        ..synthetic::Landscape::lenet()
+        ..Landscape::lenet()
     };
     println!(
-        "Search strategies on the synthetic LeNet-5 oracle (dense {:.4}, noise σ {:.4} per probe, {} s per \
-         epoch), floor {floor}, {runs} seeds each.\ncompression: estimated file bytes against dense float32; 3≤1.15: \
-         triples of seeds (1–3, 4–6, …) whose largest file is at most 1.15× their smallest; met: \
-         the decoded file reached the floor; true<F: its noiseless accuracy is under the floor; ended: the \
-         ratio search ended by itself, not by the budget.\n",
-        land.dense, land.noise, land.seconds_per_epoch
+        "Search strategies on synthetic oracles, {runs} seeds each. compression: estimated file bytes against \
+         dense float32; 3≤1.15: triples of seeds (1–3, 4–6, …) whose largest file is at most 1.15× their \
+         smallest; met: the decoded file reached the floor; true<F: its noiseless accuracy is under the floor; \
+         minutes: simulated; ratio probes include the calibration's; ended: the ratio search ended by itself, \
+         not by a budget.\n"
     );
-    print!(
-        "{}",
-        synthetic::compare(&land, &synthetic::strategies(), floor, runs)?
-    );
-    let measured = synthetic::Landscape {
-        seconds_per_epoch: epoch_seconds,
-        ..synthetic::Landscape::lenet_measured_sweep()
-    };
-    println!(
-        "\nThe same landscape, its bisection started from the sensitivity curves the real sweep measured \
-         (searches/lenet-mnist-floor0.99-seed1/sensitivity.csv) instead of its own:\n"
-    );
-    print!(
-        "{}",
-        synthetic::compare(&measured, &synthetic::strategies(), floor, runs)?
-    );
+    let tables = [
+        (
+            format!(
+                "LeNet-5 (fitted to the committed searches: dense {:.4}, noise σ {:.4}, {} s per epoch), floor {floor}",
+                lenet.dense, lenet.noise, lenet.seconds_per_epoch
+            ),
+            lenet.clone(),
+            floor,
+        ),
+        (
+            "The same, its bisection started from the sensitivity curves the real sweep measured \
+             (searches/lenet-mnist-floor0.99-seed1/sensitivity.csv) instead of its own"
+                .to_string(),
+            Landscape {
+                seconds_per_epoch: epoch_seconds,
+                ..Landscape::lenet_measured_sweep()
+            },
+            floor,
+        ),
+        {
+            let r = Landscape::residual8();
+            (
+                format!(
+                    "A landscape of another shape: 8 layers of a residual CNN (dense {:.2}, noise σ {:.4}, recovery τ {} \
+                     epochs, {} s per epoch), floor dense − 1 point",
+                    r.dense, r.noise, r.tau, r.seconds_per_epoch
+                ),
+                r.clone(),
+                r.dense - 0.01,
+            )
+        },
+    ];
+    for (title, land, floor) in tables {
+        println!("{title}:\n");
+        print!(
+            "{}",
+            synthetic::compare(&land, &synthetic::strategies(), floor, runs)?
+        );
+        println!();
+    }
     Ok(())
 }
 
@@ -212,7 +211,11 @@ fn bench_sensitivity_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     let n = cfg.search.sensitivity_images;
     if n > 0 && n < data.valid.len() {
         let t = std::time::Instant::now();
-        let sub = sensitivity::sweep(&dense.net, &sensitivity_split(cfg, &data.valid), grid);
+        let sub = sensitivity::sweep(
+            &dense.net,
+            &setup::sensitivity_split(&cfg.search, &data.valid, cfg.data.split_seed),
+            grid,
+        );
         let sub_s = t.elapsed().as_secs_f64();
         let total = data.valid.len();
         let se: Vec<f64> = sub
@@ -262,229 +265,36 @@ fn search_cmd(
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
-    // The budget is the search's: training the dense model (first run on a machine) is not
-    // counted against it.
-    let search_start = std::time::Instant::now();
-    let dense_acc = train::evaluate(&dense.net, &data.valid).accuracy;
-    let floor = floor.resolve(dense_acc);
-    if floor <= 0.0 || floor.is_nan() {
-        anyhow::bail!(
-            "--max-drop leaves no floor: the dense {} reaches only {dense_acc:.4} on validation",
-            cfg.model
-        );
-    }
-    if dense_acc < floor {
-        anyhow::bail!(
-            "the dense {} reaches validation accuracy {dense_acc:.4}, already under the floor {floor:.4}: nothing can be \
-             removed; lower --floor (e.g. --floor {:.3})",
-            cfg.model,
-            (dense_acc - 0.002).max(0.001)
-        );
-    }
-    // Nothing is written before the run folder's lock is taken and its journal (if any)
-    // is known to belong to this run.
-    let key = journal_key(cfg, rt, floor, &dense.path);
-    let mut journal = search::journal::Journal::open(out, &key)?;
-    let workers = out.join("workers");
-    let exec = search::workers::executor(
-        *executor,
-        cfg.search.workers,
+    let config_toml = |lr: Option<f64>| with_lr(cfg, lr).to_toml();
+    let inputs = search::run::Inputs {
+        model: &cfg.model,
+        data: &cfg.data,
+        train: &cfg.train,
+        compress: &cfg.compress,
+        search: &cfg.search,
+        weights: cfg.weights.as_deref(),
+        config_toml: &config_toml,
+    };
+    let place = search::run::Place {
+        out,
+        command,
+        executor: *executor,
         slurm_args,
-        &workers,
-        rt,
-        cfg.data.dir.clone(),
-    )?;
-    if journal.pending() > 0 && !rt.quiet {
-        eprintln!(
-            "resuming from {}: {} journaled",
-            out.join("journal.jsonl").display(),
-            journal.summary()
-        );
-    }
-    crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
-    if !rt.quiet {
-        let held = match cfg.data.validation_from {
-            data::ValidationFrom::Train => "held out of the training images",
-            data::ValidationFrom::Test => "held out of the test images",
-        };
-        eprintln!(
-            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
-            data.valid.len(),
-            data.test.len()
-        );
-        eprintln!(
-            "dense {}: validation accuracy {dense_acc:.4}; floor {floor} (+ margin {})",
-            cfg.model, cfg.search.margin
-        );
-    }
-    let mut times = search::StageTimes::default();
-    let (points, secs, sweep_replayed) = match journal.replay_sweep() {
-        Some((points, secs)) => (points, secs, true),
-        None => {
-            let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
-            journal.record_sweep(&points, secs)?;
-            (points, secs, false)
-        }
     };
-    times.sensitivity = secs;
-    crate::runtime::catch_interrupts();
-    let train_split = data.train.to_device(rt.device);
-    let curves: Vec<Vec<(f64, f64)>> = dense
-        .net
-        .arch
-        .layers
-        .iter()
-        .map(|l| sensitivity::curve(&points, &l.name).collect())
-        .collect();
-    // `retrain_lr = "auto"`: the range test (or its journaled result) fixes the learning
-    // rate; probes, workers and the file retrain with it as a number.
-    let (lr_test, lr_test_replayed) = match auto_lr(cfg) {
-        false => (None, false),
-        true => {
-            let (test, replayed) = match journal.replay_lr_test() {
-                Some(t) => (t, true),
-                None => {
-                    let ratios = search::delta::ratios_for_delta(
-                        &curves,
-                        dense_acc,
-                        compress::lr_range::START_DROP,
-                        cfg.search.max_ratio,
-                    );
-                    let rules: Vec<compress::prune::PruneRule> = ratios
-                        .iter()
-                        .map(|&r| compress::prune::PruneRule::SparseRatio(r))
-                        .collect();
-                    let t = compress::lr_range::run(
-                        &dense.net,
-                        &rules,
-                        &train_split,
-                        &data.valid,
-                        &cfg.train,
-                        &cfg.compress,
-                        rt,
-                        LR_TEST_SEED,
-                    )?;
-                    journal.record_lr_test(&t)?;
-                    (t, false)
-                }
-            };
-            if !rt.quiet {
-                eprintln!(
-                    "{}{}",
-                    test.describe(),
-                    if replayed { " (journaled)" } else { "" }
-                );
-            }
-            (Some(test), replayed)
-        }
-    };
-    times.lr_test = lr_test.as_ref().map_or(0.0, |t| t.seconds);
-    let resolved = with_lr(cfg, lr_test.as_ref());
-    let mut oracle = search::oracle::Retrainer::new(
+    let search::run::Done {
+        outcome,
+        table,
+        ratios,
+    } = search::run(
+        &inputs,
+        &data,
         &dense.net,
-        &train_split,
-        &data.valid,
-        &cfg.train,
-        &resolved.compress,
-        &resolved.search,
+        &dense.path,
+        floor,
         rt,
-    );
-    if let Some(exec) = exec {
-        let base = search::workers::SpecBase {
-            config: resolved.to_toml(),
-            dense: dense.path.clone(),
-            dense_sha256: crate::paths::sha256_file(&dense.path)?,
-            seed: rt.seed,
-        };
-        oracle.elsewhere = Some(Box::new(search::workers::Workers {
-            exec,
-            base,
-            folder: workers.clone(),
-        }));
-    }
-    let layers = dense
-        .net
-        .arch
-        .layers
-        .iter()
-        .map(|l| {
-            (
-                l.name.clone(),
-                l.weight_numel() as usize,
-                l.outputs() as usize,
-            )
-        })
-        .collect();
-    let at = search::prober::Thresholds::new(floor, cfg.search.margin, cfg.search.bits_margin);
-    let mut p = search::prober::Prober::new(
-        oracle,
-        &cfg.search,
-        at,
-        layers,
-        search::prober::Clock::Wall(search_start),
-    )
-    .with_journal(journal)
-    .with_outputs(&out.join("trials.csv"), rt.quiet);
-    if sweep_replayed {
-        // The replayed sweep's time counts against the budget as it did when it ran.
-        p.count_replayed(secs);
-    }
-    if lr_test_replayed {
-        p.count_replayed(times.lr_test);
-    }
-    let result = search::run::choose(&mut p, &curves, dense_acc, &mut times).and_then(|chosen| {
-        let file = out.join(format!("{}.dcz", cfg.model));
-        let run = search::finish::RunInfo {
-            model: &cfg.model,
-            data: &cfg.data,
-            compress: &cfg.compress,
-            weights: cfg.weights.as_deref(),
-        };
-        search::finish::file(
-            &mut p, &run, chosen, file, &data.test, dense_acc, &mut times,
-        )
-    });
-    // New probes rewrite trials.csv as they finish; probes replayed from the journal are
-    // written here, once (a run killed between journaling a probe and rewriting the CSV
-    // left it a probe short).
-    p.write_trials()?;
-    outputs::plot_pareto(
-        &p.trials,
-        floor + cfg.search.margin,
-        &out.join("pareto.svg"),
+        &place,
+        start,
     )?;
-    let mut outcome = match result {
-        Err(e) if e.is::<crate::runtime::Interrupted>() => {
-            let report = out.join("report.md");
-            outputs::write_interrupted(&p.trials, &p.stage, floor, command, &report)?;
-            return Err(e.context(format!(
-                "{} probes are journaled in {}; the best feasible so far is in {}. Rerun the same command to \
-                 resume",
-                p.trials.len(),
-                out.join("journal.jsonl").display(),
-                report.display()
-            )));
-        }
-        r => r?,
-    };
-    outcome.times.total = start.elapsed().as_secs_f64();
-    outcome.lr_test = lr_test;
-    let ratios = outputs::Ratios::from_outcome(&outcome);
-    crate::paths::write_text(
-        &out.join("ratios.json"),
-        &serde_json::to_string_pretty(&ratios)?,
-    )?;
-    crate::paths::write_text(
-        &out.join("summary.json"),
-        &serde_json::to_string_pretty(&outcome)?,
-    )?;
-    let (bytes, _) = read_dcz(&outcome.file, format::MAX_TOTAL_DENSE)?;
-    let table = report::table3(&format::account(&bytes)?);
-    outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
-    if let Some(j) = p.journal() {
-        j.drop_probe_checkpoints()?;
-    }
-    search::workers::tidy(&out.join("workers"))?;
     // --quiet hides progress, never the result.
     print!("{table}");
     println!(
@@ -502,44 +312,20 @@ fn search_cmd(
         serde_json::to_string(&serde_json::json!({
             "file": outcome.file, "bytes": outcome.file_bytes, "compression": outcome.compression_ratio,
             "valid_accuracy": outcome.decoded_valid_accuracy, "test_accuracy": outcome.decoded_test_accuracy,
-            "floor": floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
+            "floor": outcome.floor, "minutes": outcome.times.total / 60.0, "ratios": ratios.layers,
         }))?
     );
     Ok(())
 }
 
-/// Seed offset of the learning-rate range test's retrainings.
-const LR_TEST_SEED: u64 = 0x1e57;
-
-/// Whether a section of `cfg` asks for the learning-rate range test.
-fn auto_lr(cfg: &Config) -> bool {
-    compress::RetrainLr::is_auto(&cfg.search.retrain_lr)
-        || compress::RetrainLr::is_auto(&cfg.compress.retrain_lr)
-}
-
-/// `cfg` with each `retrain_lr = "auto"` replaced by the range test's choice.
-fn with_lr(cfg: &Config, test: Option<&compress::lr_range::LrTest>) -> Config {
+/// `cfg` with each `retrain_lr = "auto"` replaced by `lr`, the range test's choice.
+fn with_lr(cfg: &Config, lr: Option<f64>) -> Config {
     let mut c = cfg.clone();
-    if let Some(t) = test {
-        compress::RetrainLr::resolve(&mut c.search.retrain_lr, t.chosen);
-        compress::RetrainLr::resolve(&mut c.compress.retrain_lr, t.chosen);
+    if let Some(lr) = lr {
+        compress::RetrainLr::resolve(&mut c.search.retrain_lr, lr);
+        compress::RetrainLr::resolve(&mut c.compress.retrain_lr, lr);
     }
     c
-}
-
-/// What decides a search's result: the resolved config, floor, seed, threads and the dense
-/// weights (by content, so a changed file at the same path is not mistaken for the old
-/// one). A journal written under another key is not resumed.
-fn journal_key(cfg: &Config, rt: &Runtime, floor: f64, dense: &Path) -> String {
-    let weights = crate::paths::sha256_file(dense).unwrap_or_else(|_| dense.display().to_string());
-    let text = format!(
-        "{}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={weights}",
-        cfg.to_toml(),
-        rt.seed,
-        rt.threads,
-        rt.device_name(),
-    );
-    crate::paths::sha256_hex(text.as_bytes())
 }
 
 /// `probe --spec`: one probe from its spec; prints the result's JSON line.
@@ -882,13 +668,13 @@ fn compress_cmd(
             &cfg.train,
             &cfg.compress,
             rt,
-            LR_TEST_SEED,
+            setup::LR_TEST_SEED,
         )?),
     };
     if let Some(t) = &lr_test {
         println!("{}", t.describe());
     }
-    let resolved = with_lr(cfg, lr_test.as_ref());
+    let resolved = with_lr(cfg, lr_test.as_ref().map(|t| t.chosen));
     rt.reseed(1);
     let trainer = compress::Trainer {
         train: &train_split,
@@ -959,36 +745,4 @@ fn compress_cmd(
         t.accuracy, t.loss
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The journal's key holds the dense weights by content: a file changed at the same path
-    /// is another run, the same bytes at another path are the same one.
-    #[test]
-    fn the_journal_key_hashes_the_dense_weights_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            dir.path().join("a.safetensors"),
-            dir.path().join("b.safetensors"),
-        );
-        std::fs::write(&a, b"weights one").unwrap();
-        std::fs::write(&b, b"weights one").unwrap();
-        let cfg = Config::resolve("lenet").unwrap();
-        let rt = Runtime {
-            device: tch::Device::Cpu,
-            seed: 1,
-            dense_seed: 1,
-            threads: Some(1),
-            quiet: true,
-        };
-        let key = |p: &Path| journal_key(&cfg, &rt, 0.99, p);
-        let before = key(&a);
-        assert_eq!(before, key(&b));
-        std::fs::write(&a, b"weights two").unwrap();
-        assert_ne!(before, key(&a));
-        assert_ne!(before, journal_key(&cfg, &rt, 0.98, &b));
-    }
 }

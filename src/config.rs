@@ -168,6 +168,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::config::Auto;
 
     #[test]
     fn every_key_is_documented() {
@@ -322,18 +323,20 @@ mod tests {
             ("compress.gradual_ramp", "[0, 1]", |c| {
                 c.compress.gradual_ramp = 1.5
             }),
-            ("search.margin", "[0, 0.5]", |c| c.search.margin = -0.001),
+            ("search.margin", "[0, 0.5]", |c| {
+                c.search.margin = Auto::Is(-0.001)
+            }),
             ("search.recovery_gap", "[0, 0.5]", |c| {
                 c.search.recovery_gap = 2.0
             }),
             ("search.probe_epochs", "(0, 10000]", |c| {
-                c.search.probe_epochs = 0.0
+                c.search.probe_epochs = Auto::Is(0.0)
             }),
             ("search.final_epochs", "[0, 10000]", |c| {
                 c.search.final_epochs = -3.0
             }),
             ("search.second_look", "[0, 0.5]", |c| {
-                c.search.second_look = -0.1
+                c.search.second_look = Auto::Is(-0.1)
             }),
             ("search.climb_factor", "(1, 100]", |c| {
                 c.search.climb_factor = 1.0
@@ -360,7 +363,7 @@ mod tests {
                 c.search.bits_candidates = 0
             }),
             ("search.bits_epochs", "(0, 10000]", |c| {
-                c.search.bits_epochs = 0.0
+                c.search.bits_epochs = Auto::Is(0.0)
             }),
             ("search.lr_scale", "(0, 1000]", |c| c.search.lr_scale = 0.0),
             ("search.retrain_lr", "(0, 10]", |c| {
@@ -369,8 +372,8 @@ mod tests {
             ("compress.retrain_lr", "(0, 10]", |c| {
                 c.compress.retrain_lr = Some(RetrainLr::Value(20.0))
             }),
-            ("search.budget_minutes", "(0, 1e6]", |c| {
-                c.search.budget_minutes = 0.0
+            ("search.budget_minutes", "[0, 1e6]", |c| {
+                c.search.budget_minutes = -1.0
             }),
             ("search.budget_probes", "0..=1000000", |c| {
                 c.search.budget_probes = 1 << 40

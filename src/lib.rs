@@ -6,8 +6,8 @@
 //! circle inside (`tests/layers.rs` reads the sources and checks both against this list;
 //! unit-test modules are not held to it):
 //! `commands` (one function per command) → `cli` (flags → typed settings) → `bench` →
-//! `dense` (the cached baseline) → `config` (the sections together) → `export` → `report` →
-//! `search` → `compress` (prune, schedule, mask, kmeans, encode) → `train` → `import`
+//! `dense` (the cached baseline) → `config` (the sections together) → `export` → `search` →
+//! `report` → `compress` (prune, schedule, mask, kmeans, encode) → `train` → `import`
 //! (caffemodel, safetensors) → `weights` → `models` → `data` → `runtime` → `cuda` → `check`
 //! (range checks of settings) → `paths` → `format` (the .dcz file, pure bytes).
 

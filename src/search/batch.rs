@@ -25,10 +25,8 @@ impl<O: Oracle> Prober<'_, O> {
     /// leaves (at least 1).
     pub fn batch_size(&self) -> usize {
         let q = self.cfg.workers.max(1);
-        match self.cfg.budget_probes {
-            0 => q,
-            b => q.min(b.saturating_sub(self.ratio_probes())).max(1),
-        }
+        q.min(self.plan.ratio_probes.saturating_sub(self.ratio_probes()))
+            .max(1)
     }
 
     /// Ratio probes side by side; each answer is the probe's validation accuracy, `None`
@@ -52,7 +50,7 @@ impl<O: Oracle> Prober<'_, O> {
             .iter()
             .map(|(r, _)| self.warm_start(r))
             .collect();
-        let epochs = self.cfg.probe_epochs;
+        let epochs = self.plan.probe_epochs;
         let results = {
             let jobs = asks[done..]
                 .iter()
@@ -159,7 +157,11 @@ impl<O: Oracle> Prober<'_, O> {
         why: &str,
     ) -> Result<()> {
         let nothing = Measure::default();
-        let mut trial = self.trial(phase, ratios, bits, &nothing);
+        let epochs = match phase {
+            Phase::Bits => self.plan.bits_epochs,
+            _ => self.plan.probe_epochs,
+        };
+        let mut trial = self.trial(phase, ratios, bits, &nothing, epochs);
         trial.valid_loss = None;
         trial.delta = delta;
         trial.warm_start = LOST.into();
@@ -185,8 +187,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::search::config::SearchConfig;
-    use crate::search::prober::{Clock, Thresholds};
+    use crate::search::config::{Auto, SearchConfig};
+    use crate::search::prober::Clock;
     use crate::search::synthetic::{Landscape, Model, Synthetic};
 
     /// The synthetic oracle whose workers fail on every second job of a batch.
@@ -234,12 +236,13 @@ mod tests {
     fn a_lost_probe_is_recorded_never_feasible_and_a_batch_counts_its_longest_probe() {
         let land = Landscape::lenet();
         let cfg = SearchConfig {
-            second_look: 0.0,
+            second_look: Auto::Is(0.0),
+            margin: Auto::Is(0.0),
+            bits_margin: 0.0,
             ..SearchConfig::default()
         };
-        let at = Thresholds::new(0.98, 0.0, 0.0);
         let oracle = Flaky(Synthetic::new(land.clone(), 1));
-        let mut p = Prober::new(oracle, &cfg, at, land.layers.clone(), Clock::Simulated);
+        let mut p = Prober::new(oracle, &cfg, 0.98, land.layers.clone(), Clock::Simulated);
         // Two easy probes side by side: the second one's worker fails.
         let asks: Vec<Ask> = vec![(vec![0.1; 4], None), (vec![0.2; 4], None)];
         let answers = p.probe_ratios_batch(&asks, Phase::Refine).unwrap();

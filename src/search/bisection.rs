@@ -16,34 +16,29 @@ use std::cell::RefCell;
 use anyhow::Result;
 use argmin::core::{CostFunction, Executor};
 use argmin::solver::brent::BrentRoot;
-use serde::{Deserialize, Serialize};
 
 use super::batch::Ask;
+use super::calibration::Start;
+use super::config::Bisection;
 use super::delta;
 use super::oracle::Oracle;
 use super::parallel;
 use super::prober::Prober;
 use super::record::Phase;
 
-/// How the δ bracket is searched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bisection {
-    Climb,
-    Brent,
-}
-
 /// The smallest tolerated drop the bisection considers (x = 0 is the dense model).
 const MIN_DELTA: f64 = 2e-4;
 
-/// Runs the configured bisection; returns why it ended.
+/// Runs the configured bisection; returns why it ended. `start` is what the calibration
+/// measured of the climb's first δ (the climb goes on from it instead of probing it again).
 pub fn run<O: Oracle>(
     p: &mut Prober<O>,
     curves: &[Vec<(f64, f64)>],
     dense_acc: f64,
+    start: Option<Start>,
 ) -> Result<String> {
     match p.cfg.bisection {
-        Bisection::Climb => climb(p, curves, dense_acc),
+        Bisection::Climb => climb(p, curves, dense_acc, start),
         Bisection::Brent => brent(p, curves, dense_acc),
     }
 }
@@ -111,6 +106,7 @@ fn climb<O: Oracle>(
     p: &mut Prober<O>,
     curves: &[Vec<(f64, f64)>],
     dense_acc: f64,
+    start: Option<Start>,
 ) -> Result<String> {
     let cap = p.cfg.max_ratio;
     let max_delta = curves
@@ -118,10 +114,23 @@ fn climb<O: Oracle>(
         .flat_map(|c| c.iter().map(|(_, a)| dense_acc - a))
         .fold(0.0f64, f64::max)
         .max(2.0 * MIN_DELTA);
-    let first = predicted_delta(curves, dense_acc, p.at.probe, cap);
-    let mut ds = vec![first];
     let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
     let mut last_ratios: Option<Vec<f64>> = None;
+    let mut ds = match start {
+        None => vec![predicted_delta(curves, dense_acc, p.at.probe, cap)],
+        Some(s) => {
+            last_ratios = Some(delta::ratios_for_delta(curves, dense_acc, s.delta, cap));
+            if s.feasible {
+                good = Some(s.delta);
+            } else {
+                bad = Some(s.delta);
+            }
+            match next_deltas(p, good, bad, max_delta, 1) {
+                Ok(ds) => ds,
+                Err(why) => return Ok(why),
+            }
+        }
+    };
     let mut probes = 0;
     // With --workers N each round probes up to N δ side by side: the climb's next steps, or
     // points spread over the bracket (`parallel`); one worker probes one δ a round.
@@ -150,25 +159,45 @@ fn climb<O: Oracle>(
         last_ratios = asks.pop().map(|(r, _)| r);
         (good, bad) = parallel::narrow(good, bad, &judged);
         let left = p.cfg.bisection_probes.saturating_sub(probes).max(1) as usize;
-        let q = p.batch_size().min(left);
-        ds = match (good, bad) {
-            (Some(g), None) => {
-                if g >= max_delta {
-                    return Ok("every layer is at its largest ratio".into());
-                }
-                parallel::climb_points(g * p.cfg.climb_factor, p.cfg.climb_factor, max_delta, q)
-            }
-            (g, Some(b)) => {
-                let g = g.unwrap_or(MIN_DELTA);
-                if (b / g).ln() < p.cfg.bisection_tolerance {
-                    return Ok("bracket narrower than the tolerance".into());
-                }
-                parallel::geometric_interior(g, b, q)
-            }
-            (None, None) => return Ok("every probe of the bisection was lost".into()),
+        ds = match next_deltas(p, good, bad, max_delta, left) {
+            Ok(ds) => ds,
+            Err(why) => return Ok(why),
         };
     }
     Ok("bisection probes spent".into())
+}
+
+/// The climb's next δ (up to `left` and the batch size) from its bracket: up by the climb
+/// factor while nothing failed, else inside the bracket; `Err` says why the climb ends.
+fn next_deltas<O: Oracle>(
+    p: &Prober<O>,
+    good: Option<f64>,
+    bad: Option<f64>,
+    max_delta: f64,
+    left: usize,
+) -> std::result::Result<Vec<f64>, String> {
+    let q = p.batch_size().min(left.max(1));
+    match (good, bad) {
+        (Some(g), None) => {
+            if g >= max_delta {
+                return Err("every layer is at its largest ratio".into());
+            }
+            Ok(parallel::climb_points(
+                g * p.cfg.climb_factor,
+                p.cfg.climb_factor,
+                max_delta,
+                q,
+            ))
+        }
+        (g, Some(b)) => {
+            let g = g.unwrap_or(MIN_DELTA);
+            if (b / g).ln() < p.cfg.bisection_tolerance {
+                return Err("bracket narrower than the tolerance".into());
+            }
+            Ok(parallel::geometric_interior(g, b, q))
+        }
+        (None, None) => Err("every probe of the bisection was lost".into()),
+    }
 }
 
 fn brent<O: Oracle>(

@@ -16,20 +16,12 @@
 //! made from that model, so the accuracy the probe saw is the file's.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
+use super::config::BitsMethod;
 use super::estimate;
 use super::oracle::Oracle;
 use super::parallel;
 use super::prober::{Prober, Widths};
-
-/// How the bits stage searches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BitsMethod {
-    Sweep,
-    Probe,
-}
 
 /// Runs the configured bits search from the final model; returns the widths. It stops
 /// probing at `until` seconds into the run (this candidate's share of the stage) or at the
@@ -183,7 +175,7 @@ fn chain_in_batches<O: Oracle>(
             break;
         }
         let asks: Vec<Vec<u8>> = points.iter().map(|&i| vectors[i].clone()).collect();
-        let answers = p.probe_bits_batch(model, ratios, &asks, sc.bits_epochs)?;
+        let answers = p.probe_bits_batch(model, ratios, &asks, p.plan.bits_epochs)?;
         probes += asks.len();
         for (&i, a) in points.iter().zip(answers) {
             let Some((acc, m)) = a else { continue };
@@ -215,7 +207,7 @@ fn probe_with_retries<O: Oracle>(
     let sc = p.cfg;
     let mut tries = 0;
     loop {
-        let (acc, m) = p.probe_bits(model, ratios, bits, sc.bits_epochs)?;
+        let (acc, m) = p.probe_bits(model, ratios, bits, p.plan.bits_epochs)?;
         *probes += 1;
         tries += 1;
         if acc >= p.at.bits || tries > sc.bits_retries || *probes >= sc.bits_probes {

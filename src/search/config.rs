@@ -3,22 +3,122 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::bisection::Bisection;
-use super::bits::BitsMethod;
 use crate::check::{need, within};
 use crate::compress::{BiasPrecision, RetrainLr, Schedule};
 
-/// Search settings (defaults tuned for LeNet-5 on 2 CPU cores within 30 minutes).
+/// The search's accuracy floor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Floor {
+    /// Validation accuracy, a fraction in (0, 1].
+    Absolute(f64),
+    /// Percentage points below the dense model's validation accuracy.
+    MaxDrop(f64),
+}
+
+impl Floor {
+    /// The floor for a dense model of validation accuracy `dense`.
+    pub fn resolve(self, dense: f64) -> f64 {
+        match self {
+            Floor::Absolute(f) => f,
+            Floor::MaxDrop(p) => dense - p / 100.0,
+        }
+    }
+
+    /// How the run folder names it.
+    pub fn tag(self) -> String {
+        match self {
+            Floor::Absolute(f) => format!("floor{f}"),
+            Floor::MaxDrop(p) => format!("maxdrop{p}"),
+        }
+    }
+}
+
+/// How the δ bracket is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bisection {
+    Climb,
+    Brent,
+}
+
+/// How the bits stage searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitsMethod {
+    Sweep,
+    Probe,
+}
+
+/// A search setting given as a number, or `"auto"`: worked out by the search from the
+/// model at hand (see [`super::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawAuto", into = "RawAuto")]
+pub enum Auto {
+    Auto,
+    Is(f64),
+}
+
+/// [`Auto`] as written in TOML: `"auto"` or a number.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawAuto {
+    Number(f64),
+    Word(String),
+}
+
+impl TryFrom<RawAuto> for Auto {
+    type Error = String;
+    fn try_from(r: RawAuto) -> std::result::Result<Self, String> {
+        match r {
+            RawAuto::Number(x) => Ok(Auto::Is(x)),
+            RawAuto::Word(w) if w == "auto" => Ok(Auto::Auto),
+            RawAuto::Word(w) => Err(format!("{w:?}: give \"auto\" or a number")),
+        }
+    }
+}
+
+impl From<Auto> for RawAuto {
+    fn from(a: Auto) -> RawAuto {
+        match a {
+            Auto::Auto => RawAuto::Word("auto".into()),
+            Auto::Is(x) => RawAuto::Number(x),
+        }
+    }
+}
+
+impl Auto {
+    /// The number given, or `worked_out` for `"auto"`.
+    pub fn or(self, worked_out: f64) -> f64 {
+        match self {
+            Auto::Auto => worked_out,
+            Auto::Is(x) => x,
+        }
+    }
+
+    /// Range check of `key` when a number is given.
+    fn check(self, key: &str, ok: impl Fn(f64) -> bool, range: &str) -> Result<()> {
+        match self {
+            Auto::Auto => Ok(()),
+            Auto::Is(x) => need(ok(x), key, x, &format!("{range} or \"auto\"")),
+        }
+    }
+}
+
+/// Search settings. What depends on the model (probe length, noise, margins, the probe
+/// budget) is `"auto"` by default and worked out before the bisection (`super::plan`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// Probes count as feasible only at validation accuracy ≥ floor + margin; the final
-    /// decoded file must reach the floor itself. 0.001 = 5 of 5,000 validation images; with
-    /// 0.0005 a LeNet-5 search (v0.1) chose a frontier probe at 99.06 % whose 8-epoch
-    /// retraining scored 98.98 %, and no bit width then kept the floor.
-    pub margin: f64,
+    /// decoded file must reach the floor itself. `"auto"`: 1.25 × the measured noise of a
+    /// probe (on LeNet-5 about 0.001 = 5 of 5,000 validation images; with 0.0005 a v0.1
+    /// search chose a frontier probe at 99.06 % whose 8-epoch retraining scored 98.98 %,
+    /// and no bit width then kept the floor).
+    pub margin: Auto,
     /// Retraining epochs of each ratio probe (warm-started from the best feasible model).
-    pub probe_epochs: f64,
+    /// `"auto"`: the calibration's choice, the shortest retraining whose doubling gains less
+    /// than half the noise.
+    pub probe_epochs: Auto,
     /// How a probe prunes from its warm start to its ratios (gradual: a few cubic steps
     /// over the first half of the probe's epochs; all-at-once: one step).
     pub probe_schedule: Schedule,
@@ -41,20 +141,24 @@ pub struct SearchConfig {
     pub recovery_gap: f64,
     /// A ratio probe whose validation accuracy lands within this of the target is probed
     /// again (same warm start, another seed) and judged by the mean of the two; 0 = never.
-    pub second_look: f64,
+    /// `"auto"`: 0.75 × the measured noise.
+    pub second_look: Auto,
     /// Retraining epochs of the chosen ratios before weight sharing.
     pub final_epochs: f64,
-    /// Codebook retraining epochs of each bits probe.
-    pub bits_epochs: f64,
+    /// Codebook retraining epochs of each bits probe; `"auto"`: a third of a ratio
+    /// probe's.
+    pub bits_epochs: Auto,
     /// A bits probe is feasible at validation accuracy ≥ floor + bits_margin. A feasible
     /// bits probe keeps the shared model it measured, and the file is made from that very
     /// model (no retraining after it), so its accuracy is the file's: 0 asks exactly the
     /// floor of it.
     pub bits_margin: f64,
-    /// Wall-clock budget in minutes for the whole search (sensitivity to file).
+    /// A cap in minutes on the whole search (sensitivity to file), 0 = none. Without one
+    /// the search does not depend on the clock: the same command and seed write the same
+    /// file on any machine.
     pub budget_minutes: f64,
-    /// Most ratio probes (bisection + refinement) in all; 0 = no limit but the minutes.
-    /// With a probe budget the search does not depend on the clock (reproducible).
+    /// Most ratio probes (calibration, bisection and refinement) in all; 0 = worked out
+    /// from the model (`super::plan::ratio_probes`).
     pub budget_probes: usize,
     /// How the δ bracket is searched: `climb` (from the δ the curves predict, up by
     /// `climb_factor` while feasible, then halving) or `brent` (argmin's Brent from the
@@ -66,12 +170,12 @@ pub struct SearchConfig {
     pub climb_factor: f64,
     /// The climb stops once the bracket is narrower than this in ln δ.
     pub bisection_tolerance: f64,
-    /// Fractions of the minute budget by which the bisection, the refinement and the bits
+    /// Fractions of a minute cap by which the bisection, the refinement and the bits
     /// stage must end (the rest is kept for what follows).
     pub bisect_share: f64,
     pub refine_share: f64,
     pub bits_share: f64,
-    /// Most probes of the Gaussian-process refinement.
+    /// Most probes of the Gaussian-process refinement; 0 = what the probe budget leaves.
     pub refine_probes: usize,
     /// A layer's first refinement push removes this fraction of its kept weights; a
     /// feasible push makes the next one 1.5× as strong (in log density), an infeasible
@@ -138,18 +242,18 @@ fn is_zero(n: &usize) -> bool {
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
-            margin: 0.001,
-            probe_epochs: 1.5,
+            margin: Auto::Auto,
+            probe_epochs: Auto::Auto,
             probe_schedule: Schedule::AllAtOnce,
             lr_scale: 0.3,
             retrain_lr: None,
             bias_precision: BiasPrecision::I8,
             recovery_gap: 0.0,
-            second_look: 0.0006,
+            second_look: Auto::Auto,
             final_epochs: 0.0,
-            bits_epochs: 0.5,
+            bits_epochs: Auto::Auto,
             bits_margin: 0.0,
-            budget_minutes: 10.0,
+            budget_minutes: 0.0,
             budget_probes: 0,
             bisection: Bisection::Climb,
             bisection_probes: 6,
@@ -158,7 +262,7 @@ impl Default for SearchConfig {
             bisect_share: 0.35,
             refine_share: 0.78,
             bits_share: 0.92,
-            refine_probes: 40,
+            refine_probes: 0,
             refine_push: 0.25,
             near_miss_shrink: 0.8,
             refine_min_push: 0.03,
@@ -183,12 +287,8 @@ impl SearchConfig {
     /// Range checks of the `[search]` section.
     pub fn check(&self) -> Result<()> {
         let s = self;
-        need(
-            within(s.margin, 0.0, 0.5),
-            "search.margin",
-            s.margin,
-            "[0, 0.5]",
-        )?;
+        s.margin
+            .check("search.margin", |x| within(x, 0.0, 0.5), "[0, 0.5]")?;
         need(
             within(s.recovery_gap, 0.0, 0.5),
             "search.recovery_gap",
@@ -199,7 +299,7 @@ impl SearchConfig {
             ("search.probe_epochs", s.probe_epochs),
             ("search.bits_epochs", s.bits_epochs),
         ] {
-            need(v > 0.0 && v <= 1e4, key, v, "(0, 10000] epochs")?;
+            v.check(key, |x| x > 0.0 && x <= 1e4, "(0, 10000] epochs")?;
         }
         need(
             within(s.final_epochs, 0.0, 1e4),
@@ -213,10 +313,9 @@ impl SearchConfig {
             s.bits_margin,
             "[-0.5, 0.5] (accuracy above the floor)",
         )?;
-        need(
-            within(s.second_look, 0.0, 0.5),
+        s.second_look.check(
             "search.second_look",
-            s.second_look,
+            |x| within(x, 0.0, 0.5),
             "[0, 0.5] (0 = never)",
         )?;
         need(
@@ -266,16 +365,16 @@ impl SearchConfig {
             r.check("search.retrain_lr")?;
         }
         need(
-            s.budget_minutes > 0.0 && s.budget_minutes <= 1e6,
+            within(s.budget_minutes, 0.0, 1e6),
             "search.budget_minutes",
             s.budget_minutes,
-            "(0, 1e6] minutes",
+            "[0, 1e6] minutes (0 = no cap)",
         )?;
         need(
             s.budget_probes <= 1_000_000,
             "search.budget_probes",
             s.budget_probes,
-            "0..=1000000 (0 = no limit)",
+            "0..=1000000 (0 = worked out from the model)",
         )?;
         need(
             (1..=256).contains(&s.workers),
@@ -293,7 +392,7 @@ impl SearchConfig {
             s.refine_probes <= 100_000,
             "search.refine_probes",
             s.refine_probes,
-            "0..=100000",
+            "0..=100000 (0 = what the probe budget leaves)",
         )?;
         for (key, v) in [
             ("search.refine_push", s.refine_push),

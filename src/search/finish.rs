@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use super::oracle::{Oracle, Retrainer};
 use super::prober::Prober;
 use super::record::{Outcome, StageTimes};
-use super::run::Chosen;
+use super::stages::Chosen;
 use crate::compress::encode;
 use crate::compress::CompressConfig;
 use crate::data::{DataConfig, Split};
@@ -99,7 +99,7 @@ pub fn file(
         model: cfg.model.to_string(),
         dataset: cfg.data.dataset.as_str().into(),
         floor: p.at.floor,
-        margin: sc.margin,
+        margin: p.plan.margin,
         dense_valid_accuracy: dense_acc,
         ratios,
         bits,
@@ -125,6 +125,7 @@ pub fn file(
         stopped,
         device: p.oracle.rt.device_name(),
         lr_test: None,
+        plan: Some(p.plan.clone()),
         pair: script.map(|s| s.pair_bytes()).transpose()?,
         lr_restarted_probes: p
             .trials

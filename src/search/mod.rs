@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod bisection;
 pub mod bits;
+pub mod calibration;
 pub mod config;
 pub mod delta;
 pub mod estimate;
@@ -38,13 +39,18 @@ pub mod journal;
 pub mod oracle;
 pub mod outputs;
 pub mod parallel;
+pub mod plan;
 pub mod prober;
 pub mod record;
 pub mod refinement;
 pub mod run;
 pub mod sensitivity;
+pub mod setup;
 pub mod spec;
+pub mod stages;
 pub mod synthetic;
 pub mod workers;
 
+pub use config::{Floor, SearchConfig};
 pub use record::{Outcome, Phase, StageTimes, Trial};
+pub use run::run;

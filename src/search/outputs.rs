@@ -29,6 +29,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
         "warm_start",
         "valid_loss",
         "lr_restarts",
+        "epochs",
     ])?;
     for t in trials {
         let join = |v: Vec<String>| v.join(";");
@@ -46,6 +47,7 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
             t.warm_start.clone(),
             t.valid_loss.map(|l| format!("{l:.5}")).unwrap_or_default(),
             t.lr_restarts.to_string(),
+            t.epochs.map(|e| format!("{e:.3}")).unwrap_or_default(),
         ])?;
     }
     write_atomic(path, &w.into_inner()?)
@@ -394,6 +396,7 @@ mod tests {
             seconds: 0.0,
             warm_start: String::new(),
             lr_restarts: 0,
+            epochs: None,
         }
     }
 

@@ -14,6 +14,7 @@ use super::estimate;
 use super::journal::{self, CandidateReplay, Journal};
 use super::oracle::{Measure, Oracle};
 use super::outputs;
+use super::plan::{self, Plan};
 use super::record::{round3, Phase, Trial};
 
 /// The accuracies a search compares with, worked out once from the floor and margin.
@@ -102,7 +103,11 @@ pub enum Clock {
 /// Probing, shared by every stage.
 pub struct Prober<'s, O: Oracle> {
     pub oracle: O,
+    /// The settings as given.
     pub cfg: &'s SearchConfig,
+    /// The numbers the search works with: the settings given, and what the calibration
+    /// worked out for those left `"auto"`.
+    pub plan: Plan,
     pub at: Thresholds,
     /// `(weights, outputs)` of each layer, for size estimates.
     pub layer_sizes: Vec<(usize, usize)>,
@@ -125,17 +130,21 @@ pub struct Prober<'s, O: Oracle> {
 }
 
 impl<'s, O: Oracle> Prober<'s, O> {
+    /// A prober for a search under `floor`, its thresholds from the settings given (the
+    /// calibration may move them).
     pub fn new(
         oracle: O,
         cfg: &'s SearchConfig,
-        at: Thresholds,
+        floor: f64,
         layers: Vec<(String, usize, usize)>,
         clock: Clock,
     ) -> Self {
+        let plan = initial_plan(cfg, layers.len());
         Prober {
             oracle,
             cfg,
-            at,
+            at: Thresholds::new(floor, plan.margin, cfg.bits_margin),
+            plan,
             layer_sizes: layers.iter().map(|(_, w, o)| (*w, *o)).collect(),
             layer_names: layers.into_iter().map(|(n, _, _)| n).collect(),
             trials: Vec::new(),
@@ -179,12 +188,16 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
     }
 
-    /// Seconds into the run at which `fraction` of the minute budget is spent.
+    /// Seconds into the run at which `fraction` of the minute cap is spent (never, without
+    /// a cap).
     pub fn share_end(&self, fraction: f64) -> f64 {
-        fraction * self.cfg.budget_minutes * 60.0
+        match self.plan.minutes {
+            Some(m) => fraction * m * 60.0,
+            None => f64::INFINITY,
+        }
     }
 
-    /// Whether `fraction` of the minute budget is spent.
+    /// Whether `fraction` of the minute cap is spent.
     pub fn past(&self, fraction: f64) -> bool {
         self.elapsed() > self.share_end(fraction)
     }
@@ -199,7 +212,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             .trials
             .iter()
             .filter(|t| t.phase.is_ratio() && t.seconds > 0.0)
-            .map(|t| t.seconds / sc.probe_epochs.max(1e-9))
+            .map(|t| t.seconds / self.plan.probe_epochs.max(1e-9))
             .fold(f64::INFINITY, f64::min);
         if !per_epoch.is_finite() {
             return 0.0;
@@ -209,7 +222,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         // A solo-sharing evaluation costs about a twentieth of an epoch (5,000 of 55,000
         // images, forward only); three quarters of the bits probes are typically used.
         let sweep = widths * self.layer_sizes.len() as f64 * per_epoch * 0.05;
-        let probes = 0.75 * sc.bits_probes as f64 * sc.bits_epochs * per_epoch;
+        let probes = 0.75 * sc.bits_probes as f64 * self.plan.bits_epochs * per_epoch;
         k * (sc.final_epochs * per_epoch + sweep + probes)
     }
 
@@ -232,10 +245,85 @@ impl<'s, O: Oracle> Prober<'s, O> {
         self.counted += seconds;
     }
 
-    /// Whether the probe budget (`search.budget_probes`, 0 = none) is spent.
+    /// Whether the ratio probe budget is spent.
     pub fn probes_spent(&self) -> bool {
-        let b = self.cfg.budget_probes;
-        b > 0 && self.ratio_probes() >= b
+        self.ratio_probes() >= self.plan.ratio_probes
+    }
+
+    /// Seconds the plan's probes are expected to take here, from the calibration's epoch
+    /// time (`None` before one was measured): every ratio probe (a fifth more for second
+    /// looks), each candidate's final retraining and bits probes.
+    pub fn planned_seconds(&self) -> Option<f64> {
+        let (pl, sc) = (&self.plan, self.cfg);
+        (pl.epoch_seconds > 0.0).then(|| {
+            let ratio = pl.ratio_probes as f64 * pl.probe_epochs * 1.2;
+            let bits = sc.bits_probes as f64 * pl.bits_epochs;
+            (ratio + sc.bits_candidates as f64 * (sc.final_epochs + bits)) * pl.epoch_seconds
+        })
+    }
+
+    /// One line saying what the search will work with, and where each number came from.
+    pub fn plan_line(&self) -> String {
+        let pl = &self.plan;
+        let how = |a: super::config::Auto| match a {
+            super::config::Auto::Auto => "measured",
+            super::config::Auto::Is(_) => "given",
+        };
+        let mut line = format!(
+            "plan: ratio probes of {:.2} epochs ({}), noise σ {:.4} between retrainings (binomial σ of the validation \
+             set {:.4}), feasible at floor + {:.4} ({}), second looks within {:.4}; up to {} ratio probes and {} bits \
+             probes of {:.2} epochs",
+            pl.probe_epochs,
+            how(self.cfg.probe_epochs),
+            pl.noise,
+            pl.binomial,
+            pl.margin,
+            how(self.cfg.margin),
+            pl.second_look,
+            pl.ratio_probes,
+            self.cfg.bits_probes * self.cfg.bits_candidates,
+            pl.bits_epochs,
+        );
+        if let Some(s) = self.planned_seconds() {
+            line += &format!(
+                ": about {:.0} min here ({:.1} s an epoch)",
+                s / 60.0,
+                pl.epoch_seconds
+            );
+        }
+        line
+    }
+
+    /// What to tell the user when a minute cap allows fewer than [`plan::FEW_PROBES`] ratio
+    /// probes (or fewer than the plan's), with the cap that would allow them.
+    pub fn budget_warning(&self) -> Option<String> {
+        let pl = &self.plan;
+        let minutes = pl.minutes?;
+        if pl.epoch_seconds <= 0.0 {
+            return None;
+        }
+        let probe = pl.probe_epochs * pl.epoch_seconds;
+        let spent = self.elapsed();
+        let share = self.cfg.refine_share;
+        let fit = plan::probes_within(minutes, probe, spent, share);
+        let want = plan::FEW_PROBES.min(pl.ratio_probes);
+        (fit < want).then(|| {
+            format!(
+                "the budget of {minutes} min allows about {fit} ratio probes of {:.2} epochs ({probe:.0} s each here); \
+                 {want} need about --budget {:.0} (without --budget the search takes its {} probes)",
+                pl.probe_epochs,
+                plan::minutes_for(want, probe, spent, share).ceil(),
+                pl.ratio_probes
+            )
+        })
+    }
+
+    /// A warning: printed (unless quiet) and kept for the report and `summary.json`.
+    pub fn warn(&mut self, msg: &str) {
+        if !self.quiet {
+            eprintln!("warning: {msg}");
+        }
+        self.plan.warnings.push(msg.to_string());
     }
 
     pub fn say(&self, msg: &str) {
@@ -324,7 +412,14 @@ impl<'s, O: Oracle> Prober<'s, O> {
         }
     }
 
-    pub(super) fn trial(&self, phase: Phase, ratios: &[f64], bits: &[u8], m: &Measure) -> Trial {
+    pub(super) fn trial(
+        &self,
+        phase: Phase,
+        ratios: &[f64],
+        bits: &[u8],
+        m: &Measure,
+        epochs: f64,
+    ) -> Trial {
         Trial {
             probe: self.trials.len() + 1,
             phase,
@@ -339,6 +434,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             seconds: m.seconds,
             warm_start: String::new(),
             lr_restarts: m.lr_restarts,
+            epochs: Some(epochs),
         }
     }
 
@@ -362,7 +458,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         let seed = 1000 + self.trials.len() as u64;
         let (model, m) = self
             .oracle
-            .prune(from, ratios, self.cfg.probe_epochs, seed)?;
+            .prune(from, ratios, self.plan.probe_epochs, seed)?;
         let (model, m, best_of_two) = self.follow_up(warm, ratios, seed, model, m)?;
         self.conclude_ratios(phase, ratios, delta, warm, model, m, best_of_two, true)
     }
@@ -391,7 +487,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         mut model: O::Model,
         mut m: Measure,
     ) -> Result<(O::Model, Measure, Option<f64>)> {
-        let epochs = self.cfg.probe_epochs;
+        let epochs = self.plan.probe_epochs;
         let mut best_of_two: Option<f64> = None;
         let gap = self.cfg.recovery_gap;
         if m.accuracy < self.at.probe && m.accuracy >= self.at.probe - gap {
@@ -413,7 +509,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         // the same warm start with another seed, and judged by the mean of the two (its
         // noise shrinks by √2 where a decision is closest to a coin flip). The better of
         // the two models is kept.
-        let band = self.cfg.second_look;
+        let band = self.plan.second_look;
         if band > 0.0 && (m.accuracy - self.at.probe).abs() < band {
             let from = warm_model(&self.feasible, warm)?;
             let (other, m2) = self.oracle.prune(from, ratios, epochs, seed + 700)?;
@@ -459,7 +555,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
     ) -> Result<f64> {
         let bits = self.provisional_bits();
         let feasible = m.accuracy >= self.at.probe;
-        let mut trial = self.trial(phase, ratios, &bits, &m);
+        let mut trial = self.trial(phase, ratios, &bits, &m, self.plan.probe_epochs);
         trial.delta = delta;
         trial.feasible = feasible;
         trial.warm_start = match warm {
@@ -530,7 +626,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
         m: Measure,
         count: bool,
     ) -> Result<(f64, Option<O::Model>)> {
-        let mut trial = self.trial(Phase::Bits, ratios, bits, &m);
+        let mut trial = self.trial(Phase::Bits, ratios, bits, &m, self.plan.bits_epochs);
         trial.feasible = m.accuracy >= self.at.bits;
         trial.warm_start = "final".into();
         self.say(&format!(
@@ -568,7 +664,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
                 "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
                  budget; lower --floor or raise --budget",
                 self.at.floor,
-                self.cfg.margin,
+                self.plan.margin,
             );
         }
         let mut out = Vec::new();
@@ -783,9 +879,204 @@ impl<'s, O: Oracle> Prober<'s, O> {
     }
 }
 
+/// The plan before any calibration: the numbers given, and for those left `"auto"` the
+/// values tuned on LeNet-5 (the calibration replaces them).
+pub fn initial_plan(cfg: &SearchConfig, layers: usize) -> Plan {
+    let probe_epochs = cfg.probe_epochs.or(1.5);
+    let ratio_probes = match cfg.budget_probes {
+        0 => plan::ratio_probes(layers),
+        b => b,
+    };
+    Plan {
+        probe_epochs,
+        bits_epochs: cfg.bits_epochs.or(probe_epochs / 3.0),
+        margin: cfg.margin.or(0.001),
+        second_look: cfg.second_look.or(0.0006),
+        noise: 0.0,
+        binomial: 0.0,
+        ratio_probes,
+        refine_probes: match cfg.refine_probes {
+            0 => ratio_probes,
+            r => r,
+        },
+        minutes: (cfg.budget_minutes > 0.0).then_some(cfg.budget_minutes),
+        epoch_seconds: 0.0,
+        ladder: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
 /// What a probe line adds when the probe's retraining diverged and started again.
 fn restarted(lr_restarts: u32) -> String {
     crate::train::restarts_said(lr_restarts)
         .map(|s| format!("; its retraining {s}"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::config::Auto;
+    use crate::search::synthetic::{Landscape, Synthetic};
+
+    /// A prober over the noiseless LeNet-5 landscape, floor 0.99, the given settings.
+    fn prober(cfg: &SearchConfig) -> Prober<'_, Synthetic> {
+        let land = Landscape {
+            noise: 0.0,
+            ..Landscape::lenet()
+        };
+        let layers = land.layers.clone();
+        Prober::new(Synthetic::new(land, 1), cfg, 0.99, layers, Clock::Simulated)
+    }
+
+    fn fixed() -> SearchConfig {
+        SearchConfig {
+            probe_epochs: Auto::Is(1.5),
+            margin: Auto::Is(0.001),
+            second_look: Auto::Is(0.0),
+            ..SearchConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_initial_plan_takes_what_is_given_and_lenet_numbers_for_auto() {
+        let cfg = SearchConfig {
+            probe_epochs: Auto::Is(4.0),
+            budget_minutes: 3.0,
+            ..SearchConfig::default()
+        };
+        let p = prober(&cfg);
+        assert_eq!(p.plan.probe_epochs, 4.0);
+        assert!((p.plan.bits_epochs - 4.0 / 3.0).abs() < 1e-12);
+        assert_eq!(p.plan.margin, 0.001);
+        assert_eq!(p.plan.ratio_probes, plan::ratio_probes(4));
+        assert_eq!(p.plan.minutes, Some(3.0));
+        assert!((p.at.probe - 0.991).abs() < 1e-12);
+        // no cap: no stage ever runs out of time
+        let cfg = fixed();
+        let p = prober(&cfg);
+        assert_eq!(p.share_end(0.5), f64::INFINITY);
+        assert!(!p.past(0.01));
+    }
+
+    #[test]
+    fn a_probe_warm_starts_from_the_most_pruned_feasible_model_below_it() {
+        let cfg = fixed();
+        let mut p = prober(&cfg);
+        let a = p
+            .probe_ratios(&[0.3, 0.6, 0.8, 0.5], Phase::Bisect, None)
+            .unwrap();
+        assert!(a >= p.at.probe, "{a}");
+        assert_eq!(p.trials[0].warm_start, "dense");
+        assert_eq!(p.trials[0].epochs, Some(1.5));
+        p.probe_ratios(&[0.4, 0.7, 0.9, 0.5], Phase::Refine, None)
+            .unwrap();
+        assert!(p.trials[1].warm_start.starts_with("feasible [0.3"));
+        // a probe below the first in one layer cannot grow from it
+        p.probe_ratios(&[0.2, 0.7, 0.9, 0.5], Phase::Refine, None)
+            .unwrap();
+        assert_eq!(p.trials[2].warm_start, "dense");
+        assert_eq!(p.feasible.len(), 3);
+        assert_eq!(p.best().unwrap().ratios, vec![0.4, 0.7, 0.9, 0.5]);
+    }
+
+    #[test]
+    fn the_probe_budget_counts_bisection_and_refinement_probes_only() {
+        let cfg = SearchConfig {
+            budget_probes: 2,
+            ..fixed()
+        };
+        let mut p = prober(&cfg);
+        p.probe_ratios(&[0.3, 0.6, 0.8, 0.5], Phase::Bisect, None)
+            .unwrap();
+        assert!(!p.probes_spent());
+        let model = p.feasible[0].model.clone().unwrap();
+        p.probe_bits(&model, &[0.3, 0.6, 0.8, 0.5], &[8, 8, 8, 8], 0.5)
+            .unwrap();
+        assert!(!p.probes_spent());
+        p.probe_ratios(&[0.4, 0.6, 0.8, 0.5], Phase::Refine, None)
+            .unwrap();
+        assert!(p.probes_spent());
+        assert_eq!(p.stage_over(Phase::Refine), Some("probe budget spent"));
+    }
+
+    #[test]
+    fn a_probe_near_the_target_gets_a_second_look_judged_by_the_mean() {
+        // The landscape's accuracy at these ratios, so the probe lands on the target.
+        let ratios = [0.5, 0.9, 0.98, 0.8];
+        let acc = Landscape::lenet().accuracy(&ratios);
+        let cfg = SearchConfig {
+            second_look: Auto::Is(0.01),
+            ..fixed()
+        };
+        let mut p = prober(&cfg);
+        p.at.probe = acc;
+        p.probe_ratios(&ratios, Phase::Refine, None).unwrap();
+        // two retrainings measured, one trial recorded
+        assert_eq!(p.trials.len(), 1);
+        let t = &p.trials[0];
+        assert!(t.seconds > 2.0 * 1.5 * Landscape::lenet().seconds_per_epoch);
+        // without noise both looks agree: the mean is the retrained accuracy
+        assert!(
+            (t.valid_accuracy - acc).abs() < 1e-3,
+            "{} vs {acc}",
+            t.valid_accuracy
+        );
+    }
+
+    #[test]
+    fn a_journaled_probe_is_replayed_instead_of_probed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fixed();
+        let ratios = [[0.3, 0.6, 0.8, 0.5], [0.4, 0.7, 0.9, 0.5]];
+        let first: Vec<Trial> = {
+            let mut p = prober(&cfg).with_journal(Journal::open(dir.path(), "k").unwrap());
+            for r in &ratios {
+                p.probe_ratios(r, Phase::Bisect, None).unwrap();
+            }
+            p.trials.clone()
+        };
+        let mut p = prober(&cfg).with_journal(Journal::open(dir.path(), "k").unwrap());
+        for r in &ratios {
+            p.probe_ratios(r, Phase::Bisect, None).unwrap();
+        }
+        // the same trials (to the JSON's last digit), each feasible model back from its
+        // checkpoint
+        assert_eq!(p.trials.len(), first.len());
+        for (a, b) in p.trials.iter().zip(&first) {
+            assert_eq!(
+                (a.probe, &a.ratios, a.feasible),
+                (b.probe, &b.ratios, b.feasible)
+            );
+            assert_eq!(a.warm_start, b.warm_start);
+            assert!((a.valid_accuracy - b.valid_accuracy).abs() < 1e-12);
+        }
+        assert!(p.feasible.iter().all(|f| f.model.is_some()));
+        assert_eq!(p.elapsed(), first.iter().map(|t| t.seconds).sum::<f64>());
+        drop(p);
+        // a run asking for another probe than the journal's is refused
+        let mut p = prober(&cfg).with_journal(Journal::open(dir.path(), "k").unwrap());
+        let e = p
+            .probe_ratios(&[0.1, 0.1, 0.1, 0.1], Phase::Bisect, None)
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("does not match this run"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn a_minute_cap_warns_when_it_allows_too_few_probes() {
+        let cfg = SearchConfig {
+            budget_minutes: 2.0,
+            ..fixed()
+        };
+        let mut p = prober(&cfg);
+        assert_eq!(p.budget_warning(), None, "no epoch time measured yet");
+        p.plan.epoch_seconds = 10.0;
+        let w = p.budget_warning().unwrap();
+        assert!(w.contains("allows about") && w.contains("--budget"), "{w}");
+        p.plan.minutes = Some(60.0);
+        assert_eq!(p.budget_warning(), None);
+    }
 }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// How long a probe must retrain and how noisy it is (`super::calibration`).
+    Calibrate,
     /// The δ bracket over the sensitivity curves.
     Bisect,
     /// Per-layer pushes chosen by the Gaussian process.
@@ -22,15 +24,17 @@ pub enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Calibrate => "calibrate",
             Phase::Bisect => "bisect",
             Phase::Refine => "refine",
             Phase::Bits => "bits",
         }
     }
 
-    /// Whether the probe searched sparse ratios (these count against a probe budget).
+    /// Whether the probe searched sparse ratios (these count against a probe budget; the
+    /// calibration's do not).
     pub fn is_ratio(self) -> bool {
-        self != Phase::Bits
+        matches!(self, Phase::Bisect | Phase::Refine)
     }
 }
 
@@ -61,6 +65,9 @@ pub struct Trial {
     /// (absent in journals written before it was recorded).
     #[serde(default)]
     pub lr_restarts: u32,
+    /// Retraining epochs of the probe (absent in journals written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
 }
 
 /// The `warm_start` of a probe whose worker failed twice: it measured nothing and never
@@ -81,6 +88,9 @@ pub struct StageTimes {
     /// The learning-rate range test (0 when `retrain_lr` is not `"auto"`).
     #[serde(default)]
     pub lr_test: f64,
+    /// The calibration (probe length and noise).
+    #[serde(default)]
+    pub calibrate: f64,
     #[serde(alias = "bisection")]
     pub bisect: f64,
     #[serde(alias = "refinement")]
@@ -133,6 +143,10 @@ pub struct Outcome {
     /// state no named layer owns (the file and the ratio count the named layers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair: Option<crate::models::torchscript::PairBytes>,
+    /// What the search worked with: probe length, noise, margins, budget (absent in
+    /// summaries written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::plan::Plan>,
     /// The probes whose retraining diverged and started again at a smaller learning rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lr_restarted_probes: Vec<usize>,

@@ -24,16 +24,15 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
     let min_push = push_strength(sc.refine_min_push);
     let bits = p.provisional_bits();
     let mut step = 0;
-    while step < sc.refine_probes {
+    while step < p.plan.refine_probes {
         if let Some(why) = p.stage_over(Phase::Refine) {
             return Ok(why.into());
         }
         if p.past(sc.refine_share) {
             return Ok("time budget of this stage spent".into());
         }
-        // What follows needs its time before `bits_share` of the budget.
-        let budget = sc.budget_minutes * 60.0;
-        if p.elapsed() + p.reserve_after_refinement() > sc.bits_share * budget {
+        // What follows needs its time before `bits_share` of a minute cap.
+        if p.elapsed() + p.reserve_after_refinement() > p.share_end(sc.bits_share) {
             return Ok(
                 "time budget of this stage spent (the rest is kept for the candidates and bits)"
                     .into(),
@@ -78,7 +77,7 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
         // push, then the best push from it as if it held (its layer's push grown as a
         // feasible probe grows it), and so on — the pushes one worker would probe next if
         // each held. One worker probes the best push alone.
-        let q = p.batch_size().min(sc.refine_probes - step);
+        let q = p.batch_size().min(p.plan.refine_probes - step);
         let mut chosen: Vec<Push> = Vec::new();
         let (mut base, mut base_bytes, mut believed) = (incumbent, best_bytes, push.clone());
         while chosen.len() < q {
@@ -112,7 +111,7 @@ pub fn run<O: Oracle>(p: &mut Prober<O>) -> Result<String> {
             let acc = acc.unwrap_or(0.0);
             push[c.layer] *= if acc >= p.at.probe {
                 1.5
-            } else if acc >= p.at.probe - sc.second_look {
+            } else if acc >= p.at.probe - p.plan.second_look {
                 sc.near_miss_shrink
             } else {
                 0.5

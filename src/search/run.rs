@@ -1,100 +1,269 @@
-//! The search's stages in order, on any [`Oracle`]: bisection → refinement → candidates →
-//! bits. What comes out is the chosen ratios, widths and model; the real search then
-//! writes and proves the file (`finish`), a synthetic one scores it against its landscape.
+//! A whole search on real data, in one call: the run folder's journal and lock, the set-up
+//! ([`super::setup`]: sweep, range test), the oracle (in-process or with workers), the
+//! stages ([`super::stages`]), the file ([`super::finish`]) and every output of the run
+//! folder (`config.toml` resolved, `trials.csv`, `pareto.svg`, `ratios.json`,
+//! `summary.json`, `report.md`). `dc-search --floor F <model>` is this, plus printing.
+
+use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Result;
 
-use super::oracle::Oracle;
-use super::prober::{Prober, Widths};
-use super::record::{round3, StageTimes};
-use super::{bisection, bits, refinement};
+use super::config::{Floor, SearchConfig};
+use super::journal::Journal;
+use super::oracle::Retrainer;
+use super::outputs::{self, Ratios};
+use super::prober::{Clock, Prober};
+use super::record::{Outcome, StageTimes};
+use super::{calibration, finish, sensitivity, setup, stages, workers};
+use crate::compress::CompressConfig;
+use crate::data::{Data, DataConfig, ValidationFrom};
+use crate::models::Net;
+use crate::runtime::Runtime;
+use crate::train::{self, Recipe};
 
-/// What the stages chose.
-pub struct Chosen<M> {
-    pub ratios: Vec<f64>,
-    pub bits: Vec<u8>,
-    pub model: M,
-    /// The shared model a bits probe measured at `bits`, when one did: the file's model.
-    pub shared: Option<M>,
-    /// Validation accuracy of the chosen model before weight sharing.
-    pub accuracy: f64,
-    /// Why the ratio search ended (bisection; refinement).
-    pub stopped: String,
+/// The config's sections a search reads, and the whole config as TOML for the run folder
+/// and the workers' specs.
+pub struct Inputs<'a> {
+    /// The model's name (`model` of the config).
+    pub model: &'a str,
+    pub data: &'a DataConfig,
+    pub train: &'a Recipe,
+    /// `[compress]`, with the search's bias precision.
+    pub compress: &'a CompressConfig,
+    pub search: &'a SearchConfig,
+    /// The imported dense weights (`--weights`), if any.
+    pub weights: Option<&'a Path>,
+    /// The whole config as TOML; with `Some(lr)`, each `retrain_lr = "auto"` resolved to it.
+    pub config_toml: &'a dyn Fn(Option<f64>) -> String,
 }
 
-/// Stages 2–5 from the sensitivity curves (`curves[l]`: `(ratio, accuracy)` ascending).
-pub fn choose<O: Oracle>(
-    p: &mut Prober<O>,
-    curves: &[Vec<(f64, f64)>],
-    dense_acc: f64,
-    times: &mut StageTimes,
-) -> Result<Chosen<O::Model>> {
-    let t = p.elapsed();
-    p.stage = "the bisection".into();
-    let why_bisect = bisection::run(p, curves, dense_acc)?;
-    p.say(&format!("bisection ended: {why_bisect}"));
-    times.bisect = p.elapsed() - t;
-    let t = p.elapsed();
-    p.stage = "the refinement".into();
-    let why_refine = refinement::run(p)?;
-    p.say(&format!("refinement ended: {why_refine}"));
-    times.refine = p.elapsed() - t;
-    let stopped = format!("bisection: {why_bisect}; refinement: {why_refine}");
-    let t = p.elapsed();
-    if let Some((c, w)) = p.replay_chosen()? {
-        times.bits = p.elapsed() - t;
-        return Ok(Chosen {
-            ratios: c.ratios,
-            bits: w.bits,
-            model: c.model,
-            shared: w.shared,
-            accuracy: c.accuracy,
-            stopped,
-        });
+/// Where a search runs and writes.
+pub struct Place<'a> {
+    /// The run folder.
+    pub out: &'a Path,
+    /// The command line, shell-quoted, for the report.
+    pub command: &'a str,
+    pub executor: workers::ExecutorKind,
+    pub slurm_args: &'a str,
+}
+
+/// A finished search: its outcome, the file's Table 3 and the ratios written.
+pub struct Done {
+    pub outcome: Outcome,
+    pub table: String,
+    pub ratios: Ratios,
+}
+
+/// Searches `dense` (its weights file `dense_path`) on `data` (every split on the run's
+/// device) under `floor`; `start` is when the command started (the report's total time).
+/// The budget starts here: training a missing dense model is not counted against it.
+pub fn run(
+    i: &Inputs,
+    data: &Data,
+    dense: &Net,
+    dense_path: &Path,
+    floor: Floor,
+    rt: &Runtime,
+    place: &Place,
+    start: Instant,
+) -> Result<Done> {
+    let out = place.out;
+    let search_start = Instant::now();
+    let dense_acc = train::evaluate(dense, &data.valid).accuracy;
+    let floor = floor.resolve(dense_acc);
+    if floor <= 0.0 || floor.is_nan() {
+        anyhow::bail!(
+            "--max-drop leaves no floor: the dense {} reaches only {dense_acc:.4} on validation",
+            i.model
+        );
     }
-    p.stage = "the candidates".into();
-    let candidates = p.candidates(p.cfg.bits_candidates)?;
-    times.final_retrain = p.elapsed() - t;
-    // Stage 5 on each candidate; the smallest estimated file wins.
-    let t = p.elapsed();
-    let mut best: Option<(f64, usize, Widths<O::Model>)> = None;
-    let stage_end = p.share_end(p.cfg.bits_share);
-    let n = candidates.len();
-    for (i, c) in candidates.iter().enumerate() {
-        if i > 0 && p.past(p.cfg.bits_share) {
-            p.say("bits: time budget spent; the other candidates are left");
-            break;
-        }
-        // Each candidate gets an equal share of what is left of the stage: a candidate whose
-        // every narrowing misses must not starve the next ones.
-        let until = p.elapsed() + (stage_end - p.elapsed()).max(0.0) / (n - i) as f64;
-        p.stage = format!("the bits stage (candidate {} of {n})", i + 1);
-        let w = bits::run(p, &c.ratios, &c.model, i == 0, until)?;
-        let bytes = p.est_bytes(&c.ratios, &w.bits);
-        p.say(&format!(
-            "candidate {:?} (validation {:.4}): widths {:?} → ≈{:.1} KB",
-            round3(&c.ratios),
-            c.accuracy,
-            w.bits,
-            bytes / 1000.0
-        ));
-        if best.as_ref().is_none_or(|(b, _, _)| bytes < *b) {
-            best = Some((bytes, i, w));
-        }
+    if dense_acc < floor {
+        anyhow::bail!(
+            "the dense {} reaches validation accuracy {dense_acc:.4}, already under the floor {floor:.4}: nothing can be \
+             removed; lower --floor (e.g. --floor {:.3})",
+            i.model,
+            (dense_acc - 0.002).max(0.001)
+        );
     }
-    times.bits = p.elapsed() - t;
-    let (_, i, w) = best.expect("candidates are never empty");
-    let c = candidates
-        .into_iter()
-        .nth(i)
-        .expect("the best is one of them");
-    p.record_chosen(&c, &w, times.final_retrain + times.bits)?;
-    Ok(Chosen {
-        ratios: c.ratios,
-        bits: w.bits,
-        model: c.model,
-        shared: w.shared,
-        accuracy: c.accuracy,
-        stopped,
+    // Nothing is written before the run folder's lock is taken and its journal (if any)
+    // is known to belong to this run.
+    let key = setup::journal_key(&(i.config_toml)(None), rt, floor, dense_path);
+    let mut journal = Journal::open(out, &key)?;
+    let workers_dir = out.join("workers");
+    let exec = workers::executor(
+        place.executor,
+        i.search.workers,
+        place.slurm_args,
+        &workers_dir,
+        rt,
+        i.data.dir.clone(),
+    )?;
+    if journal.pending() > 0 && !rt.quiet {
+        eprintln!(
+            "resuming from {}: {} journaled",
+            out.join("journal.jsonl").display(),
+            journal.summary()
+        );
+    }
+    if !rt.quiet {
+        let held = match i.data.validation_from {
+            ValidationFrom::Train => "held out of the training images",
+            ValidationFrom::Test => "held out of the test images",
+        };
+        eprintln!(
+            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
+            data.valid.len(),
+            data.test.len()
+        );
+        eprintln!(
+            "dense {}: validation accuracy {dense_acc:.4}; floor {floor:.4}",
+            i.model
+        );
+    }
+    let mut times = StageTimes::default();
+    let (points, secs, sweep_replayed) = setup::sweep(
+        &mut journal,
+        i.search,
+        i.data.split_seed,
+        dense,
+        &data.valid,
+        out,
+        rt.quiet,
+    )?;
+    times.sensitivity = secs;
+    crate::runtime::catch_interrupts();
+    let curves: Vec<Vec<(f64, f64)>> = dense
+        .arch
+        .layers
+        .iter()
+        .map(|l| sensitivity::curve(&points, &l.name).collect())
+        .collect();
+    // `retrain_lr = "auto"`: the range test (or its journaled result) fixes the learning
+    // rate; probes, workers and the file retrain with it as a number.
+    let lr_inputs = setup::LrInputs {
+        dense,
+        train_split: &data.train,
+        valid: &data.valid,
+        train: i.train,
+        compress: i.compress,
+        search: i.search,
+        rt,
+    };
+    let (lr_test, lr_test_replayed) = setup::lr_test(&mut journal, &lr_inputs, &curves, dense_acc)?;
+    times.lr_test = lr_test.as_ref().map_or(0.0, |t| t.seconds);
+    let (search_cfg, compress_cfg) = setup::with_lr(i.search, i.compress, lr_test.as_ref());
+    // The run folder's config is the resolved one: a number where the range test chose.
+    let resolved_toml = (i.config_toml)(lr_test.as_ref().map(|t| t.chosen));
+    crate::paths::write_text(&out.join("config.toml"), &resolved_toml)?;
+    let mut oracle = Retrainer::new(
+        dense,
+        &data.train,
+        &data.valid,
+        i.train,
+        &compress_cfg,
+        &search_cfg,
+        rt,
+    );
+    if let Some(exec) = exec {
+        let base = workers::SpecBase {
+            config: resolved_toml,
+            dense: dense_path.to_path_buf(),
+            dense_sha256: crate::paths::sha256_file(dense_path)?,
+            seed: rt.seed,
+        };
+        oracle.elsewhere = Some(Box::new(workers::Workers {
+            exec,
+            base,
+            folder: workers_dir.clone(),
+        }));
+    }
+    let layers = dense
+        .arch
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.weight_numel() as usize,
+                l.outputs() as usize,
+            )
+        })
+        .collect();
+    let sc = i.search;
+    let mut p = Prober::new(oracle, sc, floor, layers, Clock::Wall(search_start))
+        .with_journal(journal)
+        .with_outputs(&out.join("trials.csv"), rt.quiet);
+    if sweep_replayed {
+        // The replayed sweep's time counts against the budget as it did when it ran.
+        p.count_replayed(secs);
+    }
+    if lr_test_replayed {
+        p.count_replayed(times.lr_test);
+    }
+    let shape = calibration::Shape {
+        train_images: data.train.len(),
+        batch: i.train.batch_size,
+        valid_images: data.valid.len(),
+        dense_accuracy: dense_acc,
+    };
+    let result = stages::choose(&mut p, &curves, &shape, &mut times).and_then(|chosen| {
+        let run = finish::RunInfo {
+            model: i.model,
+            data: i.data,
+            compress: &compress_cfg,
+            weights: i.weights,
+        };
+        let file = out.join(format!("{}.dcz", i.model));
+        finish::file(
+            &mut p, &run, chosen, file, &data.test, dense_acc, &mut times,
+        )
+    });
+    // New probes rewrite trials.csv as they finish; probes replayed from the journal are
+    // written here, once (a run killed between journaling a probe and rewriting the CSV
+    // left it a probe short).
+    p.write_trials()?;
+    outputs::plot_pareto(&p.trials, p.at.probe, &out.join("pareto.svg"))?;
+    let mut outcome = match result {
+        Err(e) if e.is::<crate::runtime::Interrupted>() => {
+            let report = out.join("report.md");
+            outputs::write_interrupted(&p.trials, &p.stage, floor, place.command, &report)?;
+            return Err(e.context(format!(
+                "{} probes are journaled in {}; the best feasible so far is in {}. Rerun the same command to \
+                 resume",
+                p.trials.len(),
+                out.join("journal.jsonl").display(),
+                report.display()
+            )));
+        }
+        r => r?,
+    };
+    outcome.times.total = start.elapsed().as_secs_f64();
+    outcome.lr_test = lr_test;
+    let ratios = Ratios::from_outcome(&outcome);
+    crate::paths::write_text(
+        &out.join("ratios.json"),
+        &serde_json::to_string_pretty(&ratios)?,
+    )?;
+    crate::paths::write_text(
+        &out.join("summary.json"),
+        &serde_json::to_string_pretty(&outcome)?,
+    )?;
+    // The report's table is read back from the file written, not from memory.
+    let bytes = crate::paths::read_regular(
+        &outcome.file,
+        "compressed file",
+        outcome.file_bytes as u64 + 1,
+    )?;
+    let table = crate::report::table3(&crate::format::account(&bytes)?);
+    outputs::write_report(&outcome, &table, place.command, &out.join("report.md"))?;
+    if let Some(j) = p.journal() {
+        j.drop_probe_checkpoints()?;
+    }
+    workers::tidy(&workers_dir)?;
+    Ok(Done {
+        outcome,
+        table,
+        ratios,
     })
 }

@@ -1,0 +1,277 @@
+//! The calibration, before the bisection: how long a probe must retrain and how noisy its
+//! answer is, measured on the model at hand. The dense model is pruned to the ratios where
+//! each layer alone loses one point (δ = [`crate::compress::lr_range::START_DROP`]) and
+//! retrained on a ladder of lengths, each twice the one before, with
+//! [`plan::LADDER_SEEDS`] seeds each, until a doubling gains less than half the noise
+//! ([`plan`] has the rules). From that the plan gets its probe length, its noise, its
+//! margins and its bits probes' length; the rungs are probes like any other (journaled,
+//! in `trials.csv` as phase `calibrate`), and they judge that δ for the bisection: its
+//! first bracket end, feasible when the chosen rung's mean is (the best model among the
+//! rungs at least as long as the chosen one is then its first warm start).
+//!
+//! Nothing here reads the clock for a decision; seconds are summed only to say how long an
+//! epoch takes here.
+
+use anyhow::Result;
+
+use super::config::Auto;
+use super::delta;
+use super::oracle::Oracle;
+use super::plan::{self, Rung};
+use super::prober::{Feasible, Prober, Thresholds};
+use super::record::{round3, Phase};
+
+/// Where the bisection starts after the calibration: the δ of the calibrated ratios and
+/// whether they were feasible at the chosen probe length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Start {
+    pub delta: f64,
+    pub feasible: bool,
+}
+
+/// What the model and data look like to the calibration.
+pub struct Shape {
+    /// Training images per epoch and the retraining batch size.
+    pub train_images: usize,
+    pub batch: i64,
+    pub valid_images: usize,
+    pub dense_accuracy: f64,
+}
+
+/// Whether the config leaves anything for the calibration to work out.
+pub fn needed(cfg: &super::SearchConfig) -> bool {
+    [cfg.probe_epochs, cfg.margin, cfg.second_look].contains(&Auto::Auto)
+}
+
+/// Runs the calibration (or replays it from the journal) and sets the prober's plan and
+/// thresholds; returns where the bisection starts, or `None` when the config fixes every
+/// number it would measure.
+pub fn run<O: Oracle>(
+    p: &mut Prober<O>,
+    curves: &[Vec<(f64, f64)>],
+    shape: &Shape,
+) -> Result<Option<Start>> {
+    p.plan.binomial = plan::binomial(shape.dense_accuracy, shape.valid_images);
+    if !needed(p.cfg) {
+        return Ok(None);
+    }
+    let cap = p.cfg.max_ratio;
+    let d0 = crate::compress::lr_range::START_DROP;
+    let ratios = delta::ratios_for_delta(curves, shape.dense_accuracy, d0, cap);
+    // A fixed probe length leaves only the noise to measure: three seeds at it.
+    let (lengths, seeds) = match p.cfg.probe_epochs {
+        Auto::Is(e) => (vec![e], plan::LADDER_SEEDS + 1),
+        Auto::Auto => (
+            plan::ladder_epochs(shape.train_images, shape.batch),
+            plan::LADDER_SEEDS,
+        ),
+    };
+    p.say(&format!(
+        "calibration: ratios {:?} (δ {d0:.4}) from the dense model, retrained {} seeds at each length",
+        round3(&ratios),
+        seeds
+    ));
+    let mut rungs: Vec<Rung> = Vec::new();
+    // Per rung, the best model it made (the warm start the bisection may keep).
+    let mut best: Vec<Option<(f64, O::Model)>> = Vec::new();
+    let (mut seconds, mut epochs_run) = (0.0, 0.0);
+    for &epochs in &lengths {
+        let mut rung = Rung {
+            epochs,
+            accuracies: Vec::new(),
+        };
+        let mut top: Option<(f64, O::Model)> = None;
+        for _ in 0..seeds {
+            let (acc, secs, model) = probe(p, &ratios, epochs)?;
+            seconds += secs;
+            epochs_run += epochs;
+            rung.accuracies.push(acc);
+            if let Some(m) = model {
+                if top.as_ref().is_none_or(|(a, _)| acc > *a) {
+                    top = Some((acc, m));
+                }
+            }
+        }
+        p.say(&format!(
+            "calibration: {epochs:.2} epochs → validation {} (mean {:.4})",
+            rung.accuracies
+                .iter()
+                .map(|a| format!("{a:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rung.mean()
+        ));
+        rungs.push(rung);
+        best.push(top);
+        let noise = plan::pooled_noise(&rungs, shape.valid_images);
+        if lengths.len() > 1 && plan::ladder_done(&rungs, noise) {
+            break;
+        }
+    }
+    let noise = plan::pooled_noise(&rungs, shape.valid_images);
+    let chosen = p.cfg.probe_epochs.or(plan::choose_epochs(&rungs, noise));
+    let pl = &mut p.plan;
+    pl.noise = noise;
+    pl.probe_epochs = chosen;
+    pl.bits_epochs = p.cfg.bits_epochs.or(chosen / 3.0);
+    let room = shape.dense_accuracy - p.at.floor;
+    pl.margin = p.cfg.margin.or(plan::margin(noise, room));
+    pl.second_look = p.cfg.second_look.or(plan::SECOND_LOOK_NOISE * noise);
+    pl.epoch_seconds = if epochs_run > 0.0 {
+        seconds / epochs_run
+    } else {
+        0.0
+    };
+    pl.ladder = rungs.clone();
+    p.at = Thresholds::new(p.at.floor, pl.margin, p.cfg.bits_margin);
+    // The chosen length's mean judges the ratios; the best model of that length or longer
+    // is the warm start.
+    let at_chosen = rungs
+        .iter()
+        .find(|r| r.epochs >= chosen - 1e-12)
+        .or(rungs.last());
+    let feasible = at_chosen.is_some_and(|r| r.mean() >= p.at.probe);
+    if feasible {
+        let keep = rungs
+            .iter()
+            .zip(best)
+            .filter(|(r, _)| r.epochs >= chosen - 1e-12)
+            .filter_map(|(_, b)| b)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((accuracy, model)) = keep {
+            let bytes = p.est_bytes(&ratios, &p.provisional_bits());
+            p.feasible.push(Feasible {
+                ratios: ratios.clone(),
+                model: Some(model),
+                bytes,
+                accuracy,
+            });
+        }
+    }
+    Ok(Some(Start {
+        delta: d0,
+        feasible,
+    }))
+}
+
+/// One rung probe from the dense model (or its journaled record): its accuracy, seconds
+/// and model (`None` only when replayed from a finished run's journal).
+fn probe<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    epochs: f64,
+) -> Result<(f64, f64, Option<O::Model>)> {
+    let bits = p.provisional_bits();
+    if let Some((t, model)) = p.replay(Phase::Calibrate, ratios, &bits)? {
+        p.count_replayed(t.seconds);
+        return Ok((t.valid_accuracy, t.seconds, model));
+    }
+    let seed = 1000 + p.trials.len() as u64;
+    let (model, m) = p.oracle.prune(None, ratios, epochs, seed)?;
+    let mut trial = p.trial(Phase::Calibrate, ratios, &bits, &m, epochs);
+    trial.warm_start = "dense".into();
+    trial.feasible = false;
+    p.count(trial.seconds);
+    p.log(trial, Some(&model))?;
+    Ok((m.accuracy, m.seconds, Some(model)))
+}
+
+/// After the bisection, where it matters: would longer probes decide the frontier
+/// otherwise? The bisection's infeasible probe nearest above the smallest feasible model
+/// is probed again from that model at twice the probe length ([`plan::LADDER_SEEDS`]
+/// seeds); while the mean gains at least the noise over what the shorter probes measured,
+/// the probe length doubles (at most [`plan::LADDER_RUNGS`] − 1 times in all) and the
+/// point is tried at twice that again. A point that turns feasible is kept as a warm
+/// start. Only for `probe_epochs = "auto"`.
+pub fn lengthen<O: Oracle>(p: &mut Prober<O>) -> Result<()> {
+    if p.cfg.probe_epochs != Auto::Auto {
+        return Ok(());
+    }
+    let Some(best) = p.best() else {
+        return Ok(());
+    };
+    let base = best.ratios.clone();
+    // The frontier: the least pruned infeasible ratio probe that grows from the best model.
+    let Some(frontier) = p
+        .trials
+        .iter()
+        .filter(|t| t.phase.is_ratio() && !t.feasible && !t.is_lost())
+        .filter(|t| t.ratios.iter().zip(&base).all(|(r, b)| *r >= *b - 1e-12))
+        .max_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes))
+    else {
+        return Ok(());
+    };
+    let (ratios, mut measured) = (frontier.ratios.clone(), frontier.valid_accuracy);
+    let longest = plan::ladder_epochs_cap(&p.plan.ladder);
+    while 2.0 * p.plan.probe_epochs <= longest + 1e-9 {
+        let epochs = 2.0 * p.plan.probe_epochs;
+        let warm = p.warm_start(&ratios);
+        let mut accuracies = Vec::new();
+        let mut top: Option<(f64, O::Model)> = None;
+        for _ in 0..plan::LADDER_SEEDS {
+            let (acc, model) = frontier_probe(p, &ratios, warm, epochs)?;
+            accuracies.push(acc);
+            if let Some(m) = model {
+                if top.as_ref().is_none_or(|(a, _)| acc > *a) {
+                    top = Some((acc, m));
+                }
+            }
+        }
+        let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
+        let gained = mean - measured >= p.plan.noise;
+        p.say(&format!(
+            "frontier {:?}: {epochs:.2} epochs → validation {mean:.4} against {measured:.4} at {:.2}: {}",
+            round3(&ratios),
+            p.plan.probe_epochs,
+            if gained {
+                "longer probes decide it otherwise; probes now retrain twice as long"
+            } else {
+                "probes are long enough"
+            }
+        ));
+        if !gained {
+            break;
+        }
+        p.plan.probe_epochs = epochs;
+        p.plan.bits_epochs = p.cfg.bits_epochs.or(epochs / 3.0);
+        p.plan.ladder.push(Rung { epochs, accuracies });
+        if mean >= p.at.probe {
+            if let Some((accuracy, model)) = top {
+                let bytes = p.est_bytes(&ratios, &p.provisional_bits());
+                p.feasible.push(Feasible {
+                    ratios: ratios.clone(),
+                    model: Some(model),
+                    bytes,
+                    accuracy,
+                });
+            }
+        }
+        measured = mean;
+    }
+    Ok(())
+}
+
+/// One frontier probe (or its journaled record) from feasible model `warm`.
+fn frontier_probe<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    warm: Option<usize>,
+    epochs: f64,
+) -> Result<(f64, Option<O::Model>)> {
+    let bits = p.provisional_bits();
+    if let Some((t, model)) = p.replay(Phase::Calibrate, ratios, &bits)? {
+        p.count_replayed(t.seconds);
+        return Ok((t.valid_accuracy, model));
+    }
+    let from = super::prober::warm_model(&p.feasible, warm)?;
+    let seed = 1000 + p.trials.len() as u64;
+    let (model, m) = p.oracle.prune(from, ratios, epochs, seed)?;
+    let mut trial = p.trial(Phase::Calibrate, ratios, &bits, &m, epochs);
+    trial.warm_start = match warm {
+        Some(i) => format!("feasible {:?}", round3(&p.feasible[i].ratios)),
+        None => "dense".into(),
+    };
+    p.count(trial.seconds);
+    p.log(trial, Some(&model))?;
+    Ok((m.accuracy, Some(model)))
+}
