@@ -16,16 +16,18 @@ use anyhow::Result;
 
 use super::config::Auto;
 use super::delta;
-use super::oracle::Oracle;
+use super::oracle::{Measure, Oracle};
 use super::plan::{self, Rung};
 use super::prober::{Feasible, Prober, Thresholds};
 use super::record::{round3, Phase};
 
-/// Where the bisection starts after the calibration: the δ of the calibrated ratios and
-/// whether they were feasible at the chosen probe length.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Where the bisection starts after the calibration: the δ of the calibrated ratios, the
+/// ratios, the mean accuracy of the chosen rung and whether that was feasible.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Start {
     pub delta: f64,
+    pub ratios: Vec<f64>,
+    pub accuracy: f64,
     pub feasible: bool,
 }
 
@@ -79,13 +81,16 @@ pub fn run<O: Oracle>(
         let mut rung = Rung {
             epochs,
             accuracies: Vec::new(),
+            losses: Vec::new(),
         };
         let mut top: Option<(f64, O::Model)> = None;
         for _ in 0..seeds {
-            let (acc, secs, model) = probe(p, &ratios, epochs)?;
-            seconds += secs;
+            let (m, model) = rung_probe(p, &ratios, None, epochs)?;
+            let acc = m.accuracy;
+            seconds += m.seconds;
             epochs_run += epochs;
             rung.accuracies.push(acc);
+            rung.losses.push(m.loss);
             if let Some(m) = model {
                 if top.as_ref().is_none_or(|(a, _)| acc > *a) {
                     top = Some((acc, m));
@@ -93,23 +98,20 @@ pub fn run<O: Oracle>(
             }
         }
         p.say(&format!(
-            "calibration: {epochs:.2} epochs → validation {} (mean {:.4})",
-            rung.accuracies
-                .iter()
-                .map(|a| format!("{a:.4}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            rung.mean()
+            "calibration: {epochs:.2} epochs → validation {} (mean {:.4}), loss {} (mean {:.4})",
+            listed(&rung.accuracies),
+            rung.mean_accuracy(),
+            listed(&rung.losses),
+            rung.mean_loss()
         ));
         rungs.push(rung);
         best.push(top);
-        let noise = plan::pooled_noise(&rungs, shape.valid_images);
-        if lengths.len() > 1 && plan::ladder_done(&rungs, noise) {
+        if lengths.len() > 1 && plan::ladder_done(&rungs) {
             break;
         }
     }
-    let noise = plan::pooled_noise(&rungs, shape.valid_images);
-    let chosen = p.cfg.probe_epochs.or(plan::choose_epochs(&rungs, noise));
+    let noise = plan::accuracy_noise(&rungs, shape.valid_images);
+    let chosen = p.cfg.probe_epochs.or(plan::choose_epochs(&rungs));
     let pl = &mut p.plan;
     pl.noise = noise;
     pl.probe_epochs = chosen;
@@ -130,7 +132,8 @@ pub fn run<O: Oracle>(
         .iter()
         .find(|r| r.epochs >= chosen - 1e-12)
         .or(rungs.last());
-    let feasible = at_chosen.is_some_and(|r| r.mean() >= p.at.probe);
+    let accuracy = at_chosen.map_or(0.0, Rung::mean_accuracy);
+    let feasible = accuracy >= p.at.probe;
     if feasible {
         let keep = rungs
             .iter()
@@ -150,40 +153,54 @@ pub fn run<O: Oracle>(
     }
     Ok(Some(Start {
         delta: d0,
+        ratios,
+        accuracy,
         feasible,
     }))
 }
 
-/// One rung probe from the dense model (or its journaled record): its accuracy, seconds
-/// and model (`None` only when replayed from a finished run's journal).
-fn probe<O: Oracle>(
+/// One calibration probe from feasible model `warm` (`None`: the dense model), or its
+/// journaled record: its measure and model (`None` only when replayed from a finished
+/// run's journal).
+fn rung_probe<O: Oracle>(
     p: &mut Prober<O>,
     ratios: &[f64],
+    warm: Option<usize>,
     epochs: f64,
-) -> Result<(f64, f64, Option<O::Model>)> {
+) -> Result<(Measure, Option<O::Model>)> {
     let bits = p.provisional_bits();
     if let Some((t, model)) = p.replay(Phase::Calibrate, ratios, &bits)? {
         p.count_replayed(t.seconds);
-        return Ok((t.valid_accuracy, t.seconds, model));
+        let m = Measure {
+            accuracy: t.valid_accuracy,
+            loss: t.valid_loss.unwrap_or(f64::NAN),
+            seconds: t.seconds,
+            ..Measure::default()
+        };
+        return Ok((m, model));
     }
+    let from = super::prober::warm_model(&p.feasible, warm)?;
     let seed = 1000 + p.trials.len() as u64;
-    let (model, m) = p.oracle.prune(None, ratios, epochs, seed)?;
+    let (model, m) = p.oracle.prune(from, ratios, epochs, seed)?;
     let mut trial = p.trial(Phase::Calibrate, ratios, &bits, &m, epochs);
-    trial.warm_start = "dense".into();
-    trial.feasible = false;
+    trial.warm_start = match warm {
+        Some(i) => format!("feasible {:?}", round3(&p.feasible[i].ratios)),
+        None => "dense".into(),
+    };
     p.count(trial.seconds);
     p.log(trial, Some(&model))?;
-    Ok((m.accuracy, m.seconds, Some(model)))
+    Ok((m, Some(model)))
 }
 
 /// After the bisection, where it matters: would longer probes decide the frontier
-/// otherwise? The bisection's infeasible probe nearest above the smallest feasible model
-/// is probed again from that model at twice the probe length ([`plan::LADDER_SEEDS`]
-/// seeds); while the mean gains at least the noise over what the shorter probes measured,
-/// the probe length doubles (at most [`plan::LADDER_RUNGS`] − 1 times in all) and the
-/// point is tried at twice that again. A point that turns feasible is kept as a warm
-/// start. Only for `probe_epochs = "auto"`.
-pub fn lengthen<O: Oracle>(p: &mut Prober<O>) -> Result<()> {
+/// otherwise? The least pruned infeasible point above the smallest feasible model (a
+/// bisection or refinement probe, or the calibration's ratios) is probed again from that
+/// model at twice the probe length ([`plan::LADDER_SEEDS`] seeds); while the mean
+/// accuracy gains at least the noise over what the shorter probes measured, the probe
+/// length doubles (up to the ladder's longest rung) and the point is tried at twice that
+/// again. A point that turns feasible is kept as a warm start. Only for
+/// `probe_epochs = "auto"`.
+pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()> {
     if p.cfg.probe_epochs != Auto::Auto {
         return Ok(());
     }
@@ -191,33 +208,44 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>) -> Result<()> {
         return Ok(());
     };
     let base = best.ratios.clone();
-    // The frontier: the least pruned infeasible ratio probe that grows from the best model.
-    let Some(frontier) = p
+    let above = |r: &[f64]| r.iter().zip(&base).all(|(a, b)| *a >= *b - 1e-12);
+    let bytes = |r: &[f64]| p.est_bytes(r, &p.provisional_bits());
+    let probed = p
         .trials
         .iter()
         .filter(|t| t.phase.is_ratio() && !t.feasible && !t.is_lost())
-        .filter(|t| t.ratios.iter().zip(&base).all(|(r, b)| *r >= *b - 1e-12))
-        .max_by(|a, b| a.estimated_bytes.total_cmp(&b.estimated_bytes))
+        .map(|t| (t.ratios.clone(), t.valid_accuracy));
+    let calibrated = start
+        .filter(|s| !s.feasible)
+        .map(|s| (s.ratios.clone(), s.accuracy));
+    let Some((ratios, mut measured)) = probed
+        .chain(calibrated)
+        .filter(|(r, _)| above(r))
+        .max_by(|a, b| bytes(&a.0).total_cmp(&bytes(&b.0)))
     else {
         return Ok(());
     };
-    let (ratios, mut measured) = (frontier.ratios.clone(), frontier.valid_accuracy);
     let longest = plan::ladder_epochs_cap(&p.plan.ladder);
     while 2.0 * p.plan.probe_epochs <= longest + 1e-9 {
         let epochs = 2.0 * p.plan.probe_epochs;
         let warm = p.warm_start(&ratios);
-        let mut accuracies = Vec::new();
+        let mut rung = Rung {
+            epochs,
+            accuracies: Vec::new(),
+            losses: Vec::new(),
+        };
         let mut top: Option<(f64, O::Model)> = None;
         for _ in 0..plan::LADDER_SEEDS {
-            let (acc, model) = frontier_probe(p, &ratios, warm, epochs)?;
-            accuracies.push(acc);
-            if let Some(m) = model {
-                if top.as_ref().is_none_or(|(a, _)| acc > *a) {
-                    top = Some((acc, m));
+            let (m, model) = rung_probe(p, &ratios, warm, epochs)?;
+            rung.accuracies.push(m.accuracy);
+            rung.losses.push(m.loss);
+            if let Some(model) = model {
+                if top.as_ref().is_none_or(|(a, _)| m.accuracy > *a) {
+                    top = Some((m.accuracy, model));
                 }
             }
         }
-        let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
+        let mean = rung.mean_accuracy();
         let gained = mean - measured >= p.plan.noise;
         p.say(&format!(
             "frontier {:?}: {epochs:.2} epochs → validation {mean:.4} against {measured:.4} at {:.2}: {}",
@@ -234,7 +262,7 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>) -> Result<()> {
         }
         p.plan.probe_epochs = epochs;
         p.plan.bits_epochs = p.cfg.bits_epochs.or(epochs / 3.0);
-        p.plan.ladder.push(Rung { epochs, accuracies });
+        p.plan.ladder.push(rung);
         if mean >= p.at.probe {
             if let Some((accuracy, model)) = top {
                 let bytes = p.est_bytes(&ratios, &p.provisional_bits());
@@ -251,27 +279,10 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>) -> Result<()> {
     Ok(())
 }
 
-/// One frontier probe (or its journaled record) from feasible model `warm`.
-fn frontier_probe<O: Oracle>(
-    p: &mut Prober<O>,
-    ratios: &[f64],
-    warm: Option<usize>,
-    epochs: f64,
-) -> Result<(f64, Option<O::Model>)> {
-    let bits = p.provisional_bits();
-    if let Some((t, model)) = p.replay(Phase::Calibrate, ratios, &bits)? {
-        p.count_replayed(t.seconds);
-        return Ok((t.valid_accuracy, model));
-    }
-    let from = super::prober::warm_model(&p.feasible, warm)?;
-    let seed = 1000 + p.trials.len() as u64;
-    let (model, m) = p.oracle.prune(from, ratios, epochs, seed)?;
-    let mut trial = p.trial(Phase::Calibrate, ratios, &bits, &m, epochs);
-    trial.warm_start = match warm {
-        Some(i) => format!("feasible {:?}", round3(&p.feasible[i].ratios)),
-        None => "dense".into(),
-    };
-    p.count(trial.seconds);
-    p.log(trial, Some(&model))?;
-    Ok((m.accuracy, Some(model)))
+/// Values to four decimals, comma-separated.
+fn listed(v: &[f64]) -> String {
+    v.iter()
+        .map(|a| format!("{a:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

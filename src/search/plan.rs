@@ -8,18 +8,19 @@
 //! ## The rules
 //! - **Noise.** Decisions compare models on the same validation images, so what can flip
 //!   one is the spread between retrainings of the same ratios with other seeds: the pooled
-//!   standard deviation of the calibration's repeated probes ([`pooled_noise`], at least
-//!   one image). The binomial σ of the validation set ([`binomial`]) moves every model
-//!   alike; it says how far the file's test accuracy may land from its validation
-//!   accuracy, and is reported beside it.
+//!   standard deviation of the calibration's repeated probes ([`pooled_sd`], at least one
+//!   image). The binomial σ of the validation set ([`binomial`]) moves every model alike;
+//!   it says how far the file's test accuracy may land from its validation accuracy, and
+//!   is reported beside it.
 //! - **Probe length.** A ladder of retrainings from the dense model pruned to the ratios
 //!   where each layer alone loses one point (the learning-rate range test's start: real
-//!   damage to repair, so that the gains of longer retraining stand out of the noise),
-//!   each rung twice as long as the one before ([`LADDER_START_STEPS`] SGD steps first),
-//!   [`LADDER_SEEDS`] seeds each, stops once a doubling gains less than half the noise
-//!   ([`ladder_done`]); a probe is the shortest rung within half the noise of the best
-//!   rung ([`choose_epochs`]). The jump from the dense model is the largest a search
-//!   makes (later probes start from warm starts), so this errs long.
+//!   damage to repair), each rung twice as long as the one before ([`LADDER_START_STEPS`]
+//!   SGD steps first), [`LADDER_SEEDS`] seeds each. It is read on the validation *loss*,
+//!   which moves smoothly where accuracy moves by whole images: the ladder stops once a
+//!   doubling lowers the mean loss by less than half the loss's own seed-to-seed spread
+//!   ([`ladder_done`]), and a probe is the shortest rung whose mean loss is within that
+//!   half spread of the lowest ([`choose_epochs`]). The jump from the dense model is the
+//!   largest a search makes (later probes start from warm starts), so this errs long.
 //! - **Margins.** A ratio probe is feasible at floor + 1.25 σ, at most a quarter of the
 //!   room between the dense accuracy and the floor (a margin of several σ would leave a
 //!   drop budget of a few σ nothing to prune with), and one within 0.75 σ of that gets a
@@ -45,18 +46,31 @@ pub const SECOND_LOOK_NOISE: f64 = 0.75;
 pub const FEW_PROBES: usize = 15;
 
 /// One rung of the calibration ladder: a retraining length and the validation accuracy
-/// each seed reached.
+/// and loss each seed reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rung {
     pub epochs: f64,
     pub accuracies: Vec<f64>,
+    pub losses: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 impl Rung {
-    pub fn mean(&self) -> f64 {
-        self.accuracies.iter().sum::<f64>() / self.accuracies.len().max(1) as f64
+    pub fn mean_accuracy(&self) -> f64 {
+        mean(&self.accuracies)
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        mean(&self.losses)
     }
 }
+
+/// The smallest spread the loss is credited with (two equal losses are not proof of no
+/// noise).
+pub const MIN_LOSS_SD: f64 = 1e-4;
 
 /// What the search works with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,44 +107,49 @@ pub fn binomial(acc: f64, n: usize) -> f64 {
     (acc.clamp(0.0, 1.0) * (1.0 - acc.clamp(0.0, 1.0)) / n.max(1) as f64).sqrt()
 }
 
-/// The pooled standard deviation of the rungs' accuracies about each rung's mean, at least
-/// one image in `n` (two equal accuracies are not proof of no noise).
-pub fn pooled_noise(rungs: &[Rung], n: usize) -> f64 {
+/// The pooled standard deviation of groups of repeated measurements about each group's
+/// mean, at least `floor`.
+pub fn pooled_sd<'a>(groups: impl IntoIterator<Item = &'a [f64]>, floor: f64) -> f64 {
     let (mut ss, mut dof) = (0.0, 0usize);
-    for r in rungs {
-        let m = r.mean();
-        ss += r.accuracies.iter().map(|a| (a - m).powi(2)).sum::<f64>();
-        dof += r.accuracies.len().saturating_sub(1);
+    for g in groups {
+        let m = mean(g);
+        ss += g.iter().map(|a| (a - m).powi(2)).sum::<f64>();
+        dof += g.len().saturating_sub(1);
     }
-    let one_image = 1.0 / n.max(1) as f64;
     if dof == 0 {
-        return one_image;
+        return floor;
     }
-    (ss / dof as f64).sqrt().max(one_image)
+    (ss / dof as f64).sqrt().max(floor)
 }
 
-/// Whether the doubling from rung `k − 1` to rung `k` gained less than half the noise.
-fn flat(rungs: &[Rung], k: usize, noise: f64) -> bool {
-    rungs[k].mean() - rungs[k - 1].mean() < 0.5 * noise
+/// σ of a probe's validation accuracy between seeds, from the rungs; at least one image in
+/// `n`.
+pub fn accuracy_noise(rungs: &[Rung], n: usize) -> f64 {
+    pooled_sd(rungs.iter().map(|r| &r.accuracies[..]), 1.0 / n.max(1) as f64)
 }
 
-/// Whether the ladder can stop: its last doubling gained less than half the noise, or it
-/// has [`LADDER_RUNGS`] rungs.
-pub fn ladder_done(rungs: &[Rung], noise: f64) -> bool {
+/// σ of a probe's validation loss between seeds, from the rungs.
+pub fn loss_noise(rungs: &[Rung]) -> f64 {
+    pooled_sd(rungs.iter().map(|r| &r.losses[..]), MIN_LOSS_SD)
+}
+
+/// Whether the ladder can stop: its last doubling lowered the mean loss by less than half
+/// the loss noise, or it has [`LADDER_RUNGS`] rungs.
+pub fn ladder_done(rungs: &[Rung]) -> bool {
     let n = rungs.len();
-    n >= LADDER_RUNGS || (n >= 2 && flat(rungs, n - 1, noise))
+    n >= LADDER_RUNGS
+        || (n >= 2
+            && rungs[n - 2].mean_loss() - rungs[n - 1].mean_loss() < 0.5 * loss_noise(rungs))
 }
 
-/// The probe length: the shortest rung whose mean is within half the noise of the best
-/// rung's (a rung whose doubling lost accuracy does not make probes longer).
-pub fn choose_epochs(rungs: &[Rung], noise: f64) -> f64 {
-    let best = rungs
-        .iter()
-        .map(Rung::mean)
-        .fold(f64::NEG_INFINITY, f64::max);
+/// The probe length: the shortest rung whose mean loss is within half the loss noise of
+/// the lowest rung's (a doubling that raised the loss does not make probes longer).
+pub fn choose_epochs(rungs: &[Rung]) -> f64 {
+    let half = 0.5 * loss_noise(rungs);
+    let best = rungs.iter().map(Rung::mean_loss).fold(f64::INFINITY, f64::min);
     rungs
         .iter()
-        .find(|r| r.mean() >= best - 0.5 * noise)
+        .find(|r| r.mean_loss() <= best + half)
         .map_or(0.0, |r| r.epochs)
 }
 
@@ -180,10 +199,12 @@ pub fn probes_within(minutes: f64, probe_seconds: f64, spent: f64, refine_share:
 mod tests {
     use super::*;
 
-    fn rung(epochs: f64, acc: &[f64]) -> Rung {
+    /// A rung with these losses (accuracies 0.99 each).
+    fn rung(epochs: f64, losses: &[f64]) -> Rung {
         Rung {
             epochs,
-            accuracies: acc.to_vec(),
+            accuracies: vec![0.99; losses.len()],
+            losses: losses.to_vec(),
         }
     }
 
@@ -194,43 +215,69 @@ mod tests {
     }
 
     #[test]
-    fn noise_pools_the_spread_within_rungs_and_is_at_least_one_image() {
+    fn noise_pools_the_spread_within_groups_and_has_a_floor() {
         // pairs differing by 0.002 and 0.004: variances 2e-6 and 8e-6, pooled 5e-6
-        let r = [rung(0.5, &[0.990, 0.992]), rung(1.0, &[0.991, 0.995])];
-        assert!((pooled_noise(&r, 5000) - 5e-6f64.sqrt()).abs() < 1e-9);
-        // identical accuracies: one image
-        assert_eq!(
-            pooled_noise(&[rung(1.0, &[0.99, 0.99])], 5000),
-            1.0 / 5000.0
-        );
-        // a single measurement per rung has no spread to pool
-        assert_eq!(pooled_noise(&[rung(1.0, &[0.99])], 1000), 0.001);
+        let g: [&[f64]; 2] = [&[0.990, 0.992], &[0.991, 0.995]];
+        assert!((pooled_sd(g, 0.0) - 5e-6f64.sqrt()).abs() < 1e-9);
+        let r = Rung {
+            epochs: 1.0,
+            accuracies: vec![0.99, 0.99],
+            losses: vec![0.03, 0.03],
+        };
+        // identical measurements: one image, the loss's floor
+        assert_eq!(accuracy_noise(std::slice::from_ref(&r), 5000), 1.0 / 5000.0);
+        assert_eq!(loss_noise(&[r]), MIN_LOSS_SD);
+        // single measurements have no spread to pool
+        let one: [&[f64]; 1] = [&[0.99]];
+        assert_eq!(pooled_sd(one, 0.001), 0.001);
     }
 
     #[test]
-    fn the_probe_is_the_shortest_rung_within_half_the_noise_of_the_best() {
-        let noise = 0.001;
-        // gains 0.004, 0.002, 0.0003: doubling to rung 3 (2.0 epochs) gained 0.0003
+    fn the_probe_is_the_shortest_rung_within_half_the_loss_noise_of_the_lowest() {
+        // seed spread 0.001 in every rung (σ = 0.001/√2); the loss falls 0.02, 0.01, 0.0002
         let r = [
-            rung(0.25, &[0.980]),
-            rung(0.5, &[0.984]),
-            rung(1.0, &[0.986]),
-            rung(2.0, &[0.9863]),
+            rung(0.25, &[0.0800, 0.0810]),
+            rung(0.5, &[0.0600, 0.0610]),
+            rung(1.0, &[0.0500, 0.0510]),
+            rung(2.0, &[0.0498, 0.0508]),
         ];
-        assert_eq!(choose_epochs(&r, noise), 1.0);
-        assert!(ladder_done(&r, noise));
-        assert!(!ladder_done(&r[..3], noise));
-        // still climbing at the top: the longest rung
-        assert_eq!(choose_epochs(&r[..2], noise), 0.5);
-        // a doubling that lost accuracy stops the ladder and is not taken
+        assert_eq!(choose_epochs(&r), 1.0);
+        assert!(ladder_done(&r));
+        assert!(!ladder_done(&r[..3]));
+        // still falling at the top: the longest rung
+        assert_eq!(choose_epochs(&r[..2]), 0.5);
+        // a doubling that raised the loss stops the ladder and is not taken
         let d = [
-            rung(0.3, &[0.888]),
-            rung(0.6, &[0.891]),
-            rung(1.2, &[0.887]),
+            rung(0.3, &[0.336, 0.337]),
+            rung(0.6, &[0.330, 0.331]),
+            rung(1.2, &[0.334, 0.335]),
         ];
-        assert!(ladder_done(&d, noise));
-        assert_eq!(choose_epochs(&d, noise), 0.6);
-        assert_eq!(choose_epochs(&[], noise), 0.0);
+        assert!(ladder_done(&d));
+        assert_eq!(choose_epochs(&d), 0.6);
+        assert_eq!(choose_epochs(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_slow_steady_fall_keeps_the_ladder_climbing() {
+        // Fashion-MNIST's LeNet-300-100 from the one-point ratios: every doubling lowers the
+        // loss by 2–5 times its seed spread, so no rung is flat
+        let r = [
+            rung(0.298, &[0.33830, 0.33478]),
+            rung(0.596, &[0.33478, 0.33245]),
+            rung(1.192, &[0.32811, 0.32809]),
+            rung(2.383, &[0.32437, 0.32485]),
+        ];
+        assert!(!ladder_done(&r));
+        assert_eq!(choose_epochs(&r), 2.383);
+    }
+
+    #[test]
+    fn the_ladder_stops_at_its_last_rung() {
+        let r: Vec<Rung> = (0..LADDER_RUNGS)
+            .map(|k| rung(k as f64, &[0.5 - 0.05 * k as f64]))
+            .collect();
+        assert!(ladder_done(&r));
+        assert!(!ladder_done(&r[..LADDER_RUNGS - 1]));
     }
 
     #[test]
@@ -242,20 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn the_ladder_stops_at_its_last_rung() {
-        let r: Vec<Rung> = (0..LADDER_RUNGS)
-            .map(|k| rung(k as f64, &[0.9 + 0.01 * k as f64]))
-            .collect();
-        assert!(ladder_done(&r, 0.001));
-        assert!(!ladder_done(&r[..LADDER_RUNGS - 1], 0.001));
-    }
-
-    #[test]
     fn ladder_lengths_are_256_steps_doubling() {
         let l = ladder_epochs(55_000, 64);
         assert_eq!(l.len(), LADDER_RUNGS);
         assert!((l[0] - 256.0 * 64.0 / 55_000.0).abs() < 1e-12);
         assert!((l[3] / l[0] - 8.0).abs() < 1e-12);
+        assert!((ladder_epochs_cap(&[rung(l[0], &[0.1])]) - l[LADDER_RUNGS - 1]).abs() < 1e-12);
     }
 
     #[test]
@@ -264,7 +303,7 @@ mod tests {
         // 10 probes of 6 s (7.2 s with second looks) after 60 s, refinement at 78 %
         let m = minutes_for(10, 6.0, 60.0, 0.78);
         assert!((m - (60.0 + 72.0) / 0.78 / 60.0).abs() < 1e-9);
-        assert_eq!(probes_within(m, 6.0, 60.0, 0.78), 10);
+        assert_eq!(probes_within(m + 1e-9, 6.0, 60.0, 0.78), 10);
         assert_eq!(probes_within(0.5, 6.0, 60.0, 0.78), 0);
     }
 }

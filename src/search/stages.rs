@@ -41,9 +41,9 @@ pub fn choose<O: Oracle>(
     times.calibrate = p.elapsed() - t;
     let t = p.elapsed();
     p.stage = "the bisection".into();
-    let why_bisect = bisection::run(p, curves, dense_acc, start)?;
+    let why_bisect = bisection::run(p, curves, dense_acc, start.clone())?;
     p.say(&format!("bisection ended: {why_bisect}"));
-    calibration::lengthen(p)?;
+    calibration::lengthen(p, start)?;
     times.bisect = p.elapsed() - t;
     let t = p.elapsed();
     p.stage = "the refinement".into();

@@ -688,7 +688,7 @@ mod tests {
                 workers,
                 ..SearchConfig::default()
             };
-            let runs: Vec<Run> = (1..=40)
+            let runs: Vec<Run> = (1..=200)
                 .map(|s| search(&land, &cfg, 0.99, s).unwrap())
                 .collect();
             let pick = |f: &dyn Fn(&Run) -> f64| spread(&runs.iter().map(f).collect::<Vec<_>>()).0;
