@@ -431,6 +431,7 @@ pub fn train_range(
             .apply(&train.images.index_select(0, &idx));
         let y = train.labels.index_select(0, &idx);
         let loss = step(net, &x, &y, update, recipe.lr_at(iter));
+        step_delay();
         if iter % 50 == 0 || iter + 1 == range.end {
             let l = loss.double_value(&[]);
             if !l.is_finite() {
@@ -476,6 +477,24 @@ pub fn train_range(
         final_loss,
         lr_restarts: 0,
     })
+}
+
+/// A pause after every training step of `DC_SEARCH_STEP_DELAY_MS` whole milliseconds
+/// (unset, 0 or not a number: none): a slower machine, simulated. A search without a
+/// minute cap must write the same file however long its steps take
+/// (`tests/search.rs`).
+fn step_delay() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("DC_SEARCH_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
+    }
 }
 
 /// One training step on a batch: forward, cross-entropy, backward, `update` at `lr`;

@@ -228,6 +228,27 @@ fn killed_search_resumes_to_the_same_result() {
     assert_eq!(journal_lines(&whole), journal_lines(&cut));
 }
 
+/// The same command and seed write the same file on a machine several times slower
+/// (simulated by a pause after every training step): without a minute cap nothing the
+/// search decides reads the clock.
+#[test]
+fn a_slower_machine_writes_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--budget", "4p", "--threads", "2", "--seed", "3"];
+    let timed = |out: &str, delay: &str| {
+        let mut c = search_command(dir.path(), &["--floor", "0.85"], out, &extra);
+        c.env("DC_SEARCH_STEP_DELAY_MS", delay);
+        let t = Instant::now();
+        let (code, _, err) = run(c);
+        assert_eq!(code, 0, "{err}");
+        t.elapsed().as_secs_f64()
+    };
+    let fast = timed("fast", "0");
+    let slow = timed("slow", "3");
+    assert!(slow > 1.5 * fast, "{slow:.1} s against {fast:.1} s");
+    assert_same_run(&dir.path().join("fast"), &dir.path().join("slow"));
+}
+
 /// A search killed (SIGKILL) mid-way through a candidate's final retraining of two epochs,
 /// after its first epoch was journaled, continues from that epoch's checkpoint (saying so
 /// at once) and ends with the same file, byte for byte, as an uninterrupted run.

@@ -110,7 +110,8 @@ pub fn run<O: Oracle>(
             break;
         }
     }
-    let noise = plan::accuracy_noise(&rungs, shape.valid_images);
+    let spread = plan::accuracy_noise(&rungs, shape.valid_images);
+    let noise = plan::noise(spread, p.plan.binomial);
     let chosen = p.cfg.probe_epochs.or(plan::choose_epochs(&rungs));
     let pl = &mut p.plan;
     pl.noise = noise;
@@ -118,7 +119,8 @@ pub fn run<O: Oracle>(
     pl.bits_epochs = p.cfg.bits_epochs.or(chosen / 3.0);
     let room = shape.dense_accuracy - p.at.floor;
     pl.margin = p.cfg.margin.or(plan::margin(noise, room));
-    pl.second_look = p.cfg.second_look.or(plan::SECOND_LOOK_NOISE * noise);
+    pl.second_look = p.cfg.second_look.or(plan::second_look(noise, room));
+    pl.seed_spread = spread;
     pl.epoch_seconds = if epochs_run > 0.0 {
         seconds / epochs_run
     } else {

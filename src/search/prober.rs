@@ -270,12 +270,13 @@ impl<'s, O: Oracle> Prober<'s, O> {
             super::config::Auto::Is(_) => "given",
         };
         let mut line = format!(
-            "plan: ratio probes of {:.2} epochs ({}), noise σ {:.4} between retrainings (binomial σ of the validation \
-             set {:.4}), feasible at floor + {:.4} ({}), second looks within {:.4}; up to {} ratio probes and {} bits \
+            "plan: ratio probes of {:.2} epochs ({}), noise σ {:.4} (seeds {:.4}, binomial σ of the validation set \
+             {:.4}), feasible at floor + {:.4} ({}), second looks within {:.4}; up to {} ratio probes and {} bits \
              probes of {:.2} epochs",
             pl.probe_epochs,
             how(self.cfg.probe_epochs),
             pl.noise,
+            pl.seed_spread,
             pl.binomial,
             pl.margin,
             how(self.cfg.margin),
@@ -893,6 +894,7 @@ pub fn initial_plan(cfg: &SearchConfig, layers: usize) -> Plan {
         margin: cfg.margin.or(0.001),
         second_look: cfg.second_look.or(0.0006),
         noise: 0.0,
+        seed_spread: 0.0,
         binomial: 0.0,
         ratio_probes,
         refine_probes: match cfg.refine_probes {
