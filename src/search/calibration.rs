@@ -78,25 +78,9 @@ pub fn run<O: Oracle>(
     let mut best: Vec<Option<(f64, O::Model)>> = Vec::new();
     let (mut seconds, mut epochs_run) = (0.0, 0.0);
     for &epochs in &lengths {
-        let mut rung = Rung {
-            epochs,
-            accuracies: Vec::new(),
-            losses: Vec::new(),
-        };
-        let mut top: Option<(f64, O::Model)> = None;
-        for _ in 0..seeds {
-            let (m, model) = rung_probe(p, &ratios, None, epochs)?;
-            let acc = m.accuracy;
-            seconds += m.seconds;
-            epochs_run += epochs;
-            rung.accuracies.push(acc);
-            rung.losses.push(m.loss);
-            if let Some(m) = model {
-                if top.as_ref().is_none_or(|(a, _)| acc > *a) {
-                    top = Some((acc, m));
-                }
-            }
-        }
+        let (rung, top, secs) = measure_rung(p, &ratios, None, epochs, seeds)?;
+        seconds += secs;
+        epochs_run += epochs * seeds as f64;
         p.say(&format!(
             "calibration: {epochs:.2} epochs → validation {} (mean {:.4}), loss {} (mean {:.4})",
             listed(&rung.accuracies),
@@ -196,12 +180,11 @@ fn rung_probe<O: Oracle>(
 
 /// After the bisection, where it matters: would longer probes decide the frontier
 /// otherwise? The least pruned infeasible point above the smallest feasible model (a
-/// bisection or refinement probe, or the calibration's ratios) is probed again from that
-/// model at twice the probe length ([`plan::LADDER_SEEDS`] seeds); while the mean
-/// accuracy gains at least the noise over what the shorter probes measured, the probe
-/// length doubles (up to the ladder's longest rung) and the point is tried at twice that
-/// again. A point that turns feasible is kept as a warm start. Only for
-/// `probe_epochs = "auto"`.
+/// bisection or refinement probe, or the calibration's ratios) is probed from that model
+/// at the probe length and at twice it ([`plan::LADDER_SEEDS`] seeds each, so that only
+/// the length differs); while twice the length gains at least the noise, the probe
+/// length doubles (up to the ladder's longest rung) and twice that is tried in turn. A
+/// point that turns feasible is kept as a warm start. Only for `probe_epochs = "auto"`.
 pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()> {
     if p.cfg.probe_epochs != Auto::Auto {
         return Ok(());
@@ -216,41 +199,27 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()
         .trials
         .iter()
         .filter(|t| t.phase.is_ratio() && !t.feasible && !t.is_lost())
-        .map(|t| (t.ratios.clone(), t.valid_accuracy));
-    let calibrated = start
-        .filter(|s| !s.feasible)
-        .map(|s| (s.ratios.clone(), s.accuracy));
-    let Some((ratios, mut measured)) = probed
+        .map(|t| t.ratios.clone());
+    let calibrated = start.filter(|s| !s.feasible).map(|s| s.ratios);
+    let Some(ratios) = probed
         .chain(calibrated)
-        .filter(|(r, _)| above(r))
-        .max_by(|a, b| bytes(&a.0).total_cmp(&bytes(&b.0)))
+        .filter(|r| above(r))
+        .max_by(|a, b| bytes(a).total_cmp(&bytes(b)))
     else {
         return Ok(());
     };
+    // Every probe of the check grows from the same model: only the length differs.
+    let warm = p.warm_start(&ratios);
     let longest = plan::ladder_epochs_cap(&p.plan.ladder);
+    let seeds = plan::LADDER_SEEDS;
+    let mut shorter = measure_rung(p, &ratios, warm, p.plan.probe_epochs, seeds)?.0;
     while 2.0 * p.plan.probe_epochs <= longest + 1e-9 {
         let epochs = 2.0 * p.plan.probe_epochs;
-        let warm = p.warm_start(&ratios);
-        let mut rung = Rung {
-            epochs,
-            accuracies: Vec::new(),
-            losses: Vec::new(),
-        };
-        let mut top: Option<(f64, O::Model)> = None;
-        for _ in 0..plan::LADDER_SEEDS {
-            let (m, model) = rung_probe(p, &ratios, warm, epochs)?;
-            rung.accuracies.push(m.accuracy);
-            rung.losses.push(m.loss);
-            if let Some(model) = model {
-                if top.as_ref().is_none_or(|(a, _)| m.accuracy > *a) {
-                    top = Some((m.accuracy, model));
-                }
-            }
-        }
-        let mean = rung.mean_accuracy();
-        let gained = mean - measured >= p.plan.noise;
+        let (longer, top, _) = measure_rung(p, &ratios, warm, epochs, seeds)?;
+        let (a, b) = (shorter.mean_accuracy(), longer.mean_accuracy());
+        let gained = b - a >= p.plan.noise;
         p.say(&format!(
-            "frontier {:?}: {epochs:.2} epochs → validation {mean:.4} against {measured:.4} at {:.2}: {}",
+            "frontier {:?}: {epochs:.2} epochs → validation {b:.4} against {a:.4} at {:.2}: {}",
             round3(&ratios),
             p.plan.probe_epochs,
             if gained {
@@ -264,8 +233,8 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()
         }
         p.plan.probe_epochs = epochs;
         p.plan.bits_epochs = p.cfg.bits_epochs.or(epochs / 3.0);
-        p.plan.ladder.push(rung);
-        if mean >= p.at.probe {
+        p.plan.ladder.push(longer.clone());
+        if b >= p.at.probe {
             if let Some((accuracy, model)) = top {
                 let bytes = p.est_bytes(&ratios, &p.provisional_bits());
                 p.feasible.push(Feasible {
@@ -276,9 +245,38 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()
                 });
             }
         }
-        measured = mean;
+        shorter = longer;
     }
     Ok(())
+}
+
+/// `seeds` probes of `ratios` from feasible model `warm` (`None`: the dense model) at
+/// `epochs`: the rung, its best model and the seconds it took.
+fn measure_rung<O: Oracle>(
+    p: &mut Prober<O>,
+    ratios: &[f64],
+    warm: Option<usize>,
+    epochs: f64,
+    seeds: usize,
+) -> Result<(Rung, Option<(f64, O::Model)>, f64)> {
+    let mut rung = Rung {
+        epochs,
+        accuracies: Vec::new(),
+        losses: Vec::new(),
+    };
+    let (mut top, mut seconds): (Option<(f64, O::Model)>, f64) = (None, 0.0);
+    for _ in 0..seeds {
+        let (m, model) = rung_probe(p, ratios, warm, epochs)?;
+        rung.accuracies.push(m.accuracy);
+        rung.losses.push(m.loss);
+        seconds += m.seconds;
+        if let Some(model) = model {
+            if top.as_ref().is_none_or(|(a, _)| m.accuracy > *a) {
+                top = Some((m.accuracy, model));
+            }
+        }
+    }
+    Ok((rung, top, seconds))
 }
 
 /// Values to four decimals, comma-separated.

@@ -304,13 +304,63 @@ fn restart_row(probes: &[usize]) -> String {
     )
 }
 
+/// The report's section on what the search worked with and how it was measured.
+fn plan_section(p: &super::plan::Plan, floor: f64, valid_images: usize) -> String {
+    let mut s = format!(
+        "\n## The plan (worked out from the model)\n\n| | value |\n|---|---|\n\
+         | ratio probes | {:.2} epochs of retraining each; at most {} (bisection and refinement) |\n\
+         | bits probes | {:.2} epochs of codebook retraining each |\n\
+         | noise σ of a probe's validation accuracy | {:.4}: the larger of the seeds' spread ({:.4}) and the binomial σ of {} \
+         validation images ({:.4}) |\n\
+         | feasible at | floor + {:.4} = {:.4} |\n\
+         | second looks | within {:.4} of that |\n\
+         | a retraining epoch here | {:.1} s |\n",
+        p.probe_epochs,
+        p.ratio_probes,
+        p.bits_epochs,
+        p.noise,
+        p.seed_spread,
+        valid_images,
+        p.binomial,
+        p.margin,
+        floor + p.margin,
+        p.second_look,
+        p.epoch_seconds,
+    );
+    if let Some(m) = p.minutes {
+        s += &format!("| minute cap | {m} |\n");
+    }
+    for w in &p.warnings {
+        s += &format!("| warning | {w} |\n");
+    }
+    if !p.ladder.is_empty() {
+        s += "\nCalibration (probes of phase `calibrate` in `trials.csv`): retraining epochs → validation accuracy and \
+              loss, one per seed.\n\n| epochs | accuracy | loss |\n|---:|---|---|\n";
+        for r in &p.ladder {
+            let list = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            s += &format!(
+                "| {:.2} | {} | {} |\n",
+                r.epochs,
+                list(&r.accuracies),
+                list(&r.losses)
+            );
+        }
+    }
+    s
+}
+
 /// `report.md`: the table of the file, accuracies, time per stage, the command.
 pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Result<()> {
     let t = &o.times;
     let mut s = format!(
         "# dc-search report: {} on {}\n\nCommand: `{command}`\n\n\
          | | value |\n|---|---|\n\
-         | floor (validation) | {:.4} (probes need floor + margin {:.4}) |\n\
+         | floor (validation) | {:.4} (ratio probes need floor + margin {:.4}) |\n\
          | dense weights | {} |\n\
          | dense validation accuracy | {:.4} |\n\
          | decoded file validation accuracy | {:.4} ({} images) |\n\
@@ -366,12 +416,15 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
     if let Some(pair) = &o.pair {
         s += &pair_section(pair, o.file_bytes);
     }
+    if let Some(plan) = &o.plan {
+        s += &plan_section(plan, o.floor, o.valid_images);
+    }
     s += &format!("\n## The file (like the paper's Table 3)\n\n{table3}\n");
     s += &format!(
-        "## Time per stage (seconds)\n\n| sensitivity | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
+        "## Time per stage (seconds)\n\n| sensitivity | calibration | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
          Files: `sensitivity.csv`, `sensitivity.svg`, `trials.csv`, `pareto.svg`, `ratios.json`, `summary.json`, `config.toml`.\n",
-        t.sensitivity, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total
+        t.sensitivity, t.calibrate, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total
     );
     write_text(path, &s)
 }
