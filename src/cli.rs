@@ -324,9 +324,17 @@ pub struct Common {
     /// DC_SEARCH_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Dataset, overriding the config's.
+    /// Built-in dataset, overriding the config's data.
     #[arg(long, value_enum)]
     dataset: Option<DatasetName>,
+    /// Data from files, overriding the config's: a NumPy .npz (x_train, y_train, x_test,
+    /// y_test, optionally x_val, y_val) or an image folder (train/<class>/*.png|jpg,
+    /// test/<class>/…, optionally val/<class>/…).
+    #[arg(long, value_name = "PATH", conflicts_with = "dataset")]
+    data: Option<PathBuf>,
+    /// How the .npz's 4-D image arrays' axes go: nchw (PyTorch's) or nhwc (channels last).
+    #[arg(long, value_enum)]
+    layout: Option<data::Layout>,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -344,6 +352,43 @@ pub struct Common {
     torchscript: Option<PathBuf>,
 }
 
+/// Where the data to evaluate a file on comes from: `--data` (with `--layout`), else the
+/// built-in data set the file names (from `--data-dir`, or set-up's folder).
+#[derive(Debug, Clone, Default)]
+pub struct FileData {
+    pub path: Option<PathBuf>,
+    pub layout: Option<data::Layout>,
+    pub dir: Option<PathBuf>,
+}
+
+impl FileData {
+    /// Points `d` at this data for a file made on data set `dataset`.
+    pub fn apply(&self, d: &mut data::DataConfig, dataset: &str) -> Result<()> {
+        if let Some(p) = &self.path {
+            d.path = Some(p.clone());
+            d.dataset = None;
+            if self.layout.is_some() {
+                d.layout = self.layout;
+            }
+            return Ok(());
+        }
+        if d.path.is_some() {
+            return Ok(());
+        }
+        d.dataset = Some(dataset.parse::<DatasetName>().map_err(|_| {
+            anyhow::anyhow!(
+                "the file was made on data {dataset:?}, which is not built in: give it with --data PATH \
+                 (its .npz or image folder)"
+            )
+        })?);
+        d.path = None;
+        if self.dir.is_some() {
+            d.dir = self.dir.clone();
+        }
+        Ok(())
+    }
+}
+
 /// What to run, with validated settings.
 #[derive(Debug)]
 pub enum Mode {
@@ -359,7 +404,8 @@ pub enum Mode {
     EvalFile {
         file: PathBuf,
         rt: Runtime,
-        data_dir: Option<PathBuf>,
+        /// The data to evaluate on (`--data`, `--layout`, `--data-dir`).
+        data: FileData,
         /// The TorchScript config the file was made with (`None`: a zoo model's file).
         config: Option<Config>,
         /// `--max-params`: most dense weights the file may decode to.
@@ -668,7 +714,21 @@ impl Common {
     fn resolve(&self, model: &str) -> Result<(Config, Runtime)> {
         let mut cfg = Config::resolve(model)?;
         if let Some(d) = self.dataset {
-            cfg.data.dataset = d;
+            cfg.data.dataset = Some(d);
+            cfg.data.path = None;
+        }
+        if let Some(p) = &self.data {
+            if !p.exists() {
+                anyhow::bail!(
+                    "--data {}: no such file or folder (give an .npz or an image folder)",
+                    p.display()
+                );
+            }
+            cfg.data.path = Some(p.clone());
+            cfg.data.dataset = None;
+        }
+        if let Some(l) = self.layout {
+            cfg.data.layout = Some(l);
         }
         if let Some(dir) = data::dir_from_env(self.data_dir.clone()) {
             cfg.data.dir = Some(dir);
@@ -767,7 +827,11 @@ impl EvalArgs {
             return Ok(Mode::EvalFile {
                 file: target.into(),
                 rt,
-                data_dir: data::dir_from_env(common.data_dir),
+                data: FileData {
+                    path: common.data,
+                    layout: common.layout,
+                    dir: data::dir_from_env(common.data_dir),
+                },
                 config,
                 max_params: limit.get()?,
             });
@@ -1004,12 +1068,7 @@ impl SearchFlags {
         let out = self.out.unwrap_or_else(|| {
             crate::paths::fresh_run_folder(
                 Path::new("runs"),
-                &format!(
-                    "{}-{}-{}",
-                    cfg.model,
-                    cfg.data.dataset.as_str(),
-                    floor.tag()
-                ),
+                &format!("{}-{}-{}", cfg.model, cfg.data.name(), floor.tag()),
             )
         });
         check_output(&out.join("report.md"))?;

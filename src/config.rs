@@ -25,6 +25,11 @@ pub struct Config {
     /// instead of trained with `[train]`'s recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::path::PathBuf>,
+    /// The validation accuracy a brought model (TorchScript, `--weights`) is known to reach:
+    /// one more than 5 points under it stops at once, naming the normalisation; 0 turns off
+    /// the check that stops a brought model scoring near chance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_accuracy: Option<f64>,
     /// A TorchScript module instead of a zoo model (its section names the module file,
     /// input shape and compressible layers; see `models::torchscript`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,11 @@ impl Config {
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("config file {} is not UTF-8 text", path.display()))?;
             let mut cfg = Config::parse(&text, &path.display().to_string())?;
+            let folder = path.parent().unwrap_or(Path::new(""));
+            // A data path is relative to the config file, like the module's.
+            if let Some(p) = cfg.data.path.as_mut().filter(|p| p.is_relative()) {
+                *p = folder.join(&*p);
+            }
             if let Some(ts) = cfg.torchscript.as_mut() {
                 // A TorchScript module path is relative to the config file.
                 if let Some(m) = ts.module.as_mut().filter(|m| m.is_relative()) {
@@ -134,7 +144,23 @@ impl Config {
                     );
                 }
                 ts.check()?;
+                if ts.input_shift != 0.0
+                    && (self.data.mean.is_some() || self.data.input_shift != 0.0)
+                {
+                    bail!(
+                        "torchscript.input_shift and [data] mean/std or input_shift both shift the \
+                         inputs: give the normalisation once, in [data]"
+                    );
+                }
             }
+        }
+        if let Some(e) = self.expected_accuracy {
+            crate::check::need(
+                (0.0..=1.0).contains(&e),
+                "expected_accuracy",
+                e,
+                "[0, 1] (a validation accuracy; 0 = no check)",
+            )?;
         }
         self.data.check()?;
         self.train.check()?;
