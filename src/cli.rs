@@ -251,6 +251,10 @@ struct ExportArgs {
     /// The TorchScript module (.pt), overriding the --ts-config's torchscript.module.
     #[arg(long, value_name = "PT", requires = "ts_config")]
     torchscript: Option<PathBuf>,
+    /// Put this before every module path of a ratio export: `module.` for a model wrapped in
+    /// torch.nn.DataParallel (whose state dict names `module.features.0.weight`).
+    #[arg(long, value_name = "PREFIX")]
+    module_prefix: Option<String>,
     #[command(flatten)]
     limit: Limit,
 }
@@ -435,6 +439,8 @@ pub enum Mode {
         output: Option<PathBuf>,
         /// The TorchScript config of the file's module (`--ts-config`, `--torchscript` applied).
         config: Option<Config>,
+        /// `--module-prefix` of ratio exports (empty for none).
+        prefix: String,
         max_params: u64,
     },
     Search {
@@ -933,8 +939,15 @@ impl ExportArgs {
             output,
             ts_config,
             torchscript,
+            module_prefix,
             limit,
         } = self;
+        let prefix = module_prefix.unwrap_or_default();
+        if !prefix.is_empty() && !crate::export::safe_name(&prefix) {
+            anyhow::bail!(
+                "--module-prefix {prefix:?}: give a module path prefix of [A-Za-z0-9_.-] (e.g. module.)"
+            );
+        }
         let dcz = is_dcz(&input.to_string_lossy());
         match (to, dcz) {
             (ExportFormat::Safetensors, false) => anyhow::bail!(
@@ -979,6 +992,7 @@ impl ExportArgs {
             to,
             output,
             config,
+            prefix,
             max_params: limit.get()?,
         })
     }

@@ -42,8 +42,9 @@ pub fn run(cli: Cli) -> Result<()> {
             to,
             output,
             config,
+            prefix,
             max_params,
-        } => export_cmd(&input, to, output.as_deref(), config, max_params),
+        } => export_cmd(&input, to, output.as_deref(), config, &prefix, max_params),
         Mode::Search {
             cfg,
             rt,
@@ -463,7 +464,8 @@ fn search_cmd(
     };
     outcome.times.total = start.elapsed().as_secs_f64();
     outcome.lr_test = lr_test;
-    let ratios = outputs::Ratios::from_outcome(&outcome);
+    let (bytes, written) = read_dcz(&outcome.file, format::MAX_TOTAL_DENSE)?;
+    let ratios = outputs::Ratios::from_outcome(&outcome).with_file(&cfg.layer_weights(), &written);
     crate::paths::write_text(
         &out.join("ratios.json"),
         &serde_json::to_string_pretty(&ratios)?,
@@ -472,7 +474,6 @@ fn search_cmd(
         &out.join("summary.json"),
         &serde_json::to_string_pretty(&outcome)?,
     )?;
-    let (bytes, _) = read_dcz(&outcome.file, format::MAX_TOTAL_DENSE)?;
     let table = report::table3(&format::account(&bytes)?);
     outputs::write_report(&outcome, &table, command, &out.join("report.md"))?;
     if let Some(j) = p.journal() {
@@ -768,6 +769,7 @@ fn export_cmd(
     to: ExportFormat,
     output: Option<&Path>,
     config: Option<Config>,
+    prefix: &str,
     max_params: u64,
 ) -> Result<()> {
     if to == ExportFormat::Safetensors {
@@ -824,11 +826,11 @@ fn export_cmd(
     let ratios = export::parse_ratios(&text).with_context(|| {
         format!(
             "{} is not a dc-search ratios.json (model, dataset, floor, layers: name, \
-             sparse_ratio, bits)",
+             sparse_ratio, bits, optionally weight and file_sparse_ratio)",
             input.display()
         )
     })?;
-    let out = export::ratios_as(&ratios, to)?;
+    let out = export::ratios_as(&ratios, to, prefix)?;
     match output {
         Some(o) => {
             crate::paths::write_text(o, &out)?;

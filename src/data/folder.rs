@@ -51,8 +51,7 @@ pub fn read(root: &Path) -> Result<RawData> {
     if val_dir.is_dir() {
         parts.push(("val", val_dir));
     }
-    let mut listed = Vec::new();
-    for (name, dir) in &parts {
+    for (_, dir) in &parts {
         let these = class_folders(dir)?;
         if let Some(c) = classes.iter().find(|c| !these.contains(c)) {
             bail!(
@@ -66,6 +65,9 @@ pub fn read(root: &Path) -> Result<RawData> {
                 dir.display()
             );
         }
+    }
+    let mut listed = Vec::new();
+    for (name, dir) in &parts {
         let mut files = Vec::new();
         for (label, class) in classes.iter().enumerate() {
             let found = images_in(&dir.join(class))?;
