@@ -297,13 +297,10 @@ fn search_cmd(
     }
     crate::paths::write_text(&out.join("config.toml"), &cfg.to_toml())?;
     if !rt.quiet {
-        let held = match cfg.data.validation_from {
-            data::ValidationFrom::Train => "held out of the training images",
-            data::ValidationFrom::Test => "held out of the test images",
-        };
         eprintln!(
-            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
+            "decisions on {} validation images ({}); the {} test images are evaluated once, at the end",
             data.valid.len(),
+            data.valid_source,
             data.test.len()
         );
         eprintln!(

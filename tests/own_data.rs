@@ -187,7 +187,17 @@ fn files_evaluate_as_the_idx_loader(d: DatasetName) {
     .toml();
     std::fs::write(&cfg, toml).unwrap();
     let cfg = cfg.to_str().unwrap();
-    let builtin = eval(dir.path(), &[cfg, "--dataset", d.as_str()]);
+    let idx_dir = d.default_dir();
+    let builtin = eval(
+        dir.path(),
+        &[
+            cfg,
+            "--dataset",
+            d.as_str(),
+            "--data-dir",
+            idx_dir.to_str().unwrap(),
+        ],
+    );
     let weights = builtin
         .lines()
         .find_map(|l| l.strip_prefix("weights:"))
@@ -682,7 +692,7 @@ fn bad_data_and_a_wrong_normalisation_get_one_line() {
         &[
             "validation accuracy",
             "not normalised as in its training",
-            "data.mean",
+            "set [data] mean and std",
         ],
     );
 }

@@ -10,7 +10,7 @@ dc-search decides on them), x_test = the 10,000 test images.
 Model: conv 8@5x5 -> BatchNorm -> ReLU -> 2x2 max pool -> conv 16@5x5 (no bias) ->
 BatchNorm -> ReLU -> 2x2 max pool -> fc 256->64 -> ReLU -> fc 64->10, as nn.Sequential
 blocks (parameters `features.0.weight`, `classifier.1.weight`, …). Trained with Adam (lr
-1e-3, batches of 128, 4 epochs, horizontal flips), inputs normalised by
+1e-3, batches of 128, 2 epochs, horizontal flips), inputs normalised by
 transforms.Normalize((0.286,), (0.353,)) after ToTensor. Seed 0, two threads.
 
     /tmp/venv-torch/bin/python make_model.py      # torch 2.11.0 (CPU), numpy
@@ -69,7 +69,7 @@ def main() -> None:
     model = FashionCnn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    for epoch in range(4):
+    for epoch in range(2):
         model.train()
         perm = torch.randperm(len(ytr), generator=g)
         for b in range(0, len(ytr), 128):

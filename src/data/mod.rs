@@ -404,6 +404,8 @@ pub struct Data {
     pub train: Split,
     pub valid: Split,
     pub test: Split,
+    /// Where the validation images come from ("held out of the training images", …).
+    pub valid_source: &'static str,
     /// `[channels, height, width]` of one image.
     pub image_shape: Vec<i64>,
     /// Classes K (one more than the largest label).
@@ -442,6 +444,7 @@ impl Data {
             train: self.train.to_device(device),
             valid: self.valid.to_device(device),
             test: self.test.to_device(device),
+            valid_source: self.valid_source,
             image_shape: self.image_shape.clone(),
             classes: self.classes,
             norm: self.norm.clone(),
@@ -582,8 +585,8 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
     let shape = raw.train.shape;
     let norm = cfg.norm(shape[0], &raw.train.pixels)?;
     let RawData { train, valid, test } = raw;
-    let (train, valid, test) = match (valid, cfg.validation_from) {
-        (Some(valid), _) => (train, valid, test),
+    let (train, valid, test, valid_source) = match (valid, cfg.validation_from) {
+        (Some(valid), _) => (train, valid, test, "given by the data"),
         (None, ValidationFrom::Test) => {
             ensure!(
                 cfg.validation < test.len(),
@@ -595,7 +598,7 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
                 &validation_order(test.len(), cfg.split_seed),
                 cfg.validation,
             );
-            (train, valid, test)
+            (train, valid, test, "held out of the test images")
         }
         (None, ValidationFrom::Train) => {
             ensure!(
@@ -609,7 +612,7 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
                 &validation_order(train.len(), cfg.split_seed),
                 cfg.validation,
             );
-            (train, valid, test)
+            (train, valid, test, "held out of the training images")
         }
     };
     Ok(Data {
@@ -617,6 +620,7 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
         train: to_split(train, &norm),
         valid: to_split(valid, &norm),
         test: to_split(test, &norm),
+        valid_source,
         image_shape: shape.iter().map(|&d| d as i64).collect(),
         classes,
         norm,
