@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dc_search::config::Config;
+use dc_search::data::npz::npy_bytes as npy;
 use dc_search::data::{self, idx, DatasetName};
 use dc_search::models::torchscript;
 use dc_search::train;
@@ -25,25 +26,6 @@ fn fixture(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/torchscript")
         .join(file)
-}
-
-/// A `.npy` array: a version 1 header for `descr` and `shape`, then `data`.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + text.len() + 1) % 64 != 0 {
-        text.push(' ');
-    }
-    text.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    v.extend_from_slice(text.as_bytes());
-    v.extend_from_slice(data);
-    v
 }
 
 /// Writes `arrays` as the `.npz` `path` (as `numpy.savez` does: one stored `.npy` each).

@@ -208,12 +208,7 @@ impl DataConfig {
                     )?;
                 }
                 for &x in s {
-                    need(
-                        x.is_finite() && x >= 1e-6 && x <= 1e6,
-                        "data.std",
-                        x,
-                        "[1e-6, 1e6]",
-                    )?;
+                    need((1e-6..=1e6).contains(&x), "data.std", x, "[1e-6, 1e6]")?;
                 }
             }
             _ => bail!("data.mean and data.std go together: give both or neither"),

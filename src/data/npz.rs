@@ -90,7 +90,7 @@ pub fn read(path: &Path, layout: Option<Layout>) -> Result<RawData> {
     for (x, y) in &sets {
         let hx = header(&mut zip, &src, x)?;
         let hy = header(&mut zip, &src, y)?;
-        let shape = image_shape(&src, x, &hx, layout)?;
+        image_shape(&src, x, &hx, layout)?;
         labels_len(&src, y, &hy)?;
         ensure!(
             hx.shape[0] == hy.shape[0],
@@ -101,7 +101,6 @@ pub fn read(path: &Path, layout: Option<Layout>) -> Result<RawData> {
         let n = hx
             .len()
             .ok_or_else(|| anyhow!("{src}: {x} of shape {:?} is too large", hx.shape))?;
-        let _ = shape;
         values = values.saturating_add(n);
         width = width.max(hx.width as u64);
     }
@@ -148,10 +147,7 @@ fn open<'a, R: Read + std::io::Seek>(
     let DType::Plain(t) = h.dtype() else {
         bail!("{src}: array {name} has a structured or sub-array type; give a plain numeric array");
     };
-    let little = match t.endianness() {
-        npyz::Endianness::Big => false,
-        _ => true,
-    };
+    let little = !matches!(t.endianness(), npyz::Endianness::Big);
     let header = Header {
         shape: h.shape().to_vec(),
         kind: t.type_char(),
@@ -307,29 +303,36 @@ fn read_labels<R: Read + std::io::Seek>(
     Ok(out)
 }
 
+/// The bytes of a `.npy` file as NumPy writes them: a version 1 header for `descr` (`|u1`,
+/// `<f4`, `<i8`, …) and `shape` (C order), then `data` (for tests and tools that write data
+/// sets).
+pub fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // The header ends with a newline, padded so that the data starts at a multiple of 64.
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    /// A `.npy` file's bytes: a version 1 header for `descr` and `shape`, then `data`.
-    pub(crate) fn npy(descr: &str, shape: &[u64], data: &[u8]) -> Vec<u8> {
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let shape = match dims.len() {
-            1 => format!("({},)", dims[0]),
-            _ => format!("({})", dims.join(", ")),
-        };
-        let mut text =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + text.len() + 1) % 64 != 0 {
-            text.push(' ');
-        }
-        text.push('\n');
-        let mut v = b"\x93NUMPY\x01\x00".to_vec();
-        v.extend_from_slice(&(text.len() as u16).to_le_bytes());
-        v.extend_from_slice(text.as_bytes());
-        v.extend_from_slice(data);
-        v
+    fn npy(descr: &str, shape: &[u64], data: &[u8]) -> Vec<u8> {
+        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        npy_bytes(descr, &shape, data)
     }
 
     pub(crate) fn npz(path: &Path, arrays: &[(&str, Vec<u8>)]) {
