@@ -320,22 +320,22 @@ impl Norm {
         self.shift.clone()
     }
 
-    /// `images` `[n, c, h, w]` (as stored, any kind) normalised as `f32`: each value times
-    /// its channel's scale, plus its shift.
+    /// `images` `[n, c, h, w]` (as stored, any kind) normalised as `f32`, in place where it
+    /// is `f32` already: each value times its channel's scale, plus its shift.
     fn apply(&self, images: Tensor) -> Tensor {
-        let x = images.to_kind(Kind::Float);
+        let mut x = images.to_kind(Kind::Float);
         let c = self.scale.len() as i64;
-        let x = match self.uniform() {
-            Some((s, _)) => x * f64::from(s),
-            None => x * Tensor::from_slice(&self.scale).view([1, c, 1, 1]),
+        let _ = match self.uniform() {
+            Some((s, _)) => x.g_mul_scalar_(f64::from(s)),
+            None => x.g_mul_(&Tensor::from_slice(&self.scale).view([1, c, 1, 1])),
         };
-        if self.shift.iter().all(|&b| b == 0.0) {
-            return x;
+        if self.shift.iter().any(|&b| b != 0.0) {
+            let _ = match self.uniform() {
+                Some((_, b)) => x.g_add_scalar_(f64::from(b)),
+                None => x.g_add_(&Tensor::from_slice(&self.shift).view([1, c, 1, 1])),
+            };
         }
-        match self.uniform() {
-            Some((_, b)) => x + f64::from(b),
-            None => x + Tensor::from_slice(&self.shift).view([1, c, 1, 1]),
-        }
+        x
     }
 }
 
@@ -623,17 +623,17 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
     })
 }
 
-/// A part as a split: its stored values as a tensor (the part's buffer is freed as it is
-/// copied), normalised to `f32`.
+/// A part as a split: its stored values as a tensor (the part's buffer is freed once it is
+/// copied), normalised to `f32` in place.
 fn to_split(part: Part, norm: &Norm) -> Split {
     let [c, h, w] = part.shape.map(|d| d as i64);
     let n = part.len() as i64;
+    let labels = Tensor::from_slice(&part.labels);
     let stored = match part.pixels {
         Pixels::U8(v) => Tensor::from_slice(&v),
         Pixels::F32(v) => Tensor::from_slice(&v),
     };
     let images = norm.apply(stored.view([n, c, h, w]));
-    let labels = Tensor::from_slice(&part.labels);
     Split { images, labels }
 }
 
@@ -683,6 +683,53 @@ mod tests {
             assert_eq!(d.as_str().parse::<DatasetName>().unwrap(), d);
         }
         assert!("cifar".parse::<DatasetName>().is_err());
+    }
+
+    #[test]
+    fn mean_and_std_normalise_each_channel_as_pytorch_does() {
+        let cfg = DataConfig {
+            input_scale: None,
+            mean: Some(vec![0.5, 0.25]),
+            std: Some(vec![0.5, 0.125]),
+            ..test_config(1)
+        };
+        let n = cfg.norm(2, &Pixels::U8(vec![])).unwrap();
+        // pixel 255 → (1 − mean) / std; pixel 0 → −mean / std
+        let x = n.apply(Tensor::from_slice(&[255u8, 0, 255, 0]).view([1, 2, 1, 2]));
+        let v: Vec<f32> = Vec::try_from(&x.flatten(0, -1)).unwrap();
+        let want = [1.0, -1.0, 6.0, -2.0];
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{v:?}"
+        );
+        assert_eq!(
+            n.file_pair(),
+            (1.0, 0.0),
+            "per channel: the config holds it"
+        );
+        // one value for every channel: one pair, which a file records
+        let one = DataConfig {
+            mean: Some(vec![0.5]),
+            std: Some(vec![0.5]),
+            ..cfg.clone()
+        };
+        let n = one.norm(3, &Pixels::F32(vec![])).unwrap();
+        assert_eq!(n.file_pair(), (2.0, -1.0));
+        // the Caffe way, and refusals
+        assert_eq!(
+            test_config(1)
+                .norm(1, &Pixels::U8(vec![]))
+                .unwrap()
+                .file_pair(),
+            (1.0, 0.0)
+        );
+        let e = cfg.norm(3, &Pixels::U8(vec![])).unwrap_err().to_string();
+        assert!(e.contains("2 values") && e.contains("3 channels"), "{e}");
+        let both = DataConfig {
+            input_scale: Some(0.5),
+            ..cfg
+        };
+        assert!(format!("{:#}", both.check().unwrap_err()).contains("give one pair"));
     }
 
     #[test]
