@@ -119,6 +119,7 @@ fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     let (points, secs) = sweep_and_write(cfg, &dense.net, &data.valid, out, rt.quiet)?;
     println!(
         "wrote {} and {} ({} points, {secs:.1} s)",
@@ -256,6 +257,7 @@ fn search_cmd(
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     // The budget is the search's: training the dense model (first run on a machine) is not
     // counted against it.
     let search_start = std::time::Instant::now();
@@ -626,7 +628,12 @@ fn eval_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     rt.apply();
     let data = load_data(cfg, rt)?;
     let d = dense::obtain(cfg, &data, rt, false)?;
-    report(&d, &data, rt)
+    report(&d, &data, rt)?;
+    // eval measures: the accuracies first, then what a search or compress would stop on.
+    if let Err(e) = dense::check_brought(cfg, &d, &data, rt) {
+        eprintln!("warning: {e:#}");
+    }
+    Ok(())
 }
 
 fn report(d: &dense::Dense, data: &data::Data, rt: &Runtime) -> Result<()> {
@@ -869,6 +876,7 @@ fn compress_cmd(
     rt.apply();
     let data = load_data(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     let train_split = data.train.to_device(rt.device);
     let valid = data.valid.to_device(rt.device);
     // `retrain_lr = "auto"`: a range test from the plan's own pruning picks the rate.

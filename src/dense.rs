@@ -79,12 +79,18 @@ pub const EXPECTED_SLACK: f64 = 0.05;
 /// the validation images — less than a tenth of the way from chance (the share of the most
 /// frequent class) to 1 — or more than [`EXPECTED_SLACK`] under `expected_accuracy`: its
 /// inputs are then most likely not normalised as in its training. `expected_accuracy = 0`
-/// turns the check off.
-fn check_brought(cfg: &Config, net: &Net, data: &Data, rt: &Runtime, what: &str) -> Result<()> {
+/// turns the check off; a model trained here is not checked. Commands that spend time on
+/// the model stop on it; `eval` prints it after the accuracies.
+pub fn check_brought(cfg: &Config, dense: &Dense, data: &Data, rt: &Runtime) -> Result<()> {
+    let what = match (&cfg.torchscript, &cfg.weights) {
+        (Some(_), _) => format!("TorchScript module {}", dense.path.display()),
+        (None, Some(w)) => format!("dense {} with weights {}", cfg.model, w.display()),
+        (None, None) => return Ok(()),
+    };
     if cfg.expected_accuracy == Some(0.0) {
         return Ok(());
     }
-    let acc = train::evaluate(net, &data.valid.to_device(rt.device)).accuracy;
+    let acc = train::evaluate(&dense.net, &data.valid.to_device(rt.device)).accuracy;
     let chance = data.chance();
     let norm = match (&cfg.data.mean, &cfg.data.std) {
         (Some(m), Some(s)) => format!("data.mean = {m:?}, data.std = {s:?}"),
@@ -132,13 +138,6 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
         let net = crate::models::torchscript::load(&cfg.model, ts, rt.device)?;
         let path = ts.module.clone().unwrap_or_default();
         net.fits(data)?;
-        check_brought(
-            cfg,
-            &net,
-            data,
-            rt,
-            &format!("TorchScript module {}", path.display()),
-        )?;
         return Ok(Dense {
             net,
             path,
@@ -152,13 +151,6 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
     if let Some(file) = &cfg.weights {
         let (tensors, format) = crate::import::read_weights(file, &net.arch)?;
         net.load_host(&tensors, &file.display().to_string())?;
-        check_brought(
-            cfg,
-            &net,
-            data,
-            rt,
-            &format!("dense {} with weights {}", cfg.model, file.display()),
-        )?;
         if !rt.quiet {
             eprintln!(
                 "dense {}: weights imported from {} ({})",

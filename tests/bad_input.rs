@@ -394,15 +394,14 @@ fn dcz_not_a_dcz() {
 
 /// Writes `tensors` as the cached dense model of `tiny.toml` (seed 1) and returns its path.
 fn plant_cache(s: &Scratch, tensors: &[(String, Vec<i64>, Vec<f32>)]) -> PathBuf {
-    let cfg = Config::resolve(s.path("tiny.toml").to_str().unwrap()).unwrap();
-    let name = dc_search::dense::cache_path(
-        &cfg,
-        &dc_search::data::CacheId::builtin(dc_search::data::DatasetName::Mnist),
-        1,
-    )
-    .file_name()
-    .unwrap()
-    .to_owned();
+    let mut cfg = Config::resolve(s.path("tiny.toml").to_str().unwrap()).unwrap();
+    cfg.data.dir = Some(s.data());
+    // The key holds the scratch data's content.
+    let data = dc_search::data::load(&cfg.data).unwrap();
+    let name = dc_search::dense::cache_path(&cfg, &data.cache_id, 1)
+        .file_name()
+        .unwrap()
+        .to_owned();
     let p = s.cache().join("models").join(name);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, weights::to_safetensors(tensors, None).unwrap()).unwrap();

@@ -660,7 +660,8 @@ fn bad_data_and_a_wrong_normalisation_get_one_line() {
         &["class folder \"4\" holds no PNG or JPEG image"],
     );
 
-    // A brought model given its inputs without its normalisation stops, naming it.
+    // A brought model given its inputs without its normalisation: the search stops before
+    // it starts, naming the normalisation; eval prints its accuracies and says the same.
     let text = std::fs::read_to_string(&cfg).unwrap();
     let raw = d.join("raw.toml");
     std::fs::write(
@@ -669,12 +670,25 @@ fn bad_data_and_a_wrong_normalisation_get_one_line() {
             .replace("std = [0.187, 0.189, 0.143]", ""),
     )
     .unwrap();
-    refused(
-        cmd(&[raw.to_str().unwrap()]),
-        &[
-            "validation accuracy",
-            "not normalised as in its training",
-            "set [data] mean and std",
-        ],
-    );
+    let said = [
+        "validation accuracy",
+        "far under its expected_accuracy 0.99",
+        "not normalised as in its training",
+        "set [data] mean and std",
+    ];
+    let mut search = dc_search();
+    search
+        .env("DC_SEARCH_CACHE", d.join("cache"))
+        .args(["--max-drop", "1", "--device", "cpu", "--quiet", "--out"])
+        .arg(d.join("run"))
+        .arg(&raw);
+    refused(search, &said);
+    assert!(!d.join("run").join("sensitivity.csv").exists());
+    let (code, out, err) = run(cmd(&[raw.to_str().unwrap()]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(accuracies(&out).len(), 2, "{out}");
+    assert!(err.starts_with("warning: "), "{err}");
+    for w in said {
+        assert!(err.contains(w), "{w:?} in {err}");
+    }
 }
