@@ -583,30 +583,11 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
     let (train, valid, test, valid_source) = match (valid, cfg.validation_from) {
         (Some(valid), _) => (train, valid, test, "given by the data"),
         (None, ValidationFrom::Test) => {
-            ensure!(
-                cfg.validation < test.len(),
-                "validation split of {} images leaves no test images ({} test images)",
-                cfg.validation,
-                test.len()
-            );
-            let (valid, test) = test.hold_out(
-                &validation_order(test.len(), cfg.split_seed),
-                cfg.validation,
-            );
+            let (valid, test) = hold_out(test, cfg, "test")?;
             (train, valid, test, "held out of the test images")
         }
         (None, ValidationFrom::Train) => {
-            ensure!(
-                cfg.validation < train.len(),
-                "validation split of {} images leaves nothing to train on ({} training images): \
-                 lower data.validation in the config",
-                cfg.validation,
-                train.len()
-            );
-            let (valid, train) = train.hold_out(
-                &validation_order(train.len(), cfg.split_seed),
-                cfg.validation,
-            );
+            let (valid, train) = hold_out(train, cfg, "training")?;
             (train, valid, test, "held out of the training images")
         }
     };
@@ -621,6 +602,22 @@ pub fn load(cfg: &DataConfig) -> Result<Data> {
         norm,
         cache_id,
     })
+}
+
+/// `cfg.validation` images of `part` (the `what` images) held out by the seeded shuffle:
+/// (held out, the rest), both in file order.
+fn hold_out(part: Part, cfg: &DataConfig, what: &str) -> Result<(Part, Part)> {
+    ensure!(
+        cfg.validation < part.len(),
+        "validation split of {} images leaves no {what} images ({} {what} images): lower \
+         data.validation in the config",
+        cfg.validation,
+        part.len()
+    );
+    Ok(part.hold_out(
+        &validation_order(part.len(), cfg.split_seed),
+        cfg.validation,
+    ))
 }
 
 /// A part as a split: its stored values as a tensor (the part's buffer is freed once it is
