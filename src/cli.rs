@@ -53,8 +53,9 @@ struct SearchFlags {
     /// many percentage points (e.g. 0.5; for datasets where 0.99 makes no sense).
     #[arg(long, value_name = "POINTS")]
     max_drop: Option<String>,
-    /// Budget: minutes (`26`, `26m`) or ratio probes (`40p`); default the config's
-    /// search.budget_minutes. A probe budget makes the run independent of the clock.
+    /// Budget: ratio probes (`40p`) or a cap in minutes (`26`, `26m`); default the
+    /// config's (8 × (layers + 1) ratio probes, no cap). Only a cap in minutes makes the
+    /// result depend on the machine's speed.
     #[arg(long)]
     budget: Option<String>,
     /// Run folder (default runs/<model>-<dataset>-floor<F> or …-maxdrop<P>; a finished
@@ -252,6 +253,10 @@ struct ExportArgs {
     /// The TorchScript module (.pt), overriding the --ts-config's torchscript.module.
     #[arg(long, value_name = "PT", requires = "ts_config")]
     torchscript: Option<PathBuf>,
+    /// Put this before every module path of a ratio export: `module.` for a model wrapped in
+    /// torch.nn.DataParallel (whose state dict names `module.features.0.weight`).
+    #[arg(long, value_name = "PREFIX")]
+    module_prefix: Option<String>,
     #[command(flatten)]
     limit: Limit,
 }
@@ -325,9 +330,17 @@ pub struct Common {
     /// DC_SEARCH_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Dataset, overriding the config's.
+    /// Built-in dataset, overriding the config's data.
     #[arg(long, value_enum)]
     dataset: Option<DatasetName>,
+    /// Data from files, overriding the config's: a NumPy .npz (x_train, y_train, x_test,
+    /// y_test, optionally x_val, y_val) or an image folder (train/<class>/*.png|jpg,
+    /// test/<class>/…, optionally val/<class>/…).
+    #[arg(long, value_name = "PATH", conflicts_with = "dataset")]
+    data: Option<PathBuf>,
+    /// How the .npz's 4-D image arrays' axes go: nchw (PyTorch's) or nhwc (channels last).
+    #[arg(long, value_enum)]
+    layout: Option<data::Layout>,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -345,6 +358,43 @@ pub struct Common {
     torchscript: Option<PathBuf>,
 }
 
+/// Where the data to evaluate a file on comes from: `--data` (with `--layout`), else the
+/// built-in data set the file names (from `--data-dir`, or set-up's folder).
+#[derive(Debug, Clone, Default)]
+pub struct FileData {
+    pub path: Option<PathBuf>,
+    pub layout: Option<data::Layout>,
+    pub dir: Option<PathBuf>,
+}
+
+impl FileData {
+    /// Points `d` at this data for a file made on data set `dataset`.
+    pub fn apply(&self, d: &mut data::DataConfig, dataset: &str) -> Result<()> {
+        if let Some(p) = &self.path {
+            d.path = Some(p.clone());
+            d.dataset = None;
+            if self.layout.is_some() {
+                d.layout = self.layout;
+            }
+            return Ok(());
+        }
+        if d.path.is_some() {
+            return Ok(());
+        }
+        d.dataset = Some(dataset.parse::<DatasetName>().map_err(|_| {
+            anyhow::anyhow!(
+                "the file was made on data {dataset:?}, which is not built in: give it with --data PATH \
+                 (its .npz or image folder)"
+            )
+        })?);
+        d.path = None;
+        if self.dir.is_some() {
+            d.dir = self.dir.clone();
+        }
+        Ok(())
+    }
+}
+
 /// What to run, with validated settings.
 #[derive(Debug)]
 pub enum Mode {
@@ -360,7 +410,8 @@ pub enum Mode {
     EvalFile {
         file: PathBuf,
         rt: Runtime,
-        data_dir: Option<PathBuf>,
+        /// The data to evaluate on (`--data`, `--layout`, `--data-dir`).
+        data: FileData,
         /// The TorchScript config the file was made with (`None`: a zoo model's file).
         config: Option<Config>,
         /// `--max-params`: most dense weights the file may decode to.
@@ -390,6 +441,8 @@ pub enum Mode {
         output: Option<PathBuf>,
         /// The TorchScript config of the file's module (`--ts-config`, `--torchscript` applied).
         config: Option<Config>,
+        /// `--module-prefix` of ratio exports (empty for none).
+        prefix: String,
         max_params: u64,
     },
     Search {
@@ -642,7 +695,21 @@ impl Common {
     fn resolve(&self, model: &str) -> Result<(Config, Runtime)> {
         let mut cfg = Config::resolve(model)?;
         if let Some(d) = self.dataset {
-            cfg.data.dataset = d;
+            cfg.data.dataset = Some(d);
+            cfg.data.path = None;
+        }
+        if let Some(p) = &self.data {
+            if !p.exists() {
+                anyhow::bail!(
+                    "--data {}: no such file or folder (give an .npz or an image folder)",
+                    p.display()
+                );
+            }
+            cfg.data.path = Some(p.clone());
+            cfg.data.dataset = None;
+        }
+        if let Some(l) = self.layout {
+            cfg.data.layout = Some(l);
         }
         if let Some(dir) = data::dir_from_env(self.data_dir.clone()) {
             cfg.data.dir = Some(dir);
@@ -741,7 +808,11 @@ impl EvalArgs {
             return Ok(Mode::EvalFile {
                 file: target.into(),
                 rt,
-                data_dir: data::dir_from_env(common.data_dir),
+                data: FileData {
+                    path: common.data,
+                    layout: common.layout,
+                    dir: data::dir_from_env(common.data_dir),
+                },
                 config,
                 max_params: limit.get()?,
             });
@@ -843,8 +914,15 @@ impl ExportArgs {
             output,
             ts_config,
             torchscript,
+            module_prefix,
             limit,
         } = self;
+        let prefix = module_prefix.unwrap_or_default();
+        if !prefix.is_empty() && !crate::export::safe_name(&prefix) {
+            anyhow::bail!(
+                "--module-prefix {prefix:?}: give a module path prefix of [A-Za-z0-9_.-] (e.g. module.)"
+            );
+        }
         let dcz = is_dcz(&input.to_string_lossy());
         match (to, dcz) {
             (ExportFormat::Safetensors, false) => anyhow::bail!(
@@ -889,6 +967,7 @@ impl ExportArgs {
             to,
             output,
             config,
+            prefix,
             max_params: limit.get()?,
         })
     }
@@ -969,21 +1048,16 @@ impl SearchFlags {
         match self.budget.as_deref().map(parse_budget).transpose()? {
             Some(Budget::Minutes(m)) => cfg.search.budget_minutes = m,
             Some(Budget::Probes(p)) => {
+                // The probe count rules, without a minute cap.
                 cfg.search.budget_probes = p;
-                // The probe count rules; the clock only stops a runaway run.
-                cfg.search.budget_minutes = cfg.search.budget_minutes.max(24.0 * 60.0);
+                cfg.search.budget_minutes = 0.0;
             }
             None => {}
         }
         let out = self.out.unwrap_or_else(|| {
             crate::paths::fresh_run_folder(
                 Path::new("runs"),
-                &format!(
-                    "{}-{}-{}",
-                    cfg.model,
-                    cfg.data.dataset.as_str(),
-                    floor.tag()
-                ),
+                &format!("{}-{}-{}", cfg.model, cfg.data.name(), floor.tag()),
             )
         });
         check_output(&out.join("report.md"))?;

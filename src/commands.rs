@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Mode};
+use crate::cli::{Cli, FileData, Mode};
 use crate::compress::{self, encode, Plan};
 use crate::config::Config;
 use crate::data;
-use crate::data::DatasetName;
 use crate::dense;
 use crate::export::{self, ExportFormat};
 use crate::format;
@@ -27,10 +26,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Mode::EvalFile {
             file,
             rt,
-            data_dir,
+            data,
             config,
             max_params,
-        } => eval_file_cmd(&file, &rt, data_dir, config, max_params),
+        } => eval_file_cmd(&file, &rt, &data, config, max_params),
         Mode::Compress {
             cfg,
             rt,
@@ -44,8 +43,9 @@ pub fn run(cli: Cli) -> Result<()> {
             to,
             output,
             config,
+            prefix,
             max_params,
-        } => export_cmd(&input, to, output.as_deref(), config, max_params),
+        } => export_cmd(&input, to, output.as_deref(), config, &prefix, max_params),
         Mode::Search {
             cfg,
             rt,
@@ -81,19 +81,14 @@ fn load_data(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
 
 /// The data with every split on the run's device.
 fn load_on_device(cfg: &Config, rt: &Runtime) -> Result<data::Data> {
-    let d = load_data(cfg, rt)?;
-    Ok(data::Data {
-        name: d.name,
-        train: d.train.to_device(rt.device),
-        valid: d.valid.to_device(rt.device),
-        test: d.test.to_device(rt.device),
-    })
+    Ok(load_data(cfg, rt)?.to_device(rt.device))
 }
 
 fn sensitivity_cmd(cfg: &Config, rt: &Runtime, out: &Path) -> Result<()> {
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     let (points, secs) = setup::sweep_and_write(
         &cfg.search,
         cfg.data.split_seed,
@@ -265,10 +260,13 @@ fn search_cmd(
     rt.apply();
     let data = load_on_device(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     let config_toml = |lr: Option<f64>| with_lr(cfg, lr).to_toml();
+    let layer_weights = cfg.layer_weights();
     let inputs = search::run::Inputs {
         model: &cfg.model,
         data: &cfg.data,
+        layer_weights: &layer_weights,
         train: &cfg.train,
         compress: &cfg.compress,
         search: &cfg.search,
@@ -403,7 +401,7 @@ fn train_cmd(cfg: &Config, rt: &Runtime, retrain: bool) -> Result<()> {
         println!(
             "trained {} on {} ({} iterations, {:.2} epochs) in {:.1} s: {:.2} s/epoch on {}",
             cfg.model,
-            cfg.data.dataset.as_str(),
+            data.name,
             s.iterations,
             s.epochs,
             s.seconds,
@@ -420,7 +418,12 @@ fn eval_cmd(cfg: &Config, rt: &Runtime) -> Result<()> {
     rt.apply();
     let data = load_data(cfg, rt)?;
     let d = dense::obtain(cfg, &data, rt, false)?;
-    report(&d, &data, rt)
+    report(&d, &data, rt)?;
+    // eval measures: the accuracies first, then what a search or compress would stop on.
+    if let Err(e) = dense::check_brought(cfg, &d, &data, rt) {
+        eprintln!("warning: {e:#}");
+    }
+    Ok(())
 }
 
 fn report(d: &dense::Dense, data: &data::Data, rt: &Runtime) -> Result<()> {
@@ -460,18 +463,17 @@ pub fn read_dcz(file: &Path, max_params: u64) -> Result<(Vec<u8>, format::Compre
 /// The largest .dcz file read (a file holds at most 2^32 weights of a few bits each).
 const MAX_DCZ_BYTES: u64 = 1 << 34;
 
-/// The dataset a file was made on, if dc-search can load it.
-fn file_dataset(model: &format::CompressedModel) -> Result<DatasetName> {
-    model.dataset.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "the file was made on dataset {:?}, which dc-search cannot load",
-            model.dataset
-        )
-    })
+/// Sets `d`'s normalisation to the pair a file records (`input_scale`, `input_shift`).
+fn file_norm(d: &mut data::DataConfig, model: &format::CompressedModel) {
+    d.mean = None;
+    d.std = None;
+    d.input_scale = Some(model.input_scale);
+    d.input_shift = model.input_shift;
 }
 
-/// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
-fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
+/// The config a decoded file is evaluated with: its model's preset, its data and the
+/// normalisation it records.
+fn file_config(model: &format::CompressedModel, from: &FileData) -> Result<Config> {
     let mut cfg = Config::resolve(&model.model).with_context(|| {
         format!(
             "the file holds model {:?}; if it was made from a TorchScript module, give its config: \
@@ -479,25 +481,32 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
             model.model
         )
     })?;
-    cfg.data.dataset = file_dataset(model)?;
-    cfg.data.input_scale = model.input_scale;
-    cfg.data.dir = data_dir;
+    from.apply(&mut cfg.data, &model.dataset)?;
+    file_norm(&mut cfg.data, model);
     Ok(cfg)
 }
 
-/// The config and net of a file made from a TorchScript module: `cfg` names the module; the
-/// file's dataset and input normalisation win over the config's.
+/// The config and net of a file made from a TorchScript module: `cfg` names the module and
+/// the data (`from` overrides it); the file's input normalisation wins over the config's,
+/// unless the config gives `[data] mean/std` (a normalisation per channel, which a file
+/// records as scale 1 and shift 0).
 fn torchscript_file_net(
     model: &format::CompressedModel,
     mut cfg: Config,
+    from: Option<&FileData>,
     device: tch::Device,
 ) -> Result<(Config, Net)> {
     let Some(ts) = cfg.torchscript.as_mut() else {
         anyhow::bail!("--ts-config needs a config with a [torchscript] section");
     };
-    ts.input_shift = model.input_shift;
-    cfg.data.input_scale = model.input_scale;
-    cfg.data.dataset = file_dataset(model)?;
+    if cfg.data.mean.is_none() {
+        ts.input_shift = 0.0;
+        file_norm(&mut cfg.data, model);
+    }
+    if let Some(from) = from {
+        from.apply(&mut cfg.data, &model.dataset)?;
+    }
+    let ts = cfg.torchscript.as_ref().expect("checked above");
     let like = crate::models::torchscript::load(&cfg.model, ts, device)?;
     let net = encode::to_net_like(model, &like)?;
     Ok((cfg, net))
@@ -520,7 +529,7 @@ fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Confi
 fn eval_file_cmd(
     file: &Path,
     rt: &Runtime,
-    data_dir: Option<PathBuf>,
+    from: &FileData,
     config: Option<Config>,
     max_params: u64,
 ) -> Result<()> {
@@ -528,13 +537,14 @@ fn eval_file_cmd(
     let (bytes, model) = read_dcz(file, max_params)?;
     check_origin(file, &model, config.as_ref())?;
     let (cfg, net) = match config {
-        Some(cfg) => torchscript_file_net(&model, cfg, rt.device)?,
+        Some(cfg) => torchscript_file_net(&model, cfg, Some(from), rt.device)?,
         None => (
-            file_config(&model, data_dir)?,
+            file_config(&model, from)?,
             encode::to_net(&model, rt.device)?,
         ),
     };
     let data = load_data(&cfg, rt)?;
+    net.fits(&data)?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
@@ -553,6 +563,7 @@ fn export_cmd(
     to: ExportFormat,
     output: Option<&Path>,
     config: Option<Config>,
+    prefix: &str,
     max_params: u64,
 ) -> Result<()> {
     if to == ExportFormat::Safetensors {
@@ -579,7 +590,7 @@ fn export_cmd(
             );
             return Ok(());
         };
-        let (_, net) = torchscript_file_net(&model, cfg, tch::Device::Cpu)?;
+        let (_, net) = torchscript_file_net(&model, cfg, None, tch::Device::Cpu)?;
         let script = net
             .script
             .as_ref()
@@ -609,11 +620,11 @@ fn export_cmd(
     let ratios = export::parse_ratios(&text).with_context(|| {
         format!(
             "{} is not a dc-search ratios.json (model, dataset, floor, layers: name, \
-             sparse_ratio, bits)",
+             sparse_ratio, bits, optionally weight and file_sparse_ratio)",
             input.display()
         )
     })?;
-    let out = export::ratios_as(&ratios, to)?;
+    let out = export::ratios_as(&ratios, to, prefix)?;
     match output {
         Some(o) => {
             crate::paths::write_text(o, &out)?;
@@ -655,6 +666,7 @@ fn compress_cmd(
     rt.apply();
     let data = load_data(cfg, rt)?;
     let dense = dense::obtain(cfg, &data, rt, false)?;
+    dense::check_brought(cfg, &dense, &data, rt)?;
     let train_split = data.train.to_device(rt.device);
     let valid = data.valid.to_device(rt.device);
     // `retrain_lr = "auto"`: a range test from the plan's own pruning picks the rate.
@@ -690,8 +702,8 @@ fn compress_cmd(
     } = encode::encode_and_decode(
         &dense.net,
         &state,
-        cfg.data.dataset.as_str(),
-        cfg.data.input_scale,
+        &data.name,
+        data.norm.file_pair(),
         cfg.compress.bias_precision,
     )?;
     if folded.units > 0 {

@@ -25,6 +25,11 @@ pub struct Config {
     /// instead of trained with `[train]`'s recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::path::PathBuf>,
+    /// The validation accuracy a brought model (TorchScript, `--weights`) is known to reach:
+    /// one more than 5 points under it stops at once, naming the normalisation; 0 turns off
+    /// the check that stops a brought model scoring near chance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_accuracy: Option<f64>,
     /// A TorchScript module instead of a zoo model (its section names the module file,
     /// input shape and compressible layers; see `models::torchscript`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,11 @@ impl Config {
             let text = String::from_utf8(bytes)
                 .with_context(|| format!("config file {} is not UTF-8 text", path.display()))?;
             let mut cfg = Config::parse(&text, &path.display().to_string())?;
+            let folder = path.parent().unwrap_or(Path::new(""));
+            // A data path is relative to the config file, like the module's.
+            if let Some(p) = cfg.data.path.as_mut().filter(|p| p.is_relative()) {
+                *p = folder.join(&*p);
+            }
             if let Some(ts) = cfg.torchscript.as_mut() {
                 // A TorchScript module path is relative to the config file.
                 if let Some(m) = ts.module.as_mut().filter(|m| m.is_relative()) {
@@ -134,7 +144,23 @@ impl Config {
                     );
                 }
                 ts.check()?;
+                if ts.input_shift != 0.0
+                    && (self.data.mean.is_some() || self.data.input_shift != 0.0)
+                {
+                    bail!(
+                        "torchscript.input_shift and [data] mean/std or input_shift both shift the \
+                         inputs: give the normalisation once, in [data]"
+                    );
+                }
             }
+        }
+        if let Some(e) = self.expected_accuracy {
+            crate::check::need(
+                (0.0..=1.0).contains(&e),
+                "expected_accuracy",
+                e,
+                "[0, 1] (a validation accuracy; 0 = no check)",
+            )?;
         }
         self.data.check()?;
         self.train.check()?;
@@ -160,6 +186,19 @@ impl Config {
         }
     }
 
+    /// Each compressible layer's weight as the model's state dict names it
+    /// (`conv1.weight`; a TorchScript module's parameter, e.g. `features.0.weight`).
+    pub fn layer_weights(&self) -> Vec<String> {
+        match &self.torchscript {
+            Some(ts) => ts.layers.iter().map(|l| l.weight.clone()).collect(),
+            None => self
+                .layer_names()
+                .into_iter()
+                .map(|n| format!("{n}.weight"))
+                .collect(),
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config serialises")
     }
@@ -170,23 +209,101 @@ mod tests {
     use super::*;
     use crate::search::config::Auto;
 
+    /// `docs/config.md`'s keys by section (`""` for the top level): each row `| `key` | …`
+    /// under the row `| **`[section]`** | …` that opens its section.
+    fn documented_keys() -> Vec<(String, String)> {
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for line in include_str!("../docs/config.md").lines() {
+            if let Some(rest) = line.strip_prefix("| **`[") {
+                section = rest.split(']').next().unwrap().to_string();
+            } else if let Some(rest) = line.strip_prefix("| `") {
+                keys.push((section.clone(), rest.split('`').next().unwrap().to_string()));
+            }
+        }
+        keys
+    }
+
+    /// A config with every optional key set, so that every key serialises.
+    fn every_key_set() -> Config {
+        let mut c = Config::resolve("lenet").unwrap();
+        c.weights = Some("w.safetensors".into());
+        c.expected_accuracy = Some(0.9);
+        let ts = "module = \"m.pt\"\ninput_shape = [3, 32, 32]\ninput_shift = 0.5\n\
+                  layers = [{ name = \"conv1\", weight = \"conv1.weight\", bias = \"conv1.bias\" }]";
+        c.torchscript = Some(toml::from_str(ts).unwrap());
+        let d = &mut c.data;
+        d.path = Some("d.npz".into());
+        d.layout = Some(crate::data::Layout::Nhwc);
+        d.input_shift = 0.5;
+        d.mean = Some(vec![0.5]);
+        d.std = Some(vec![0.25]);
+        d.dir = Some("idx".into());
+        d.validation_from = crate::data::ValidationFrom::Test;
+        c.train.augment_flip = true;
+        c.compress.retrain_lr = Some(RetrainLr::Auto);
+        c.search.retrain_lr = Some(RetrainLr::Auto);
+        c
+    }
+
+    /// `docs/config.md` and the config structs agree on every key: each key a config can
+    /// hold is documented in its section, and each documented key is one the config takes
+    /// there (set alone in a preset, it is never an unknown field).
     #[test]
-    fn every_key_is_documented() {
-        let doc = include_str!("../docs/config.md");
+    fn docs_and_the_config_agree_on_every_key() {
+        let documented = documented_keys();
+        let value: toml::Value = toml::from_str(&every_key_set().to_toml()).unwrap();
+        let mut keys = Vec::new();
+        for (k, v) in value.as_table().unwrap() {
+            match v.as_table() {
+                Some(t) => keys.extend(t.keys().map(|key| (k.clone(), key.clone()))),
+                None => keys.push((String::new(), k.clone())),
+            }
+        }
+        for (section, key) in &keys {
+            assert!(
+                documented.contains(&(section.clone(), key.clone())),
+                "[{section}] {key} is not in docs/config.md"
+            );
+        }
         for preset in registry::PRESETS.map(|p| p.name) {
-            let c = Config::resolve(preset).unwrap();
-            let value: toml::Value = toml::from_str(&c.to_toml()).unwrap();
-            let mut keys = Vec::new();
+            let value: toml::Value =
+                toml::from_str(&Config::resolve(preset).unwrap().to_toml()).unwrap();
             for (k, v) in value.as_table().unwrap() {
-                match v.as_table() {
-                    Some(t) => keys.extend(t.keys().cloned()),
-                    None => keys.push(k.clone()),
+                for key in v
+                    .as_table()
+                    .map_or(vec![k.clone()], |t| t.keys().cloned().collect())
+                {
+                    let section = if v.is_table() {
+                        k.clone()
+                    } else {
+                        String::new()
+                    };
+                    assert!(
+                        documented.contains(&(section, key.clone())),
+                        "{preset}: {k} {key}"
+                    );
                 }
             }
-            for k in keys {
+        }
+        let base: toml::Table =
+            toml::from_str(&Config::resolve("lenet").unwrap().to_toml()).unwrap();
+        for (section, key) in &documented {
+            let mut t = base.clone();
+            let target = if section.is_empty() {
+                &mut t
+            } else {
+                t.entry(section.clone())
+                    .or_insert(toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .unwrap()
+            };
+            target.insert(key.clone(), toml::Value::Integer(0));
+            if let Err(e) = Config::parse(&toml::to_string(&t).unwrap(), "docs") {
+                let e = format!("{e:#}");
                 assert!(
-                    doc.contains(&format!("| `{k}` |")),
-                    "{preset}: key {k} is not in docs/config.md"
+                    !e.contains("unknown field"),
+                    "docs/config.md lists [{section}] {key}, which a config does not take: {e}"
                 );
             }
         }
@@ -270,9 +387,11 @@ mod tests {
         type Row = (&'static str, &'static str, fn(&mut Config));
         let rows: &[Row] = &[
             ("data.validation", "1..=1000000", |c| c.data.validation = 0),
-            ("data.input_scale", "(0, 1e6]", |c| c.data.input_scale = 0.0),
             ("data.input_scale", "(0, 1e6]", |c| {
-                c.data.input_scale = 1e30
+                c.data.input_scale = Some(0.0)
+            }),
+            ("data.input_scale", "(0, 1e6]", |c| {
+                c.data.input_scale = Some(1e30)
             }),
             ("train.base_lr", "positive", |c| c.train.base_lr = 0.0),
             ("train.momentum", "[0, 1)", |c| c.train.momentum = 1.0),

@@ -3,6 +3,12 @@
 //! state dict in safetensors. Pure functions over parsed inputs; the command writes the
 //! text atomically.
 //!
+//! Ratio exports name each layer by its module path in the model (`features.0`, from the
+//! weight `features.0.weight` that `ratios.json` records; the layer's name in ratios.json
+//! written before it did), with an optional prefix (`module.` for a model wrapped in
+//! `DataParallel`), and give the sparsity of the written file, which folding dead units
+//! away can make a little higher than the searched ratio.
+//!
 //! ## Reference
 //! - NNI 3.x "Compression Config Specification" (`op_names`, `op_types`, `target_names`,
 //!   `sparse_ratio`; the legacy `sparsity_per_layer` is deprecated from 3.2).
@@ -17,7 +23,7 @@ use serde_json::json;
 
 use crate::format::CompressedModel;
 use crate::models::{Arch, LayerKind};
-use crate::search::outputs::Ratios;
+use crate::search::outputs::{LayerRatio, Ratios};
 
 /// Where ratios go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,7 +53,11 @@ pub fn safe_name(name: &str) -> bool {
 pub fn parse_ratios(text: &str) -> Result<Ratios> {
     let r: Ratios = serde_json::from_str(text)?;
     ensure!(!r.layers.is_empty(), "it lists no layers");
-    for name in std::iter::once(&r.model).chain(r.layers.iter().map(|l| &l.name)) {
+    let names = r
+        .layers
+        .iter()
+        .flat_map(|l| std::iter::once(&l.name).chain(&l.weight));
+    for name in std::iter::once(&r.model).chain(names) {
         ensure!(
             safe_name(name),
             "name {:?} holds characters outside [A-Za-z0-9_.-]; exports (YAML, CSV) take plain names only",
@@ -55,14 +65,47 @@ pub fn parse_ratios(text: &str) -> Result<Ratios> {
         );
     }
     for l in &r.layers {
-        ensure!(
-            (0.0..1.0).contains(&l.sparse_ratio),
-            "layer {}: sparse_ratio {} is outside [0, 1)",
-            l.name,
-            l.sparse_ratio
-        );
+        for (key, v) in [
+            ("sparse_ratio", Some(l.sparse_ratio)),
+            ("file_sparse_ratio", l.file_sparse_ratio),
+        ] {
+            if let Some(v) = v {
+                ensure!(
+                    (0.0..=1.0).contains(&v),
+                    "layer {}: {key} {v} is outside [0, 1]",
+                    l.name,
+                );
+            }
+        }
     }
     Ok(r)
+}
+
+/// The layer's weight as the model names it (`<name>.weight` in a ratios.json without one),
+/// after `prefix`.
+fn weight_of(l: &LayerRatio, prefix: &str) -> String {
+    match &l.weight {
+        Some(w) => format!("{prefix}{w}"),
+        None => format!("{prefix}{}.weight", l.name),
+    }
+}
+
+/// The module that holds the layer's weight (its weight's path without `.weight`).
+fn module_of(l: &LayerRatio, prefix: &str) -> Result<String> {
+    let w = weight_of(l, prefix);
+    match w.strip_suffix(".weight") {
+        Some(m) if !m.is_empty() => Ok(m.to_string()),
+        _ => anyhow::bail!(
+            "layer {}: its weight {w:?} is not a module's `weight`, which NNI prunes by module; \
+             export --to distiller or csv instead",
+            l.name
+        ),
+    }
+}
+
+/// The layer's sparsity in the written file (the searched ratio in a ratios.json without it).
+fn sparsity(l: &LayerRatio) -> f64 {
+    l.file_sparse_ratio.unwrap_or(l.sparse_ratio)
 }
 
 /// The PyTorch module type of each layer, when the model is in the zoo.
@@ -83,27 +126,27 @@ fn op_types(r: &Ratios) -> HashMap<String, &'static str> {
         .unwrap_or_default()
 }
 
-/// NNI `config_list` (JSON): one sub-config per layer pruning its weight to the found
-/// sparse ratio; bits have no NNI pruning key (NNI quantizes linearly, not by k-means)
+/// NNI `config_list` (JSON): one sub-config per layer pruning its module's weight to the
+/// file's sparsity; bits have no NNI pruning key (NNI quantizes linearly, not by k-means)
 /// and are left out.
-pub fn nni(r: &Ratios) -> String {
+pub fn nni(r: &Ratios, prefix: &str) -> Result<String> {
     let types = op_types(r);
     let list: Vec<serde_json::Value> = r
         .layers
         .iter()
         .map(|l| {
             let mut c = json!({
-                "op_names": [l.name],
+                "op_names": [module_of(l, prefix)?],
                 "target_names": ["weight"],
-                "sparse_ratio": l.sparse_ratio,
+                "sparse_ratio": sparsity(l),
             });
             if let Some(t) = types.get(&l.name) {
                 c["op_types"] = json!([t]);
             }
-            c
+            Ok(c)
         })
-        .collect();
-    serde_json::to_string_pretty(&list).expect("JSON serialises") + "\n"
+        .collect::<Result<_>>()?;
+    Ok(serde_json::to_string_pretty(&list).expect("JSON serialises") + "\n")
 }
 
 /// A YAML string scalar (single-quoted).
@@ -124,15 +167,15 @@ fn yaml_key(s: &str) -> String {
 }
 
 /// Distiller schedule (YAML): one `AutomatedGradualPruner` per pruned layer growing its
-/// weight's sparsity to the found ratio over [`DISTILLER_EPOCHS`] epochs. Distiller's
+/// weight's sparsity to the file's over [`DISTILLER_EPOCHS`] epochs. Distiller's
 /// AGP needs `final_sparsity > initial_sparsity`, so layers left dense (ratio 0) get no
 /// pruner (a comment names them) and `initial_sparsity` is 0.05 or half the final one.
-pub fn distiller(r: &Ratios) -> String {
-    let pruned: Vec<_> = r.layers.iter().filter(|l| l.sparse_ratio > 0.0).collect();
+pub fn distiller(r: &Ratios, prefix: &str) -> String {
+    let pruned: Vec<_> = r.layers.iter().filter(|l| sparsity(l) > 0.0).collect();
     let dense: Vec<&str> = r
         .layers
         .iter()
-        .filter(|l| l.sparse_ratio <= 0.0)
+        .filter(|l| sparsity(l) <= 0.0)
         .map(|l| l.name.as_str())
         .collect();
     let mut s = format!(
@@ -160,9 +203,9 @@ pub fn distiller(r: &Ratios) -> String {
             "  {}:\n    class: 'AutomatedGradualPruner'\n    initial_sparsity: {}\n    \
              final_sparsity: {}\n    weights: [{}]\n",
             yaml_key(&format!("{}_pruner", l.name)),
-            (l.sparse_ratio / 2.0).min(0.05),
-            l.sparse_ratio,
-            yaml_str(&format!("{}.weight", l.name))
+            (sparsity(l) / 2.0).min(0.05),
+            sparsity(l),
+            yaml_str(&weight_of(l, prefix))
         );
     }
     s += "\npolicies:\n";
@@ -177,21 +220,29 @@ pub fn distiller(r: &Ratios) -> String {
     s
 }
 
-/// Plain CSV: `layer,sparse_ratio,bits`, one row per layer in order.
-pub fn csv(r: &Ratios) -> String {
-    let mut s = String::from("layer,sparse_ratio,bits\n");
+/// Plain CSV: `layer,sparse_ratio,bits,weight` (the file's sparsity, the weight's name in
+/// the model), one row per layer in order.
+pub fn csv(r: &Ratios, prefix: &str) -> String {
+    let mut s = String::from("layer,sparse_ratio,bits,weight\n");
     for l in &r.layers {
-        s += &format!("{},{},{}\n", l.name, l.sparse_ratio, l.bits);
+        s += &format!(
+            "{},{},{},{}\n",
+            l.name,
+            sparsity(l),
+            l.bits,
+            weight_of(l, prefix)
+        );
     }
     s
 }
 
-/// The ratios in `format` (not [`ExportFormat::Safetensors`], which needs a model).
-pub fn ratios_as(r: &Ratios, format: ExportFormat) -> Result<String> {
+/// The ratios in `format` (not [`ExportFormat::Safetensors`], which needs a model), each
+/// module path after `prefix` (`module.` under `DataParallel`; empty for none).
+pub fn ratios_as(r: &Ratios, format: ExportFormat, prefix: &str) -> Result<String> {
     Ok(match format {
-        ExportFormat::Nni => nni(r),
-        ExportFormat::Distiller => distiller(r),
-        ExportFormat::Csv => csv(r),
+        ExportFormat::Nni => nni(r, prefix)?,
+        ExportFormat::Distiller => distiller(r, prefix),
+        ExportFormat::Csv => csv(r, prefix),
         ExportFormat::Safetensors => anyhow::bail!(
             "--to safetensors exports a compressed model: give a .dcz file, not ratios"
         ),
@@ -267,15 +318,37 @@ mod tests {
                 name: n.into(),
                 sparse_ratio: r,
                 bits: b,
+                weight: None,
+                file_sparse_ratio: None,
             })
             .collect(),
         }
     }
 
     #[test]
+    fn exports_name_module_paths_and_give_the_files_sparsity() {
+        let mut r = ratios();
+        r.model = "mine".into();
+        r.layers[1].weight = Some("features.4.weight".into());
+        r.layers[1].file_sparse_ratio = Some(0.95);
+        let v: serde_json::Value = serde_json::from_str(&nni(&r, "module.").unwrap()).unwrap();
+        assert_eq!(v[0]["op_names"], json!(["module.conv1"]));
+        assert_eq!(v[1]["op_names"], json!(["module.features.4"]));
+        assert_eq!(v[1]["sparse_ratio"].as_f64(), Some(0.95));
+        let y: serde_norway::Value = serde_norway::from_str(&distiller(&r, "")).unwrap();
+        let p = &y["pruners"]["conv2_pruner"];
+        assert_eq!(p["weights"][0].as_str(), Some("features.4.weight"));
+        assert_eq!(p["final_sparsity"].as_f64(), Some(0.95));
+        assert!(csv(&r, "").contains("conv2,0.95,6,features.4.weight\n"));
+        r.layers[1].weight = Some("scale".into());
+        let e = nni(&r, "").unwrap_err().to_string();
+        assert!(e.contains("conv2") && e.contains("not a module's"), "{e}");
+    }
+
+    #[test]
     fn nni_config_list_parses_back() {
         let r = ratios();
-        let v: serde_json::Value = serde_json::from_str(&nni(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&nni(&r, "").unwrap()).unwrap();
         let list = v.as_array().unwrap();
         assert_eq!(list.len(), 4);
         for (c, l) in list.iter().zip(&r.layers) {
@@ -290,14 +363,14 @@ mod tests {
             model: "mine".into(),
             ..r
         };
-        let v: serde_json::Value = serde_json::from_str(&nni(&custom)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&nni(&custom, "").unwrap()).unwrap();
         assert!(v[0].get("op_types").is_none());
     }
 
     #[test]
     fn distiller_schedule_parses_back() {
         let r = ratios();
-        let text = distiller(&r);
+        let text = distiller(&r, "");
         let y: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         assert_eq!(y["version"].as_u64(), Some(1));
         let policies = y["policies"].as_sequence().unwrap();
@@ -334,20 +407,23 @@ mod tests {
     #[test]
     fn csv_parses_back() {
         let r = ratios();
-        let text = csv(&r);
+        let text = csv(&r, "");
         let mut rd = ::csv::Reader::from_reader(text.as_bytes());
         assert_eq!(
             rd.headers().unwrap().iter().collect::<Vec<_>>(),
-            ["layer", "sparse_ratio", "bits"]
+            ["layer", "sparse_ratio", "bits", "weight"]
         );
         let rows: Vec<LayerRatio> = rd
             .records()
             .map(|rec| {
                 let rec = rec.unwrap();
+                assert_eq!(&rec[3], format!("{}.weight", &rec[0]));
                 LayerRatio {
                     name: rec[0].to_string(),
                     sparse_ratio: rec[1].parse().unwrap(),
                     bits: rec[2].parse().unwrap(),
+                    weight: None,
+                    file_sparse_ratio: None,
                 }
             })
             .collect();
@@ -360,9 +436,9 @@ mod tests {
         assert_eq!(parse_ratios(&text).unwrap(), ratios());
         let bad = text.replace("0.944607", "1.5");
         let e = parse_ratios(&bad).unwrap_err().to_string();
-        assert!(e.contains("conv2") && e.contains("outside [0, 1)"), "{e}");
+        assert!(e.contains("conv2") && e.contains("outside [0, 1]"), "{e}");
         assert!(parse_ratios("{\"model\": 1}").is_err());
-        assert!(ratios_as(&ratios(), ExportFormat::Safetensors).is_err());
+        assert!(ratios_as(&ratios(), ExportFormat::Safetensors, "").is_err());
     }
 
     #[test]

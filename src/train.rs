@@ -49,7 +49,8 @@ pub struct Recipe {
     /// Learning-rate multiplier of biases (Caffe's LeNet uses `lr_mult: 2`).
     pub bias_lr_mult: f64,
     /// Data augmentation: shift each training image by a random whole number of pixels in
-    /// −s..=s, each axis (zero fill). 0 = none (Caffe).
+    /// −s..=s, each axis (zero fill): torchvision's `RandomCrop(size, padding=s)`. 0 = none
+    /// (Caffe).
     #[serde(default)]
     pub augment_shift: i64,
     /// Data augmentation: rotate each training image by a random angle in ±this many
@@ -61,10 +62,19 @@ pub struct Recipe {
     /// 0 = none (left out of the serialised recipe when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub augment_scale: f64,
+    /// Data augmentation: mirror each training image left–right with probability ½
+    /// (torchvision's `RandomHorizontalFlip`; for colour photographs, not digits). Left out of
+    /// the serialised recipe when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub augment_flip: bool,
 }
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Recipe {
@@ -89,6 +99,7 @@ impl Recipe {
             augment_shift: 0,
             augment_rotate: 0.0,
             augment_scale: 0.0,
+            augment_flip: false,
         }
     }
 
@@ -98,6 +109,7 @@ impl Recipe {
             shift: self.augment_shift,
             rotate: self.augment_rotate,
             scale: self.augment_scale,
+            flip: self.augment_flip,
         }
     }
 
@@ -640,6 +652,7 @@ mod tests {
             augment_shift: 0,
             augment_rotate: 0.0,
             augment_scale: 0.0,
+            augment_flip: false,
         }
     }
 

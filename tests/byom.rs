@@ -179,8 +179,14 @@ fn trained_batchnorm_module_searches_and_exports_its_whole_state_dict() {
     );
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
     assert!(journal.contains("\"lr_test\""), "{journal}");
+    // The run folder's config is the resolved one: the rate the range test chose.
     let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
-    assert!(config.contains("retrain_lr = \"auto\""), "{config}");
+    let resolved: toml::Value = toml::from_str(&config).unwrap();
+    assert_eq!(
+        resolved["search"]["retrain_lr"].as_float(),
+        Some(chosen),
+        "{config}"
+    );
 
     let sd = dir.path().join("bn-cnn.safetensors");
     let mut c = dc_search();

@@ -44,7 +44,14 @@ fn round_trip(bias: BiasPrecision) {
         w.iter().filter(|&&v| v != 0.0).count(),
         (0.08f64 * 235_200.0).round() as usize
     );
-    let model = encode::to_model(&net, &state, "mnist", cfg.data.input_scale, bias).unwrap();
+    let model = encode::to_model(
+        &net,
+        &state,
+        "mnist",
+        (cfg.data.input_scale.unwrap(), 0.0),
+        bias,
+    )
+    .unwrap();
     let bytes = format::encode(&model).unwrap();
     let decoded = encode::to_net(&format::decode(&bytes).unwrap(), Device::Cpu).unwrap();
     verify_decoded(&net, &decoded).unwrap();

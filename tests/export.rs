@@ -55,7 +55,7 @@ fn small_dcz(path: &Path) {
         &net,
         &state,
         "mnist",
-        cfg.data.input_scale,
+        (cfg.data.input_scale.unwrap(), 0.0),
         ccfg.bias_precision,
     )
     .unwrap();
@@ -161,6 +161,8 @@ fn ratios_export_to_every_format_and_read_back() {
         ]
         .iter()
         .map(|&(n, r, b)| LayerRatio {
+            weight: None,
+            file_sparse_ratio: None,
             name: n.into(),
             sparse_ratio: r,
             bits: b,
@@ -228,6 +230,8 @@ fn ratios_export_to_every_format_and_read_back() {
         .map(|r| {
             let r = r.unwrap();
             LayerRatio {
+                weight: None,
+                file_sparse_ratio: None,
                 name: r[0].into(),
                 sparse_ratio: r[1].parse().unwrap(),
                 bits: r[2].parse().unwrap(),

@@ -11,6 +11,7 @@ mod export;
 mod foundation;
 mod import;
 mod layers;
+mod own_data;
 mod search;
 mod slurm;
 mod torchscript;

@@ -42,12 +42,14 @@ pub fn file_precision(p: BiasPrecision) -> format::BiasPrecision {
     }
 }
 
-/// The compressed model of a net whose every layer has a codebook.
+/// The compressed model of a net whose every layer has a codebook; `input` is the data's
+/// normalisation `(input_scale, input_shift)` (a TorchScript module's own `input_shift` is
+/// added); a layer without bias stores none.
 pub fn to_model(
     net: &Net,
     state: &Masked,
     dataset: &str,
-    input_scale: f32,
+    input: (f32, f32),
     bias: BiasPrecision,
 ) -> Result<format::CompressedModel> {
     let mut layers = Vec::new();
@@ -86,7 +88,11 @@ pub fn to_model(
             codebook,
             positions: positions.iter().map(|&x| x as u32).collect(),
             clusters: clusters.iter().map(|&c| remap[c as usize]).collect(),
-            bias: tensor_to_vec(&p.bias),
+            bias: if spec.bias {
+                tensor_to_vec(&p.bias)
+            } else {
+                Vec::new()
+            },
             bias_precision: file_precision(bias),
         });
     }
@@ -94,8 +100,8 @@ pub fn to_model(
         model: net.arch.name.clone(),
         dataset: dataset.to_string(),
         input_shape: net.arch.input_shape.iter().map(|&d| d as u32).collect(),
-        input_scale,
-        input_shift: net.input_shift(),
+        input_scale: input.0,
+        input_shift: input.1 + net.input_shift(),
         layers,
         origin: net.script.as_ref().and_then(|s| s.origin().cloned()),
     })
@@ -184,10 +190,10 @@ pub fn encode_and_decode(
     net: &Net,
     state: &Masked,
     dataset: &str,
-    input_scale: f32,
+    input: (f32, f32),
     biases: BiasPrecision,
 ) -> Result<Encoded> {
-    let mut model = to_model(net, state, dataset, input_scale, biases)?;
+    let mut model = to_model(net, state, dataset, input, biases)?;
     let folded = fold::fold(&mut model.layers, &fold::links(&net.arch));
     let bytes = format::encode(&model)?;
     let decoded = to_net_like(&format::decode(&bytes)?, net)?;

@@ -515,6 +515,7 @@ mod tests {
             augment_shift: 0,
             augment_rotate: 0.0,
             augment_scale: 0.0,
+            augment_flip: false,
         };
         let cfg = CompressConfig::default();
         let trainer = Trainer {

@@ -1,6 +1,8 @@
-//! Data augmentation of training batches: random whole-pixel shifts, rotations and
-//! scalings, each image its own, drawn from torch's generator. Training asks for it through
-//! its recipe's [`Augment`] settings.
+//! Data augmentation of training batches: random whole-pixel shifts (torchvision's random
+//! crop with padding), rotations and scalings, and horizontal flips, each image its own,
+//! drawn from torch's generator. Training asks for it through its recipe's [`Augment`]
+//! settings. What moves in from outside the image is 0 in the normalised inputs (black for
+//! inputs only scaled; with `[data] mean/std`, the mean colour).
 
 use tch::{Kind, Tensor};
 
@@ -13,18 +15,37 @@ pub struct Augment {
     pub rotate: f64,
     /// Scale factors in [1 − scale, 1 + scale].
     pub scale: f64,
+    /// Each image mirrored left–right with probability ½.
+    pub flip: bool,
 }
 
 impl Augment {
     /// Augments a training batch `[n, c, h, w]`: whole-pixel shifts alone
     /// ([`shift_augment`]), or with random rotation and scaling ([`affine_augment`]).
+    /// A shift of ±s is torchvision's `RandomCrop(size, padding=s)`; then, with `flip`,
+    /// [`flip_augment`].
     pub fn apply(&self, x: &Tensor) -> Tensor {
-        if self.rotate == 0.0 && self.scale == 0.0 {
+        let y = if self.rotate == 0.0 && self.scale == 0.0 {
             shift_augment(x, self.shift)
         } else {
             affine_augment(x, self.shift, self.rotate, self.scale)
+        };
+        if self.flip {
+            flip_augment(&y)
+        } else {
+            y
         }
     }
+}
+
+/// Mirrors each image of `[n, c, h, w]` left–right with probability ½ (torchvision's
+/// `RandomHorizontalFlip`), from torch's generator.
+pub fn flip_augment(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let flip = Tensor::rand([n], (Kind::Float, x.device()))
+        .lt(0.5)
+        .view([n, 1, 1, 1]);
+    x.flip([3]).where_self(&flip, x)
 }
 
 /// Moves each image of `[n, c, h, w]` by its own random affine map: a whole-pixel shift in
@@ -138,6 +159,23 @@ mod tests {
                 });
             assert!(found, "image {i} is a whole-pixel shift: {b:?}");
         }
+    }
+
+    #[test]
+    fn flip_augment_mirrors_some_images_and_keeps_the_others() {
+        tch::manual_seed(4);
+        let x = Tensor::arange(64 * 6, (Kind::Float, tch::Device::Cpu)).view([64, 1, 2, 3]);
+        let y = flip_augment(&x);
+        let mut flipped = 0;
+        for i in 0..64 {
+            let (a, b) = (x.get(i), y.get(i));
+            if b.equal(&a.flip([2])) {
+                flipped += 1;
+            } else {
+                assert!(b.equal(&a), "image {i} is itself or its mirror");
+            }
+        }
+        assert!((16..=48).contains(&flipped), "{flipped} of 64 flipped");
     }
 
     fn tensor_to_vec_f(t: &Tensor) -> Vec<f32> {

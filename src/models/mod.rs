@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
+
+use crate::data::Data;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -37,6 +39,14 @@ pub struct LayerSpec {
     pub name: String,
     pub kind: LayerKind,
     pub weight_shape: Vec<i64>,
+    /// Whether the layer has a bias (a TorchScript layer may not: its bias tensor is then
+    /// zeros the module never reads, left out of files and of the dense size).
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl LayerSpec {
@@ -85,11 +95,11 @@ impl Arch {
         registry::arch(name)
     }
 
-    /// Weights plus biases of every layer.
+    /// Weights plus biases of every layer (a layer without bias counts its weights alone).
     pub fn num_params(&self) -> i64 {
         self.layers
             .iter()
-            .map(|l| l.weight_numel() + l.outputs())
+            .map(|l| l.weight_numel() + if l.bias { l.outputs() } else { 0 })
             .sum()
     }
 
@@ -195,6 +205,63 @@ impl Net {
             device,
             script: None,
         }
+    }
+
+    /// Checks that `data` fits this net: one image has the shape the model takes (a zoo
+    /// model: exactly; a TorchScript module: as many values as its `input_shape`), and the
+    /// model gives a logit for every class the labels name.
+    pub fn fits(&self, data: &Data) -> Result<()> {
+        let (want, have) = (&self.arch.input_shape, &data.image_shape);
+        let values = |s: &[i64]| s.iter().product::<i64>();
+        let show = |s: &[i64]| {
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
+        let mut sorted = (want.clone(), have.clone());
+        sorted.0.sort_unstable();
+        sorted.1.sort_unstable();
+        let layout = if sorted.0 == sorted.1 {
+            "; for an .npz of channels-last arrays set data.layout = \"nhwc\""
+        } else {
+            ""
+        };
+        if self.script.is_some() {
+            ensure!(
+                values(want) == values(have),
+                "torchscript.input_shape {want:?} holds {} values, but the images of {} are {} ({} \
+                 values): set input_shape to the shape the module's forward() takes{layout}",
+                values(want),
+                data.name,
+                show(have),
+                values(have)
+            );
+        } else {
+            ensure!(
+                want == have,
+                "model {} takes images of {}, but the images of {} are {}: give data of that shape, \
+                 or bring a model that takes these (a TorchScript config){layout}",
+                self.arch.name,
+                show(want),
+                data.name,
+                show(have)
+            );
+        }
+        let n = data.valid.len().min(2) as i64;
+        let x = data.valid.images.narrow(0, 0, n).to_device(self.device);
+        let logits = tch::no_grad(|| self.forward(&x)).size();
+        let k = logits.get(1).copied().unwrap_or(0);
+        ensure!(
+            logits.len() == 2 && k as usize >= data.classes,
+            "model {} gives {k} logits per image, but the labels of {} name {} classes (0 to {}): \
+             give a model with an output per class",
+            self.arch.name,
+            data.name,
+            data.classes,
+            data.classes.saturating_sub(1)
+        );
+        Ok(())
     }
 
     /// Logits `[n, classes]` for inputs `[n, c, h, w]`.

@@ -101,6 +101,7 @@ fn conv(name: &str, out: i64, inp: i64, k: i64) -> LayerSpec {
         name: name.into(),
         kind: LayerKind::Conv,
         weight_shape: vec![out, inp, k, k],
+        bias: true,
     }
 }
 
@@ -109,6 +110,7 @@ fn fc(name: &str, out: i64, inp: i64) -> LayerSpec {
         name: name.into(),
         kind: LayerKind::Linear,
         weight_shape: vec![out, inp],
+        bias: true,
     }
 }
 

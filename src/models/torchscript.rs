@@ -57,9 +57,6 @@ pub struct ScriptLayer {
     pub bias: Option<String>,
 }
 
-/// Values in one image of the datasets dc-search loads (`[1, 28, 28]`).
-const IMAGE_NUMEL: i64 = 28 * 28;
-
 impl TorchScriptConfig {
     /// Checks what can be checked without the module.
     pub fn check(&self) -> Result<()> {
@@ -69,10 +66,15 @@ impl TorchScriptConfig {
             self.input_shape
         );
         ensure!(
-            self.input_shape.iter().product::<i64>() == IMAGE_NUMEL,
-            "torchscript.input_shape {:?} must hold the {IMAGE_NUMEL} values of one 28×28 image \
-             (e.g. [1, 28, 28] or [784])",
-            self.input_shape
+            self.input_shape.len() <= crate::format::MAX_RANK
+                && self
+                    .input_shape
+                    .iter()
+                    .try_fold(1i64, |a, &d| a.checked_mul(d))
+                    .is_some_and(|n| n <= 1 << 31),
+            "torchscript.input_shape {:?} is too large: one input of at most 2^31 values and {} dimensions",
+            self.input_shape,
+            crate::format::MAX_RANK
         );
         ensure!(
             self.input_shift.is_finite(),
@@ -322,6 +324,7 @@ fn from_bytes(
             name: l.name.clone(),
             kind,
             weight_shape: shape,
+            bias: l.bias.is_some(),
         });
         params.push(Param {
             weight: weight.set_requires_grad(true),
@@ -337,7 +340,10 @@ fn from_bytes(
     };
     // A probe batch: the module must take [n] + input_shape and return logits [n, classes].
     let probe = tch::no_grad(|| {
-        script.try_forward(&Tensor::zeros([2, IMAGE_NUMEL], (Kind::Float, device)))
+        script.try_forward(&Tensor::zeros(
+            [2, cfg.input_shape.iter().product::<i64>()],
+            (Kind::Float, device),
+        ))
     });
     let out = match probe {
         Ok(y) => y.size(),

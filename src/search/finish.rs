@@ -14,14 +14,17 @@ use super::record::{Outcome, StageTimes};
 use super::stages::Chosen;
 use crate::compress::encode;
 use crate::compress::CompressConfig;
-use crate::data::{DataConfig, Split};
+use crate::data::Split;
 use crate::train;
 
 /// What the file and the outcome say about the run, from its config.
 pub struct RunInfo<'a> {
     /// The model's name (`Config::model`).
     pub model: &'a str,
-    pub data: &'a DataConfig,
+    /// The data's name (`data::Data::name`).
+    pub dataset: &'a str,
+    /// The data's normalisation as the file records it (`data::Norm::file_pair`).
+    pub input: (f32, f32),
     pub compress: &'a CompressConfig,
     /// The imported dense weights (`--weights`), if any.
     pub weights: Option<&'a Path>,
@@ -62,8 +65,8 @@ pub fn file(
         } = encode::encode_and_decode(
             &qnet,
             &qstate,
-            cfg.data.dataset.as_str(),
-            cfg.data.input_scale,
+            cfg.dataset,
+            cfg.input,
             cfg.compress.bias_precision,
         )?;
         let valid = train::evaluate(&decoded, p.oracle.valid).accuracy;
@@ -97,7 +100,7 @@ pub fn file(
     let script = p.oracle.dense.script.as_deref();
     Ok(Outcome {
         model: cfg.model.to_string(),
-        dataset: cfg.data.dataset.as_str().into(),
+        dataset: cfg.dataset.into(),
         floor: p.at.floor,
         margin: p.plan.margin,
         dense_valid_accuracy: dense_acc,

@@ -57,8 +57,17 @@ pub fn write_trials(trials: &[Trial], path: &Path) -> Result<()> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerRatio {
     pub name: String,
+    /// The sparse ratio the search chose (pruned before retraining).
     pub sparse_ratio: f64,
     pub bits: u8,
+    /// The layer's weight as the model's state dict names it (`features.0.weight`): its
+    /// module path, for NNI and Distiller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<String>,
+    /// The share of the weight that is zero in the file (folding dead units away and
+    /// centroids at zero can add to the searched ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sparse_ratio: Option<f64>,
 }
 
 /// `ratios.json`: per layer sparse ratio and weight bits, with what they were found for.
@@ -85,9 +94,31 @@ impl Ratios {
                     name: n.clone(),
                     sparse_ratio: (r * 1e6).round() / 1e6,
                     bits: b,
+                    weight: None,
+                    file_sparse_ratio: None,
                 })
                 .collect(),
         }
+    }
+
+    /// Adds each layer's weight name (`weights`, in layer order) and its sparsity in the
+    /// written `file`.
+    pub fn with_file(
+        mut self,
+        weights: &[String],
+        file: &crate::format::CompressedModel,
+    ) -> Ratios {
+        for ((l, w), f) in self.layers.iter_mut().zip(weights).zip(&file.layers) {
+            l.weight = Some(w.clone());
+            let zeros = f.dense_len().unwrap_or(0) as f64
+                - f.clusters
+                    .iter()
+                    .filter(|&&c| f.codebook.get(c as usize).is_some_and(|&v| v != 0.0))
+                    .count() as f64;
+            let n = f.dense_len().unwrap_or(1).max(1) as f64;
+            l.file_sparse_ratio = Some((zeros / n * 1e6).round() / 1e6);
+        }
+        self
     }
 }
 

@@ -134,7 +134,10 @@ pub fn pooled_sd<'a>(groups: impl IntoIterator<Item = &'a [f64]>, floor: f64) ->
 /// σ of a probe's validation accuracy between seeds, from the rungs; at least one image in
 /// `n`.
 pub fn accuracy_noise(rungs: &[Rung], n: usize) -> f64 {
-    pooled_sd(rungs.iter().map(|r| &r.accuracies[..]), 1.0 / n.max(1) as f64)
+    pooled_sd(
+        rungs.iter().map(|r| &r.accuracies[..]),
+        1.0 / n.max(1) as f64,
+    )
 }
 
 /// σ of a probe's validation loss between seeds, from the rungs.

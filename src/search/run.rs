@@ -17,7 +17,7 @@ use super::prober::{Clock, Prober};
 use super::record::{Outcome, StageTimes};
 use super::{calibration, finish, sensitivity, setup, stages, workers};
 use crate::compress::CompressConfig;
-use crate::data::{Data, DataConfig, ValidationFrom};
+use crate::data::{Data, DataConfig};
 use crate::models::Net;
 use crate::runtime::Runtime;
 use crate::train::{self, Recipe};
@@ -34,6 +34,8 @@ pub struct Inputs<'a> {
     pub search: &'a SearchConfig,
     /// The imported dense weights (`--weights`), if any.
     pub weights: Option<&'a Path>,
+    /// Each layer's weight tensor by its module path, for `ratios.json`.
+    pub layer_weights: &'a [String],
     /// The whole config as TOML; with `Some(lr)`, each `retrain_lr = "auto"` resolved to it.
     pub config_toml: &'a dyn Fn(Option<f64>) -> String,
 }
@@ -88,7 +90,13 @@ pub fn run(
     }
     // Nothing is written before the run folder's lock is taken and its journal (if any)
     // is known to belong to this run.
-    let key = setup::journal_key(&(i.config_toml)(None), rt, floor, dense_path);
+    let key = setup::journal_key(
+        &(i.config_toml)(None),
+        rt,
+        floor,
+        dense_path,
+        &data.cache_id,
+    );
     let mut journal = Journal::open(out, &key)?;
     let workers_dir = out.join("workers");
     let exec = workers::executor(
@@ -107,13 +115,10 @@ pub fn run(
         );
     }
     if !rt.quiet {
-        let held = match i.data.validation_from {
-            ValidationFrom::Train => "held out of the training images",
-            ValidationFrom::Test => "held out of the test images",
-        };
         eprintln!(
-            "decisions on {} validation images ({held}); the {} test images are evaluated once, at the end",
+            "decisions on {} validation images ({}); the {} test images are evaluated once, at the end",
             data.valid.len(),
+            data.valid_source,
             data.test.len()
         );
         eprintln!(
@@ -210,7 +215,8 @@ pub fn run(
     let result = stages::choose(&mut p, &curves, &shape, &mut times).and_then(|chosen| {
         let run = finish::RunInfo {
             model: i.model,
-            data: i.data,
+            dataset: &data.name,
+            input: data.norm.file_pair(),
             compress: &compress_cfg,
             weights: i.weights,
         };
@@ -240,7 +246,15 @@ pub fn run(
     };
     outcome.times.total = start.elapsed().as_secs_f64();
     outcome.lr_test = lr_test;
-    let ratios = Ratios::from_outcome(&outcome);
+    // The report's table and the ratios' real sparsity are read back from the file
+    // written, not from memory.
+    let bytes = crate::paths::read_regular(
+        &outcome.file,
+        "compressed file",
+        outcome.file_bytes as u64 + 1,
+    )?;
+    let written = crate::format::decode(&bytes)?;
+    let ratios = Ratios::from_outcome(&outcome).with_file(i.layer_weights, &written);
     crate::paths::write_text(
         &out.join("ratios.json"),
         &serde_json::to_string_pretty(&ratios)?,
@@ -248,12 +262,6 @@ pub fn run(
     crate::paths::write_text(
         &out.join("summary.json"),
         &serde_json::to_string_pretty(&outcome)?,
-    )?;
-    // The report's table is read back from the file written, not from memory.
-    let bytes = crate::paths::read_regular(
-        &outcome.file,
-        "compressed file",
-        outcome.file_bytes as u64 + 1,
     )?;
     let table = crate::report::table3(&crate::format::account(&bytes)?);
     outputs::write_report(&outcome, &table, place.command, &out.join("report.md"))?;

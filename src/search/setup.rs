@@ -157,14 +157,24 @@ pub fn lr_test(
 /// it), the floor, seed, threads, device and the dense weights (by content, so a changed
 /// file at the same path is not mistaken for the old one). A journal written under
 /// another key is not resumed.
-pub fn journal_key(config_toml: &str, rt: &Runtime, floor: f64, dense: &Path) -> String {
+pub fn journal_key(
+    config_toml: &str,
+    rt: &Runtime,
+    floor: f64,
+    dense: &Path,
+    data: &crate::data::CacheId,
+) -> String {
     let weights = crate::paths::sha256_file(dense).unwrap_or_else(|_| dense.display().to_string());
-    let text = format!(
+    let mut text = format!(
         "{config_toml}\nfloor={floor}\nseed={}\nthreads={:?}\ndevice={}\ndense={weights}",
         rt.seed,
         rt.threads,
         rt.device_name(),
     );
+    // Data from files by content: other arrays at the same path are another run.
+    if let Some(sha) = &data.sha256 {
+        text += &format!("\ndata={}:{sha}", data.name);
+    }
     crate::paths::sha256_hex(text.as_bytes())
 }
 
@@ -191,12 +201,23 @@ mod tests {
             threads: Some(1),
             quiet: true,
         };
-        let key = |p: &Path| journal_key(toml, &rt, 0.99, p);
+        let mnist = crate::data::CacheId::builtin(crate::data::DatasetName::Mnist);
+        let key = |p: &Path| journal_key(toml, &rt, 0.99, p, &mnist);
         let before = key(&a);
         assert_eq!(before, key(&b));
         std::fs::write(&a, b"weights two").unwrap();
         assert_ne!(before, key(&a));
-        assert_ne!(before, journal_key(toml, &rt, 0.98, &b));
-        assert_ne!(before, journal_key("model = \"x\"\n", &rt, 0.99, &b));
+        assert_ne!(before, journal_key(toml, &rt, 0.98, &b, &mnist));
+        assert_ne!(
+            before,
+            journal_key("model = \"x\"\n", &rt, 0.99, &b, &mnist)
+        );
+        let arrays = |sha: &str| crate::data::CacheId {
+            name: "mine".into(),
+            sha256: Some(sha.into()),
+        };
+        let mine = journal_key(toml, &rt, 0.99, &b, &arrays("aa"));
+        assert_ne!(before, mine);
+        assert_ne!(mine, journal_key(toml, &rt, 0.99, &b, &arrays("bb")));
     }
 }
