@@ -535,51 +535,9 @@ fn is_dcz(target: &str) -> bool {
             .is_some_and(|b| b.starts_with(&crate::format::MAGIC))
 }
 
-/// Refuses an output whose folder cannot be created or written, before any work starts.
-/// Creates nothing: the folder is made when the first result is written, so a run that
-/// fails on its inputs leaves no trace.
+/// Refuses an output before any work starts (see [`crate::paths::check_output`]).
 pub fn check_output(path: &std::path::Path) -> Result<()> {
-    let fix = "(choose a writable place)";
-    if path.is_dir() {
-        anyhow::bail!(
-            "output {} is a folder: give a file name in it {fix}",
-            path.display()
-        );
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // The nearest folder that exists must be a folder and writable.
-    let mut existing = dir.as_path();
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) if !p.as_os_str().is_empty() => existing = p,
-            _ => {
-                existing = std::path::Path::new(".");
-                break;
-            }
-        }
-    }
-    if !existing.is_dir() {
-        anyhow::bail!(
-            "cannot create output folder {}: {} is a file, not a folder {fix}",
-            dir.display(),
-            existing.display()
-        );
-    }
-    tempfile::tempfile_in(existing).map_err(|e| {
-        if existing == dir {
-            anyhow::anyhow!("output folder {} is not writable: {e} {fix}", dir.display())
-        } else {
-            anyhow::anyhow!(
-                "cannot create output folder {}: {} is not writable: {e} {fix}",
-                dir.display(),
-                existing.display()
-            )
-        }
-    })?;
-    Ok(())
+    crate::paths::check_output(path)
 }
 
 /// Parses a per-layer list: `a,b,c` in layer order or `name=a,name=b` (others `default`).

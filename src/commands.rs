@@ -569,12 +569,12 @@ fn probe_cmd(
     }
     let actual = crate::paths::sha256_file(&s.dense).with_context(|| {
         format!(
-            "probe spec {source}: the dense weights (on a cluster, the run folder and the cache must be on storage              every node shares)"
+            "probe spec {source}: the dense weights (on a cluster, the run folder and the cache must be on storage every node shares)"
         )
     })?;
     if actual != s.dense_sha256 {
         anyhow::bail!(
-            "probe spec {source}: the dense weights {} changed since the spec was written (sha256 {actual}, the spec              says {}); write the spec again",
+            "probe spec {source}: the dense weights {} changed since the spec was written (sha256 {actual}, the spec says {}); write the spec again",
             s.dense.display(),
             s.dense_sha256
         );

@@ -87,6 +87,12 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
             trained: None,
         });
     }
+    if let Some(kind) = crate::paths::not_regular(&path) {
+        anyhow::bail!(
+            "cached model {} is {kind}, not a file dc-search wrote: remove it to train again",
+            path.display()
+        );
+    }
     if path.is_file() && !retrain {
         let tensors = weights::read_safetensors(&path).with_context(|| {
             format!(

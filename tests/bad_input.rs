@@ -104,7 +104,10 @@ impl Scratch {
     }
 }
 
+/// Every entry under `dir` with its bytes (a link: its target; a FIFO, device or socket:
+/// its kind, never read).
 fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    use std::os::unix::fs::FileTypeExt;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         assert!(
@@ -112,13 +115,25 @@ fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             "temp file left: {}",
             p.display()
         );
-        if p.is_dir() {
+        let t = std::fs::symlink_metadata(&p).unwrap().file_type();
+        if t.is_symlink() {
+            let target = std::fs::read_link(&p).unwrap();
+            out.insert(p, format!("link to {}", target.display()).into_bytes());
+        } else if t.is_dir() {
             out.insert(p.clone(), Vec::new());
             walk(&p, out);
+        } else if t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket() {
+            out.insert(p, b"not a regular file".to_vec());
         } else {
             out.insert(p.clone(), std::fs::read(&p).unwrap());
         }
     }
+}
+
+/// Makes a FIFO at `p`.
+fn mkfifo(p: &Path) {
+    let ok = Command::new("mkfifo").arg(p).status().unwrap();
+    assert!(ok.success());
 }
 
 /// Exit 2, one line on stderr starting `error:`, holding every key (case-insensitive),
@@ -979,4 +994,189 @@ fn ratios_json_with_a_newline_in_a_layer_name() {
         s.cmd(&["export", "ratios.json", "--to", "distiller"]),
         &["ratios.json", "[A-Za-z0-9_.-]"],
     );
+}
+
+// ---- one bounded reader for every input ------------------------------------------------
+
+/// A probe spec of the tiny config whose dense weights are `dense`.
+fn spec_with_dense(s: &Scratch, dense: &str) -> PathBuf {
+    let spec = dc_search::search::spec::ProbeSpec {
+        spec: dc_search::search::spec::SPEC_VERSION,
+        config: tiny(),
+        dense: dense.into(),
+        dense_sha256: "00".into(),
+        warm_start: None,
+        action: dc_search::search::spec::Action::Prune,
+        ratios: vec![0.5, 0.5, 0.5],
+        bits: vec![],
+        epochs: 1.0,
+        seed: 1,
+        offset: 1,
+        threshold: 0.5,
+    };
+    let p = s.path("spec.json");
+    std::fs::write(&p, serde_json::to_string(&spec).unwrap()).unwrap();
+    p
+}
+
+fn probe_cmd(s: &Scratch, spec: &Path) -> Command {
+    let mut c = s.cmd(&["probe", "--device", "cpu", "--quiet", "--spec"]);
+    c.arg(spec).arg("--data-dir").arg(s.data());
+    c
+}
+
+#[test]
+fn a_probe_spec_that_is_a_fifo_or_a_device() {
+    let s = Scratch::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let fifo = elsewhere.path().join("spec.json");
+    mkfifo(&fifo);
+    s.refused(
+        probe_cmd(&s, &fifo),
+        &["probe spec", "spec.json", "a FIFO (named pipe)"],
+    );
+    s.refused(
+        probe_cmd(&s, Path::new("/dev/zero")),
+        &["probe spec /dev/zero", "a character device"],
+    );
+}
+
+#[test]
+fn a_probe_result_that_is_a_fifo_is_not_waited_on() {
+    let s = Scratch::new();
+    let spec = spec_with_dense(&s, "/dev/zero");
+    // The result the spec names is a FIFO: read without blocking, found not to be one, and
+    // the probe goes on to hash its dense weights, which /dev/zero is not either.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let result = elsewhere.path().join("r.result.json");
+    mkfifo(&result);
+    let mut c = probe_cmd(&s, &spec);
+    c.arg("--out").arg(&result);
+    s.refused(c, &["r.result.json", "a FIFO", "never replaced"]);
+}
+
+#[test]
+fn dense_weights_to_hash_from_dev_zero() {
+    let s = Scratch::new();
+    let spec = spec_with_dense(&s, "/dev/zero");
+    s.refused(
+        probe_cmd(&s, &spec),
+        &["the dense weights", "/dev/zero", "a character device"],
+    );
+    std::os::unix::fs::symlink("/dev/zero", s.path("zero.safetensors")).unwrap();
+    let spec = spec_with_dense(&s, s.path("zero.safetensors").to_str().unwrap());
+    s.refused(
+        probe_cmd(&s, &spec),
+        &[
+            "zero.safetensors",
+            "a link to /dev/zero, a character device",
+        ],
+    );
+}
+
+#[test]
+fn a_data_file_that_is_a_folder_or_a_link_to_dev_zero() {
+    let s = Scratch::new();
+    let images = s.data().join("train-images-idx3-ubyte");
+    std::fs::remove_file(&images).unwrap();
+    std::fs::create_dir(&images).unwrap();
+    s.refused(
+        train_cmd(&s),
+        &[
+            "train-images-idx3-ubyte",
+            "is a folder",
+            "not a regular file",
+        ],
+    );
+    std::fs::remove_dir(&images).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &images).unwrap();
+    s.refused(
+        train_cmd(&s),
+        &[
+            "train-images-idx3-ubyte",
+            "a link to /dev/zero, a character device",
+        ],
+    );
+}
+
+#[test]
+fn a_config_that_is_a_fifo() {
+    let s = Scratch::new();
+    std::fs::remove_file(s.path("tiny.toml")).unwrap();
+    mkfifo(&s.path("tiny.toml"));
+    s.refused(train_cmd(&s), &["config file tiny.toml", "a FIFO"]);
+}
+
+#[test]
+fn a_cached_model_that_is_a_folder() {
+    let s = Scratch::new();
+    let p = plant_cache(&s, &dense_host());
+    std::fs::remove_file(&p).unwrap();
+    std::fs::create_dir(&p).unwrap();
+    s.refused(train_cmd(&s), &["cached model", "is a folder", "remove it"]);
+}
+
+#[test]
+fn an_empty_cache_variable_is_unset_not_the_working_folder() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("home")).unwrap();
+    let mut c = train_cmd(&s);
+    c.env("DC_SEARCH_CACHE", "").env("HOME", s.path("home"));
+    let (code, _, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert!(!s.path("models").exists(), "cached in the working folder");
+    assert!(s.path("home/.cache/dc-search/models").is_dir());
+}
+
+// ---- one output rule for every output --------------------------------------------------
+
+#[test]
+fn outputs_that_are_not_regular_files_are_never_replaced() {
+    let s = Scratch::new();
+    mkfifo(&s.path("pipe.dcz"));
+    std::os::unix::fs::symlink("/dev/null", s.path("null.dcz")).unwrap();
+    for (out, kind) in [
+        ("pipe.dcz", "a FIFO (named pipe)"),
+        ("null.dcz", "a link to /dev/null, a character device"),
+        ("/dev/null", "a character device"),
+    ] {
+        // Refused before the work: no dense model was trained (the cache stays empty).
+        s.refused(
+            compress_to(&s, "0.5,0.5,0.5", "6,6,6", out),
+            &[out, kind, "never replaced"],
+        );
+        s.refused(
+            s.cmd(&["export", "ratios.json", "--to", "csv", "-o", out]),
+            &[out, kind],
+        );
+    }
+}
+
+#[test]
+fn an_output_named_as_a_folder_is_refused_before_the_work() {
+    let s = Scratch::new();
+    s.refused(
+        compress_to(&s, "0.5,0.5,0.5", "6,6,6", "missing/"),
+        &["output missing/", "names a folder", "file name"],
+    );
+    let f = write_unchecked(&s, "m.dcz", &empty_lenet_300_100());
+    s.refused(
+        s.cmd(&["export", &f, "--to", "safetensors", "-o", "new/"]),
+        &["output new/", "names a folder"],
+    );
+}
+
+#[test]
+fn an_output_through_dotdot_of_a_missing_folder_creates_nothing() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("a")).unwrap();
+    s.refused(
+        compress_to(&s, "0.5,0.5,0.5", "6,6,6", "a/missing/../x.dcz"),
+        &["a/missing", "..", "writable place"],
+    );
+    s.refused(
+        search_to(&s, "0.5", "a/missing/../run"),
+        &["a/missing", ".."],
+    );
+    assert!(!s.path("a/missing").exists());
 }

@@ -3,7 +3,6 @@
 //! is run once more, then its probe is reported lost. Each child's output goes to
 //! `workers/logs/<index>.log` beside the specs.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
@@ -23,7 +22,7 @@ pub struct Local {
 
 impl Local {
     fn spawn(&self, spec: &Path, log: &Path) -> Result<Child> {
-        let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let out = crate::paths::create_regular(log)?;
         let err = out.try_clone()?;
         std::process::Command::new(&self.command.exe)
             .args(self.command.args(&spec.display().to_string()))
@@ -56,7 +55,7 @@ impl Local {
             if status.success() && read_result(&specs[i]).is_some() {
                 continue;
             }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = crate::paths::read_tail(&log, super::LOG_TAIL);
             failed.push((
                 i,
                 format!(

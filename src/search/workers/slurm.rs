@@ -152,7 +152,7 @@ impl Slurm {
             .filter(|&&i| read_result(&specs[i]).is_none())
             .map(|&i| {
                 let log = self.log(&job, i);
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let text = crate::paths::read_tail(&log, super::LOG_TAIL);
                 (
                     i,
                     format!(
