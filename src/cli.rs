@@ -971,6 +971,7 @@ impl SearchFlags {
             )
         });
         check_output(&out.join("report.md"))?;
+        crate::search::journal::check_folder(&out)?;
         let command = shell_command(std::env::args());
         if let Some(n) = self.workers {
             crate::check::need((1..=256).contains(&n), "--workers", n, "1..=256")?;

@@ -1180,3 +1180,56 @@ fn an_output_through_dotdot_of_a_missing_folder_creates_nothing() {
     );
     assert!(!s.path("a/missing").exists());
 }
+
+// ---- run folders: only dc-search's are written into -------------------------------------
+
+#[test]
+fn out_into_a_folder_of_other_files() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("mine/checkpoints")).unwrap();
+    for f in ["config.toml", "report.md", "trials.csv"] {
+        std::fs::write(s.path("mine").join(f), "the user's own\n").unwrap();
+    }
+    // Refused before the dense model is trained (the cache stays empty).
+    s.refused(
+        search_to(&s, "0.5", "mine"),
+        &[
+            "--out mine",
+            "checkpoints, config.toml, report.md",
+            "not a dc-search run folder",
+            "new or empty folder",
+        ],
+    );
+}
+
+#[test]
+fn a_journal_without_its_header_line() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir(s.path("run")).unwrap();
+    std::fs::write(
+        s.path("run/journal.jsonl"),
+        "{\"sweep\":{\"points\":[],\"seconds\":1.0}}\n{\"sweep\":{\"points\":[],\"seconds\":2.0}}\n",
+    )
+    .unwrap();
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["journal.jsonl", "has no header line", "another --out"],
+    );
+}
+
+#[test]
+fn a_lock_that_is_a_folder_or_a_fifo() {
+    let s = Scratch::new();
+    let (code, _, err) = run(train_cmd(&s));
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir_all(s.path("run/lock")).unwrap();
+    s.refused(
+        search_cmd(&s, "0.01"),
+        &["lock", "is a folder", "not the lock file", "remove it"],
+    );
+    std::fs::remove_dir(s.path("run/lock")).unwrap();
+    mkfifo(&s.path("run/lock"));
+    s.refused(search_cmd(&s, "0.01"), &["lock", "a FIFO (named pipe)"]);
+}
