@@ -472,9 +472,30 @@ pub fn parse_floor(s: &str) -> Result<f64> {
     }
 }
 
-/// Parses the process arguments (clap prints usage errors and exits).
+/// Parses the process arguments. Help and version print and exit 0; a usage error is one
+/// line (clap's first paragraph, and where to look) and exit 2.
 pub fn parse() -> Cli {
-    Cli::parse()
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // The first paragraph (`error: …` and what it lists), without the usage.
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!(
+                "error: {} (dc-search --help lists the commands and flags)",
+                crate::runtime::one_line(first)
+            );
+            std::process::exit(2)
+        }
+    }
 }
 
 impl Tune {

@@ -18,8 +18,10 @@ use crate::runtime::Runtime;
 use crate::search::{self, outputs, sensitivity};
 use crate::train;
 
-/// Runs the command the user asked for.
+/// Runs the command the user asked for, with SIGINT and SIGTERM caught
+/// ([`crate::runtime::install`]).
 pub fn run(cli: Cli) -> Result<()> {
+    crate::runtime::install();
     match cli.into_mode()? {
         Mode::Train { cfg, rt, retrain } => train_cmd(&cfg, &rt, retrain),
         Mode::Eval { cfg, rt } => eval_cmd(&cfg, &rt),

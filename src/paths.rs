@@ -197,6 +197,37 @@ impl Drop for Writing {
     }
 }
 
+/// Files to remove if the process is ended at once (a run folder's lock).
+static REMOVE_AT_EXIT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks `path` to be removed by [`remove_marked`] (until [`unmark`]ed).
+pub fn remove_at_exit(path: &Path) {
+    REMOVE_AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// Takes back [`remove_at_exit`] of `path`.
+pub fn unmark(path: &Path) {
+    REMOVE_AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| p != path);
+}
+
+/// Removes the files marked by [`remove_at_exit`]: called just before the process is ended
+/// at once (by a signal or a time limit), when no destructor runs.
+pub fn remove_marked() {
+    for p in REMOVE_AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// What an output refusal adds.
 const FIX: &str = "(choose a writable place)";
 

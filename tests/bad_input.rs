@@ -1233,3 +1233,227 @@ fn a_lock_that_is_a_folder_or_a_fifo() {
     mkfifo(&s.path("run/lock"));
     s.refused(search_cmd(&s, "0.01"), &["lock", "a FIFO (named pipe)"]);
 }
+
+// ---- SIGINT and SIGTERM stop every long command ----------------------------------------
+
+/// Starts `c` (not quiet), waits for a stderr line holding `ready`, then a moment, sends
+/// `sig` and returns the exit code, the stderr lines after `ready` and how long the process
+/// took to end after the signal. Nothing is written meanwhile that the caller does not
+/// check: the scratch's files are compared around the whole run.
+fn stop_with(c: Command, sig: i32, ready: &str) -> (i32, Vec<String>, std::time::Duration) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut c = c;
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            tx.send(line.unwrap_or_default()).unwrap();
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline - std::time::Instant::now())
+            .unwrap_or_else(|_| panic!("no line with {ready:?} before 120 s: {seen:?}"));
+        let hit = line.contains(ready);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    // The long part is under way.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it ended by itself: {seen:?}"
+    );
+    let sent = std::time::Instant::now();
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    reader.join().unwrap();
+    let after: Vec<String> = rx.try_iter().collect();
+    (status.code().unwrap_or(-1), after, took)
+}
+
+/// Checks a stop: exit 128 + the signal, one error line naming the signal (SIGTERM never
+/// called Ctrl-C), within a second and a half (a second, and the machine's load).
+fn check_stop((code, lines, took): (i32, Vec<String>, std::time::Duration), sig: i32) {
+    let said = if sig == libc::SIGTERM {
+        "terminated by SIGTERM"
+    } else {
+        "interrupted by SIGINT (Ctrl-C)"
+    };
+    assert_eq!(code, 128 + sig, "{lines:?}");
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    assert!(errors[0].contains(said), "{lines:?}");
+    if sig == libc::SIGTERM {
+        assert!(!errors[0].contains("Ctrl-C"), "{lines:?}");
+    }
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "took {took:?} to stop"
+    );
+}
+
+/// A config whose training and retraining take minutes on the scratch's data.
+fn long_config(s: &Scratch) {
+    s.config(
+        &tiny()
+            .replace("iterations = 60", "iterations = 10000000")
+            .replace("prune_epochs = 5.0", "prune_epochs = 10000.0"),
+    );
+}
+
+/// The scratch's dense model trained (the quick config), then the long config written.
+fn trained_then_long(s: &Scratch) {
+    let (code, _, err) = run(train_cmd(s));
+    assert_eq!(code, 0, "{err}");
+    long_config(s);
+    cache_as_current(s);
+}
+
+/// The scratch's cache file for `tiny.toml` as it is now.
+fn cache_file(s: &Scratch) -> PathBuf {
+    let cfg = Config::resolve(s.path("tiny.toml").to_str().unwrap()).unwrap();
+    let name = dc_search::dense::cache_path(&cfg, 1)
+        .file_name()
+        .unwrap()
+        .to_owned();
+    s.cache().join("models").join(name)
+}
+
+/// The scratch's one cached dense model copied to the cache entry of `tiny.toml` as it is
+/// now (a config with another recipe keys another entry: the quick one stands in for it).
+fn cache_as_current(s: &Scratch) {
+    let cached = std::fs::read_dir(s.cache().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let key = cache_file(s);
+    if key != cached {
+        std::fs::copy(&cached, &key).unwrap();
+    }
+}
+
+/// A command without `--quiet`.
+fn loud(c: Command) -> Command {
+    let mut c2 = Command::new(c.get_program());
+    c2.args(c.get_args().filter(|a| *a != "--quiet"));
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => c2.env(k, v),
+            None => c2.env_remove(k),
+        };
+    }
+    if let Some(d) = c.get_current_dir() {
+        c2.current_dir(d);
+    }
+    c2
+}
+
+#[test]
+fn train_stops_on_sigint_and_sigterm_and_caches_nothing() {
+    let s = Scratch::new();
+    long_config(&s);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let before = s.snapshot();
+        check_stop(stop_with(loud(train_cmd(&s)), sig, "device cpu"), sig);
+        assert!(before == s.snapshot(), "a file changed");
+    }
+}
+
+#[test]
+fn compress_stops_on_sigint_and_sigterm_and_writes_nothing() {
+    let s = Scratch::new();
+    trained_then_long(&s);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let before = s.snapshot();
+        let c = loud(compress_cmd(&s, "0.5,0.5,0.5", "6,6,6"));
+        check_stop(stop_with(c, sig, "device cpu"), sig);
+        assert!(before == s.snapshot(), "a file changed");
+    }
+}
+
+#[test]
+fn sensitivity_stops_on_sigint_and_sigterm_and_writes_nothing() {
+    let s = Scratch::new();
+    trained_then_long(&s);
+    // A sweep of 3 layers × 999 ratios.
+    let grid: Vec<String> = (0..999).map(|i| format!("{}", i as f64 / 1000.0)).collect();
+    s.config(&format!(
+        "{}[search]\ngrid = [{}]\n",
+        std::fs::read_to_string(s.path("tiny.toml")).unwrap(),
+        grid.join(", ")
+    ));
+    cache_as_current(&s);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let before = s.snapshot();
+        let mut c = s.cmd(&[
+            "sensitivity",
+            "tiny.toml",
+            "--device",
+            "cpu",
+            "--out",
+            "sweep",
+        ]);
+        c.arg("--data-dir").arg(s.data());
+        check_stop(stop_with(c, sig, "device cpu"), sig);
+        assert!(before == s.snapshot(), "a file changed");
+    }
+}
+
+#[test]
+fn bench_stops_on_sigint_and_sigterm() {
+    let s = Scratch::new();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let c = s.cmd(&["bench", "search", "lenet", "--runs", "100000"]);
+        // Its first line is on stdout: wait for the process to be running, then signal.
+        let mut c = c;
+        c.stdout(std::process::Stdio::null());
+        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(child.try_wait().unwrap().is_none());
+        let sent = std::time::Instant::now();
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let out = child.wait_with_output().unwrap();
+        let took = sent.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<String> = err.lines().map(String::from).collect();
+        check_stop((out.status.code().unwrap_or(-1), lines, took), sig);
+    }
+}
+
+#[test]
+fn a_search_stops_on_sigint_and_sigterm_and_keeps_its_journal() {
+    let s = Scratch::new();
+    trained_then_long(&s);
+    s.config(&format!(
+        "{}[search]\nprobe_epochs = 10000.0\n",
+        std::fs::read_to_string(s.path("tiny.toml")).unwrap()
+    ));
+    cache_as_current(&s);
+    // The first run sweeps, the second replays the sweep; then each retrains its first probe.
+    for (sig, ready) in [
+        (libc::SIGINT, "sensitivity:"),
+        (libc::SIGTERM, "resuming from"),
+    ] {
+        let c = loud(search_cmd(&s, "0.01"));
+        check_stop(stop_with(c, sig, ready), sig);
+        assert!(s.path("run/journal.jsonl").is_file());
+        assert!(!s.path("run/lock").exists(), "the lock was left");
+        let report = std::fs::read_to_string(s.path("run/report.md")).unwrap();
+        assert!(report.contains("interrupted"), "{report}");
+        // No temporary file left (walk asserts it).
+        walk(&s.path("run"), &mut BTreeMap::new());
+    }
+}

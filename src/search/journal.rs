@@ -163,6 +163,8 @@ impl RunLock {
                     f.write_all(format!("{me}\n").as_bytes())
                         .and_then(|_| f.sync_all())
                         .with_context(|| format!("cannot write the lock {}", path.display()))?;
+                    // Also when the process is ended at once (a signal, a time limit).
+                    crate::paths::remove_at_exit(&path);
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -205,6 +207,7 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        crate::paths::unmark(&self.path);
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -139,7 +139,7 @@ impl Slurm {
             if !o.status.success() || String::from_utf8_lossy(&o.stdout).trim().is_empty() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_secs_f64(self.poll));
+            crate::runtime::sleep_unless_interrupted(Duration::from_secs_f64(self.poll));
         }
     }
 
