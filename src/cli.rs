@@ -344,6 +344,29 @@ pub struct Common {
     torchscript: Option<PathBuf>,
 }
 
+/// The data flags of `eval FILE.dcz`: each one given wins over what the file says.
+#[derive(Debug, Clone, Default)]
+pub struct DataFlags {
+    pub dir: Option<PathBuf>,
+    pub dataset: Option<DatasetName>,
+    pub validation_from: Option<data::ValidationFrom>,
+}
+
+impl DataFlags {
+    /// Sets what was given on `cfg`.
+    pub fn apply(&self, cfg: &mut data::DataConfig) {
+        if let Some(d) = &self.dir {
+            cfg.dir = Some(d.clone());
+        }
+        if let Some(d) = self.dataset {
+            cfg.dataset = d;
+        }
+        if let Some(v) = self.validation_from {
+            cfg.validation_from = v;
+        }
+    }
+}
+
 /// What to run, with validated settings.
 #[derive(Debug)]
 pub enum Mode {
@@ -359,7 +382,8 @@ pub enum Mode {
     EvalFile {
         file: PathBuf,
         rt: Runtime,
-        data_dir: Option<PathBuf>,
+        /// `--data-dir`, `--dataset`, `--validation-from`, over the file's own.
+        data: DataFlags,
         /// The TorchScript config the file was made with (`None`: a zoo model's file).
         config: Option<Config>,
         /// `--max-params`: most dense weights the file may decode to.
@@ -746,7 +770,11 @@ impl EvalArgs {
             return Ok(Mode::EvalFile {
                 file: target.into(),
                 rt,
-                data_dir: data::dir_from_env(common.data_dir),
+                data: DataFlags {
+                    dir: data::dir_from_env(common.data_dir),
+                    dataset: common.dataset,
+                    validation_from: common.validation_from,
+                },
                 config,
                 max_params: limit.get()?,
             });

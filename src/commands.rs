@@ -22,16 +22,29 @@ use crate::train;
 /// ([`crate::runtime::install`]).
 pub fn run(cli: Cli) -> Result<()> {
     crate::runtime::install();
+    // A brought module that fails inside a training or evaluation loop unwinds with its
+    // error line (`models::torchscript::fail`); any other unwind is a panic and goes on.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli))) {
+        Ok(r) => r,
+        Err(payload) => match payload.downcast::<crate::models::torchscript::ScriptFailed>() {
+            Ok(failed) => Err((*failed).into()),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
+/// Hands the command to its function.
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.into_mode()? {
         Mode::Train { cfg, rt, retrain } => train_cmd(&cfg, &rt, retrain),
         Mode::Eval { cfg, rt } => eval_cmd(&cfg, &rt),
         Mode::EvalFile {
             file,
             rt,
-            data_dir,
+            data,
             config,
             max_params,
-        } => eval_file_cmd(&file, &rt, data_dir, config, max_params),
+        } => eval_file_cmd(&file, &rt, data, config, max_params),
         Mode::Compress {
             cfg,
             rt,
@@ -687,7 +700,7 @@ fn file_dataset(model: &format::CompressedModel) -> Result<DatasetName> {
 }
 
 /// The config a decoded file is evaluated with: its model's preset, its dataset and scaling.
-fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Result<Config> {
+fn file_config(model: &format::CompressedModel) -> Result<Config> {
     let mut cfg = Config::resolve(&model.model).with_context(|| {
         format!(
             "the file holds model {:?}; if it was made from a TorchScript module, give its config: \
@@ -697,7 +710,6 @@ fn file_config(model: &format::CompressedModel, data_dir: Option<PathBuf>) -> Re
     })?;
     cfg.data.dataset = file_dataset(model)?;
     cfg.data.input_scale = model.input_scale;
-    cfg.data.dir = data_dir;
     Ok(cfg)
 }
 
@@ -719,6 +731,38 @@ fn torchscript_file_net(
     Ok((cfg, net))
 }
 
+/// The one check of a decoded `.dcz` against its model, for every command that decodes one
+/// (eval, export): the file's config and its net — a zoo model's by the name the file
+/// carries, or with `--ts-config` the module's — after the file's model, dataset, input
+/// shape and every layer's name, shape and kind were found to fit, before anything of the
+/// file's size is allocated. The error names the file.
+fn file_net(
+    file: &Path,
+    model: &format::CompressedModel,
+    config: Option<Config>,
+    device: tch::Device,
+) -> Result<(Config, Net)> {
+    let made = match config {
+        Some(cfg) => torchscript_file_net(model, cfg, device),
+        None => file_config(model).and_then(|cfg| Ok((cfg, encode::to_net(model, device)?))),
+    };
+    made.with_context(|| {
+        format!(
+            "{} does not fit its model (write it again from the model it is used with)",
+            file.display()
+        )
+    })
+}
+
+/// `split` with `shift` added to every input (a zoo model's file made with an input shift:
+/// zoo models have no shift of their own, so the data takes it).
+fn shifted(split: &data::Split, shift: f32) -> data::Split {
+    data::Split {
+        images: &split.images + f64::from(shift),
+        labels: split.labels.shallow_clone(),
+    }
+}
+
 /// Checks `cfg` (the `--ts-config` given, if any) against the TorchScript config `file` was
 /// made from: an error saying what to pass when none was given, a warning on stderr when
 /// another one was.
@@ -736,29 +780,34 @@ fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Confi
 fn eval_file_cmd(
     file: &Path,
     rt: &Runtime,
-    data_dir: Option<PathBuf>,
+    flags: crate::cli::DataFlags,
     config: Option<Config>,
     max_params: u64,
 ) -> Result<()> {
     rt.apply();
     let (bytes, model) = read_dcz(file, max_params)?;
     check_origin(file, &model, config.as_ref())?;
-    let (cfg, net) = match config {
-        Some(cfg) => torchscript_file_net(&model, cfg, rt.device)?,
-        None => (
-            file_config(&model, data_dir)?,
-            encode::to_net(&model, rt.device)?,
-        ),
-    };
-    let data = load_data(&cfg, rt)?;
+    let zoo = config.is_none();
+    let (mut cfg, net) = file_net(file, &model, config, rt.device)?;
+    flags.apply(&mut cfg.data);
+    let mut data = load_data(&cfg, rt)?;
+    if zoo && model.input_shift != 0.0 {
+        data.valid = shifted(&data.valid, model.input_shift);
+        data.test = shifted(&data.test, model.input_shift);
+    }
+    crate::models::check_classes(&net, &[&data.valid.labels, &data.test.labels])?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
-        "file:       {} ({} bytes, model {}, dataset {})",
+        "file:       {} ({} bytes, model {}, dataset {}{})",
         file.display(),
         bytes.len(),
-        model.model,
-        model.dataset
+        report::printable(&model.model),
+        report::printable(&model.dataset),
+        match cfg.data.validation_from {
+            data::ValidationFrom::Train => "",
+            data::ValidationFrom::Test => "; validation held out of the test images",
+        }
     );
     print_accuracies(&v, &t);
     Ok(())
@@ -784,6 +833,8 @@ fn export_cmd(
                     model.model
                 );
             }
+            // Checked as eval checks it, before its layers are made dense.
+            file_net(input, &model, None, tch::Device::Cpu)?;
             let bytes = export::dcz_to_safetensors(&model)?;
             crate::paths::write_atomic(out, &bytes)?;
             println!(
@@ -795,7 +846,7 @@ fn export_cmd(
             );
             return Ok(());
         };
-        let (_, net) = torchscript_file_net(&model, cfg, tch::Device::Cpu)?;
+        let (_, net) = file_net(input, &model, Some(cfg), tch::Device::Cpu)?;
         let script = net
             .script
             .as_ref()

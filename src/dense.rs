@@ -52,6 +52,16 @@ pub fn cache_path(cfg: &Config, seed: u64) -> PathBuf {
 /// with `cfg.weights` (`--weights`) it imports that file instead. A TorchScript model is
 /// its module's weights as saved (never trained or cached here).
 pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
+    let dense = load_or_train(cfg, data, rt, retrain)?;
+    crate::models::check_classes(
+        &dense.net,
+        &[&data.train.labels, &data.valid.labels, &data.test.labels],
+    )?;
+    Ok(dense)
+}
+
+/// [`obtain`] without the check of its classes against the data.
+fn load_or_train(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
     if let Some(ts) = &cfg.torchscript {
         if let Some(w) = &cfg.weights {
             anyhow::bail!(

@@ -218,8 +218,10 @@ pub fn state_dict_meta(m: &CompressedModel, module: &std::path::Path) -> HashMap
 
 /// A decoded compressed model as a PyTorch state dict in safetensors: per layer
 /// `<name>.weight` (zeros where pruned, codebook values elsewhere) and `<name>.bias`
-/// (zeros when the file stores none), f32, with the model's names and provenance in the
-/// metadata (`format: pt`).
+/// (zeros when the file stores none), f32, with the model's names, input normalisation
+/// (`input = pixel * input_scale + input_shift`) and provenance in the metadata (`format:
+/// pt`). The caller checks the model against its architecture first
+/// (`compress::encode::check_fits`): every layer is made dense here.
 pub fn dcz_to_safetensors(m: &CompressedModel) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
     for l in &m.layers {
@@ -238,6 +240,7 @@ pub fn dcz_to_safetensors(m: &CompressedModel) -> Result<Vec<u8>> {
         ("model".to_string(), m.model.clone()),
         ("dataset".to_string(), m.dataset.clone()),
         ("input_scale".to_string(), m.input_scale.to_string()),
+        ("input_shift".to_string(), m.input_shift.to_string()),
         (
             "source".to_string(),
             "dc-search export of a .dcz file".to_string(),

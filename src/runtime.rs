@@ -209,15 +209,20 @@ fn end(message: &str, code: i32) {
 pub const MAX_ERROR_CHARS: usize = 300;
 
 /// `err` with its causes, as one line (see [`one_line`]): each libtorch error cut to its
-/// message ([`torch_message`]).
+/// message ([`torch_message`]), and a cause left out when the error before it already says
+/// it (an error whose message holds its source, as an OS error's often is, would be said
+/// twice).
 pub fn error_line(err: &anyhow::Error) -> String {
-    let parts: Vec<String> = err
-        .chain()
-        .map(|cause| match cause.downcast_ref::<tch::TchError>() {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<tch::TchError>() {
             Some(e) => torch_message(&e.to_string()),
             None => cause.to_string(),
-        })
-        .collect();
+        };
+        if !parts.last().is_some_and(|p| p.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
     one_line(&parts.join(": "))
 }
 
@@ -410,6 +415,16 @@ mod tests {
         ))
         .context("training");
         assert_eq!(error_line(&e), "training: Target 5 is out of bounds.");
+        // A cause its error already says is said once.
+        let os = std::io::Error::from_raw_os_error(21);
+        let said = os.to_string();
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot rename: {source}")]
+        struct Wrapped {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(Wrapped { source: os }).context("output x");
+        assert_eq!(error_line(&e), format!("output x: cannot rename: {said}"));
     }
 
     #[test]

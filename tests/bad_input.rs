@@ -1457,3 +1457,311 @@ fn a_search_stops_on_sigint_and_sigterm_and_keeps_its_journal() {
         walk(&s.path("run"), &mut BTreeMap::new());
     }
 }
+
+// ---- a brought TorchScript module that fails past its load-time checks -----------------
+
+/// Writes `m.pt` (tiny-cnn with its code changed by `edit`) and `ts.toml`, a config of it
+/// on the scratch's data with a forward time limit of 1.5 s; returns the config's name.
+fn torchscript_scratch(s: &Scratch, edit: impl Fn(&str) -> String) -> &'static str {
+    std::fs::write(s.path("m.pt"), crate::util::torchscript_variant(edit)).unwrap();
+    let config = tiny()
+        .replace("model = \"lenet-300-100\"", "model = \"tiny-cnn\"")
+        .replace(
+            "[data]",
+            "[torchscript]\nmodule = \"m.pt\"\ninput_shape = [1, 28, 28]\nforward_seconds = 1.5\n\
+             layers = [ { name = \"conv1\", weight = \"conv1.weight\", bias = \"conv1.bias\" },\n\
+             { name = \"fc1\", weight = \"fc1.weight\", bias = \"fc1.bias\" },\n\
+             { name = \"fc2\", weight = \"fc2.weight\", bias = \"fc2.bias\" } ]\n[data]",
+        );
+    std::fs::write(s.path("ts.toml"), config).unwrap();
+    "ts.toml"
+}
+
+fn ts_cmd(s: &Scratch, args: &[&str]) -> Command {
+    let mut c = s.cmd(args);
+    c.args(["--device", "cpu", "--quiet", "--data-dir"])
+        .arg(s.data());
+    c
+}
+
+#[test]
+fn torchscript_unchanged_runs() {
+    // The rows below change one thing of this module, which works as it is.
+    let s = Scratch::new();
+    let cfg = torchscript_scratch(&s, |c| c.to_string());
+    let (code, out, err) = run(ts_cmd(&s, &["eval", cfg]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("validation: accuracy"), "{out}");
+}
+
+#[test]
+fn torchscript_forward_that_never_returns() {
+    let s = Scratch::new();
+    let cfg = torchscript_scratch(&s, |c| {
+        crate::util::forward_prefixed(
+            c,
+            "    i = 0\n    while bool(torch.ge(torch.sum(torch.abs(x)), 0.)):\n      i = i + 1\n",
+        )
+    });
+    let t = std::time::Instant::now();
+    s.refused(
+        ts_cmd(&s, &["eval", cfg]),
+        &[
+            "m.pt",
+            "ran past torchscript.forward_seconds = 1.5 s",
+            "never ends",
+        ],
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn torchscript_that_fails_on_real_inputs() {
+    let s = Scratch::new();
+    // Zeros (the load-time check) pass; a real image does not.
+    let cfg = torchscript_scratch(&s, |c| {
+        crate::util::forward_prefixed(
+            c,
+            "    if bool(torch.gt(torch.max(x), 0.5)):\n      \
+             ops.prim.RaiseException(\"real input\", \"builtins.Exception\")\n    else:\n      pass\n",
+        )
+    });
+    for args in [
+        &["eval", cfg][..],
+        &[
+            "compress",
+            cfg,
+            "--ratios",
+            "0.5,0.5,0.5",
+            "--bits",
+            "4,4,4",
+            "-o",
+            "x.dcz",
+        ],
+    ] {
+        s.refused(
+            ts_cmd(&s, args),
+            &["m.pt failed in forward", "builtins.Exception: real input"],
+        );
+    }
+}
+
+#[test]
+fn torchscript_that_fails_at_another_batch_size() {
+    let s = Scratch::new();
+    // Batches of 1 and 3 (the load-time check) pass; evaluation's 40 does not.
+    let cfg = torchscript_scratch(&s, |c| {
+        crate::util::forward_prefixed(
+            c,
+            "    if torch.gt(torch.size(x, 0), 8):\n      \
+             ops.prim.RaiseException(\"batch too large\", \"builtins.RuntimeError\")\n    else:\n      pass\n",
+        )
+    });
+    s.refused(
+        ts_cmd(
+            &s,
+            &[
+                "compress",
+                cfg,
+                "--ratios",
+                "0.5,0.5,0.5",
+                "--bits",
+                "4,4,4",
+                "-o",
+                "x.dcz",
+            ],
+        ),
+        &[
+            "m.pt failed in forward (a batch of 40)",
+            "builtins.RuntimeError: batch too large",
+        ],
+    );
+    // Logits of another shape at a batch size the check did not try.
+    let cfg = torchscript_scratch(&s, |c| {
+        c.replace(
+            "return torch.div(_3, temperature)",
+            "if torch.gt(torch.size(x, 0), 8):\n      return torch.narrow(torch.div(_3, temperature), 1, 0, 9)\n    \
+             else:\n      return torch.div(_3, temperature)",
+        )
+    });
+    s.refused(
+        ts_cmd(&s, &["eval", cfg]),
+        &["m.pt", "returned shape [40, 9]", "[n, 10] when loaded"],
+    );
+    // A batch of 3 fails when loaded: refused before anything runs.
+    let cfg = torchscript_scratch(&s, |c| {
+        crate::util::forward_prefixed(c, "    x = torch.reshape(x, [1, 1, 28, 28])\n")
+    });
+    s.refused(
+        ts_cmd(&s, &["eval", cfg]),
+        &[
+            "m.pt",
+            "a batch of shape [3, 1, 28, 28] failed",
+            "shape '[1, 1, 28, 28]' is invalid",
+        ],
+    );
+}
+
+#[test]
+fn torchscript_with_fewer_logits_than_classes() {
+    let s = Scratch::new();
+    let cfg = torchscript_scratch(&s, |c| {
+        c.replace(
+            "return torch.div(_3, temperature)",
+            "return torch.narrow(torch.div(_3, temperature), 1, 0, 5)",
+        )
+    });
+    for args in [
+        &["eval", cfg][..],
+        &[
+            "compress",
+            cfg,
+            "--ratios",
+            "0.5,0.5,0.5",
+            "--bits",
+            "4,4,4",
+            "-o",
+            "x.dcz",
+        ],
+    ] {
+        s.refused(
+            ts_cmd(&s, args),
+            &["gives 5 logits per input", "10 classes", "needs 10 outputs"],
+        );
+    }
+}
+
+// ---- one check that a .dcz fits its model, for every command that decodes one ------------
+
+/// `export FILE --to safetensors -o x.safetensors`.
+fn export_cmd(s: &Scratch, file: &str) -> Command {
+    s.cmd(&["export", file, "--to", "safetensors", "-o", "x.safetensors"])
+}
+
+#[test]
+fn export_checks_the_file_against_its_model_as_eval_does() {
+    let s = Scratch::new();
+    type Break = fn(&mut dc_search::format::CompressedModel);
+    let cases: [(&str, Break, &str); 7] = [
+        (
+            "other-model.dcz",
+            |m| m.model = "lenet".into(),
+            "model lenet has 4",
+        ),
+        ("swapped.dcz", |m| m.layers.swap(1, 2), "file layer fc3"),
+        (
+            "missing.dcz",
+            |m| drop(m.layers.pop()),
+            "the file has 2 layers",
+        ),
+        (
+            "extra.dcz",
+            |m| {
+                let l = m.layers[2].clone();
+                m.layers.push(dc_search::format::Layer {
+                    name: "fc4".into(),
+                    ..l
+                })
+            },
+            "the file has 4 layers",
+        ),
+        (
+            "conv.dcz",
+            |m| m.layers[1].kind = dc_search::format::LayerKind::Conv,
+            "holds Conv weights",
+        ),
+        (
+            "input.dcz",
+            |m| m.input_shape = vec![1, 14, 56],
+            "input shape [1, 14, 56]",
+        ),
+        (
+            "dataset.dcz",
+            |m| m.dataset = "cifar10".into(),
+            "dataset \"cifar10\"",
+        ),
+    ];
+    for (name, break_it, says) in cases {
+        let mut m = empty_lenet_300_100();
+        break_it(&mut m);
+        let f = write_unchecked(&s, name, &m);
+        for c in [export_cmd(&s, &f), eval_file(&s, &f)] {
+            s.refused(c, &[name, "does not fit its model", says]);
+        }
+    }
+}
+
+#[test]
+fn export_of_a_tiny_file_declaring_a_huge_layer_allocates_nothing() {
+    let s = Scratch::new();
+    let mut m = empty_lenet_300_100();
+    // Just under 2^30 weights in all: within the default --max-params, 4 GiB if made dense.
+    m.layers[0].shape = vec![32_768, 32_767];
+    m.layers[0].bias.clear();
+    let f = write_unchecked(&s, "huge-fc1.dcz", &m);
+    assert!(std::fs::metadata(s.path(&f)).unwrap().len() < 200);
+    let t = std::time::Instant::now();
+    s.refused(
+        export_cmd(&s, &f),
+        &["huge-fc1.dcz", "does not fit its model", "[32768, 32767]"],
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// A LeNet-300-100 file whose only path from the input is pixel 0 → fc1 unit 0 → fc2 unit 0
+/// → class 3 (weights 1), class 5 with bias 0.5: its logits move with the input, so with
+/// its input shift.
+fn one_pixel_model(shift: f32) -> dc_search::format::CompressedModel {
+    let mut m = empty_lenet_300_100();
+    for (l, position) in [(0, 0), (1, 0), (2, 300)] {
+        m.layers[l].codebook = vec![1.0];
+        m.layers[l].positions = vec![position];
+        m.layers[l].clusters = vec![0];
+    }
+    m.layers[2].bias[5] = 0.5;
+    m.input_shift = shift;
+    m
+}
+
+#[test]
+fn a_zoo_files_input_shift_is_honoured() {
+    let s = Scratch::new();
+    // The preset's 5,000 validation images.
+    write_idx_set(&s.data(), 5200, 100);
+    let loss = |name: &str, shift: f32| -> String {
+        let f = write_unchecked(&s, name, &one_pixel_model(shift));
+        let (code, out, err) = run(eval_file(&s, &f));
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .find(|l| l.starts_with("validation:"))
+            .unwrap()
+            .to_string()
+    };
+    let (plain, shifted) = (loss("plain.dcz", 0.0), loss("shifted.dcz", 10.0));
+    assert_ne!(plain, shifted, "the shift was ignored");
+}
+
+#[test]
+fn eval_of_a_file_honours_validation_from_test() {
+    let s = Scratch::new();
+    // The preset's 5,000 validation images come out of 6,000 test images.
+    write_idx_set(&s.data(), 200, 6000);
+    let f = write_unchecked(&s, "m.dcz", &empty_lenet_300_100());
+    let mut c = eval_file(&s, &f);
+    c.args(["--validation-from", "test"]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("validation held out of the test images"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(5000 images)") && out.contains("(1000 images)"),
+        "{out}"
+    );
+    // Without it, 5,000 validation images cannot come out of 200 training images.
+    s.refused(
+        eval_file(&s, &f),
+        &["validation split of 5000 images", "200 training images"],
+    );
+}
