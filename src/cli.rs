@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::search::workers::ExecutorKind;
@@ -472,6 +472,11 @@ impl Floor {
     }
 }
 
+/// Most steps `bench train --steps` times.
+const MAX_BENCH_STEPS: usize = 1_000_000;
+/// Most seeds per strategy `bench search --runs` takes (300 give the published table).
+const MAX_BENCH_RUNS: u64 = 100_000;
+
 /// Parses `--max-drop`: percentage points in (0, 100).
 pub fn parse_max_drop(s: &str) -> Result<f64> {
     match s.trim().parse::<f64>() {
@@ -536,16 +541,23 @@ impl Tune {
             ),
         ] {
             if let Some(v) = v {
-                if !(v >= 0.0 && v.is_finite()) {
-                    anyhow::bail!("{flag} {v}: give a number of epochs, 0 or more");
+                // The config's range: 1e308 epochs would never end.
+                if !crate::check::within(v, 0.0, crate::compress::MAX_EPOCHS) {
+                    anyhow::bail!(
+                        "{flag} {}: give a number of epochs from 0 to {}",
+                        crate::check::show(v),
+                        crate::compress::MAX_EPOCHS
+                    );
                 }
                 *slot = v;
             }
         }
         if let Some(v) = self.lr_scale {
-            if !(v > 0.0 && v.is_finite()) {
+            if !(v > 0.0 && v <= crate::compress::MAX_LR_SCALE) {
                 anyhow::bail!(
-                    "--lr-scale {v}: give a positive fraction of the dense learning rate"
+                    "--lr-scale {}: give a positive fraction of the dense learning rate, at most {}",
+                    crate::check::show(v),
+                    crate::compress::MAX_LR_SCALE
                 );
             }
             c.lr_scale = v;
@@ -567,7 +579,8 @@ impl Tune {
         if let Some(b) = self.bias_precision {
             c.bias_precision = b;
         }
-        Ok(())
+        // Whatever the flags set, the section's own checks hold as if the config said it.
+        c.check().context("with the flags given")
     }
 }
 
@@ -953,8 +966,10 @@ impl BenchArgs {
                 Ok(Mode::BenchSensitivity { cfg, rt })
             }
             "train" => {
-                if steps == 0 {
-                    anyhow::bail!("bench train --steps 0: give at least one step");
+                if !(1..=MAX_BENCH_STEPS).contains(&steps) {
+                    anyhow::bail!(
+                        "bench train --steps {steps}: give 1 to {MAX_BENCH_STEPS} steps"
+                    );
                 }
                 let (cfg, rt) = common.resolve(&model)?;
                 Ok(Mode::BenchTrain { cfg, rt, steps })
@@ -963,10 +978,15 @@ impl BenchArgs {
                 if model != "lenet" {
                     anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
                 }
-                let epoch_ok = epoch_seconds.is_finite() && epoch_seconds > 0.0;
-                if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !epoch_ok {
+                // Each run is kept for the table: the count bounds the memory too.
+                let epoch_ok = epoch_seconds > 0.0 && epoch_seconds <= 1e6;
+                if !(1..=MAX_BENCH_RUNS).contains(&runs)
+                    || !(floor > 0.0 && floor <= 1.0)
+                    || !epoch_ok
+                {
                     anyhow::bail!(
-                        "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
+                        "bench search --runs {runs} --floor {floor} --epoch-seconds {epoch_seconds}: --runs must be \
+                         1 to {MAX_BENCH_RUNS}, --floor in (0, 1] and --epoch-seconds in (0, 1e6]"
                     );
                 }
                 Ok(Mode::BenchSearch {
@@ -1026,6 +1046,8 @@ impl SearchFlags {
             crate::check::need((1..=256).contains(&n), "--workers", n, "1..=256")?;
             cfg.search.workers = n;
         }
+        // Whatever the flags set, the config's own checks hold as if it said it.
+        cfg.check().context("with the flags given")?;
         if self.executor == ExecutorKind::Slurm && cfg.search.workers > 1 {
             crate::search::workers::slurm::check_sbatch()?;
         }
@@ -1065,6 +1087,11 @@ pub enum Budget {
     Probes(usize),
 }
 
+/// Most minutes `--budget` takes (`search.budget_minutes`' range).
+const MAX_BUDGET_MINUTES: f64 = 1e6;
+/// Most probes `--budget Np` takes (`search.budget_probes`' range).
+const MAX_BUDGET_PROBES: usize = 1_000_000;
+
 /// Parses `--budget`: `26`, `26m`, `26min` (minutes) or `40p`, `40probes` (ratio probes).
 pub fn parse_budget(s: &str) -> Result<Budget> {
     let t = s.trim();
@@ -1072,19 +1099,20 @@ pub fn parse_budget(s: &str) -> Result<Budget> {
     let (num, unit) = t.split_at(split);
     let bad = || {
         anyhow::anyhow!(
-            "--budget {s:?}: give minutes (e.g. 26 or 26m) or ratio probes (e.g. 40p), more than 0"
+            "--budget {s:?}: give minutes (e.g. 26 or 26m, at most {MAX_BUDGET_MINUTES}) or ratio \
+             probes (e.g. 40p, at most {MAX_BUDGET_PROBES}), more than 0"
         )
     };
     match unit {
         "" | "m" | "min" | "minutes" => {
             let m: f64 = num.parse().map_err(|_| bad())?;
-            if !(m > 0.0 && m.is_finite()) {
+            if !(m > 0.0 && m <= MAX_BUDGET_MINUTES) {
                 return Err(bad());
             }
             Ok(Budget::Minutes(m))
         }
         "p" | "probes" => match num.parse::<usize>() {
-            Ok(p) if p > 0 => Ok(Budget::Probes(p)),
+            Ok(p) if p > 0 && p <= MAX_BUDGET_PROBES => Ok(Budget::Probes(p)),
             _ => Err(bad()),
         },
         _ => Err(bad()),
@@ -1101,7 +1129,9 @@ mod tests {
         assert_eq!(parse_budget("2.5m").unwrap(), Budget::Minutes(2.5));
         assert_eq!(parse_budget("40p").unwrap(), Budget::Probes(40));
         assert_eq!(parse_budget("7probes").unwrap(), Budget::Probes(7));
-        for bad in ["0", "-3", "abc", "5x", "0p", "1.5p", "NaN", ""] {
+        for bad in [
+            "0", "-3", "abc", "5x", "0p", "1.5p", "NaN", "", "1e308", "inf", "2000000p",
+        ] {
             let e = parse_budget(bad).unwrap_err().to_string();
             assert!(e.contains("--budget"), "{bad}: {e}");
         }

@@ -54,12 +54,24 @@ pub fn parse_ratios(text: &str) -> Result<Ratios> {
             name
         );
     }
+    ensure!(
+        r.floor > 0.0 && r.floor <= 1.0,
+        "floor {} is outside (0, 1]: a search's floor is a validation accuracy",
+        crate::check::show(r.floor)
+    );
     for l in &r.layers {
         ensure!(
             (0.0..1.0).contains(&l.sparse_ratio),
             "layer {}: sparse_ratio {} is outside [0, 1)",
             l.name,
             l.sparse_ratio
+        );
+        ensure!(
+            (1..=crate::format::MAX_BITS).contains(&l.bits),
+            "layer {}: bits {} is outside 1..={}",
+            l.name,
+            l.bits,
+            crate::format::MAX_BITS
         );
     }
     Ok(r)
@@ -364,6 +376,18 @@ mod tests {
         let bad = text.replace("0.944607", "1.5");
         let e = parse_ratios(&bad).unwrap_err().to_string();
         assert!(e.contains("conv2") && e.contains("outside [0, 1)"), "{e}");
+        for (bits, says) in [("\"bits\":0", "bits 0"), ("\"bits\":255", "bits 255")] {
+            let bad = text.replacen("\"bits\":4", bits, 1);
+            let e = parse_ratios(&bad).unwrap_err().to_string();
+            assert!(
+                e.contains("conv1") && e.contains(says) && e.contains("1..=16"),
+                "{e}"
+            );
+        }
+        let e = parse_ratios(&text.replace("\"floor\":0.99", "\"floor\":5.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("floor 5 is outside (0, 1]"), "{e}");
         assert!(parse_ratios("{\"model\": 1}").is_err());
         assert!(ratios_as(&ratios(), ExportFormat::Safetensors).is_err());
     }

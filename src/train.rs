@@ -343,14 +343,7 @@ impl std::fmt::Display for Diverged {
 
 impl std::error::Error for Diverged {}
 
-/// A setting's value for a message: plain when ordinary, scientific when huge or tiny.
-pub fn show(x: f64) -> String {
-    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) || !x.is_finite() {
-        format!("{x}")
-    } else {
-        format!("{x:.3e}")
-    }
-}
+pub use crate::check::show;
 
 impl Diverged {
     /// Turns a [`Diverged`] inside `err` into one message that ends with `fix`; any other

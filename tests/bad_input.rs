@@ -1765,3 +1765,80 @@ fn eval_of_a_file_honours_validation_from_test() {
         &["validation split of 5000 images", "200 training images"],
     );
 }
+
+// ---- flags range-checked like the config; allocations bounded ---------------------------
+
+#[test]
+fn epochs_and_rate_flags_out_of_range() {
+    let s = Scratch::new();
+    for (flag, value, says) in [
+        ("--prune-epochs", "1e308", "--prune-epochs 1.000e308"),
+        ("--codebook-epochs", "1e308", "--codebook-epochs 1.000e308"),
+        ("--prune-epochs", "=-1", "--prune-epochs -1"),
+        ("--lr-scale", "1e9", "--lr-scale 1.000e9"),
+    ] {
+        let mut c = compress_cmd(&s, "0.5,0.5,0.5", "6,6,6");
+        match value.strip_prefix('=') {
+            Some(v) => c.arg(format!("{flag}={v}")),
+            None => c.args([flag, value]),
+        };
+        // Refused before the dense model is trained (the cache stays empty).
+        let line = s.refused(c, &[says]);
+        assert!(line.len() < 200, "{line}");
+    }
+}
+
+#[test]
+fn budget_out_of_range() {
+    let s = Scratch::new();
+    for b in ["1e308", "2000000p"] {
+        let mut c = search_cmd(&s, "0.5");
+        c.args(["--budget", b]);
+        s.refused(c, &[&format!("--budget \"{b}\""), "at most"]);
+    }
+}
+
+#[test]
+fn bench_sizes_that_would_not_fit_in_memory() {
+    let s = Scratch::new();
+    let t = std::time::Instant::now();
+    s.refused(
+        s.cmd(&["bench", "search", "lenet", "--runs", "4000000000"]),
+        &["--runs 4000000000", "1 to 100000"],
+    );
+    s.refused(
+        s.cmd(&[
+            "bench",
+            "train",
+            "tiny.toml",
+            "--steps",
+            "18446744073709551615",
+        ]),
+        &["--steps 18446744073709551615", "1 to 1000000"],
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn ratios_export_with_bits_or_floor_out_of_range() {
+    let s = Scratch::new();
+    let ratios = |floor: &str, bits: u8| {
+        format!(
+            r#"{{"model":"lenet","dataset":"mnist","floor":{floor},"layers":[{{"name":"fc1","sparse_ratio":0.5,"bits":{bits}}}]}}"#
+        )
+    };
+    for (text, says) in [
+        (ratios("0.99", 0), "bits 0 is outside 1..=16"),
+        (ratios("0.99", 255), "bits 255 is outside 1..=16"),
+        (ratios("5", 5), "floor 5 is outside (0, 1]"),
+        (ratios("0", 5), "floor 0 is outside (0, 1]"),
+    ] {
+        std::fs::write(s.path("ratios.json"), &text).unwrap();
+        for to in ["nni", "distiller", "csv"] {
+            s.refused(
+                s.cmd(&["export", "ratios.json", "--to", to, "-o", "out.txt"]),
+                &["ratios.json", says],
+            );
+        }
+    }
+}
