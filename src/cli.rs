@@ -979,11 +979,12 @@ impl BenchArgs {
                     anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
                 }
                 // Each run is kept for the table: the count bounds the memory too.
-                let epoch_ok = epoch_seconds > 0.0 && epoch_seconds <= 1e6;
-                if !(1..=MAX_BENCH_RUNS).contains(&runs)
-                    || !(floor > 0.0 && floor <= 1.0)
-                    || !epoch_ok
-                {
+                let ok = (1..=MAX_BENCH_RUNS).contains(&runs)
+                    && floor > 0.0
+                    && floor <= 1.0
+                    && epoch_seconds > 0.0
+                    && epoch_seconds <= 1e6;
+                if !ok {
                     anyhow::bail!(
                         "bench search --runs {runs} --floor {floor} --epoch-seconds {epoch_seconds}: --runs must be \
                          1 to {MAX_BENCH_RUNS}, --floor in (0, 1] and --epoch-seconds in (0, 1e6]"
