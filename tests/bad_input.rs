@@ -136,8 +136,11 @@ fn mkfifo(p: &Path) {
     assert!(ok.success());
 }
 
-/// Exit 2, one line on stderr starting `error:`, holding every key (case-insensitive),
-/// nothing that looks like a panic.
+/// The longest error line (characters, `error: ` included).
+const MAX_LINE: usize = 7 + dc_search::runtime::MAX_ERROR_CHARS;
+
+/// Exit 2, one line on stderr starting `error:`, of at most [`MAX_LINE`] characters and no
+/// control character, holding every key (case-insensitive), nothing that looks like a panic.
 fn check_refusal(code: i32, out: &str, err: &str, keys: &[&str]) {
     assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
     for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "thread 'main'"] {
@@ -146,6 +149,12 @@ fn check_refusal(code: i32, out: &str, err: &str, keys: &[&str]) {
     let lines: Vec<&str> = err.trim_end().lines().collect();
     assert_eq!(lines.len(), 1, "one error line: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        lines[0].chars().count() <= MAX_LINE,
+        "{} characters: {err}",
+        lines[0].chars().count()
+    );
+    assert!(!lines[0].chars().any(char::is_control), "{err:?}");
     let lower = lines[0].to_lowercase();
     for k in keys {
         assert!(lower.contains(&k.to_lowercase()), "missing {k:?} in: {err}");
@@ -1840,5 +1849,123 @@ fn ratios_export_with_bits_or_floor_out_of_range() {
                 &["ratios.json", says],
             );
         }
+    }
+}
+
+// ---- the Slurm batch script -------------------------------------------------------------
+
+#[test]
+fn slurm_with_a_newline_and_quotes_in_the_run_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    // A fake sbatch: answers --version, else keeps its arguments (NUL-separated) and the
+    // script it was given, and refuses the job.
+    let bin = s.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let kept = s.path("sbatch-args");
+    std::fs::write(
+        bin.join("sbatch"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nprintf '%s\\0' \"$@\" > '{}'\n\
+             echo 'sbatch: error: no partition here' >&2\nexit 1\n",
+            kept.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("sbatch"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = "run\n#SBATCH --wrap='touch pwned'\n'$(touch pwned)'";
+    let mut c = search_to(&s, "0.01", out);
+    c.args(["--workers", "2", "--executor", "slurm", "--budget", "2p"]);
+    c.env(
+        "PATH",
+        format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+    );
+    let (code, stdout, err) = run(c);
+    check_refusal(
+        code,
+        &stdout,
+        &err,
+        &["sbatch refused", "no partition here"],
+    );
+    assert!(!s.path("pwned").exists());
+    let args: Vec<String> = std::fs::read(&kept)
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).unwrap())
+        .collect();
+    let workers = Path::new(out).join("workers");
+    let script_at = args
+        .iter()
+        .position(|a| a.ends_with("probe-array.sh"))
+        .unwrap();
+    // The options, one argument each; the script, the same text for every run; then the
+    // specs folder and the binary, each one argument.
+    assert!(args.contains(&format!(
+        "--output={}/logs/slurm-%A_%a.out",
+        workers.display()
+    )));
+    assert_eq!(
+        std::fs::read_to_string(s.path(&args[script_at])).unwrap(),
+        dc_search::search::workers::slurm::SCRIPT
+    );
+    assert_eq!(
+        args[script_at + 1],
+        workers.join("specs").display().to_string()
+    );
+    assert_eq!(args[script_at + 2], env!("CARGO_BIN_EXE_dc-search"));
+}
+
+// ---- error lines: one line, at most 300 characters, control characters escaped ---------
+
+#[test]
+fn names_with_newlines_and_terminal_escapes_are_escaped() {
+    let s = Scratch::new();
+    let mut m = empty_lenet_300_100();
+    m.layers[1].name = "fc2\nerror: fake\u{1b}[2J".into();
+    let f = write_unchecked(&s, "names.dcz", &m);
+    for c in [eval_file(&s, &f), export_cmd(&s, &f)] {
+        s.refused(c, &["names.dcz", "fc2\\nerror: fake\\u{1b}[2J"]);
+    }
+    // What eval prints of a file it evaluates is escaped too.
+    let mut m = one_pixel_model(0.0);
+    m.dataset = "mnist".into();
+    write_idx_set(&s.data(), 5200, 100);
+    let f = write_unchecked(&s, "ok.dcz", &m);
+    let (code, out, err) = run(eval_file(&s, &f));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\u{1b}'), "{out}");
+}
+
+#[test]
+fn a_two_megabyte_name_makes_a_short_line() {
+    let s = Scratch::new();
+    let name = format!("fc1\n{}", "x".repeat(2 << 20));
+    let text = format!(
+        r#"{{"model":"lenet","dataset":"mnist","floor":0.99,"layers":[{{"name":{name:?},"sparse_ratio":0.5,"bits":5}}]}}"#
+    );
+    std::fs::write(s.path("ratios.json"), text).unwrap();
+    s.refused(
+        s.cmd(&["export", "ratios.json", "--to", "csv"]),
+        &["ratios.json", "fc1\\nxxx", " … ", "plain names only"],
+    );
+}
+
+#[test]
+fn a_usage_error_is_one_line() {
+    let s = Scratch::new();
+    for args in [
+        &[
+            "compress",
+            "tiny.toml",
+            "--bits",
+            "4,4,4",
+            "--prune-epochs",
+            "abc",
+        ][..],
+        &["compress", "tiny.toml"],
+        &["--no-such-flag"],
+    ] {
+        s.refused(s.cmd(args), &["dc-search --help"]);
     }
 }

@@ -42,12 +42,14 @@ pub struct Command {
 impl Command {
     /// `probe --spec SPEC` with this command's settings, as arguments.
     pub fn args(&self, spec: &str) -> Vec<String> {
-        let mut a = vec![
-            "probe".into(),
-            "--spec".into(),
-            spec.into(),
-            "--quiet".into(),
-        ];
+        let mut a = vec!["probe".into(), "--spec".into(), spec.into()];
+        a.extend(self.options());
+        a
+    }
+
+    /// The options after `probe --spec SPEC`.
+    pub fn options(&self) -> Vec<String> {
+        let mut a = vec!["--quiet".into()];
         a.extend(["--device".into(), self.device.clone()]);
         if let Some(t) = self.threads {
             a.extend(["--threads".into(), t.to_string()]);
