@@ -772,7 +772,7 @@ fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Confi
         .and_then(|t| t.origin.as_ref());
     let name = file.display().to_string();
     if let Some(w) = crate::models::origin::check(&name, model.origin.as_ref(), given)? {
-        eprintln!("{w}");
+        eprintln!("{}", crate::runtime::one_line(&w));
     }
     Ok(())
 }
