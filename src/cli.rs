@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::search::workers::ExecutorKind;
@@ -365,11 +365,18 @@ pub struct FileData {
     pub path: Option<PathBuf>,
     pub layout: Option<data::Layout>,
     pub dir: Option<PathBuf>,
+    /// `--dataset`: the built-in data set, over the one the file names.
+    pub dataset: Option<DatasetName>,
+    /// `--validation-from`, over the config's.
+    pub validation_from: Option<data::ValidationFrom>,
 }
 
 impl FileData {
     /// Points `d` at this data for a file made on data set `dataset`.
     pub fn apply(&self, d: &mut data::DataConfig, dataset: &str) -> Result<()> {
+        if let Some(v) = self.validation_from {
+            d.validation_from = v;
+        }
         if let Some(p) = &self.path {
             d.path = Some(p.clone());
             d.dataset = None;
@@ -381,12 +388,15 @@ impl FileData {
         if d.path.is_some() {
             return Ok(());
         }
-        d.dataset = Some(dataset.parse::<DatasetName>().map_err(|_| {
-            anyhow::anyhow!(
-                "the file was made on data {dataset:?}, which is not built in: give it with --data PATH \
-                 (its .npz or image folder)"
-            )
-        })?);
+        d.dataset = Some(match self.dataset {
+            Some(given) => given,
+            None => dataset.parse::<DatasetName>().map_err(|_| {
+                anyhow::anyhow!(
+                    "the file was made on data {dataset:?}, which is not built in: give it with --data PATH \
+                     (its .npz or image folder)"
+                )
+            })?,
+        });
         d.path = None;
         if self.dir.is_some() {
             d.dir = self.dir.clone();
@@ -475,6 +485,11 @@ pub enum Mode {
     },
 }
 
+/// Most steps `bench train --steps` times.
+const MAX_BENCH_STEPS: usize = 1_000_000;
+/// Most seeds per strategy `bench search --runs` takes (300 give the published table).
+const MAX_BENCH_RUNS: u64 = 100_000;
+
 /// Parses `--max-drop`: percentage points in (0, 100).
 pub fn parse_max_drop(s: &str) -> Result<f64> {
     match s.trim().parse::<f64>() {
@@ -499,9 +514,30 @@ pub fn parse_floor(s: &str) -> Result<f64> {
     }
 }
 
-/// Parses the process arguments (clap prints usage errors and exits).
+/// Parses the process arguments. Help and version print and exit 0; a usage error is one
+/// line (clap's first paragraph, and where to look) and exit 2.
 pub fn parse() -> Cli {
-    Cli::parse()
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // The first paragraph (`error: …` and what it lists), without the usage.
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!(
+                "error: {} (dc-search --help lists the commands and flags)",
+                crate::runtime::one_line(first)
+            );
+            std::process::exit(2)
+        }
+    }
 }
 
 impl Tune {
@@ -518,16 +554,23 @@ impl Tune {
             ),
         ] {
             if let Some(v) = v {
-                if !(v >= 0.0 && v.is_finite()) {
-                    anyhow::bail!("{flag} {v}: give a number of epochs, 0 or more");
+                // The config's range: 1e308 epochs would never end.
+                if !crate::check::within(v, 0.0, crate::compress::MAX_EPOCHS) {
+                    anyhow::bail!(
+                        "{flag} {}: give a number of epochs from 0 to {}",
+                        crate::check::show(v),
+                        crate::compress::MAX_EPOCHS
+                    );
                 }
                 *slot = v;
             }
         }
         if let Some(v) = self.lr_scale {
-            if !(v > 0.0 && v.is_finite()) {
+            if !(v > 0.0 && v <= crate::compress::MAX_LR_SCALE) {
                 anyhow::bail!(
-                    "--lr-scale {v}: give a positive fraction of the dense learning rate"
+                    "--lr-scale {}: give a positive fraction of the dense learning rate, at most {}",
+                    crate::check::show(v),
+                    crate::compress::MAX_LR_SCALE
                 );
             }
             c.lr_scale = v;
@@ -549,7 +592,8 @@ impl Tune {
         if let Some(b) = self.bias_precision {
             c.bias_precision = b;
         }
-        Ok(())
+        // Whatever the flags set, the section's own checks hold as if the config said it.
+        c.check().context("with the flags given")
     }
 }
 
@@ -562,51 +606,9 @@ fn is_dcz(target: &str) -> bool {
             .is_some_and(|b| b.starts_with(&crate::format::MAGIC))
 }
 
-/// Refuses an output whose folder cannot be created or written, before any work starts.
-/// Creates nothing: the folder is made when the first result is written, so a run that
-/// fails on its inputs leaves no trace.
+/// Refuses an output before any work starts (see [`crate::paths::check_output`]).
 pub fn check_output(path: &std::path::Path) -> Result<()> {
-    let fix = "(choose a writable place)";
-    if path.is_dir() {
-        anyhow::bail!(
-            "output {} is a folder: give a file name in it {fix}",
-            path.display()
-        );
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // The nearest folder that exists must be a folder and writable.
-    let mut existing = dir.as_path();
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) if !p.as_os_str().is_empty() => existing = p,
-            _ => {
-                existing = std::path::Path::new(".");
-                break;
-            }
-        }
-    }
-    if !existing.is_dir() {
-        anyhow::bail!(
-            "cannot create output folder {}: {} is a file, not a folder {fix}",
-            dir.display(),
-            existing.display()
-        );
-    }
-    tempfile::tempfile_in(existing).map_err(|e| {
-        if existing == dir {
-            anyhow::anyhow!("output folder {} is not writable: {e} {fix}", dir.display())
-        } else {
-            anyhow::anyhow!(
-                "cannot create output folder {}: {} is not writable: {e} {fix}",
-                dir.display(),
-                existing.display()
-            )
-        }
-    })?;
-    Ok(())
+    crate::paths::check_output(path)
 }
 
 /// Parses a per-layer list: `a,b,c` in layer order or `name=a,name=b` (others `default`).
@@ -812,6 +814,8 @@ impl EvalArgs {
                     path: common.data,
                     layout: common.layout,
                     dir: data::dir_from_env(common.data_dir),
+                    dataset: common.dataset,
+                    validation_from: common.validation_from,
                 },
                 config,
                 max_params: limit.get()?,
@@ -999,8 +1003,10 @@ impl BenchArgs {
                 Ok(Mode::BenchSensitivity { cfg, rt })
             }
             "train" => {
-                if steps == 0 {
-                    anyhow::bail!("bench train --steps 0: give at least one step");
+                if !(1..=MAX_BENCH_STEPS).contains(&steps) {
+                    anyhow::bail!(
+                        "bench train --steps {steps}: give 1 to {MAX_BENCH_STEPS} steps"
+                    );
                 }
                 let (cfg, rt) = common.resolve(&model)?;
                 Ok(Mode::BenchTrain { cfg, rt, steps })
@@ -1009,10 +1015,16 @@ impl BenchArgs {
                 if model != "lenet" {
                     anyhow::bail!("bench search {model:?}: the synthetic landscape is LeNet-5's; give `lenet`");
                 }
-                let epoch_ok = epoch_seconds.is_finite() && epoch_seconds > 0.0;
-                if runs == 0 || !(floor > 0.0 && floor <= 1.0) || !epoch_ok {
+                // Each run is kept for the table: the count bounds the memory too.
+                let ok = (1..=MAX_BENCH_RUNS).contains(&runs)
+                    && floor > 0.0
+                    && floor <= 1.0
+                    && epoch_seconds > 0.0
+                    && epoch_seconds <= 1e6;
+                if !ok {
                     anyhow::bail!(
-                        "bench search: --runs must be at least 1, --floor in (0, 1] and --epoch-seconds above 0"
+                        "bench search --runs {runs} --floor {floor} --epoch-seconds {epoch_seconds}: --runs must be \
+                         1 to {MAX_BENCH_RUNS}, --floor in (0, 1] and --epoch-seconds in (0, 1e6]"
                     );
                 }
                 Ok(Mode::BenchSearch {
@@ -1061,11 +1073,14 @@ impl SearchFlags {
             )
         });
         check_output(&out.join("report.md"))?;
+        crate::search::journal::check_folder(&out)?;
         let command = shell_command(std::env::args());
         if let Some(n) = self.workers {
             crate::check::need((1..=256).contains(&n), "--workers", n, "1..=256")?;
             cfg.search.workers = n;
         }
+        // Whatever the flags set, the config's own checks hold as if it said it.
+        cfg.check().context("with the flags given")?;
         if self.executor == ExecutorKind::Slurm && cfg.search.workers > 1 {
             crate::search::workers::slurm::check_sbatch()?;
         }
@@ -1105,6 +1120,11 @@ pub enum Budget {
     Probes(usize),
 }
 
+/// Most minutes `--budget` takes (`search.budget_minutes`' range).
+const MAX_BUDGET_MINUTES: f64 = 1e6;
+/// Most probes `--budget Np` takes (`search.budget_probes`' range).
+const MAX_BUDGET_PROBES: usize = 1_000_000;
+
 /// Parses `--budget`: `26`, `26m`, `26min` (minutes) or `40p`, `40probes` (ratio probes).
 pub fn parse_budget(s: &str) -> Result<Budget> {
     let t = s.trim();
@@ -1112,19 +1132,20 @@ pub fn parse_budget(s: &str) -> Result<Budget> {
     let (num, unit) = t.split_at(split);
     let bad = || {
         anyhow::anyhow!(
-            "--budget {s:?}: give minutes (e.g. 26 or 26m) or ratio probes (e.g. 40p), more than 0"
+            "--budget {s:?}: give minutes (e.g. 26 or 26m, at most {MAX_BUDGET_MINUTES}) or ratio \
+             probes (e.g. 40p, at most {MAX_BUDGET_PROBES}), more than 0"
         )
     };
     match unit {
         "" | "m" | "min" | "minutes" => {
             let m: f64 = num.parse().map_err(|_| bad())?;
-            if !(m > 0.0 && m.is_finite()) {
+            if !(m > 0.0 && m <= MAX_BUDGET_MINUTES) {
                 return Err(bad());
             }
             Ok(Budget::Minutes(m))
         }
         "p" | "probes" => match num.parse::<usize>() {
-            Ok(p) if p > 0 => Ok(Budget::Probes(p)),
+            Ok(p) if p > 0 && p <= MAX_BUDGET_PROBES => Ok(Budget::Probes(p)),
             _ => Err(bad()),
         },
         _ => Err(bad()),
@@ -1141,7 +1162,9 @@ mod tests {
         assert_eq!(parse_budget("2.5m").unwrap(), Budget::Minutes(2.5));
         assert_eq!(parse_budget("40p").unwrap(), Budget::Probes(40));
         assert_eq!(parse_budget("7probes").unwrap(), Budget::Probes(7));
-        for bad in ["0", "-3", "abc", "5x", "0p", "1.5p", "NaN", ""] {
+        for bad in [
+            "0", "-3", "abc", "5x", "0p", "1.5p", "NaN", "", "1e308", "inf", "2000000p",
+        ] {
             let e = parse_budget(bad).unwrap_err().to_string();
             assert!(e.contains("--budget"), "{bad}: {e}");
         }

@@ -18,8 +18,23 @@ use crate::search::Floor;
 use crate::search::{self, sensitivity, setup};
 use crate::train;
 
-/// Runs the command the user asked for.
+/// Runs the command the user asked for, with SIGINT and SIGTERM caught
+/// ([`crate::runtime::install`]).
 pub fn run(cli: Cli) -> Result<()> {
+    crate::runtime::install();
+    // A brought module that fails inside a training or evaluation loop unwinds with its
+    // error line (`models::torchscript::fail`); any other unwind is a panic and goes on.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli))) {
+        Ok(r) => r,
+        Err(payload) => match payload.downcast::<crate::models::torchscript::ScriptFailed>() {
+            Ok(failed) => Err((*failed).into()),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
+/// Hands the command to its function.
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.into_mode()? {
         Mode::Train { cfg, rt, retrain } => train_cmd(&cfg, &rt, retrain),
         Mode::Eval { cfg, rt } => eval_cmd(&cfg, &rt),
@@ -278,21 +293,13 @@ fn search_cmd(
         command,
         executor: *executor,
         slurm_args,
+        started: start,
     };
     let search::run::Done {
         outcome,
         table,
         ratios,
-    } = search::run(
-        &inputs,
-        &data,
-        &dense.net,
-        &dense.path,
-        floor,
-        rt,
-        &place,
-        start,
-    )?;
+    } = search::run(&inputs, &data, &dense.net, &dense.path, floor, rt, &place)?;
     // --quiet hides progress, never the result.
     print!("{table}");
     println!(
@@ -353,12 +360,12 @@ fn probe_cmd(
     }
     let actual = crate::paths::sha256_file(&s.dense).with_context(|| {
         format!(
-            "probe spec {source}: the dense weights (on a cluster, the run folder and the cache must be on storage              every node shares)"
+            "probe spec {source}: the dense weights (on a cluster, the run folder and the cache must be on storage every node shares)"
         )
     })?;
     if actual != s.dense_sha256 {
         anyhow::bail!(
-            "probe spec {source}: the dense weights {} changed since the spec was written (sha256 {actual}, the spec              says {}); write the spec again",
+            "probe spec {source}: the dense weights {} changed since the spec was written (sha256 {actual}, the spec says {}); write the spec again",
             s.dense.display(),
             s.dense_sha256
         );
@@ -471,9 +478,9 @@ fn file_norm(d: &mut data::DataConfig, model: &format::CompressedModel) {
     d.input_shift = model.input_shift;
 }
 
-/// The config a decoded file is evaluated with: its model's preset, its data and the
-/// normalisation it records.
-fn file_config(model: &format::CompressedModel, from: &FileData) -> Result<Config> {
+/// The config of a zoo model's file: its model's preset with the normalisation the file
+/// records.
+fn file_config(model: &format::CompressedModel) -> Result<Config> {
     let mut cfg = Config::resolve(&model.model).with_context(|| {
         format!(
             "the file holds model {:?}; if it was made from a TorchScript module, give its config: \
@@ -481,19 +488,16 @@ fn file_config(model: &format::CompressedModel, from: &FileData) -> Result<Confi
             model.model
         )
     })?;
-    from.apply(&mut cfg.data, &model.dataset)?;
     file_norm(&mut cfg.data, model);
     Ok(cfg)
 }
 
-/// The config and net of a file made from a TorchScript module: `cfg` names the module and
-/// the data (`from` overrides it); the file's input normalisation wins over the config's,
-/// unless the config gives `[data] mean/std` (a normalisation per channel, which a file
-/// records as scale 1 and shift 0).
+/// The config and net of a file made from a TorchScript module: `cfg` names the module;
+/// the file's input normalisation wins over the config's, unless the config gives `[data]
+/// mean/std` (a normalisation per channel, which a file records as scale 1 and shift 0).
 fn torchscript_file_net(
     model: &format::CompressedModel,
     mut cfg: Config,
-    from: Option<&FileData>,
     device: tch::Device,
 ) -> Result<(Config, Net)> {
     let Some(ts) = cfg.torchscript.as_mut() else {
@@ -503,12 +507,39 @@ fn torchscript_file_net(
         ts.input_shift = 0.0;
         file_norm(&mut cfg.data, model);
     }
-    if let Some(from) = from {
-        from.apply(&mut cfg.data, &model.dataset)?;
-    }
     let ts = cfg.torchscript.as_ref().expect("checked above");
     let like = crate::models::torchscript::load(&cfg.model, ts, device)?;
     let net = encode::to_net_like(model, &like)?;
+    Ok((cfg, net))
+}
+
+/// The one check of a decoded `.dcz` against its model, for every command that decodes one
+/// (eval, export): the file's config and its net — a zoo model's by the name the file
+/// carries, or with `--ts-config` the module's — after the file's model, input shape and
+/// every layer's name, shape and kind were found to fit, before anything of the file's size
+/// is allocated. The error names the file. With `from` (eval), the config then points at
+/// the data to evaluate on: the data set the file names, or `--data`.
+fn file_net(
+    file: &Path,
+    model: &format::CompressedModel,
+    config: Option<Config>,
+    from: Option<&FileData>,
+    device: tch::Device,
+) -> Result<(Config, Net)> {
+    let made = match config {
+        Some(cfg) => torchscript_file_net(model, cfg, device),
+        None => file_config(model).and_then(|cfg| Ok((cfg, encode::to_net(model, device)?))),
+    };
+    let (mut cfg, net) = made.with_context(|| {
+        format!(
+            "{} does not fit its model (write it again from the model it is used with)",
+            file.display()
+        )
+    })?;
+    if let Some(from) = from {
+        from.apply(&mut cfg.data, &model.dataset)
+            .with_context(|| file.display().to_string())?;
+    }
     Ok((cfg, net))
 }
 
@@ -521,7 +552,7 @@ fn check_origin(file: &Path, model: &format::CompressedModel, cfg: Option<&Confi
         .and_then(|t| t.origin.as_ref());
     let name = file.display().to_string();
     if let Some(w) = crate::models::origin::check(&name, model.origin.as_ref(), given)? {
-        eprintln!("{w}");
+        eprintln!("{}", crate::runtime::one_line(&w));
     }
     Ok(())
 }
@@ -536,23 +567,21 @@ fn eval_file_cmd(
     rt.apply();
     let (bytes, model) = read_dcz(file, max_params)?;
     check_origin(file, &model, config.as_ref())?;
-    let (cfg, net) = match config {
-        Some(cfg) => torchscript_file_net(&model, cfg, Some(from), rt.device)?,
-        None => (
-            file_config(&model, from)?,
-            encode::to_net(&model, rt.device)?,
-        ),
-    };
+    let (cfg, net) = file_net(file, &model, config, Some(from), rt.device)?;
     let data = load_data(&cfg, rt)?;
     net.fits(&data)?;
     let v = train::evaluate(&net, &data.valid.to_device(rt.device));
     let t = train::evaluate(&net, &data.test.to_device(rt.device));
     println!(
-        "file:       {} ({} bytes, model {}, dataset {})",
+        "file:       {} ({} bytes, model {}, dataset {}{})",
         file.display(),
         bytes.len(),
-        model.model,
-        model.dataset
+        report::printable(&model.model),
+        report::printable(&model.dataset),
+        match cfg.data.validation_from {
+            data::ValidationFrom::Train => "",
+            data::ValidationFrom::Test => "; validation held out of the test images",
+        }
     );
     print_accuracies(&v, &t);
     Ok(())
@@ -579,6 +608,8 @@ fn export_cmd(
                     model.model
                 );
             }
+            // Checked as eval checks it, before its layers are made dense.
+            file_net(input, &model, None, None, tch::Device::Cpu)?;
             let bytes = export::dcz_to_safetensors(&model)?;
             crate::paths::write_atomic(out, &bytes)?;
             println!(
@@ -590,7 +621,7 @@ fn export_cmd(
             );
             return Ok(());
         };
-        let (_, net) = torchscript_file_net(&model, cfg, None, tch::Device::Cpu)?;
+        let (_, net) = file_net(input, &model, Some(cfg), None, tch::Device::Cpu)?;
         let script = net
             .script
             .as_ref()

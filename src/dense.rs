@@ -83,7 +83,14 @@ pub const EXPECTED_SLACK: f64 = 0.05;
 /// the model stop on it; `eval` prints it after the accuracies.
 pub fn check_brought(cfg: &Config, dense: &Dense, data: &Data, rt: &Runtime) -> Result<()> {
     let what = match (&cfg.torchscript, &cfg.weights) {
-        (Some(_), _) => format!("TorchScript module {}", dense.path.display()),
+        // The file's name: the whole line must stay within one error line's length.
+        (Some(_), _) => format!(
+            "TorchScript module {}",
+            dense.path.file_name().map_or_else(
+                || dense.path.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
         (None, Some(w)) => format!("dense {} with weights {}", cfg.model, w.display()),
         (None, None) => return Ok(()),
     };
@@ -97,16 +104,12 @@ pub fn check_brought(cfg: &Config, dense: &Dense, data: &Data, rt: &Runtime) -> 
         _ => {
             let shift =
                 cfg.data.input_shift + cfg.torchscript.as_ref().map_or(0.0, |t| t.input_shift);
-            format!(
-                "pixel × {} + {shift} (data.input_scale, input_shift)",
-                data.norm.scale[0]
-            )
+            format!("pixel × {} + {shift}", data.norm.scale[0])
         }
     };
     let fix = format!(
         "its inputs are probably not normalised as in its training (now {norm}): set [data] mean \
-         and std to those of its transforms.Normalize (or input_scale/input_shift), and check \
-         data.layout and the labels"
+         and std as its transforms.Normalize (or input_scale/shift); check data.layout, labels"
     );
     if acc < chance + (1.0 - chance) / 10.0 {
         bail!(
@@ -128,6 +131,16 @@ pub fn check_brought(cfg: &Config, dense: &Dense, data: &Data, rt: &Runtime) -> 
 /// with `cfg.weights` (`--weights`) it imports that file instead. A TorchScript model is
 /// its module's weights as saved (never trained or cached here).
 pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
+    let dense = load_or_train(cfg, data, rt, retrain)?;
+    crate::models::check_classes(
+        &dense.net,
+        &[&data.train.labels, &data.valid.labels, &data.test.labels],
+    )?;
+    Ok(dense)
+}
+
+/// [`obtain`] without the check of its classes against the data.
+fn load_or_train(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<Dense> {
     if let Some(ts) = &cfg.torchscript {
         if let Some(w) = &cfg.weights {
             anyhow::bail!(
@@ -164,6 +177,12 @@ pub fn obtain(cfg: &Config, data: &Data, rt: &Runtime, retrain: bool) -> Result<
             path: file.clone(),
             trained: None,
         });
+    }
+    if let Some(kind) = crate::paths::not_regular(&path) {
+        anyhow::bail!(
+            "cached model {} is {kind}, not a file dc-search wrote: remove it to train again",
+            path.display()
+        );
     }
     if path.is_file() && !retrain {
         let tensors = weights::read_safetensors(&path).with_context(|| {

@@ -64,6 +64,11 @@ pub fn parse_ratios(text: &str) -> Result<Ratios> {
             name
         );
     }
+    ensure!(
+        r.floor > 0.0 && r.floor <= 1.0,
+        "floor {} is outside (0, 1]: a search's floor is a validation accuracy",
+        crate::check::show(r.floor)
+    );
     for l in &r.layers {
         for (key, v) in [
             ("sparse_ratio", Some(l.sparse_ratio)),
@@ -77,6 +82,13 @@ pub fn parse_ratios(text: &str) -> Result<Ratios> {
                 );
             }
         }
+        ensure!(
+            (1..=crate::format::MAX_BITS).contains(&l.bits),
+            "layer {}: bits {} is outside 1..={}",
+            l.name,
+            l.bits,
+            crate::format::MAX_BITS
+        );
     }
     Ok(r)
 }
@@ -269,8 +281,10 @@ pub fn state_dict_meta(m: &CompressedModel, module: &std::path::Path) -> HashMap
 
 /// A decoded compressed model as a PyTorch state dict in safetensors: per layer
 /// `<name>.weight` (zeros where pruned, codebook values elsewhere) and `<name>.bias`
-/// (zeros when the file stores none), f32, with the model's names and provenance in the
-/// metadata (`format: pt`).
+/// (zeros when the file stores none), f32, with the model's names, input normalisation
+/// (`input = pixel * input_scale + input_shift`) and provenance in the metadata (`format:
+/// pt`). The caller checks the model against its architecture first
+/// (`compress::encode::check_fits`): every layer is made dense here.
 pub fn dcz_to_safetensors(m: &CompressedModel) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
     for l in &m.layers {
@@ -289,6 +303,7 @@ pub fn dcz_to_safetensors(m: &CompressedModel) -> Result<Vec<u8>> {
         ("model".to_string(), m.model.clone()),
         ("dataset".to_string(), m.dataset.clone()),
         ("input_scale".to_string(), m.input_scale.to_string()),
+        ("input_shift".to_string(), m.input_shift.to_string()),
         (
             "source".to_string(),
             "dc-search export of a .dcz file".to_string(),
@@ -437,6 +452,18 @@ mod tests {
         let bad = text.replace("0.944607", "1.5");
         let e = parse_ratios(&bad).unwrap_err().to_string();
         assert!(e.contains("conv2") && e.contains("outside [0, 1]"), "{e}");
+        for (bits, says) in [("\"bits\":0", "bits 0"), ("\"bits\":255", "bits 255")] {
+            let bad = text.replacen("\"bits\":4", bits, 1);
+            let e = parse_ratios(&bad).unwrap_err().to_string();
+            assert!(
+                e.contains("conv1") && e.contains(says) && e.contains("1..=16"),
+                "{e}"
+            );
+        }
+        let e = parse_ratios(&text.replace("\"floor\":0.99", "\"floor\":5.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("floor 5 is outside (0, 1]"), "{e}");
         assert!(parse_ratios("{\"model\": 1}").is_err());
         assert!(ratios_as(&ratios(), ExportFormat::Safetensors, "").is_err());
     }

@@ -355,14 +355,7 @@ impl std::fmt::Display for Diverged {
 
 impl std::error::Error for Diverged {}
 
-/// A setting's value for a message: plain when ordinary, scientific when huge or tiny.
-pub fn show(x: f64) -> String {
-    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) || !x.is_finite() {
-        format!("{x}")
-    } else {
-        format!("{x:.3e}")
-    }
-}
+pub use crate::check::show;
 
 impl Diverged {
     /// Turns a [`Diverged`] inside `err` into one message that ends with `fix`; any other
@@ -513,10 +506,34 @@ fn step_delay() {
 /// returns the loss.
 pub fn step(net: &Net, x: &Tensor, y: &Tensor, update: &mut dyn Update, lr: f64) -> Tensor {
     net.zero_grad();
-    let loss = net.forward(x).cross_entropy_for_logits(y);
-    loss.backward();
+    let logits = net.forward(x);
+    let loss = cross_entropy(&logits, y);
+    if let Err(e) = loss.f_backward() {
+        crate::models::torchscript::fail(format!(
+            "the model's backward pass failed (a TorchScript module with an op that has no \
+             gradient?): {}",
+            crate::runtime::torch_message(&e.to_string())
+        ));
+    }
     update.step(net, lr);
     loss
+}
+
+/// Mean cross-entropy of `logits` for labels `y`. Logits that do not fit the labels (a
+/// brought module with fewer outputs than the data has classes) end the command with one
+/// line ([`crate::models::torchscript::fail`]).
+fn cross_entropy(logits: &Tensor, y: &Tensor) -> Tensor {
+    // tch's `cross_entropy_for_logits`, fallibly.
+    let loss = logits
+        .f_log_softmax(-1, Kind::Float)
+        .and_then(|l| l.f_nll_loss::<Tensor>(y, None, tch::Reduction::Mean, -100));
+    loss.unwrap_or_else(|e| {
+        crate::models::torchscript::fail(format!(
+            "the model's logits {:?} do not fit the labels: {}",
+            logits.size(),
+            crate::runtime::torch_message(&e.to_string())
+        ))
+    })
 }
 
 /// A progress bar with ETA on stderr (hidden when `quiet` or stderr is not a terminal).
@@ -601,7 +618,7 @@ pub fn score(logits: &Tensor, y: &Tensor) -> (i64, f64) {
 /// that sums over batches need no host round trip until they are read.
 pub fn score_on_device(logits: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
     let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
-    let loss = logits.cross_entropy_for_logits(y).to_kind(Kind::Double) * y.size()[0] as f64;
+    let loss = cross_entropy(logits, y).to_kind(Kind::Double) * y.size()[0] as f64;
     (correct, loss)
 }
 

@@ -184,14 +184,14 @@ fn torchscript_parameter_missing_from_module_is_named() {
 fn torchscript_input_shape_that_the_module_refuses_is_explained() {
     let e = load_error("input_shape = [1, 28, 28]", "input_shape = [784]");
     assert!(
-        e.contains("forward of a batch of shape [2, 784] failed") && e.contains("input_shape"),
+        e.contains("forward of a batch of shape [1, 784] failed") && e.contains("input_shape"),
         "{e}"
     );
     // A shape of other size than the data's images is refused when the two meet
     // (`Net::fits`); the module alone refuses it already.
     let e = load_error("input_shape = [1, 28, 28]", "input_shape = [1, 28, 27]");
     assert!(
-        e.contains("forward of a batch of shape [2, 1, 28, 27] failed"),
+        e.contains("forward of a batch of shape [1, 1, 28, 27] failed"),
         "{e}"
     );
 }

@@ -149,3 +149,112 @@ pub fn small_dense(preset: &str, iterations: i64) -> (MutexGuard<'static, ()>, C
     cfg.train = recipe;
     (guard, cfg, data, net)
 }
+
+/// The TorchScript fixture `tiny-cnn.pt` with its module's code changed by `edit` (see
+/// [`forward_prefixed`]): a module that hangs, fails on some inputs or at some batch sizes,
+/// made without Python. The archive is read (stored or deflated entries) and written again
+/// stored, without the edited code's debug table.
+pub fn torchscript_variant(edit: impl Fn(&str) -> String) -> Vec<u8> {
+    let base = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchscript/tiny-cnn.pt"),
+    )
+    .unwrap();
+    let entries: Vec<(String, Vec<u8>)> = zip_entries(&base)
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("code/__torch__.py.debug_pkl"))
+        .map(|(n, d)| {
+            if n.ends_with("code/__torch__.py") {
+                let code = edit(std::str::from_utf8(&d).unwrap());
+                (n, code.into_bytes())
+            } else {
+                (n, d)
+            }
+        })
+        .collect();
+    stored_zip(&entries)
+}
+
+/// `forward`'s code of tiny-cnn with `prefix` before its first statement.
+pub fn forward_prefixed(code: &str, prefix: &str) -> String {
+    let at = "    x: Tensor) -> Tensor:\n";
+    let i = code.find(at).expect("tiny-cnn's forward") + at.len();
+    format!("{}{prefix}{}", &code[..i], &code[i..])
+}
+
+fn le16(b: &[u8], at: usize) -> usize {
+    u16::from_le_bytes([b[at], b[at + 1]]) as usize
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+/// Every entry of a zip archive (no zip64), by its central directory.
+fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let eocd = (0..zip.len() - 21)
+        .rev()
+        .find(|&i| zip[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .expect("a zip archive");
+    let (count, mut at) = (le16(zip, eocd + 10), le32(zip, eocd + 16));
+    let mut out = Vec::new();
+    for _ in 0..count {
+        assert_eq!(zip[at..at + 4], [0x50, 0x4b, 0x01, 0x02]);
+        let (method, size) = (le16(zip, at + 10), le32(zip, at + 20));
+        let (name_len, extra, comment) =
+            (le16(zip, at + 28), le16(zip, at + 30), le16(zip, at + 32));
+        let local = le32(zip, at + 42);
+        let name = String::from_utf8(zip[at + 46..at + 46 + name_len].to_vec()).unwrap();
+        let start = local + 30 + le16(zip, local + 26) + le16(zip, local + 28);
+        let raw = &zip[start..start + size];
+        let data = match method {
+            0 => raw.to_vec(),
+            8 => {
+                let mut d = Vec::new();
+                flate2::read::DeflateDecoder::new(raw)
+                    .read_to_end(&mut d)
+                    .unwrap();
+                d
+            }
+            m => panic!("zip method {m}"),
+        };
+        out.push((name, data));
+        at += 46 + name_len + extra + comment;
+    }
+    out
+}
+
+/// A zip archive of `entries`, stored (not compressed).
+fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in entries {
+        let crc = crc32fast::hash(data);
+        let offset = out.len() as u32;
+        let common = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, stored, time, date
+            v.extend_from_slice(&crc.to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v.extend_from_slice(&[0, 0]); // no extra field
+        };
+        out.extend_from_slice(&[0x50, 0x4b, 0x03, 0x04]);
+        common(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&[0x50, 0x4b, 0x01, 0x02, 20, 0]);
+        common(&mut central);
+        central.extend_from_slice(&[0; 10]); // comment, disk, attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_offset, cd_len) = (out.len() as u32, central.len() as u32);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0]);
+    let n = (entries.len() as u16).to_le_bytes();
+    out.extend_from_slice(&[n[0], n[1], n[0], n[1]]);
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}

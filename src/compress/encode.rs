@@ -115,9 +115,29 @@ pub fn to_net(model: &format::CompressedModel, device: Device) -> Result<Net> {
 }
 
 /// A copy of `like` (any net: zoo or TorchScript) with a decoded file's weights; the file's
-/// model, layers and input shape must match it.
+/// model, layers and input shape must match it ([`check_fits`]).
 pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
-    let arch = &like.arch;
+    check_fits(model, &like.arch)?;
+    let mut tensors = HashMap::new();
+    for (l, spec) in model.layers.iter().zip(&like.arch.layers) {
+        let shape: Vec<i64> = l.shape.iter().map(|&d| d as i64).collect();
+        tensors.insert(format!("{}.weight", l.name), (shape, l.dense_weights()));
+        let bias = if l.bias.is_empty() {
+            vec![0.0; spec.outputs() as usize]
+        } else {
+            l.bias.clone()
+        };
+        tensors.insert(format!("{}.bias", l.name), (vec![spec.outputs()], bias));
+    }
+    let mut net = like.copy();
+    net.load_host(&tensors, "compressed file")?;
+    Ok(net)
+}
+
+/// Checks a decoded file against the model it is decoded into: the model's name, the input
+/// shape, and each layer's name, shape and kind, in order. Nothing is allocated for the
+/// file's layers before this passes, so a tiny file declaring huge layers costs nothing.
+pub fn check_fits(model: &format::CompressedModel, arch: &crate::models::Arch) -> Result<()> {
     ensure!(
         model.model == arch.name,
         "the file holds model {:?}, not {:?}",
@@ -138,7 +158,6 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
         arch.name,
         arch.layers.len()
     );
-    let mut tensors = HashMap::new();
     for (l, spec) in model.layers.iter().zip(&arch.layers) {
         let shape: Vec<i64> = l.shape.iter().map(|&d| d as i64).collect();
         ensure!(
@@ -163,17 +182,8 @@ pub fn to_net_like(model: &format::CompressedModel, like: &Net) -> Result<Net> {
             spec.name,
             spec.kind
         );
-        tensors.insert(format!("{}.weight", l.name), (shape, l.dense_weights()));
-        let bias = if l.bias.is_empty() {
-            vec![0.0; spec.outputs() as usize]
-        } else {
-            l.bias.clone()
-        };
-        tensors.insert(format!("{}.bias", l.name), (vec![spec.outputs()], bias));
     }
-    let mut net = like.copy();
-    net.load_host(&tensors, "compressed file")?;
-    Ok(net)
+    Ok(())
 }
 
 /// A written file: its bytes, the decoded net, and what folding removed.

@@ -83,19 +83,24 @@ impl Default for CompressConfig {
     }
 }
 
+/// Most epochs of one retraining (`prune_epochs`, `codebook_epochs`, `--prune-epochs`, …).
+pub const MAX_EPOCHS: f64 = 1e4;
+/// Most `lr_scale` (× the dense learning rate).
+pub const MAX_LR_SCALE: f64 = 1e3;
+
 impl CompressConfig {
     /// Range checks of the `[compress]` section.
     pub fn check(&self) -> Result<()> {
         use crate::check::{need, within};
         let epochs = "[0, 10000] epochs";
         need(
-            within(self.prune_epochs, 0.0, 1e4),
+            within(self.prune_epochs, 0.0, MAX_EPOCHS),
             "compress.prune_epochs",
             self.prune_epochs,
             epochs,
         )?;
         need(
-            within(self.codebook_epochs, 0.0, 1e4),
+            within(self.codebook_epochs, 0.0, MAX_EPOCHS),
             "compress.codebook_epochs",
             self.codebook_epochs,
             epochs,
@@ -104,7 +109,7 @@ impl CompressConfig {
             ("compress.lr_scale", self.lr_scale),
             ("compress.centroid_lr_scale", self.centroid_lr_scale),
         ] {
-            need(v > 0.0 && v <= 1e3, key, v, "(0, 1000]")?;
+            need(v > 0.0 && v <= MAX_LR_SCALE, key, v, "(0, 1000]")?;
         }
         if let Some(r) = &self.retrain_lr {
             r.check("compress.retrain_lr")?;

@@ -470,6 +470,13 @@ const FILES: [&str; 4] = [
 fn find(dir: &Path, stem: &str, dataset: DatasetName) -> Result<PathBuf> {
     for name in [stem.to_string(), format!("{stem}.gz")] {
         let p = dir.join(name);
+        if let Some(kind) = crate::paths::not_regular(&p) {
+            bail!(
+                "{} IDX file {} is {kind}, not a regular file: put the file itself there",
+                dataset.as_str(),
+                p.display()
+            );
+        }
         if p.is_file() {
             return Ok(p);
         }
@@ -643,7 +650,7 @@ pub fn validation_order(n: usize, seed: u64) -> Vec<usize> {
 
 /// Resolves the data folder from the flag, then `DC_SEARCH_DATA_DIR`.
 pub fn dir_from_env(flag: Option<PathBuf>) -> Option<PathBuf> {
-    flag.or_else(|| std::env::var_os("DC_SEARCH_DATA_DIR").map(PathBuf::from))
+    flag.or_else(|| crate::paths::env_path("DC_SEARCH_DATA_DIR"))
 }
 
 /// Checks that a folder exists before a long run starts.

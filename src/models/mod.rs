@@ -437,6 +437,29 @@ impl Net {
     }
 }
 
+/// Refuses a net that gives fewer logits per input than the data has classes (the largest
+/// of `labels` + 1): a brought module with too few outputs would fail at its first loss.
+pub fn check_classes(net: &Net, labels: &[&Tensor]) -> Result<()> {
+    let classes = labels
+        .iter()
+        .filter(|l| l.numel() > 0)
+        .map(|l| l.max().int64_value(&[]) + 1)
+        .max()
+        .unwrap_or(0);
+    let logits = match &net.script {
+        Some(s) => s.classes(),
+        None => net.arch.layers.last().map_or(0, |l| l.outputs()),
+    };
+    ensure!(
+        logits >= classes,
+        "model {} gives {logits} logits per input, but the data has {classes} classes (labels 0..{}): \
+         its last layer needs {classes} outputs",
+        net.arch.name,
+        classes - 1
+    );
+    Ok(())
+}
+
 /// A tensor's values as a host `Vec<f32>` (any device, any float kind).
 pub fn tensor_to_vec(t: &Tensor) -> Vec<f32> {
     let flat = t

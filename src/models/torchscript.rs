@@ -11,6 +11,14 @@
 //! The module runs in eval mode (dropout off, batch-norm statistics as saved) and only the
 //! named layers train; every other parameter and buffer stays as in the file. So the module
 //! file plus a `.dcz` of the named layers determine the compressed model exactly.
+//!
+//! A brought module is code: it is checked when loaded (batches of 1 and 3 give logits
+//! `[n, classes]`), and every forward has a time limit (`torchscript.forward_seconds`,
+//! enforced by `runtime::deadline`: a forward that never returns ends the process with one
+//! line) and is checked again. A forward that fails later (on real inputs, at another batch
+//! size, logits that do not fit the labels) cannot return an error through the training and
+//! evaluation loops, which take tensors: it unwinds with [`ScriptFailed`] (no panic message:
+//! `resume_unwind`), which `commands::run` turns into the command's one error line, exit 2.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +45,13 @@ pub struct TorchScriptConfig {
     pub input_shift: f32,
     /// The compressible layers, in the order ratios and bits are given.
     pub layers: Vec<ScriptLayer>,
+    /// Most seconds one forward may take (a batch of at most 256 inputs): past it the
+    /// command ends with an error (a loop that never ends).
+    #[serde(
+        default = "default_forward_seconds",
+        skip_serializing_if = "is_default_forward_seconds"
+    )]
+    pub forward_seconds: f64,
     /// The config file this section was read from (set by `Config::resolve`, never written
     /// to TOML): files made from the module record it ([`super::origin`]).
     #[serde(skip)]
@@ -55,6 +70,29 @@ pub struct ScriptLayer {
     /// The module parameter holding its bias (`fc1.bias`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias: Option<String>,
+}
+
+/// [`TorchScriptConfig::forward_seconds`] when the config leaves it out.
+pub const FORWARD_SECONDS: f64 = 60.0;
+
+fn default_forward_seconds() -> f64 {
+    FORWARD_SECONDS
+}
+
+fn is_default_forward_seconds(s: &f64) -> bool {
+    *s == FORWARD_SECONDS
+}
+
+/// A module's forward failed past its load-time checks: the payload of the unwind that
+/// `commands::run` turns into the command's error (see the module doc).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ScriptFailed(pub String);
+
+/// Ends the command with `message` as its error line, from inside the training or
+/// evaluation loop a brought module failed in (see the module doc).
+pub fn fail(message: String) -> ! {
+    std::panic::resume_unwind(Box::new(ScriptFailed(message)))
 }
 
 impl TorchScriptConfig {
@@ -80,6 +118,12 @@ impl TorchScriptConfig {
             self.input_shift.is_finite(),
             "torchscript.input_shift must be a number"
         );
+        crate::check::need(
+            crate::check::within(self.forward_seconds, 0.001, 86_400.0),
+            "torchscript.forward_seconds",
+            self.forward_seconds,
+            "[0.001, 86400] seconds",
+        )?;
         ensure!(
             !self.layers.is_empty(),
             "torchscript.layers is empty: name at least one compressible layer"
@@ -129,6 +173,10 @@ pub struct Script {
     source: PathBuf,
     name: String,
     cfg: TorchScriptConfig,
+    /// Logits per input, as the load-time forward returned them.
+    classes: i64,
+    /// What the time limit of a forward says when it passes.
+    late: Arc<str>,
 }
 
 impl std::fmt::Debug for Script {
@@ -142,16 +190,50 @@ impl std::fmt::Debug for Script {
 }
 
 impl Script {
-    /// Logits `[n, classes]` for images `[n, …]` (reshaped to `[n] + input_shape`, shifted).
-    /// (Checked when loaded, so a failure here is a bug or a module whose forward fails
-    /// only on some inputs: it panics with libtorch's message.)
+    /// Logits `[n, classes]` for images `[n, …]` (reshaped to `[n] + input_shape`, shifted),
+    /// within the time limit; a forward that fails or returns another shape ends the
+    /// command ([`fail`]).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.try_forward(x).unwrap_or_else(|e| {
-            panic!(
-                "TorchScript module {} failed in forward: {e}",
-                self.source.display()
-            )
-        })
+        let n = x.size()[0];
+        let y = match self.timed_forward(x) {
+            Ok(y) => y,
+            Err(e) => fail(format!(
+                "TorchScript module {} failed in forward (a batch of {n}): {}",
+                self.file_name(),
+                crate::runtime::torch_message(&e.to_string())
+            )),
+        };
+        if y.size() != [n, self.classes] {
+            fail(format!(
+                "TorchScript module {}: forward of a batch of {n} returned shape {:?}; it returned \
+                 [n, {}] when loaded: logits [batch, classes] are needed at every batch size",
+                self.file_name(),
+                y.size(),
+                self.classes
+            ));
+        }
+        y
+    }
+
+    /// Logits per input.
+    pub fn classes(&self) -> i64 {
+        self.classes
+    }
+
+    fn file_name(&self) -> String {
+        self.source.file_name().map_or_else(
+            || self.source.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
+    }
+
+    /// [`Script::try_forward`] under the time limit.
+    fn timed_forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let _limit = crate::runtime::deadline(
+            std::time::Duration::from_secs_f64(self.cfg.forward_seconds),
+            self.late.clone(),
+        );
+        self.try_forward(x)
     }
 
     fn try_forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
@@ -260,7 +342,10 @@ fn from_bytes(
     cfg.check()?;
     let src = source.display();
     let mut module = CModule::load_data_on_device(&mut &bytes[..], device).map_err(|e| {
-        anyhow!("{src} is not a TorchScript module libtorch can load (save it with torch.jit.script(model).save(path)): {e}")
+        anyhow!(
+            "{src} is not a TorchScript module libtorch can load (save it with torch.jit.script(model).save(path)): {}",
+            crate::runtime::torch_message(&e.to_string())
+        )
     })?;
     module
         .f_set_eval()
@@ -331,31 +416,52 @@ fn from_bytes(
             bias,
         });
     }
-    let script = Script {
+    let mut script = Script {
         module,
         bytes,
         source: source.to_path_buf(),
         name: name.to_string(),
         cfg: cfg.clone(),
+        classes: 0,
+        late: format!(
+            "TorchScript module {src}: a forward ran past torchscript.forward_seconds = {} s (a loop \
+             that never ends?); fix the module, or allow more in torchscript.forward_seconds",
+            cfg.forward_seconds
+        )
+        .into(),
     };
-    // A probe batch: the module must take [n] + input_shape and return logits [n, classes].
-    let probe = tch::no_grad(|| {
-        script.try_forward(&Tensor::zeros(
-            [2, cfg.input_shape.iter().product::<i64>()],
-            (Kind::Float, device),
-        ))
-    });
-    let out = match probe {
-        Ok(y) => y.size(),
-        Err(e) => bail!(
-            "{src}: forward of a batch of shape [2, {}] failed: check torchscript.input_shape; libtorch says: {e}",
-            cfg.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    };
+    // Probe batches of 1 and 3: the module must take [n] + input_shape and return logits
+    // [n, classes], the same classes at both sizes.
+    let mut classes = Vec::new();
+    for n in [1, 3] {
+        let probe = tch::no_grad(|| {
+            script.timed_forward(&Tensor::zeros(
+                [n, cfg.input_shape.iter().product::<i64>()],
+                (Kind::Float, device),
+            ))
+        });
+        let out = match probe {
+            Ok(y) => y.size(),
+            Err(e) => bail!(
+                "{src}: forward of a batch of shape [{n}, {}] failed: check torchscript.input_shape; libtorch says: {}",
+                cfg.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                crate::runtime::torch_message(&e.to_string())
+            ),
+        };
+        ensure!(
+            out.len() == 2 && out[0] == n && out[1] >= 2,
+            "{src}: forward of {n} inputs returned shape {out:?}; dc-search needs logits [batch, classes]"
+        );
+        classes.push(out[1]);
+    }
     ensure!(
-        out.len() == 2 && out[0] == 2 && out[1] >= 2,
-        "{src}: forward of 2 inputs returned shape {out:?}; dc-search needs logits [batch, classes]"
+        classes[0] == classes[1],
+        "{src}: forward returned {} logits per input for a batch of 1 and {} for a batch of 3; \
+         dc-search needs the same classes at every batch size",
+        classes[0],
+        classes[1]
     );
+    script.classes = classes[0];
     Ok(Net {
         arch: Arch {
             name: name.to_string(),

@@ -250,6 +250,9 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()
     Ok(())
 }
 
+/// A measured rung, its best model (accuracy, model) and its seconds.
+type RungResult<M> = (Rung, Option<(f64, M)>, f64);
+
 /// `seeds` probes of `ratios` from feasible model `warm` (`None`: the dense model) at
 /// `epochs`: the rung, its best model and the seconds it took.
 fn measure_rung<O: Oracle>(
@@ -258,7 +261,7 @@ fn measure_rung<O: Oracle>(
     warm: Option<usize>,
     epochs: f64,
     seeds: usize,
-) -> Result<(Rung, Option<(f64, O::Model)>, f64)> {
+) -> Result<RungResult<O::Model>> {
     let mut rung = Rung {
         epochs,
         accuracies: Vec::new(),

@@ -153,12 +153,8 @@ impl RunLock {
     /// Takes the lock of `dir` (creating the folder): refused while another live process
     /// holds it, taken over from a process that is gone.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create run folder {} (check permissions)",
-                dir.display()
-            )
-        })?;
+        crate::paths::create_output_dir(dir)
+            .with_context(|| format!("cannot create run folder {}", dir.display()))?;
         let path = dir.join(LOCK);
         let me = std::process::id();
         for _ in 0..3 {
@@ -167,10 +163,22 @@ impl RunLock {
                     f.write_all(format!("{me}\n").as_bytes())
                         .and_then(|_| f.sync_all())
                         .with_context(|| format!("cannot write the lock {}", path.display()))?;
+                    // Also when the process is ended at once (a signal, a time limit).
+                    crate::paths::remove_at_exit(&path);
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    if let Some(kind) = crate::paths::not_regular(&path) {
+                        bail!(
+                            "the run folder's lock {} is {kind}, not the lock file a search writes: remove it, or \
+                             choose another --out",
+                            path.display()
+                        );
+                    }
+                    // A lock holds a process id: anything longer was not written by a search.
+                    let text = crate::paths::read_regular(&path, "lock", 64)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     match text.trim().parse::<u32>() {
                         Ok(pid) if alive(pid) => bail!(
                             "run folder {} is in use by another search (process {pid}, see {}): wait for it to \
@@ -199,8 +207,51 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        crate::paths::unmark(&self.path);
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// What a run folder may hold before its journal is opened: nothing, a journal (a search
+/// to resume), or a lock alone (a search stopped before it wrote its journal). Anything
+/// else is not a dc-search run folder, and a search would write over its files
+/// (`config.toml`, `report.md`, `checkpoints/`, …): refused, naming a few of them. A path
+/// that is there but not a folder is refused too.
+pub fn check_folder(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return match crate::paths::not_regular(dir) {
+                Some(kind) if kind != "a folder" => bail!(
+                    "run folder {} is {kind}: give --out a new or empty folder",
+                    dir.display()
+                ),
+                None if std::fs::symlink_metadata(dir).is_ok() => bail!(
+                    "run folder {} is a file: give --out a new or empty folder",
+                    dir.display()
+                ),
+                _ => Err(e).with_context(|| format!("cannot read run folder {}", dir.display())),
+            }
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.iter().any(|n| n == NAME) || names.iter().all(|n| n == LOCK) {
+        return Ok(());
+    }
+    names.sort();
+    let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+    bail!(
+        "--out {} holds {} entries ({}{}) and no {NAME}: it is not a dc-search run folder, and a \
+         search would write over its files; give --out a new or empty folder",
+        dir.display(),
+        names.len(),
+        shown.join(", "),
+        if names.len() > 3 { ", …" } else { "" }
+    )
 }
 
 /// Whether process `pid` is alive (Linux: it has a `/proc` entry). The current process
@@ -242,22 +293,33 @@ impl Journal {
     /// torn last line (a crash mid-write) is dropped. Nothing is written before these
     /// checks pass.
     pub fn open(dir: &Path, key: &str) -> Result<Journal> {
+        check_folder(dir)?;
         let lock = RunLock::acquire(dir)?;
         let path = dir.join(NAME);
         let mut replay = VecDeque::new();
-        if path.exists() {
+        if std::fs::symlink_metadata(&path).is_ok() {
             let lines = read_lines(&path)?;
             let mut it = lines.into_iter();
-            if let Some(Line::Header { journal, key: k }) = it.next() {
-                if journal != VERSION || k != key {
+            match it.next() {
+                // Empty, or only a torn first line: nothing was journaled.
+                None => {}
+                Some(Line::Header { journal, key: k }) => {
+                    if journal != VERSION || k != key {
                     bail!(
                         "{} belongs to a search with other settings (config, floor, seed, threads or dense \
                          model differ): rerun with the same command to resume it, or choose another --out \
                          (or delete that folder) to start afresh",
                         path.display()
                     );
+                    }
+                    replay.extend(it);
                 }
-                replay.extend(it);
+                Some(_) => bail!(
+                    "{} has no header line (its first line is a record of the search): it was cut or \
+                     edited, and what it holds cannot be checked against this run; delete the folder or \
+                     choose another --out",
+                    path.display()
+                ),
             }
         }
         // Rewrite the valid prefix (drops a torn line), then append.
@@ -810,6 +872,63 @@ mod tests {
         let before = std::fs::read(dir.path().join(NAME)).unwrap();
         assert!(Journal::open(dir.path(), "other").is_err());
         assert_eq!(std::fs::read(dir.path().join(NAME)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_journal_without_its_header_is_refused_not_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{}\n{}\n", probe_line(1), probe_line(2));
+        std::fs::write(dir.path().join(NAME), &text).unwrap();
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(e.contains("has no header line"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(NAME)).unwrap(),
+            text
+        );
+        // An empty journal holds nothing to lose: it starts afresh.
+        std::fs::write(dir.path().join(NAME), "").unwrap();
+        assert_eq!(Journal::open(dir.path(), "k").unwrap().pending(), 0);
+    }
+
+    #[test]
+    fn a_lock_that_is_not_a_lock_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(LOCK)).unwrap();
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(e.contains("lock") && e.contains("is a folder"), "{e}");
+        assert!(dir.path().join(LOCK).is_dir());
+        std::fs::remove_dir(dir.path().join(LOCK)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(LOCK)).unwrap();
+        let e = format!("{:#}", Journal::open(dir.path(), "k").err().unwrap());
+        assert!(e.contains("a link to /dev/zero, a character device"), "{e}");
+    }
+
+    #[test]
+    fn only_new_empty_or_journaled_folders_are_run_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(check_folder(&d.join("new")).is_ok());
+        assert!(check_folder(d).is_ok());
+        std::fs::write(d.join(LOCK), "4294967295\n").unwrap();
+        assert!(check_folder(d).is_ok());
+        for f in ["config.toml", "report.md", "notes.txt", "zz"] {
+            std::fs::write(d.join(f), "mine").unwrap();
+        }
+        let e = format!("{:#}", check_folder(d).unwrap_err());
+        assert!(
+            e.contains("holds 5 entries (config.toml, lock, notes.txt, …)")
+                && e.contains("not a dc-search run folder"),
+            "{e}"
+        );
+        assert!(Journal::open(d, "k").is_err());
+        assert_eq!(
+            std::fs::read_to_string(d.join("report.md")).unwrap(),
+            "mine"
+        );
+        std::fs::write(d.join(NAME), format!("{}\n", header("k"))).unwrap();
+        assert!(check_folder(d).is_ok());
+        let e = format!("{:#}", check_folder(&d.join("zz")).unwrap_err());
+        assert!(e.contains("is a file"), "{e}");
     }
 
     fn stub(p: &Path) -> Result<()> {

@@ -515,7 +515,7 @@ impl<'s, O: Oracle> Prober<'s, O> {
             let from = warm_model(&self.feasible, warm)?;
             let (other, m2) = self.oracle.prune(from, ratios, epochs, seed + 700)?;
             self.say(&format!(
-                "    probe {}: validation {:.4} within {band} of {:.4}: a second look scored {:.4}",
+                "    probe {}: validation {:.4} within {band:.4} of {:.4}: a second look scored {:.4}",
                 self.trials.len() + 1,
                 m.accuracy,
                 self.at.probe,

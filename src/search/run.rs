@@ -48,6 +48,8 @@ pub struct Place<'a> {
     pub command: &'a str,
     pub executor: workers::ExecutorKind,
     pub slurm_args: &'a str,
+    /// When the command started (the report's total time).
+    pub started: Instant,
 }
 
 /// A finished search: its outcome, the file's Table 3 and the ratios written.
@@ -58,7 +60,7 @@ pub struct Done {
 }
 
 /// Searches `dense` (its weights file `dense_path`) on `data` (every split on the run's
-/// device) under `floor`; `start` is when the command started (the report's total time).
+/// device) under `floor`, writing into `place`.
 /// The budget starts here: training a missing dense model is not counted against it.
 pub fn run(
     i: &Inputs,
@@ -68,7 +70,6 @@ pub fn run(
     floor: Floor,
     rt: &Runtime,
     place: &Place,
-    start: Instant,
 ) -> Result<Done> {
     let out = place.out;
     let search_start = Instant::now();
@@ -244,7 +245,7 @@ pub fn run(
         }
         r => r?,
     };
-    outcome.times.total = start.elapsed().as_secs_f64();
+    outcome.times.total = place.started.elapsed().as_secs_f64();
     outcome.lr_test = lr_test;
     // The report's table and the ratios' real sparsity are read back from the file
     // written, not from memory.

@@ -76,12 +76,13 @@ pub struct ProbeResult {
 impl ProbeSpec {
     /// Reads and checks a spec file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "probe spec {}: cannot read it (on a cluster, the run folder must be on storage every node shares)",
-                path.display()
-            )
-        })?;
+        // On a cluster, a spec no node can see is the usual cause: say so after the reason.
+        let text = crate::paths::read_text(path, "probe spec", crate::paths::MAX_TEXT_BYTES)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#} (on a cluster, the run folder must be on storage every node shares)"
+                )
+            })?;
         let spec: ProbeSpec = serde_json::from_str(&text)
             .with_context(|| format!("probe spec {}: not a valid spec", path.display()))?;
         spec.check()
@@ -161,7 +162,7 @@ pub fn checkpoint_path(result: &Path) -> PathBuf {
 
 /// Reads a result file if it answers `spec` (`None` when it is missing or answers another).
 pub fn existing_result(path: &Path, spec: &ProbeSpec) -> Option<ProbeResult> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::paths::read_text(path, "probe result", crate::paths::MAX_TEXT_BYTES).ok()?;
     let r: ProbeResult = serde_json::from_str(&text).ok()?;
     let checkpoint_there = r.checkpoint.as_ref().is_none_or(|c| c.is_file());
     (r.spec_sha256 == spec.sha256() && checkpoint_there).then_some(r)

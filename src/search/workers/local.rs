@@ -3,9 +3,8 @@
 //! is run once more, then its probe is reported lost. Each child's output goes to
 //! `workers/logs/<index>.log` beside the specs.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
 
@@ -23,10 +22,14 @@ pub struct Local {
 
 impl Local {
     fn spawn(&self, spec: &Path, log: &Path) -> Result<Child> {
-        let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let out = crate::paths::create_regular(log)?;
         let err = out.try_clone()?;
+        use std::os::unix::process::CommandExt;
+        // A process group of its own: a Ctrl-C at the terminal reaches the search alone,
+        // which passes it on once (`wait_all`).
         std::process::Command::new(&self.command.exe)
             .args(self.command.args(&spec.display().to_string()))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -43,20 +46,21 @@ impl Local {
     /// why.
     fn round(&self, specs: &[PathBuf], which: &[usize]) -> Result<Vec<(usize, String)>> {
         let logs = log_dir(specs)?;
-        let children = which
+        let mut children = which
             .iter()
             .map(|&i| {
                 let log = logs.join(format!("{i}.log"));
                 Ok((i, log.clone(), self.spawn(&specs[i], &log)?))
             })
             .collect::<Result<Vec<_>>>()?;
+        let statuses = wait_all(children.iter_mut().map(|(_, _, c)| c).collect())?;
         let mut failed = Vec::new();
-        for (i, log, mut child) in children {
-            let status = child.wait().context("waiting for a worker")?;
+        for ((i, log, _), status) in children.iter().zip(statuses) {
+            let i = *i;
             if status.success() && read_result(&specs[i]).is_some() {
                 continue;
             }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = crate::paths::read_tail(log, super::LOG_TAIL);
             failed.push((
                 i,
                 format!(
@@ -68,6 +72,39 @@ impl Local {
             ));
         }
         Ok(failed)
+    }
+}
+
+/// Waits for every child; on SIGINT or SIGTERM passes the signal on to those still running
+/// (a SIGTERM sent to the search alone would leave them probing), waits for them and stops
+/// with [`crate::runtime::Interrupted`].
+fn wait_all(mut children: Vec<&mut Child>) -> Result<Vec<ExitStatus>> {
+    let mut done: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    loop {
+        for (c, d) in children.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                *d = c.try_wait().context("waiting for a worker")?;
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            return Ok(done.into_iter().flatten().collect());
+        }
+        if let Some(sig) = crate::runtime::signal() {
+            for (c, d) in children.iter_mut().zip(&done) {
+                if d.is_none() {
+                    // SAFETY: kill(2) on the id of a child this process started and has
+                    // not reaped (so the id is still its own).
+                    unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+                }
+            }
+            for (c, d) in children.iter_mut().zip(&done) {
+                if d.is_none() {
+                    let _ = c.wait();
+                }
+            }
+            return Err(crate::runtime::Interrupted.into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -42,12 +42,14 @@ pub struct Command {
 impl Command {
     /// `probe --spec SPEC` with this command's settings, as arguments.
     pub fn args(&self, spec: &str) -> Vec<String> {
-        let mut a = vec![
-            "probe".into(),
-            "--spec".into(),
-            spec.into(),
-            "--quiet".into(),
-        ];
+        let mut a = vec!["probe".into(), "--spec".into(), spec.into()];
+        a.extend(self.options());
+        a
+    }
+
+    /// The options after `probe --spec SPEC`.
+    pub fn options(&self) -> Vec<String> {
+        let mut a = vec!["--quiet".into()];
         a.extend(["--device".into(), self.device.clone()]);
         if let Some(t) = self.threads {
             a.extend(["--threads".into(), t.to_string()]);
@@ -98,10 +100,14 @@ pub fn with_one_retry(
 
 /// The result a finished task left beside its spec (`None`: no result, or not this spec's).
 pub fn read_result(spec_path: &Path) -> Option<ProbeResult> {
-    let text = std::fs::read_to_string(spec_path).ok()?;
+    let text =
+        crate::paths::read_text(spec_path, "probe spec", crate::paths::MAX_TEXT_BYTES).ok()?;
     let s: ProbeSpec = serde_json::from_str(&text).ok()?;
     spec::existing_result(&spec::default_result_path(spec_path, &s), &s)
 }
+
+/// Bytes read from the end of a failed task's log to find why it failed.
+pub const LOG_TAIL: u64 = 64 << 10;
 
 /// The last non-empty line of a log (why a task failed), or `fallback`.
 pub fn last_line(text: &str, fallback: &str) -> String {

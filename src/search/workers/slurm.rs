@@ -22,41 +22,58 @@ pub struct Slurm {
     pub poll: f64,
 }
 
-/// `s` single-quoted for a POSIX shell.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// The array job's script, the same for every run: task `SLURM_ARRAY_TASK_ID` runs
+/// `<specs>/<id>.json`. The specs folder, the binary and its options come as the script's
+/// arguments ([`script_args`]), which sbatch hands over as they are: no path is ever part
+/// of the script's text, so a newline, quote or `$(…)` in the run folder cannot add a line,
+/// an `#SBATCH` option or a command. The options go on sbatch's command line
+/// ([`sbatch_args`]).
+pub const SCRIPT: &str = r#"#!/bin/sh
+# dc-search probe array task: $1 the specs folder, $2 the dc-search binary, then its options.
+spec="$1/$SLURM_ARRAY_TASK_ID.json"
+exe="$2"
+shift 2
+if [ ! -r "$spec" ]; then
+  echo "probe spec $spec: not visible on $(hostname): the run folder must be on storage every node shares" >&2
+  exit 2
+fi
+exec "$exe" probe --spec "$spec" "$@"
+"#;
+
+/// The arguments of [`SCRIPT`] for `command` with specs in `folder/specs`.
+pub fn script_args(command: &Command, folder: &Path) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> =
+        vec![folder.join("specs").into(), command.exe.clone().into()];
+    a.extend(command.options().into_iter().map(Into::into));
+    a
 }
 
-/// The array job's script: task `SLURM_ARRAY_TASK_ID` runs `specs/<id>.json`.
-pub fn script(command: &Command, folder: &Path) -> String {
-    let specs = folder.join("specs");
+/// sbatch's options for an array of `array` (`0,1,…`) whose logs go to `folder/logs/`: each
+/// one argument, never parsed by a shell (a `%` in the folder is doubled: sbatch reads `%A`
+/// and `%a` in `--output` as the job and task ids).
+pub fn sbatch_args(folder: &Path, array: &str) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
     let logs = folder.join("logs");
-    let args: Vec<String> = command
-        .args("$SPEC")
+    let escaped = logs
+        .as_os_str()
+        .as_bytes()
         .iter()
-        .map(|a| {
-            if a == "$SPEC" {
-                "\"$spec\"".into()
-            } else {
-                quote(a)
+        .fold(Vec::new(), |mut v, &b| {
+            v.push(b);
+            if b == b'%' {
+                v.push(b'%');
             }
-        })
-        .collect();
-    format!(
-        "#!/bin/sh\n\
-         #SBATCH --job-name=dc-search-probe\n\
-         #SBATCH --output={logs}/slurm-%A_%a.out\n\
-         spec={specs}/\"$SLURM_ARRAY_TASK_ID\".json\n\
-         if [ ! -r \"$spec\" ]; then\n  \
-         echo \"probe spec $spec: not visible on $(hostname): the run folder must be on storage every node shares\" >&2\n  \
-         exit 2\n\
-         fi\n\
-         exec {exe} {args}\n",
-        logs = logs.display(),
-        specs = quote(&specs.display().to_string()),
-        exe = quote(&command.exe.display().to_string()),
-        args = args.join(" "),
-    )
+            v
+        });
+    let mut output = std::ffi::OsString::from("--output=");
+    output.push(std::ffi::OsStr::from_bytes(&escaped));
+    output.push("/slurm-%A_%a.out");
+    vec![
+        "--parsable".into(),
+        "--job-name=dc-search-probe".into(),
+        output,
+        format!("--array={array}").into(),
+    ]
 }
 
 /// The job id in `sbatch --parsable`'s answer (`123` or `123;cluster`).
@@ -103,13 +120,13 @@ impl Slurm {
         std::fs::create_dir_all(self.folder.join("logs"))
             .with_context(|| format!("cannot create {}", self.folder.join("logs").display()))?;
         let path = self.folder.join("probe-array.sh");
-        crate::paths::write_text(&path, &script(&self.command, &self.folder))?;
+        crate::paths::write_text(&path, SCRIPT)?;
         let array: Vec<String> = which.iter().map(usize::to_string).collect();
         let o = std::process::Command::new("sbatch")
-            .arg("--parsable")
-            .arg(format!("--array={}", array.join(",")))
+            .args(sbatch_args(&self.folder, &array.join(",")))
             .args(&self.args)
             .arg(&path)
+            .args(script_args(&self.command, &self.folder))
             .output()
             .context("--executor slurm: cannot run sbatch")?;
         let out = String::from_utf8_lossy(&o.stdout);
@@ -139,7 +156,7 @@ impl Slurm {
             if !o.status.success() || String::from_utf8_lossy(&o.stdout).trim().is_empty() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_secs_f64(self.poll));
+            crate::runtime::sleep_unless_interrupted(Duration::from_secs_f64(self.poll));
         }
     }
 
@@ -152,7 +169,7 @@ impl Slurm {
             .filter(|&&i| read_result(&specs[i]).is_none())
             .map(|&i| {
                 let log = self.log(&job, i);
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let text = crate::paths::read_tail(&log, super::LOG_TAIL);
                 (
                     i,
                     format!(
@@ -180,31 +197,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_array_script_runs_the_tasks_spec() {
+    fn the_array_script_takes_its_paths_as_arguments() {
+        assert!(!SCRIPT.lines().any(|l| l.starts_with("#SBATCH")));
+        assert!(SCRIPT.contains("storage every node shares"));
         let c = Command {
             exe: "/opt/dc search/dc-search".into(),
             threads: None,
             device: "cpu".into(),
             data_dir: None,
         };
-        let s = script(&c, Path::new("/shared/run/workers"));
-        assert!(
-            s.starts_with("#!/bin/sh\n#SBATCH --job-name=dc-search-probe\n"),
-            "{s}"
+        assert_eq!(
+            script_args(&c, Path::new("/shared/run/workers")),
+            [
+                "/shared/run/workers/specs",
+                "/opt/dc search/dc-search",
+                "--quiet",
+                "--device",
+                "cpu"
+            ]
         );
-        assert!(
-            s.contains("#SBATCH --output=/shared/run/workers/logs/slurm-%A_%a.out\n"),
-            "{s}"
+        assert_eq!(
+            sbatch_args(Path::new("/shared/run/workers"), "0,1"),
+            [
+                "--parsable",
+                "--job-name=dc-search-probe",
+                "--output=/shared/run/workers/logs/slurm-%A_%a.out",
+                "--array=0,1"
+            ]
         );
-        assert!(
-            s.contains("spec='/shared/run/workers/specs'/\"$SLURM_ARRAY_TASK_ID\".json\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("exec '/opt/dc search/dc-search' 'probe' '--spec' \"$spec\" '--quiet' '--device' 'cpu'\n"),
-            "{s}"
-        );
-        assert!(s.contains("storage every node shares"), "{s}");
     }
 
     #[test]
@@ -213,5 +233,55 @@ mod tests {
         assert_eq!(job_id("77;cluster\n").as_deref(), Some("77"));
         assert_eq!(job_id("Submitted batch job 5"), None);
         assert_eq!(job_id(""), None);
+    }
+
+    /// A run folder whose path holds a newline, `#SBATCH`, quotes and `$(…)`: sh runs the
+    /// script with each path one argument, as sbatch would.
+    #[test]
+    fn newlines_and_quotes_in_the_run_folder_stay_inside_their_words() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir
+            .path()
+            .join("run\n#SBATCH --wrap=evil\n' \"$(touch pwned)\"%x/workers");
+        std::fs::create_dir_all(folder.join("specs")).unwrap();
+        std::fs::write(folder.join("specs/0.json"), "{}").unwrap();
+        // The "binary": a script that writes its arguments, one per line.
+        let exe = dir.path().join("fake dc-search");
+        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = Command {
+            exe,
+            threads: None,
+            device: "cpu".into(),
+            data_dir: Some(folder.join("data")),
+        };
+        let out = dir.path().join("args");
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("probe-array.sh")
+            .args(script_args(&c, &folder))
+            .env("SLURM_ARRAY_TASK_ID", "0")
+            .env("ARGS_OUT", &out)
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert!(!dir.path().join("pwned").exists());
+        let args = std::fs::read_to_string(&out).unwrap();
+        let spec = folder.join("specs/0.json").display().to_string();
+        let data = folder.join("data").display().to_string();
+        assert_eq!(
+            args,
+            format!("probe\n--spec\n{spec}\n--quiet\n--device\ncpu\n--data-dir\n{data}\n")
+        );
+        let a = sbatch_args(&folder, "0");
+        assert_eq!(a.len(), 4);
+        let output = a[2].to_string_lossy().to_string();
+        assert!(
+            output.contains("%%x/workers/logs/slurm-%A_%a.out"),
+            "{output}"
+        );
     }
 }
