@@ -128,13 +128,7 @@ pub fn run<O: Oracle>(
             .filter_map(|(_, b)| b)
             .max_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((accuracy, model)) = keep {
-            let bytes = p.est_bytes(&ratios, &p.provisional_bits());
-            p.feasible.push(Feasible {
-                ratios: ratios.clone(),
-                model: Some(model),
-                bytes,
-                accuracy,
-            });
+            keep_feasible(p, &ratios, accuracy, model);
         }
     }
     Ok(Some(Start {
@@ -236,18 +230,23 @@ pub fn lengthen<O: Oracle>(p: &mut Prober<O>, start: Option<Start>) -> Result<()
         p.plan.ladder.push(longer.clone());
         if b >= p.at.probe {
             if let Some((accuracy, model)) = top {
-                let bytes = p.est_bytes(&ratios, &p.provisional_bits());
-                p.feasible.push(Feasible {
-                    ratios: ratios.clone(),
-                    model: Some(model),
-                    bytes,
-                    accuracy,
-                });
+                keep_feasible(p, &ratios, accuracy, model);
             }
         }
         shorter = longer;
     }
     Ok(())
+}
+
+/// Keeps `model` (pruned to `ratios`, validation `accuracy`) as a feasible warm start.
+fn keep_feasible<O: Oracle>(p: &mut Prober<O>, ratios: &[f64], accuracy: f64, model: O::Model) {
+    let bytes = p.est_bytes(ratios, &p.provisional_bits());
+    p.feasible.push(Feasible {
+        ratios: ratios.to_vec(),
+        model: Some(model),
+        bytes,
+        accuracy,
+    });
 }
 
 /// A measured rung, its best model (accuracy, model) and its seconds.
