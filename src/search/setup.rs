@@ -59,7 +59,6 @@ pub fn sweep_and_write(
 
 /// The sweep's points from the journal, or swept, written and journaled now; with the
 /// seconds it took and whether it was replayed.
-#[allow(clippy::too_many_arguments)]
 pub fn sweep(
     journal: &mut Journal,
     sc: &SearchConfig,

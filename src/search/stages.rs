@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::oracle::Oracle;
-use super::prober::{Prober, Widths};
+use super::prober::{Candidate, Prober, Widths};
 use super::record::{round3, StageTimes};
 use super::{bisection, bits, calibration, refinement};
 
@@ -20,6 +20,20 @@ pub struct Chosen<M> {
     pub accuracy: f64,
     /// Why the ratio search ended (bisection; refinement).
     pub stopped: String,
+}
+
+impl<M> Chosen<M> {
+    /// Candidate `c` at the widths `w` chose for it.
+    fn of(c: Candidate<M>, w: Widths<M>, stopped: String) -> Chosen<M> {
+        Chosen {
+            ratios: c.ratios,
+            bits: w.bits,
+            model: c.model,
+            shared: w.shared,
+            accuracy: c.accuracy,
+            stopped,
+        }
+    }
 }
 
 /// The stages from the sensitivity curves (`curves[l]`: `(ratio, accuracy)` ascending):
@@ -54,14 +68,7 @@ pub fn choose<O: Oracle>(
     let t = p.elapsed();
     if let Some((c, w)) = p.replay_chosen()? {
         times.bits = p.elapsed() - t;
-        return Ok(Chosen {
-            ratios: c.ratios,
-            bits: w.bits,
-            model: c.model,
-            shared: w.shared,
-            accuracy: c.accuracy,
-            stopped,
-        });
+        return Ok(Chosen::of(c, w, stopped));
     }
     p.stage = "the candidates".into();
     let candidates = p.candidates(p.cfg.bits_candidates)?;
@@ -100,12 +107,5 @@ pub fn choose<O: Oracle>(
         .nth(i)
         .expect("the best is one of them");
     p.record_chosen(&c, &w, times.final_retrain + times.bits)?;
-    Ok(Chosen {
-        ratios: c.ratios,
-        bits: w.bits,
-        model: c.model,
-        shared: w.shared,
-        accuracy: c.accuracy,
-        stopped,
-    })
+    Ok(Chosen::of(c, w, stopped))
 }
