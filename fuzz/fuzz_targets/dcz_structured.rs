@@ -6,16 +6,22 @@
 //! normalisation, huge empty layers), its encoding with valid checksums
 //! (`encode_unchecked`), then byte mutations and `reseal`, which recomputes the CRCs. What
 //! decodes must be consistent and must go through every reader without a panic: folding
-//! dead units (and encoding the result again), export to safetensors, loading onto the
-//! tiny MLP (`to_net_like`) and a forward pass. Biases come empty, dense or mostly
-//! zero (stored with a bitmap), in f32, f16 or i8.
+//! dead units (and encoding the result again), the fit check every command that decodes a
+//! file runs (`check_fits`: a file that passes it must load and export, one that fails it
+//! must not load), export to safetensors and import of that export (the same weights, bit
+//! for bit), loading onto the tiny MLP (`to_net_like`) and a forward pass, and the path of
+//! a file that names a zoo model instead (`to_net`: LeNet-5 or LeNet-300-100, whose shapes
+//! the file must match before anything of its size is built). Biases come empty, dense or
+//! mostly zero (stored with a bitmap), in f32, f16 or i8.
 #![no_main]
 
-use dc_search::compress::{encode::to_net_like, fold};
+use dc_search::compress::encode::{check_fits, to_net, to_net_like};
+use dc_search::compress::fold;
 use dc_search::format::{
     decode, decode_with_limit, encode, encode_unchecked, reseal, BiasPrecision, CompressedModel,
     Layer, LayerKind, Origin,
 };
+use dc_search::import::{parse_weights, WeightsFormat};
 use dc_search::models::{Arch, LayerSpec, Net, Op};
 use libfuzzer_sys::fuzz_target;
 
@@ -123,6 +129,7 @@ fn tiny_mlp() -> Arch {
         name: name.into(),
         kind: dc_search::models::LayerKind::Linear,
         weight_shape: vec![out, inp],
+        bias: true,
     };
     Arch {
         name: "tiny-mlp".into(),
@@ -167,12 +174,36 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(again) = encode(&folded) {
         assert!(decode(&again).is_ok());
     }
-    let _ = dc_search::export::dcz_to_safetensors(&model);
+    // The commands' one check of a file against its model decides everything after it.
+    let fits = check_fits(&model, &tiny_mlp()).is_ok();
+    if fits {
+        let st = dc_search::export::dcz_to_safetensors(&model).expect("a fitting file exports");
+        let back = parse_weights(&st, WeightsFormat::Safetensors, &tiny_mlp())
+            .expect("an export imports onto its model");
+        for l in &model.layers {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (_, w) = &back[&format!("{}.weight", l.name)];
+            assert_eq!(bits(w), bits(&l.dense_weights()), "{} round trip", l.name);
+        }
+    }
     NET.with(|net| {
-        if let Ok(loaded) = to_net_like(&model, net) {
+        let loaded = to_net_like(&model, net);
+        assert_eq!(loaded.is_ok(), fits, "loads exactly when it fits");
+        if let Ok(loaded) = loaded {
             let x = tch::Tensor::ones([2, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu));
             let y = loaded.forward(&x);
             assert_eq!(y.size(), vec![2, 4]);
         }
     });
+    // The same file under a zoo model's name: refused unless it matches that model.
+    let zoo = match inp.u8() % 3 {
+        0 => return,
+        1 => "lenet",
+        _ => "lenet-300-100",
+    };
+    let mut named = model;
+    named.model = zoo.into();
+    if let Ok(net) = to_net(&named, tch::Device::Cpu) {
+        assert!(check_fits(&named, &net.arch).is_ok());
+    }
 });
