@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite from a fresh clone: set-up (cached, idempotent), then every test
-# (unit, integration, property) in release mode against real libtorch and real MNIST. As
+# (unit, integration, property) in release mode against real libtorch and real MNIST, then
+# the Python wheel in a fresh venv (scripts/test-python.sh). As
 # root it first starts a single-node Slurm (scripts/slurm-up.sh: slurmctld, slurmd, munge)
 # for tests/slurm.rs and stops it, by its PIDs, at the end; where Slurm cannot be started
 # those tests say why and pass. Likewise tests/cuda.rs, without libtorch's CUDA part.
@@ -23,3 +24,8 @@ else
     echo "tests/slurm.rs: its Slurm tests will be skipped" >&2
 fi
 cargo test --release "$@"
+# The Python package end to end (a fresh venv, torch 2.11.0, the wheel): with the whole
+# suite, not when cargo test was given a filter.
+if [ $# -eq 0 ]; then
+    bash "$repo/scripts/test-python.sh"
+fi
