@@ -202,17 +202,20 @@ def main() -> None:
     assert dc_search.export_ratios(result, to="csv").startswith("layer,sparse_ratio,bits,weight")
 
     # The sensitivity sweep.
+    # The sensitivity sweep, of a ScriptModule, on two layers named by module path.
     s = dc_search.sensitivity(
-        model,
+        torch.jit.script(model),
         (x_train, y_train),
         (x_test, y_test),
         valid=(x_val, y_val),
+        layers=["body.1", "head"],
         mean=[MEAN],
         std=[STD],
         progress=False,
         threads=2,
     )
-    assert sorted(s.curves) == sorted(names) and s.svg.is_file(), s
+    assert sorted(s.curves) == ["body.1", "head"] and s.svg.is_file(), s
+    assert all(len(c) > 5 and c[0][0] == 0.0 for c in s.curves.values()), s.curves
 
     # A bad input: the binary's one line as an exception.
     bad = y_train.copy()
