@@ -107,7 +107,7 @@ def main() -> None:
         model=model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test
     )
     exec(readme_example(readme), scope)
-    minutes = (time.time() - t0) / 60
+    seconds = time.time() - t0
     result = scope["result"]
     print(
         f"README example: {result.bytes} B, {result.compression:.1f}x, valid {result.valid_accuracy:.4f}, "

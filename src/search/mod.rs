@@ -6,8 +6,8 @@
 //!    layer ([`delta`]); the largest δ whose pruned and retrained model is feasible;
 //! 3. [`refinement`]: per-layer pushes from the smallest feasible model, chosen by a
 //!    Gaussian process ([`gp`]) by expected saving × probability of feasibility;
-//! 4. the final model ([`prober::Prober::final_model`]): the smallest feasible probe's,
-//!    optionally retrained longer;
+//! 4. [`candidates`]: the models the bits stage starts from, the smallest feasible
+//!    probes', optionally retrained longer;
 //! 5. [`bits`]: weight widths per layer (a solo-sharing sweep and a rate–distortion
 //!    chain, confirmed by codebook retraining);
 //! 6. [`finish`]: the file, decoded and proved on validation; then the test set, once.
@@ -30,6 +30,7 @@ pub mod batch;
 pub mod bisection;
 pub mod bits;
 pub mod calibration;
+pub mod candidates;
 pub mod config;
 pub mod delta;
 pub mod estimate;

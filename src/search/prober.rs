@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 
 use super::config::SearchConfig;
 use super::estimate;
-use super::journal::{self, CandidateReplay, Journal};
+use super::journal::{self, Journal};
 use super::oracle::{Measure, Oracle};
 use super::outputs;
 use super::plan::{self, Plan};
@@ -60,18 +60,12 @@ pub(super) fn warm_model<M>(feasible: &[Feasible<M>], i: Option<usize>) -> Resul
 }
 
 /// The error of a feasible probe whose journaled checkpoint is gone.
-fn missing_checkpoint(ratios: &[f64]) -> anyhow::Error {
+pub(super) fn missing_checkpoint(ratios: &[f64]) -> anyhow::Error {
     anyhow!(
         "the journal's checkpoint of the feasible probe {:?} is missing: delete the run folder (or choose \
          another --out) to search afresh",
         round3(ratios)
     )
-}
-
-/// The seed (offset from the run's) of segment `segment` of candidate `index`'s final
-/// retraining.
-pub fn final_seed(index: usize, segment: usize) -> u64 {
-    7 + 10_000 * index as u64 + segment as u64
 }
 
 /// A model the bits stage may start from.
@@ -650,175 +644,6 @@ impl<'s, O: Oracle> Prober<'s, O> {
         Ok((m.accuracy, feasible.then_some(shared)))
     }
 
-    /// Stage 4: the models the bits stage starts from: the `k` smallest feasible probes'
-    /// (a model with little room above the threshold may lose more to weight sharing than
-    /// its ratios saved), each retrained `final_epochs` more when that is set (kept only if
-    /// validation does not drop: a frontier probe passed partly by luck, and retraining
-    /// regresses to the mean).
-    pub fn candidates(&mut self, k: usize) -> Result<Vec<Candidate<O::Model>>> {
-        let mut order: Vec<usize> = (0..self.feasible.len()).collect();
-        order.sort_by(|&a, &b| self.feasible[a].bytes.total_cmp(&self.feasible[b].bytes));
-        order.dedup_by(|a, b| self.feasible[*a].ratios == self.feasible[*b].ratios);
-        order.truncate(k.max(1));
-        if order.is_empty() {
-            anyhow::bail!(
-                "no probe reached the floor {:.4} (+ margin {}) on validation: the floor is unreachable with this \
-                 budget; lower --floor or raise --budget",
-                self.at.floor,
-                self.plan.margin,
-            );
-        }
-        let mut out = Vec::new();
-        for (index, i) in order.into_iter().enumerate() {
-            let model = self.feasible[i]
-                .model
-                .take()
-                .ok_or_else(|| missing_checkpoint(&self.feasible[i].ratios))?;
-            let (ratios, before) = (self.feasible[i].ratios.clone(), self.feasible[i].accuracy);
-            let epochs = self.cfg.final_epochs;
-            let replayed = match (epochs > 0.0, self.journal.as_mut()) {
-                (true, Some(j)) => j.replay_candidate(index, &ratios)?,
-                _ => None,
-            };
-            let (model, accuracy) = match replayed {
-                Some(CandidateReplay::Done {
-                    checkpoint,
-                    accuracy,
-                    seconds,
-                }) => {
-                    self.count_replayed(seconds);
-                    self.say_final(
-                        &ratios,
-                        format!("replayed from the journal → validation {accuracy:.4}"),
-                    );
-                    (self.oracle.load(&checkpoint)?, accuracy)
-                }
-                part if epochs > 0.0 => {
-                    self.final_retraining(index, model, &ratios, before, part)?
-                }
-                _ => (model, before),
-            };
-            out.push(Candidate {
-                ratios,
-                model,
-                accuracy,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Candidate `index`'s final retraining of `final_epochs`, from `model` (its probe's,
-    /// validation `before`), run as consecutive segments of at most one epoch
-    /// ([`Oracle::retrain_segment`]): the learning-rate schedule runs over the whole
-    /// retraining, segment `k` is seeded by ([`final_seed`]) the candidate and `k`, and the
-    /// momentum restarts at zero at each segment boundary (on an uninterrupted run as on a
-    /// resumed one, so both end alike). Each segment's model is journaled; `part` is what a
-    /// stopped run journaled of it, continued from its last segment. Keeps the retrained
-    /// model unless it scored lower than `before`.
-    fn final_retraining(
-        &mut self,
-        index: usize,
-        model: O::Model,
-        ratios: &[f64],
-        before: f64,
-        part: Option<CandidateReplay>,
-    ) -> Result<(O::Model, f64)> {
-        let epochs = self.cfg.final_epochs;
-        let (done, mut current, mut accuracy, mut seconds) = match part {
-            Some(CandidateReplay::Part {
-                segments,
-                checkpoint,
-                accuracy,
-                seconds,
-            }) => {
-                self.count_replayed(seconds);
-                self.say_final(
-                    ratios,
-                    format!(
-                        "resuming after epoch {segments} of {epochs} (validation {accuracy:.4}), replayed from \
-                         the journal"
-                    ),
-                );
-                (
-                    segments,
-                    Some(self.oracle.load(&checkpoint)?),
-                    accuracy,
-                    seconds,
-                )
-            }
-            _ => (0, None, before, 0.0),
-        };
-        let total = super::oracle::segments(epochs);
-        for segment in done..total {
-            self.stage = format!(
-                "candidate {}'s final retraining ({:?}), epoch {} of {epochs}",
-                index + 1,
-                round3(ratios),
-                segment + 1
-            );
-            let from = current.as_ref().unwrap_or(&model);
-            let (next, m) =
-                self.oracle
-                    .retrain_segment(from, epochs, segment, final_seed(index, segment))?;
-            self.count(m.seconds);
-            seconds += m.seconds;
-            if let Some(j) = self.journal.as_mut() {
-                let oracle = &self.oracle;
-                let next = &next;
-                j.record_epoch(
-                    index,
-                    ratios,
-                    segment + 1,
-                    epochs,
-                    m.accuracy,
-                    m.seconds,
-                    &|p: &Path| oracle.save(next, p),
-                )?;
-            }
-            if total > 1 {
-                self.say_final(
-                    ratios,
-                    format!(
-                        "epoch {} of {epochs}, validation {:.4} ({:.0} s)",
-                        segment + 1,
-                        m.accuracy,
-                        m.seconds
-                    ),
-                );
-            }
-            current = Some(next);
-            accuracy = m.accuracy;
-        }
-        self.say_final(
-            ratios,
-            format!(
-                "{epochs:.1} epochs, validation {before:.4} → {accuracy:.4} ({seconds:.0} s){}",
-                if accuracy < before {
-                    "; keeping the probe's model, which scored higher"
-                } else {
-                    ""
-                }
-            ),
-        );
-        let kept = match current {
-            Some(again) if accuracy >= before => (again, accuracy),
-            _ => (model, before),
-        };
-        if let Some(j) = self.journal.as_mut() {
-            let oracle = &self.oracle;
-            let model = &kept.0;
-            j.record_candidate(index, ratios, kept.1, seconds, &|p: &Path| {
-                oracle.save(model, p)
-            })?;
-        }
-        Ok(kept)
-    }
-
-    /// A progress line about the final retraining of the candidate with `ratios`.
-    fn say_final(&self, ratios: &[f64], what: String) {
-        self.say(&format!("final retraining of {:?}: {what}", round3(ratios)));
-    }
-
     /// The journaled choice (ratios, widths, model, accuracy) of a run that got past the
     /// bits stage, with the bits probes recorded before it.
     pub fn replay_chosen(&mut self) -> Result<Option<Replayed<O::Model>>> {
@@ -877,6 +702,12 @@ impl<'s, O: Oracle> Prober<'s, O> {
     /// The journal, to drop probe checkpoints after a finished run.
     pub fn journal(&self) -> Option<&Journal> {
         self.journal.as_ref()
+    }
+
+    /// The journal and the oracle (which saves what is journaled), for a stage that
+    /// journals more than probes (the candidates' final retraining).
+    pub(super) fn journal_with_oracle(&mut self) -> (Option<&mut Journal>, &O) {
+        (self.journal.as_mut(), &self.oracle)
     }
 }
 

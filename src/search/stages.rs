@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::oracle::Oracle;
 use super::prober::{Candidate, Prober, Widths};
 use super::record::{round3, StageTimes};
-use super::{bisection, bits, calibration, refinement};
+use super::{bisection, bits, calibration, candidates, refinement};
 
 /// What the stages chose.
 pub struct Chosen<M> {
@@ -71,7 +71,8 @@ pub fn choose<O: Oracle>(
         return Ok(Chosen::of(c, w, stopped));
     }
     p.stage = "the candidates".into();
-    let candidates = p.candidates(p.cfg.bits_candidates)?;
+    let k = p.cfg.bits_candidates;
+    let candidates = candidates::candidates(p, k)?;
     times.final_retrain = p.elapsed() - t;
     // Stage 5 on each candidate; the smallest estimated file wins.
     let t = p.elapsed();
