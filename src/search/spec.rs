@@ -248,6 +248,30 @@ mod tests {
         );
     }
 
+    /// A result (and every journaled number) reads back as the very f64 it was written
+    /// from: `serde_json`'s default parser may miss by an ulp (6.490780832 read back
+    /// printed 6.4907808320000004), which would make a replayed probe differ from the one
+    /// run; the `float_roundtrip` feature parses exactly.
+    #[test]
+    fn results_read_back_bit_for_bit() {
+        for seconds in [6.490780832, 0.1 + 0.2, 1e-300, 123456.789012345] {
+            let r = ProbeResult {
+                spec_sha256: "ab".into(),
+                valid_accuracy: 0.9846,
+                valid_loss: 0.8193642186164856,
+                nonzeros: 3,
+                seconds,
+                feasible: true,
+                lr_restarts: 0,
+                checkpoint: None,
+            };
+            let json = serde_json::to_string(&r).unwrap();
+            let back: ProbeResult = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.seconds.to_bits(), seconds.to_bits(), "{json}");
+            assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        }
+    }
+
     #[test]
     fn bad_specs_are_refused_in_one_line() {
         type Case = (fn(&mut ProbeSpec), &'static str);
