@@ -111,7 +111,7 @@ def main() -> None:
     result = scope["result"]
     print(
         f"README example: {result.bytes} B, {result.compression:.1f}x, valid {result.valid_accuracy:.4f}, "
-        f"test {result.test_accuracy:.4f}, {minutes:.1f} min; files in {result.run_dir}",
+        f"test {result.test_accuracy:.4f}, {seconds:.0f} s; files in {result.run_dir}",
         flush=True,
     )
 
