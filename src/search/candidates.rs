@@ -189,28 +189,9 @@ fn say_final<O: Oracle>(p: &Prober<'_, O>, ratios: &[f64], what: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::config::{Auto, SearchConfig};
-    use crate::search::prober::Clock;
+    use crate::search::config::SearchConfig;
+    use crate::search::prober::tests::{fixed as cfg, prober};
     use crate::search::record::Phase;
-    use crate::search::synthetic::{Landscape, Synthetic};
-
-    fn prober(cfg: &SearchConfig) -> Prober<'_, Synthetic> {
-        let land = Landscape {
-            noise: 0.0,
-            ..Landscape::lenet()
-        };
-        let layers = land.layers.clone();
-        Prober::new(Synthetic::new(land, 1), cfg, 0.99, layers, Clock::Simulated)
-    }
-
-    fn cfg() -> SearchConfig {
-        SearchConfig {
-            probe_epochs: Auto::Is(1.5),
-            margin: Auto::Is(0.001),
-            second_look: Auto::Is(0.0),
-            ..SearchConfig::default()
-        }
-    }
 
     #[test]
     fn the_candidates_are_the_k_smallest_distinct_feasible_probes() {

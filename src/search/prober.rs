@@ -747,13 +747,13 @@ fn restarted(lr_restarts: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::search::config::Auto;
     use crate::search::synthetic::{Landscape, Synthetic};
 
     /// A prober over the noiseless LeNet-5 landscape, floor 0.99, the given settings.
-    fn prober(cfg: &SearchConfig) -> Prober<'_, Synthetic> {
+    pub(in crate::search) fn prober(cfg: &SearchConfig) -> Prober<'_, Synthetic> {
         let land = Landscape {
             noise: 0.0,
             ..Landscape::lenet()
@@ -762,7 +762,8 @@ mod tests {
         Prober::new(Synthetic::new(land, 1), cfg, 0.99, layers, Clock::Simulated)
     }
 
-    fn fixed() -> SearchConfig {
+    /// Settings that need no calibration: fixed probe length and margin, no second looks.
+    pub(in crate::search) fn fixed() -> SearchConfig {
         SearchConfig {
             probe_epochs: Auto::Is(1.5),
             margin: Auto::Is(0.001),
