@@ -328,10 +328,11 @@ def export_ratios(
     cmd = ["export", str(path), "--to", to]
     if module_prefix:
         cmd += ["--module-prefix", module_prefix]
-    text = "\n".join(_runtime.run(cmd, progress=False)) + "\n"
-    if output is not None:
-        out = Path(output)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+    if output is None:
+        text = "\n".join(_runtime.run(cmd, progress=False)) + "\n"
+    else:
+        # dc-search writes it, under its one output rule (temp file and rename, only a
+        # regular file replaced), and it is read back.
+        _runtime.run([*cmd, "-o", str(output)], progress=False)
+        text = Path(output).read_text(encoding="utf-8")
     return json.loads(text) if to == "nni" else text

@@ -199,7 +199,10 @@ def main() -> None:
     # Ratios for other tools.
     nni = dc_search.export_ratios(result, to="nni")
     assert [c["op_names"][0] for c in nni] == names, nni
-    assert dc_search.export_ratios(result, to="csv").startswith("layer,sparse_ratio,bits,weight")
+    csv_text = dc_search.export_ratios(result, to="csv")
+    assert csv_text.startswith("layer,sparse_ratio,bits,weight"), csv_text
+    assert dc_search.export_ratios(result, to="csv", output=work / "ratios.csv") == csv_text
+    assert (work / "ratios.csv").read_text() == csv_text
 
     # The sensitivity sweep.
     # The sensitivity sweep, of a ScriptModule, on two layers named by module path.
