@@ -66,6 +66,11 @@ struct SearchFlags {
     /// up to N at once and each runs as `dc-search probe` (search.workers).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Which weights the search keeps: `magnitude` (the largest; the default) or `l0`
+    /// (L0 gates trained from the dense model first, then magnitude on top of their
+    /// zeros); search.sparsifier.
+    #[arg(long, value_enum)]
+    sparsifier: Option<crate::search::Sparsifier>,
     /// Where probes side by side run: `local` (child processes, the threads shared among
     /// them) or `slurm` (one array job per batch; the run folder must be on storage every
     /// node shares).
@@ -1066,10 +1071,22 @@ impl SearchFlags {
             }
             None => {}
         }
+        if let Some(s) = self.sparsifier {
+            cfg.search.sparsifier = s;
+        }
+        let sparsifier_tag = match cfg.search.sparsifier {
+            crate::search::Sparsifier::Magnitude => "",
+            crate::search::Sparsifier::L0 => "-l0",
+        };
         let out = self.out.unwrap_or_else(|| {
             crate::paths::fresh_run_folder(
                 Path::new("runs"),
-                &format!("{}-{}-{}", cfg.model, cfg.data.name(), floor.tag()),
+                &format!(
+                    "{}-{}-{}{sparsifier_tag}",
+                    cfg.model,
+                    cfg.data.name(),
+                    floor.tag()
+                ),
             )
         });
         check_output(&out.join("report.md"))?;

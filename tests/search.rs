@@ -259,6 +259,79 @@ fn a_slower_machine_writes_the_same_file() {
     assert_same_run(&dir.path().join("fast"), &dir.path().join("slow"));
 }
 
+/// `--sparsifier l0`: the gates train first (journaled, their model saved in the run
+/// folder), close some weights exactly, the search starts from that model, and a search
+/// killed after the gates and again after a probe resumes to the same file byte for byte.
+#[test]
+fn an_l0_search_starts_from_its_gates_and_resumes_to_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = tiny() + "l0_epochs = 0.4\nl0_gate_lr = 0.1\nl0_lambda = 50\n";
+    let extra = [
+        "--budget",
+        "4p",
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--sparsifier",
+        "l0",
+    ];
+    let floor = ["--floor", "0.85"];
+    let command = |out: &str| search_command_with(dir.path(), &toml, true, &floor, out, &extra);
+    let (code, _, err) = run(command("whole"));
+    assert_eq!(code, 0, "{err}");
+    let whole = dir.path().join("whole");
+    assert!(whole.join("sparsifier.safetensors").is_file());
+    let journal = std::fs::read_to_string(whole.join("journal.jsonl")).unwrap();
+    assert!(
+        journal
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("{\"sparsifier\":"),
+        "the gates come before the sweep: {journal}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap())
+            .unwrap();
+    let g = &summary["sparsifier"];
+    let sum = |k: &str| -> u64 {
+        g[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("weights"), 266_200);
+    assert!(
+        sum("kept") > 0 && sum("kept") < 266_200 * 9 / 10,
+        "the gates closed some weights, not all: {g}"
+    );
+    assert!(summary["times"]["sparsify"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(whole.join("report.md")).unwrap();
+    assert!(
+        report.contains("| sparsifier (`l0`) | L0 gates at λ"),
+        "{report}"
+    );
+    let valid = summary["decoded_valid_accuracy"].as_f64().unwrap();
+    assert!(valid >= 0.85, "decoded file meets the floor: {valid}");
+
+    let cut = dir.path().join("cut");
+    let mut kills = 0;
+    for at in [2, 4] {
+        let mut child = command("cut")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        kills += usize::from(kill_when(&mut child, || journal_lines(&cut) >= at));
+    }
+    assert_eq!(kills, 2, "killed after the gates and after the sweep");
+    let (code, _, err) = run(command("cut"));
+    assert_eq!(code, 0, "{err}");
+    assert_same_run(&whole, &cut);
+}
+
 /// A search killed (SIGKILL) mid-way through a candidate's final retraining of two epochs,
 /// after its first epoch was journaled, continues from that epoch's checkpoint (saying so
 /// at once) and ends with the same file, byte for byte, as an uninterrupted run.

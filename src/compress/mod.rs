@@ -9,6 +9,7 @@
 
 pub mod encode;
 pub mod fold;
+pub mod gates;
 pub mod kmeans;
 pub mod lr_range;
 pub mod mask;

@@ -4,6 +4,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{need, within};
+use crate::compress::gates::GateConfig;
 use crate::compress::{BiasPrecision, RetrainLr, Schedule};
 
 /// The search's accuracy floor.
@@ -47,6 +48,19 @@ pub enum Bisection {
 pub enum BitsMethod {
     Sweep,
     Probe,
+}
+
+/// Which weights a search keeps, before it prunes by magnitude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sparsifier {
+    /// The largest weights (Deep Compression's rule): the search starts from the dense
+    /// model.
+    #[default]
+    Magnitude,
+    /// L0 gates trained from the dense model first (`crate::compress::gates`); the search
+    /// starts from the gated model and prunes by magnitude on top of its zeros.
+    L0,
 }
 
 /// A search setting given as a number, or `"auto"`: worked out by the search from the
@@ -229,6 +243,27 @@ pub struct SearchConfig {
     /// stated in the CSV. For TorchScript modules, whose sweep cannot reuse activations.
     #[serde(skip_serializing_if = "is_zero")]
     pub sensitivity_images: usize,
+    /// Which weights the search keeps: `"magnitude"` (the default) or `"l0"` (L0 gates
+    /// trained from the dense model before the sensitivity sweep, `docs/sparsifiers.md`).
+    #[serde(skip_serializing_if = "is_magnitude")]
+    pub sparsifier: Sparsifier,
+    /// `"l0"`: epochs of gated training (default 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l0_epochs: Option<f64>,
+    /// `"l0"`: the price of a kept weight in nats of the whole training set's loss
+    /// (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l0_lambda: Option<f64>,
+    /// `"l0"`: Adam's learning rate of the weights and biases (default 0.0003).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l0_lr: Option<f64>,
+    /// `"l0"`: Adam's learning rate of the gates' log α (default 0.01).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l0_gate_lr: Option<f64>,
+}
+
+fn is_magnitude(s: &Sparsifier) -> bool {
+    *s == Sparsifier::Magnitude
 }
 
 fn is_one(n: &usize) -> bool {
@@ -279,14 +314,32 @@ impl Default for SearchConfig {
             grid: crate::search::sensitivity::DEFAULT_GRID.to_vec(),
             workers: 1,
             sensitivity_images: 0,
+            sparsifier: Sparsifier::Magnitude,
+            l0_epochs: None,
+            l0_lambda: None,
+            l0_lr: None,
+            l0_gate_lr: None,
         }
     }
 }
 
 impl SearchConfig {
+    /// The L0 gates' settings, defaults filled in.
+    pub fn gate_config(&self) -> GateConfig {
+        let d = GateConfig::default();
+        GateConfig {
+            epochs: self.l0_epochs.unwrap_or(d.epochs),
+            lambda: self.l0_lambda.unwrap_or(d.lambda),
+            lr: self.l0_lr.unwrap_or(d.lr),
+            gate_lr: self.l0_gate_lr.unwrap_or(d.gate_lr),
+            ..d
+        }
+    }
+
     /// Range checks of the `[search]` section.
     pub fn check(&self) -> Result<()> {
         let s = self;
+        s.gate_config().check()?;
         s.margin
             .check("search.margin", |x| within(x, 0.0, 0.5), "[0, 0.5]")?;
         need(

@@ -128,6 +128,7 @@ pub fn file(
         stopped,
         device: p.oracle.rt.device_name(),
         lr_test: None,
+        sparsifier: None,
         plan: Some(p.plan.clone()),
         pair: script.map(|s| s.pair_bytes()).transpose()?,
         lr_restarted_probes: p

@@ -37,6 +37,15 @@ use crate::models::Net;
 enum Line {
     /// First line: what the run is.
     Header { journal: u32, key: String },
+    /// The sparsifier's model (`[search] sparsifier = "l0"`), before the sweep: its
+    /// checkpoint in the run folder, saved before this line, and how its training went;
+    /// no checkpoint when no try met the floor (the search starts from the dense model).
+    Sparsifier {
+        checkpoint: Option<String>,
+        stats: crate::compress::gates::GateStats,
+        /// Seconds of every try.
+        seconds: f64,
+    },
     /// The sensitivity sweep's points (`(layer, ratio, accuracy, loss)` as recorded in
     /// sensitivity.csv).
     Sweep {
@@ -340,6 +349,44 @@ impl Journal {
             file,
             _lock: lock,
             replay,
+        })
+    }
+
+    /// The journaled sparsifier: its checkpoint (as a path in the run folder; `None` when
+    /// no try met the floor), its last try's stats and the seconds of all tries, if the
+    /// run got that far.
+    pub fn replay_sparsifier(
+        &mut self,
+    ) -> Option<(Option<PathBuf>, crate::compress::gates::GateStats, f64)> {
+        let Some(Line::Sparsifier { .. }) = self.replay.front() else {
+            return None;
+        };
+        let Some(Line::Sparsifier {
+            checkpoint,
+            stats,
+            seconds,
+        }) = self.replay.pop_front()
+        else {
+            unreachable!()
+        };
+        Some((checkpoint.map(|c| self.dir.join(c)), stats, seconds))
+    }
+
+    /// Saves the sparsifier's model (if one met the floor) as `name` in the run folder
+    /// (atomically), then appends its line.
+    pub fn record_sparsifier(
+        &mut self,
+        kept: Option<(&str, &Net)>,
+        stats: &crate::compress::gates::GateStats,
+        seconds: f64,
+    ) -> Result<()> {
+        if let Some((name, net)) = kept {
+            save(&self.dir.join(name), net, &Masked::dense(net))?;
+        }
+        self.append(&Line::Sparsifier {
+            checkpoint: kept.map(|(name, _)| name.to_string()),
+            stats: stats.clone(),
+            seconds,
         })
     }
 

@@ -47,11 +47,12 @@ pub mod refinement;
 pub mod run;
 pub mod sensitivity;
 pub mod setup;
+pub mod sparsify;
 pub mod spec;
 pub mod stages;
 pub mod synthetic;
 pub mod workers;
 
-pub use config::{Floor, SearchConfig};
+pub use config::{Floor, SearchConfig, Sparsifier};
 pub use record::{Outcome, Phase, StageTimes, Trial};
 pub use run::run;

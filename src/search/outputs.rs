@@ -434,6 +434,22 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
             1,
         );
     }
+    if let Some(g) = &o.sparsifier {
+        // The gated model is the start exactly when it reached the floor.
+        let used = if g.valid_accuracy >= o.floor {
+            "the search started from it"
+        } else {
+            "under the floor: the search started from the dense model"
+        };
+        s = s.replacen(
+            "\n\n## Per layer",
+            &format!(
+                "\n| sparsifier (`l0`) | {}; {used} |\n\n## Per layer",
+                g.describe(&o.layers)
+            ),
+            1,
+        );
+    }
     if !o.lr_restarted_probes.is_empty() {
         s = s.replacen(
             "\n\n## Per layer",
@@ -451,8 +467,16 @@ pub fn write_report(o: &Outcome, table3: &str, command: &str, path: &Path) -> Re
         s += &plan_section(plan, o.floor, o.valid_images);
     }
     s += &format!("\n## The file (like the paper's Table 3)\n\n{table3}\n");
+    if t.sparsify > 0.0 {
+        s += &format!(
+            "## Time per stage (seconds)\n\nL0 gates before the sensitivity sweep: {:.0} s.\n\n",
+            t.sparsify
+        );
+    } else {
+        s += "## Time per stage (seconds)\n\n";
+    }
     s += &format!(
-        "## Time per stage (seconds)\n\n| sensitivity | calibration | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
+        "| sensitivity | calibration | bisect | refine | candidates (final retraining) | bits | encode + verify | total |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
          Files: `sensitivity.csv`, `sensitivity.svg`, `trials.csv`, `pareto.svg`, `ratios.json`, `summary.json`, `config.toml`.\n",
         t.sensitivity, t.calibrate, t.bisect, t.refine, t.final_retrain, t.bits, t.encode_and_verify, t.total

@@ -84,6 +84,9 @@ impl Trial {
 /// Time spent per stage, in seconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageTimes {
+    /// The sparsifier's gated training (0 for `"magnitude"`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sparsify: f64,
     pub sensitivity: f64,
     /// The learning-rate range test (0 when `retrain_lr` is not `"auto"`).
     #[serde(default)]
@@ -139,6 +142,9 @@ pub struct Outcome {
     /// (`retrain_lr = "auto"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_test: Option<crate::compress::lr_range::LrTest>,
+    /// The L0 gates' training the search started from (`sparsifier = "l0"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsifier: Option<crate::compress::gates::GateStats>,
     /// For a TorchScript model: the module file the `.dcz` pairs with, and the bytes of the
     /// state no named layer owns (the file and the ratio count the named layers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +156,10 @@ pub struct Outcome {
     /// The probes whose retraining diverged and started again at a smaller learning rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lr_restarted_probes: Vec<usize>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// `v` rounded to three decimals (for messages).

@@ -15,7 +15,7 @@ use super::oracle::Retrainer;
 use super::outputs::{self, Ratios};
 use super::prober::{Clock, Prober};
 use super::record::{Outcome, StageTimes};
-use super::{calibration, finish, sensitivity, setup, stages, workers};
+use super::{calibration, finish, sensitivity, setup, sparsify, stages, workers};
 use crate::compress::CompressConfig;
 use crate::data::{Data, DataConfig};
 use crate::models::Net;
@@ -128,6 +128,30 @@ pub fn run(
         );
     }
     let mut times = StageTimes::default();
+    // `sparsifier = "l0"`: every later stage starts from the gated model, and takes its
+    // accuracy as the curves' reference; the floor and the report keep the dense one's.
+    let start = sparsify::start(
+        &mut journal,
+        &sparsify::Inputs {
+            search: i.search,
+            dense,
+            train_split: &data.train,
+            valid: &data.valid,
+            train: i.train,
+            rt,
+            floor,
+        },
+        out,
+    )?;
+    times.sparsify = start.as_ref().map_or(0.0, |s| s.seconds);
+    let (dense, dense_path, start_acc) = match start.as_ref().and_then(|s| s.net.as_ref()) {
+        Some((net, path)) => (
+            net,
+            path.as_path(),
+            start.as_ref().unwrap().stats.valid_accuracy,
+        ),
+        None => (dense, dense_path, dense_acc),
+    };
     let (points, secs, sweep_replayed) = setup::sweep(
         &mut journal,
         i.search,
@@ -156,7 +180,7 @@ pub fn run(
         search: i.search,
         rt,
     };
-    let (lr_test, lr_test_replayed) = setup::lr_test(&mut journal, &lr_inputs, &curves, dense_acc)?;
+    let (lr_test, lr_test_replayed) = setup::lr_test(&mut journal, &lr_inputs, &curves, start_acc)?;
     times.lr_test = lr_test.as_ref().map_or(0.0, |t| t.seconds);
     let (search_cfg, compress_cfg) = setup::with_lr(i.search, i.compress, lr_test.as_ref());
     // The run folder's config is the resolved one: a number where the range test chose.
@@ -200,6 +224,9 @@ pub fn run(
     let mut p = Prober::new(oracle, sc, floor, layers, Clock::Wall(search_start))
         .with_journal(journal)
         .with_outputs(&out.join("trials.csv"), rt.quiet);
+    if start.as_ref().is_some_and(|s| s.replayed) {
+        p.count_replayed(times.sparsify);
+    }
     if sweep_replayed {
         // The replayed sweep's time counts against the budget as it did when it ran.
         p.count_replayed(secs);
@@ -211,7 +238,7 @@ pub fn run(
         train_images: data.train.len(),
         batch: i.train.batch_size,
         valid_images: data.valid.len(),
-        dense_accuracy: dense_acc,
+        dense_accuracy: start_acc,
     };
     let result = stages::choose(&mut p, &curves, &shape, &mut times).and_then(|chosen| {
         let run = finish::RunInfo {
@@ -247,6 +274,7 @@ pub fn run(
     };
     outcome.times.total = place.started.elapsed().as_secs_f64();
     outcome.lr_test = lr_test;
+    outcome.sparsifier = start.as_ref().map(|s| s.stats.clone());
     // The report's table and the ratios' real sparsity are read back from the file
     // written, not from memory.
     let bytes = crate::paths::read_regular(

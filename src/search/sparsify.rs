@@ -1,0 +1,140 @@
+//! The search's optional first stage, `[search] sparsifier = "l0"`: L0 gates trained from
+//! the dense model ([`crate::compress::gates`]) choose which weights to keep; the gated
+//! model is then the model every later stage starts from (sweep, range test, probes and
+//! workers), and they prune by magnitude on top of its zeros. The floor still comes from
+//! the dense model (`--max-drop` is below its accuracy), and so does the file's
+//! compression ratio.
+//!
+//! The gated model is saved in the run folder (`sparsifier.safetensors`) before its
+//! journal line, so a resumed run loads it instead of training it again; a run stopped
+//! during gated training trains it again from the start.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::config::Sparsifier;
+use super::journal::{self, Journal};
+use super::SearchConfig;
+use crate::compress::gates::{self, GateStats};
+use crate::data::Split;
+use crate::models::Net;
+use crate::runtime::Runtime;
+use crate::train::Recipe;
+
+/// Seed offset of the gated training (batch order, gate noise).
+pub const SEED: u64 = 0x1060;
+
+/// The gated model's file in the run folder.
+pub const FILE: &str = "sparsifier.safetensors";
+
+/// The sparsifier's outcome.
+pub struct Start {
+    /// The gated model the search starts from and its file (the workers' and the
+    /// journal's "dense" model); `None` when no try met the floor.
+    pub net: Option<(Net, PathBuf)>,
+    /// The last try's training.
+    pub stats: GateStats,
+    /// Seconds of all tries.
+    pub seconds: f64,
+    /// Read back from the journal rather than trained now.
+    pub replayed: bool,
+}
+
+/// What the stage trains on.
+pub struct Inputs<'a> {
+    pub search: &'a SearchConfig,
+    pub dense: &'a Net,
+    pub train_split: &'a Split,
+    pub valid: &'a Split,
+    /// The dense recipe (its batch size and augmentation).
+    pub train: &'a Recipe,
+    pub rt: &'a Runtime,
+    /// The search's floor: the gated model must reach it on validation.
+    pub floor: f64,
+}
+
+/// Tries of the gated training: a try whose model misses the floor is followed by one at
+/// a quarter of its λ.
+pub const TRIES: usize = 3;
+
+/// The sparsifier's outcome (`None` for `"magnitude"`): read back from the journal, or
+/// trained, saved and journaled now. The gated model must reach the floor on validation
+/// (the search prunes on top of it and cannot bring back what the gates closed): a try
+/// under it is followed by one at λ / 4, up to [`TRIES`]; when none reaches it the search
+/// starts from the dense model, and says so.
+pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Start>> {
+    if i.search.sparsifier == Sparsifier::Magnitude {
+        return Ok(None);
+    }
+    let names: Vec<String> = i.dense.arch.layers.iter().map(|l| l.name.clone()).collect();
+    if let Some((path, stats, seconds)) = journal.replay_sparsifier() {
+        let net = match path {
+            Some(path) => {
+                let (net, _) = journal::load(&path, i.dense).with_context(|| {
+                    format!(
+                        "the journal names the gated model {}, which cannot be read: delete the run folder (or \
+                         choose another --out) to start afresh",
+                        path.display()
+                    )
+                })?;
+                Some((net, path))
+            }
+            None => None,
+        };
+        if !i.rt.quiet {
+            eprintln!("{} (journaled)", stats.describe(&names));
+        }
+        return Ok(Some(Start {
+            net,
+            stats,
+            seconds,
+            replayed: true,
+        }));
+    }
+    let mut cfg = i.search.gate_config();
+    let mut seconds = 0.0;
+    for t in 0..TRIES {
+        if !i.rt.quiet {
+            eprintln!(
+                "L0 gates: {} epochs from the dense model, λ {} nats per kept weight",
+                cfg.epochs, cfg.lambda
+            );
+        }
+        i.rt.reseed(SEED + t as u64);
+        let net = i.dense.copy();
+        let stats = gates::train_gates(&net, i.train_split, i.valid, i.train, &cfg, i.rt.quiet)?;
+        seconds += stats.seconds;
+        if !i.rt.quiet {
+            eprintln!("{}", stats.describe(&names));
+        }
+        let met = stats.valid_accuracy >= i.floor;
+        if met || t + 1 == TRIES {
+            let kept = met.then_some((FILE, &net));
+            journal.record_sparsifier(kept, &stats, seconds)?;
+            if !met && !i.rt.quiet {
+                eprintln!(
+                    "L0 gates: no try reached the floor {:.4}; the search starts from the dense model (a smaller \
+                     search.l0_lambda or more search.l0_epochs may)",
+                    i.floor
+                );
+            }
+            return Ok(Some(Start {
+                net: met.then(|| (net, out.join(FILE))),
+                stats,
+                seconds,
+                replayed: false,
+            }));
+        }
+        if !i.rt.quiet {
+            eprintln!(
+                "L0 gates: validation {:.4} is under the floor {:.4}; again at λ {}",
+                stats.valid_accuracy,
+                i.floor,
+                cfg.lambda / 4.0
+            );
+        }
+        cfg.lambda /= 4.0;
+    }
+    unreachable!("the last try returns")
+}
