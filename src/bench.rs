@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use crate::compress::gates::{GateConfig, Gated};
 use crate::compress::mask::{CompressedSgd, Masked};
 use crate::compress::prune::PruneRule;
 use crate::config::Config;
@@ -162,6 +163,24 @@ pub fn train(cfg: &Config, rt: &Runtime, steps: usize) -> Result<()> {
         let _ = train::step(&dense_net, &x, &yb, &mut sgd, 1e-4);
     });
     row("dense step (+augment)", dense_step, batch as f64, 3.0 * fwd);
+    // `sparsifier = "l0"`: the gated step (θ, log α and Adam's moments outside the net).
+    let gated_net = net.copy();
+    let mut gated = Gated::new(&gated_net, &GateConfig::default(), split.len());
+    let gated_step = time(rt, steps, || {
+        let x = recipe.augmentation().apply(&xb);
+        let _ = train::step(&gated_net, &x, &yb, &mut gated, 1e-4);
+    });
+    row(
+        "L0 gated step (+augment)",
+        gated_step,
+        batch as f64,
+        3.0 * fwd,
+    );
+    println!(
+        "{:<28} the gated step takes {:.2}× the dense step's time",
+        "",
+        gated_step / dense_step
+    );
     let masked_net = net.copy();
     let mut state = Masked::dense(&masked_net);
     for (i, r) in [0.8, 0.95, 0.99, 0.85]

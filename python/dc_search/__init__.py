@@ -156,6 +156,7 @@ def compress(
     std: Any = None,
     layout: Optional[str] = None,
     budget: Union[int, str, None] = None,
+    sparsifier: Optional[str] = None,
     validation: Optional[int] = None,
     validation_from: Optional[str] = None,
     expected_accuracy: Optional[float] = None,
@@ -186,6 +187,8 @@ def compress(
     pixels are divided by 255 first; float images are taken as they are).
     ``layers``: module paths to compress (default every ``Conv2d`` and ``Linear``).
     ``budget``: ratio probes (an int, or ``"40p"``) or a cap in minutes (``"26m"``).
+    ``sparsifier``: ``"magnitude"`` (the default) or ``"l0"`` (L0 gates trained from the
+    model first; the search prunes on top of their zeros).
     ``out``: the run folder (default ``workdir/<name>-<data>-floor<F>``, a new one each
     call); the same call with the same ``out`` resumes a stopped search. ``args``: further
     ``dc-search`` flags. A failure raises :class:`DcSearchError` with dc-search's message.
@@ -214,6 +217,8 @@ def compress(
     cmd += ["--floor", f"{floor}"] if floor is not None else ["--max-drop", f"{max_drop}"]
     if budget is not None:
         cmd += ["--budget", f"{budget}p" if isinstance(budget, int) else str(budget)]
+    if sparsifier is not None:
+        cmd += ["--sparsifier", sparsifier]
     cmd += ["--out", str(run_dir), *_common(seed, threads, device, validation_from), *map(str, args)]
     summary = _runtime.summary(_runtime.run(cmd, progress, verbose, desc=f"dc-search {name}"))
     dcz = Path(summary["file"])

@@ -138,6 +138,7 @@ pub fn run(
             train_split: &data.train,
             valid: &data.valid,
             train: i.train,
+            compress: i.compress,
             rt,
             floor,
         },

@@ -17,6 +17,8 @@ use super::config::Sparsifier;
 use super::journal::{self, Journal};
 use super::SearchConfig;
 use crate::compress::gates::{self, GateStats};
+use crate::compress::mask::Masked;
+use crate::compress::{CompressConfig, RetrainLr, Trainer};
 use crate::data::Split;
 use crate::models::Net;
 use crate::runtime::Runtime;
@@ -49,6 +51,8 @@ pub struct Inputs<'a> {
     pub valid: &'a Split,
     /// The dense recipe (its batch size and augmentation).
     pub train: &'a Recipe,
+    /// `[compress]`, for the retraining of a gated model's mask.
+    pub compress: &'a CompressConfig,
     pub rt: &'a Runtime,
     /// The search's floor: the gated model must reach it on validation.
     pub floor: f64,
@@ -57,6 +61,33 @@ pub struct Inputs<'a> {
 /// Tries of the gated training: a try whose model misses the floor is followed by one at
 /// a quarter of its λ.
 pub const TRIES: usize = 3;
+
+/// A gated model under the floor is first retrained with its zeros fixed (SGD, as a probe
+/// retrains) for this share of the gated training's epochs, and judged again.
+pub const MASK_RETRAIN_SHARE: f64 = 0.25;
+
+/// Retrains `net` with its zeros fixed for `epochs` at the probes' learning rate (the
+/// recipe's × `lr_scale`, or `retrain_lr` when it is a number); its validation accuracy.
+fn retrain_mask(net: &Net, i: &Inputs, epochs: f64) -> Result<f64> {
+    let mut state = Masked::dense(net);
+    for (layer, p) in state.layers.iter_mut().zip(&net.params) {
+        layer.mask = Some(tch::no_grad(|| p.weight.ne(0.0).to_kind(tch::Kind::Float)));
+    }
+    let mut cfg = i.compress.clone();
+    cfg.lr_scale = i.search.lr_scale;
+    cfg.retrain_lr = match i.search.retrain_lr {
+        Some(RetrainLr::Value(v)) => Some(RetrainLr::Value(v)),
+        _ => None,
+    };
+    let trainer = Trainer {
+        train: i.train_split,
+        dense: i.train,
+        cfg: &cfg,
+        quiet: i.rt.quiet,
+    };
+    trainer.retrain(net, &mut state, epochs, "L0 mask retraining")?;
+    Ok(crate::train::evaluate(net, i.valid).accuracy)
+}
 
 /// The sparsifier's outcome (`None` for `"magnitude"`): read back from the journal, or
 /// trained, saved and journaled now. The gated model must reach the floor on validation
@@ -104,10 +135,26 @@ pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Sta
         i.rt.reseed(SEED + t as u64);
         let net = i.dense.copy();
         let stats = gates::train_gates(&net, i.train_split, i.valid, i.train, &cfg, i.rt.quiet)?;
-        seconds += stats.seconds;
+        let mut stats = stats;
         if !i.rt.quiet {
             eprintln!("{}", stats.describe(&names));
         }
+        if stats.valid_accuracy < i.floor {
+            let epochs = MASK_RETRAIN_SHARE * cfg.epochs;
+            let t0 = std::time::Instant::now();
+            let before = stats.valid_accuracy;
+            stats.valid_accuracy = retrain_mask(&net, i, epochs)?;
+            stats.mask_retraining = Some(epochs);
+            stats.seconds += t0.elapsed().as_secs_f64();
+            if !i.rt.quiet {
+                eprintln!(
+                    "L0 gates: validation {before:.4} under the floor {:.4}; its zeros fixed and retrained {epochs} \
+                     epochs: {:.4}",
+                    i.floor, stats.valid_accuracy
+                );
+            }
+        }
+        seconds += stats.seconds;
         let met = stats.valid_accuracy >= i.floor;
         if met || t + 1 == TRIES {
             let kept = met.then_some((FILE, &net));
