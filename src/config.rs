@@ -512,6 +512,16 @@ mod tests {
             ("search.refine_min_saving", "[0, 1)", |c| {
                 c.search.refine_min_saving = 1.0
             }),
+            ("search.l0_epochs", "(0, 10000]", |c| {
+                c.search.l0_epochs = Some(0.0)
+            }),
+            ("search.l0_lambda", "(0, 1000000]", |c| {
+                c.search.l0_lambda = Some(-5.0)
+            }),
+            ("search.l0_lr", "(0, 1]", |c| c.search.l0_lr = Some(2.0)),
+            ("search.l0_gate_lr", "(0, 10]", |c| {
+                c.search.l0_gate_lr = Some(f64::NAN)
+            }),
             ("search.bits_min", "1..=16", |c| c.search.bits_min = 0),
             ("search.bits_max", "1..=16", |c| c.search.bits_max = 64),
             ("search.provisional_bits", "1..=16", |c| {
@@ -540,6 +550,26 @@ mod tests {
                 "{key}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn the_sparsifier_is_read_from_the_search_section() {
+        let mut c = Config::resolve("lenet").unwrap();
+        // Written out only when it is not the default.
+        assert!(!c.to_toml().contains("sparsifier"));
+        c.search.sparsifier = crate::search::Sparsifier::L0;
+        c.search.l0_lambda = Some(2.5);
+        let text = c.to_toml();
+        assert!(text.contains("sparsifier = \"l0\""), "{text}");
+        let back = Config::parse(&text, "x.toml").unwrap();
+        assert_eq!(back.search.sparsifier, crate::search::Sparsifier::L0);
+        assert_eq!(back.search.gate_config().lambda, 2.5);
+        assert_eq!(back.search.gate_config().epochs, 20.0);
+        let e = format!(
+            "{:#}",
+            Config::parse(&text.replace("\"l0\"", "\"svd\""), "x.toml").unwrap_err()
+        );
+        assert!(e.contains("sparsifier") && e.contains("magnitude"), "{e}");
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl Gated {
             .collect();
         tch::no_grad(|| {
             for ((p, th), z) in net.params.iter().zip(&self.theta).zip(&self.z) {
-                let _ = p.weight.shallow_clone().copy_(&(th * z.detach()));
+                p.weight.shallow_clone().copy_(&(th * z.detach()));
             }
         });
     }
@@ -259,7 +259,7 @@ impl Gated {
     fn finish(&self, net: &Net) {
         tch::no_grad(|| {
             for ((p, th), la) in net.params.iter().zip(&self.theta).zip(&self.log_a) {
-                let _ = p.weight.shallow_clone().copy_(&(th * test_gates(la)));
+                p.weight.shallow_clone().copy_(&(th * test_gates(la)));
             }
         });
     }
@@ -276,13 +276,14 @@ impl Update for Gated {
         let grads: Vec<Tensor> = net.params.iter().map(|p| p.weight.grad()).collect();
         // ∂L/∂log α through the sampled gates, and the expected L0 norm's gradient.
         let shift = BETA * (-GAMMA / ZETA).ln();
-        let mut surrogate = Tensor::zeros([], (Kind::Float, net.device));
+        let mut terms = Vec::new();
         for (((g, th), z), la) in grads.iter().zip(&self.theta).zip(&self.z).zip(&self.log_a) {
             if g.defined() {
-                surrogate = surrogate + (g.detach() * th * z).sum(Kind::Float);
+                terms.push((g.detach() * th * z).sum(Kind::Float));
             }
-            surrogate = surrogate + (la - shift).sigmoid().sum(Kind::Float) * self.penalty;
+            terms.push((la - shift).sigmoid().sum(Kind::Float) * self.penalty);
         }
+        let surrogate = Tensor::stack(&terms, 0).sum(Kind::Float);
         for la in &self.log_a {
             let mut g = la.grad();
             if g.defined() {
@@ -293,9 +294,9 @@ impl Update for Gated {
         let gate_lr = lr * self.gate_lr_ratio;
         let t = self.t;
         tch::no_grad(|| {
-            for i in 0..self.theta.len() {
-                if grads[i].defined() {
-                    let g = &grads[i] * self.z[i].detach();
+            for (i, grad) in grads.iter().enumerate() {
+                if grad.defined() {
+                    let g = grad * self.z[i].detach();
                     self.theta_m[i].step(&self.theta[i], &g, lr, t);
                 }
                 let ga = self.log_a[i].grad();

@@ -35,7 +35,7 @@ pub struct Start {
     /// The gated model the search starts from and its file (the workers' and the
     /// journal's "dense" model); `None` when no try met the floor.
     pub net: Option<(Net, PathBuf)>,
-    /// The last try's training.
+    /// The chosen try's training (the last try's when none reached the floor).
     pub stats: GateStats,
     /// Seconds of all tries.
     pub seconds: f64,
@@ -58,8 +58,8 @@ pub struct Inputs<'a> {
     pub floor: f64,
 }
 
-/// Tries of the gated training: a try whose model misses the floor is followed by one at
-/// a quarter of its λ.
+/// Tries of the gated training, each from the dense model at the λ [`next_lambda`] gives;
+/// the search starts from the sparsest try that reached the floor.
 pub const TRIES: usize = 3;
 
 /// A gated model under the floor is first retrained with its zeros fixed (SGD, as a probe
@@ -91,9 +91,10 @@ fn retrain_mask(net: &Net, i: &Inputs, epochs: f64) -> Result<f64> {
 
 /// The sparsifier's outcome (`None` for `"magnitude"`): read back from the journal, or
 /// trained, saved and journaled now. The gated model must reach the floor on validation
-/// (the search prunes on top of it and cannot bring back what the gates closed): a try
-/// under it is followed by one at λ / 4, up to [`TRIES`]; when none reaches it the search
-/// starts from the dense model, and says so.
+/// (the search prunes on top of it and cannot bring back what the gates closed; a try
+/// under it is first retrained with its zeros fixed and judged again): [`TRIES`] tries
+/// bracket λ ([`next_lambda`]) and the sparsest that reached the floor is the start; when
+/// none did the search starts from the dense model, and says so.
 pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Start>> {
     if i.search.sparsifier == Sparsifier::Magnitude {
         return Ok(None);
@@ -125,17 +126,25 @@ pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Sta
     }
     let mut cfg = i.search.gate_config();
     let mut seconds = 0.0;
+    let mut tries: Vec<(f64, bool)> = Vec::new();
+    let mut best: Option<(Net, GateStats)> = None;
+    let mut last = None;
     for t in 0..TRIES {
+        if t > 0 {
+            cfg.lambda = next_lambda(&tries);
+        }
         if !i.rt.quiet {
             eprintln!(
-                "L0 gates: {} epochs from the dense model, λ {} nats per kept weight",
-                cfg.epochs, cfg.lambda
+                "L0 gates: {} epochs from the dense model, λ {} nats per kept weight (try {} of {TRIES})",
+                cfg.epochs,
+                cfg.lambda,
+                t + 1
             );
         }
         i.rt.reseed(SEED + t as u64);
         let net = i.dense.copy();
-        let stats = gates::train_gates(&net, i.train_split, i.valid, i.train, &cfg, i.rt.quiet)?;
-        let mut stats = stats;
+        let mut stats =
+            gates::train_gates(&net, i.train_split, i.valid, i.train, &cfg, i.rt.quiet)?;
         if !i.rt.quiet {
             eprintln!("{}", stats.describe(&names));
         }
@@ -156,32 +165,78 @@ pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Sta
         }
         seconds += stats.seconds;
         let met = stats.valid_accuracy >= i.floor;
-        if met || t + 1 == TRIES {
-            let kept = met.then_some((FILE, &net));
-            journal.record_sparsifier(kept, &stats, seconds)?;
-            if !met && !i.rt.quiet {
+        tries.push((cfg.lambda, met));
+        let kept = |s: &GateStats| s.kept.iter().sum::<usize>();
+        if met && best.as_ref().is_none_or(|(_, b)| kept(&stats) < kept(b)) {
+            best = Some((net, stats.clone()));
+        }
+        last = Some(stats);
+    }
+    let (net, stats) = match best {
+        Some((net, stats)) => {
+            journal.record_sparsifier(Some((FILE, &net)), &stats, seconds)?;
+            if !i.rt.quiet {
+                eprintln!(
+                    "L0 gates: the search starts from the try at λ {}",
+                    stats.lambda
+                );
+            }
+            (Some((net, out.join(FILE))), stats)
+        }
+        None => {
+            let stats = last.expect("at least one try");
+            journal.record_sparsifier(None, &stats, seconds)?;
+            if !i.rt.quiet {
                 eprintln!(
                     "L0 gates: no try reached the floor {:.4}; the search starts from the dense model (a smaller \
                      search.l0_lambda or more search.l0_epochs may)",
                     i.floor
                 );
             }
-            return Ok(Some(Start {
-                net: met.then(|| (net, out.join(FILE))),
-                stats,
-                seconds,
-                replayed: false,
-            }));
+            (None, stats)
         }
-        if !i.rt.quiet {
-            eprintln!(
-                "L0 gates: validation {:.4} is under the floor {:.4}; again at λ {}",
-                stats.valid_accuracy,
-                i.floor,
-                cfg.lambda / 4.0
-            );
-        }
-        cfg.lambda /= 4.0;
+    };
+    Ok(Some(Start {
+        net,
+        stats,
+        seconds,
+        replayed: false,
+    }))
+}
+
+/// The next try's λ from the tries so far (each λ and whether its model reached the
+/// floor): between the smallest λ that missed and the largest that reached it, their
+/// geometric mean; with misses only, a quarter of the smallest; with passes only, four
+/// times the largest (fewer weights may still hold).
+pub fn next_lambda(tries: &[(f64, bool)]) -> f64 {
+    let miss = tries
+        .iter()
+        .filter(|t| !t.1)
+        .map(|t| t.0)
+        .fold(f64::INFINITY, f64::min);
+    let pass = tries
+        .iter()
+        .filter(|t| t.1)
+        .map(|t| t.0)
+        .fold(0.0, f64::max);
+    match (miss.is_finite(), pass > 0.0) {
+        (true, true) => (miss * pass).sqrt(),
+        (true, false) => miss / 4.0,
+        _ => pass * 4.0,
     }
-    unreachable!("the last try returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_lambda;
+
+    #[test]
+    fn lambda_brackets_the_floor_in_log_space() {
+        assert_eq!(next_lambda(&[(5.0, false)]), 1.25);
+        assert_eq!(next_lambda(&[(5.0, false), (1.25, false)]), 0.3125);
+        assert_eq!(next_lambda(&[(5.0, false), (1.25, true)]), 2.5);
+        assert_eq!(next_lambda(&[(5.0, true)]), 20.0);
+        assert_eq!(next_lambda(&[(5.0, true), (20.0, false)]), 10.0);
+        assert_eq!(next_lambda(&[(5.0, true), (20.0, true)]), 80.0);
+    }
 }
