@@ -1,6 +1,8 @@
 //! The automatic search: `dc-search --floor F <model>`. Maximise compression subject to
 //! validation accuracy ≥ F, with retraining inside the loop. One file per stage:
 //!
+//! 0. [`sparsify`] (`sparsifier = "l0"` only): L0 gates trained from the dense model; the
+//!    sparsest gated model at the floor is what every later stage starts from;
 //! 1. [`sensitivity`]: each layer's accuracy curve when pruned alone;
 //! 2. [`bisection`]: one scalar δ (tolerated solo drop) turns the curves into a ratio per
 //!    layer ([`delta`]); the largest δ whose pruned and retrained model is feasible;
