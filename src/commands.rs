@@ -382,14 +382,13 @@ fn probe_cmd(
     rt.apply();
     let data = load_on_device(&cfg, &rt)?;
     let dense = dense::obtain(&cfg, &data, &rt, false)?;
-    // A TorchScript run's start that is not the module's own weights (the L0 gates' model,
-    // `sparsify::FILE`): its weights go into the module.
-    let start =
-        if cfg.torchscript.is_some() && s.dense.extension().is_some_and(|e| e == "safetensors") {
-            Some(search::journal::load(&s.dense, &dense.net)?.0)
-        } else {
-            None
-        };
+    // A TorchScript run whose start is not the module's own weights (the L0 gates' model,
+    // `sparsify::FILE`): the spec's weights go into the module.
+    let start = if cfg.torchscript.is_some() && s.dense != dense.path {
+        Some(search::journal::load(&s.dense, &dense.net)?.0)
+    } else {
+        None
+    };
     let start_net = start.as_ref().unwrap_or(&dense.net);
     s.check_layers(start_net.arch.layers.len())
         .with_context(|| format!("probe spec {source}"))?;

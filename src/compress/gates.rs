@@ -137,9 +137,14 @@ pub struct GateStats {
 }
 
 impl GateStats {
+    /// Weights kept in all.
+    pub fn kept_total(&self) -> usize {
+        self.kept.iter().sum()
+    }
+
     /// The fraction of all weights kept.
     pub fn kept_fraction(&self) -> f64 {
-        self.kept.iter().sum::<usize>() as f64 / self.weights.iter().sum::<usize>().max(1) as f64
+        self.kept_total() as f64 / self.weights.iter().sum::<usize>().max(1) as f64
     }
 
     /// One line: kept per layer, in all, accuracy and time.
@@ -152,7 +157,7 @@ impl GateStats {
         format!(
             "L0 gates at λ {}: kept {} ({:.2} % of the weights, {}), validation {:.4}, {:.1} epochs in {:.0} s",
             self.lambda,
-            self.kept.iter().sum::<usize>(),
+            self.kept_total(),
             100.0 * self.kept_fraction(),
             per.join(", "),
             self.valid_accuracy,

@@ -145,13 +145,13 @@ pub fn run(
         out,
     )?;
     times.sparsify = start.as_ref().map_or(0.0, |s| s.seconds);
-    let (dense, dense_path, start_acc) = match start.as_ref().and_then(|s| s.net.as_ref()) {
-        Some((net, path)) => (
-            net,
-            path.as_path(),
-            start.as_ref().unwrap().stats.valid_accuracy,
-        ),
-        None => (dense, dense_path, dense_acc),
+    let (dense, dense_path, start_acc) = match &start {
+        Some(sparsify::Start {
+            net: Some((net, path)),
+            stats,
+            ..
+        }) => (net, path.as_path(), stats.valid_accuracy),
+        _ => (dense, dense_path, dense_acc),
     };
     let (points, secs, sweep_replayed) = setup::sweep(
         &mut journal,

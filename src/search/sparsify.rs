@@ -166,8 +166,11 @@ pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Sta
         seconds += stats.seconds;
         let met = stats.valid_accuracy >= i.floor;
         tries.push((cfg.lambda, met));
-        let kept = |s: &GateStats| s.kept.iter().sum::<usize>();
-        if met && best.as_ref().is_none_or(|(_, b)| kept(&stats) < kept(b)) {
+        if met
+            && best
+                .as_ref()
+                .is_none_or(|(_, b)| stats.kept_total() < b.kept_total())
+        {
             best = Some((net, stats.clone()));
         }
         last = Some(stats);
