@@ -183,17 +183,22 @@ impl Moments {
         }
     }
 
-    /// Adam's step of `w` (in place, without autograd) by gradient `g` at step `t`.
+    /// Adam's step of `w` (in place, without autograd) by gradient `g` at step `t`, in
+    /// few passes over the memory: the step is mostly elementwise work on every weight.
     fn step(&mut self, w: &Tensor, g: &Tensor, lr: f64, t: i32) {
         const B1: f64 = 0.9;
         const B2: f64 = 0.999;
         const EPS: f64 = 1e-8;
-        let _ = self.m.g_mul_scalar_(B1).g_add_(&(g * (1.0 - B1)));
-        let _ = self.v.g_mul_scalar_(B2).g_add_(&(g * g * (1.0 - B2)));
+        let _ = self.m.lerp_(g, 1.0 - B1);
+        let _ = self.v.lerp_(&(g * g), 1.0 - B2);
         let c1 = 1.0 - B1.powi(t);
         let c2 = 1.0 - B2.powi(t);
-        let denom = (&self.v / c2).sqrt() + EPS;
-        let _ = w.shallow_clone().g_sub_(&((&self.m / c1) / denom * lr));
+        // m̂ / (√v̂ + ε) with both bias corrections moved onto scalars.
+        let mut denom = self.v.sqrt();
+        let _ = denom.g_add_scalar_(EPS * c2.sqrt());
+        let _ = w
+            .shallow_clone()
+            .addcdiv_(&(&self.m * (-lr * c2.sqrt() / c1)), &denom);
     }
 }
 
@@ -222,10 +227,7 @@ impl Gated {
             .iter()
             .map(|p| p.weight.detach().copy())
             .collect();
-        let log_a: Vec<Tensor> = theta
-            .iter()
-            .map(|t| t.full_like(cfg.init_log_a).set_requires_grad(true))
-            .collect();
+        let log_a: Vec<Tensor> = theta.iter().map(|t| t.full_like(cfg.init_log_a)).collect();
         let mut g = Gated {
             theta_m: theta.iter().map(Moments::like).collect(),
             log_a_m: log_a.iter().map(Moments::like).collect(),
@@ -241,21 +243,24 @@ impl Gated {
         g
     }
 
-    /// Draws the next gates (with their graph to log α) and writes θ ⊙ z into the net.
+    /// Draws the next gates and writes θ ⊙ z into the net.
     fn sample(&mut self, net: &Net) {
-        self.z = self
-            .log_a
-            .iter()
-            .map(|la| {
-                let u = la.rand_like().clamp(1e-6, 1.0 - 1e-6);
-                let logit = u.log() - u.neg().log1p();
-                let s = ((logit + la) / BETA).sigmoid();
-                (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
-            })
-            .collect();
         tch::no_grad(|| {
+            self.z = self
+                .log_a
+                .iter()
+                .map(|la| {
+                    let mut s = (la.rand_like().logit(1e-6) + la) / BETA;
+                    let _ = s
+                        .sigmoid_()
+                        .g_mul_scalar_(ZETA - GAMMA)
+                        .g_add_scalar_(GAMMA)
+                        .clamp_(0.0, 1.0);
+                    s
+                })
+                .collect();
             for ((p, th), z) in net.params.iter().zip(&self.theta).zip(&self.z) {
-                p.weight.shallow_clone().copy_(&(th * z.detach()));
+                let _ = th.mul_out(&p.weight, z);
             }
         });
     }
@@ -275,43 +280,54 @@ fn test_gates(log_a: &Tensor) -> Tensor {
     (log_a.detach().sigmoid() * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 }
 
+/// ∂L/∂log α of a layer: through its sampled gates `z` (their stretched sigmoid's slope,
+/// zero where the sample was clipped to 0 or 1) from the net weight's gradient `g`, plus
+/// `penalty` × the slope of the expected L0 norm's term. The chain rule written out, so
+/// the step needs no autograd graph; the unit test holds it to autograd's.
+fn log_a_grad(
+    g: Option<&Tensor>,
+    theta: &Tensor,
+    z: &Tensor,
+    log_a: &Tensor,
+    penalty: f64,
+) -> Tensor {
+    // P(open) = σ(log α − β ln(−γ/ζ)); its slope p (1 − p).
+    let mut p = (log_a - BETA * (-GAMMA / ZETA).ln()).sigmoid();
+    let mut grad = (p.ones_like() - &p) * &p * penalty;
+    if let Some(g) = g {
+        // z = clip(s (ζ − γ) + γ) with s = σ((logit u + log α) / β): where unclipped,
+        // dz/dlog α = s (1 − s) (ζ − γ) / β = (z − γ) (ζ − z) / ((ζ − γ) β).
+        let inside = z.gt(0.0).logical_and_(&z.lt(1.0));
+        let _ = p.copy_(z);
+        let slope = (p.g_sub_scalar_(GAMMA) * (z.neg() + ZETA)) * inside;
+        let _ = grad.addcmul_(&(g * theta * (1.0 / ((ZETA - GAMMA) * BETA))), &slope);
+    }
+    grad
+}
+
 impl Update for Gated {
     fn step(&mut self, net: &Net, lr: f64) {
         self.t += 1;
-        let grads: Vec<Tensor> = net.params.iter().map(|p| p.weight.grad()).collect();
-        // ∂L/∂log α through the sampled gates, and the expected L0 norm's gradient.
-        let shift = BETA * (-GAMMA / ZETA).ln();
-        let mut terms = Vec::new();
-        for (((g, th), z), la) in grads.iter().zip(&self.theta).zip(&self.z).zip(&self.log_a) {
-            if g.defined() {
-                terms.push((g.detach() * th * z).sum(Kind::Float));
-            }
-            terms.push((la - shift).sigmoid().sum(Kind::Float) * self.penalty);
-        }
-        let surrogate = Tensor::stack(&terms, 0).sum(Kind::Float);
-        for la in &self.log_a {
-            let mut g = la.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
-        surrogate.backward();
         let gate_lr = lr * self.gate_lr_ratio;
         let t = self.t;
         tch::no_grad(|| {
-            for (i, grad) in grads.iter().enumerate() {
-                if grad.defined() {
-                    let g = grad * self.z[i].detach();
-                    self.theta_m[i].step(&self.theta[i], &g, lr, t);
+            for (i, p) in net.params.iter().enumerate() {
+                let grad = p.weight.grad();
+                let grad = grad.defined().then_some(grad);
+                let ga = log_a_grad(
+                    grad.as_ref(),
+                    &self.theta[i],
+                    &self.z[i],
+                    &self.log_a[i],
+                    self.penalty,
+                );
+                if let Some(g) = &grad {
+                    self.theta_m[i].step(&self.theta[i], &(g * &self.z[i]), lr, t);
                 }
-                let ga = self.log_a[i].grad();
-                if ga.defined() {
-                    self.log_a_m[i].step(&self.log_a[i], &ga, gate_lr, t);
-                }
-                let b = &net.params[i].bias;
-                let gb = b.grad();
+                self.log_a_m[i].step(&self.log_a[i], &ga, gate_lr, t);
+                let gb = p.bias.grad();
                 if gb.defined() {
-                    self.bias_m[i].step(b, &gb, lr, t);
+                    self.bias_m[i].step(&p.bias, &gb, lr, t);
                 }
             }
         });
@@ -402,6 +418,37 @@ mod tests {
         for (x, g) in xs.iter().zip(got) {
             assert!((f64::from(g) - test_gate(f64::from(*x))).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn the_log_alpha_gradient_is_autograds() {
+        tch::manual_seed(3);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let n = 4000;
+        let log_a = Tensor::randn([n], opts) * 3.0;
+        let theta = Tensor::randn([n], opts);
+        let g = Tensor::randn([n], opts);
+        let u = Tensor::rand([n], opts);
+        let penalty = 0.3;
+        let la = log_a.copy().set_requires_grad(true);
+        let z = (((u.logit(1e-6) + &la) / BETA).sigmoid() * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0);
+        let surrogate = (&g * &theta * &z).sum(Kind::Float)
+            + (&la - BETA * (-GAMMA / ZETA).ln())
+                .sigmoid()
+                .sum(Kind::Float)
+                * penalty;
+        surrogate.backward();
+        let want = la.grad();
+        let z = z.detach();
+        // Some samples clipped at each end, some inside.
+        assert!(z.eq(0.0).any().int64_value(&[]) == 1 && z.eq(1.0).any().int64_value(&[]) == 1);
+        let got = log_a_grad(Some(&g), &theta, &z, &log_a, penalty);
+        let err = (&got - &want).abs().max().double_value(&[]);
+        assert!(err < 1e-5, "largest difference {err}");
+        let penalty_only = log_a_grad(None, &theta, &z, &log_a, penalty);
+        let p = (&log_a - BETA * (-GAMMA / ZETA).ln()).sigmoid();
+        let want = (&p * (p.ones_like() - &p)) * penalty;
+        assert!((penalty_only - want).abs().max().double_value(&[]) < 1e-7);
     }
 
     #[test]
