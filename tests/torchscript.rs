@@ -312,3 +312,93 @@ fn torchscript_cli_compress_then_eval_the_file() {
         "{err}"
     );
 }
+
+/// A worker's probe of a TorchScript run whose start is not the module's own weights (the
+/// L0 gates' model of `--sparsifier l0`): `dc-search probe` loads the spec's weights into
+/// the module and gives the number the search's own process gives from that start.
+#[test]
+fn a_torchscript_probe_starts_from_the_specs_weights() {
+    use dc_search::runtime::Runtime;
+    use dc_search::search::oracle::{Oracle, Retrainer};
+    use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
+
+    let cfg = fixture_config();
+    let ts = cfg.torchscript.as_ref().unwrap();
+    let data = data::load(&cfg.data).expect("MNIST is installed: run scripts/setup.sh");
+    // The start: the module trained briefly, half of fc1 closed (as gates close weights).
+    let start = torchscript::load(&cfg.model, ts, Device::Cpu).unwrap();
+    let recipe = Recipe {
+        iterations: 150,
+        ..cfg.train.clone()
+    };
+    let _g = torch_seeded(11);
+    let mut sgd = Sgd::new(&start, &recipe);
+    train::train(&start, &data.train, &recipe, &mut sgd, "dense", true).unwrap();
+    tch::no_grad(|| {
+        let w = start.params[1].weight.shallow_clone();
+        let half = w.size()[1] / 2;
+        let _ = w.narrow(1, 0, half).zero_();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let start_file = dir.path().join("sparsifier.safetensors");
+    let bytes = dc_search::weights::to_safetensors(&start.to_host(), None).unwrap();
+    std::fs::write(&start_file, bytes).unwrap();
+
+    let threads = tch::get_num_threads().max(1) as usize;
+    let (ratios, epochs, offset) = (vec![0.3, 0.8, 0.5], 0.05, 1000);
+    let spec = ProbeSpec {
+        spec: SPEC_VERSION,
+        config: cfg.to_toml(),
+        dense: start_file.clone(),
+        dense_sha256: dc_search::paths::sha256_file(&start_file).unwrap(),
+        warm_start: None,
+        action: Action::Prune,
+        ratios: ratios.clone(),
+        bits: vec![],
+        epochs,
+        seed: 1,
+        offset,
+        threshold: 0.5,
+    };
+    let spec_path = dir.path().join("prune.json");
+    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    let mut c = dc_search();
+    c.args(["probe", "--device", "cpu", "--threads"])
+        .arg(threads.to_string())
+        .arg("--spec")
+        .arg(&spec_path)
+        .arg("--data-dir")
+        .arg(crate::util::mnist_dir());
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{err}");
+    let r: ProbeResult = serde_json::from_str(out.trim()).unwrap();
+
+    // The same probe in this process, from the start.
+    let rt = Runtime {
+        device: Device::Cpu,
+        seed: 1,
+        dense_seed: 1,
+        threads: Some(threads),
+        quiet: true,
+    };
+    let mut oracle = Retrainer::new(
+        &start,
+        &data.train,
+        &data.valid,
+        &cfg.train,
+        &cfg.compress,
+        &cfg.search,
+        &rt,
+    );
+    let (_, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
+    assert_eq!(m.nonzeros, r.nonzeros);
+    assert_eq!(m.accuracy, r.valid_accuracy);
+    assert!(
+        (m.loss - r.valid_loss).abs() < 1e-4,
+        "{} {}",
+        m.loss,
+        r.valid_loss
+    );
+    // From the module's own (untrained) weights the probe would score far less.
+    assert!(r.valid_accuracy > 0.5, "{}", r.valid_accuracy);
+}
