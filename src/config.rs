@@ -522,6 +522,7 @@ mod tests {
             ("search.l0_gate_lr", "(0, 10]", |c| {
                 c.search.l0_gate_lr = Some(f64::NAN)
             }),
+            ("search.l0_tries", "1..=16", |c| c.search.l0_tries = Some(0)),
             ("search.bits_min", "1..=16", |c| c.search.bits_min = 0),
             ("search.bits_max", "1..=16", |c| c.search.bits_max = 64),
             ("search.provisional_bits", "1..=16", |c| {

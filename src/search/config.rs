@@ -260,6 +260,9 @@ pub struct SearchConfig {
     /// `"l0"`: Adam's learning rate of the gates' log α (default 0.01).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l0_gate_lr: Option<f64>,
+    /// `"l0"`: gated trainings that bracket λ (default 4, `search::sparsify::TRIES`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l0_tries: Option<usize>,
 }
 
 fn is_magnitude(s: &Sparsifier) -> bool {
@@ -319,6 +322,7 @@ impl Default for SearchConfig {
             l0_lambda: None,
             l0_lr: None,
             l0_gate_lr: None,
+            l0_tries: None,
         }
     }
 }
@@ -340,6 +344,9 @@ impl SearchConfig {
     pub fn check(&self) -> Result<()> {
         let s = self;
         s.gate_config().check()?;
+        if let Some(n) = s.l0_tries {
+            need((1..=16).contains(&n), "search.l0_tries", n, "1..=16")?;
+        }
         s.margin
             .check("search.margin", |x| within(x, 0.0, 0.5), "[0, 0.5]")?;
         need(

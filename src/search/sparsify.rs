@@ -94,7 +94,7 @@ fn retrain_mask(net: &Net, i: &Inputs, epochs: f64) -> Result<f64> {
 /// The sparsifier's outcome (`None` for `"magnitude"`): read back from the journal, or
 /// trained, saved and journaled now. The gated model must reach the floor on validation
 /// (the search prunes on top of it and cannot bring back what the gates closed; a try
-/// under it is first retrained with its zeros fixed and judged again): [`TRIES`] tries
+/// under it is first retrained with its zeros fixed and judged again): `l0_tries` ([`TRIES`] by default) tries
 /// bracket λ ([`next_lambda`]) and the sparsest that reached the floor is the start; when
 /// none did the search starts from the dense model, and says so.
 pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Start>> {
@@ -131,13 +131,14 @@ pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Sta
     let mut tries: Vec<(f64, bool)> = Vec::new();
     let mut best: Option<(Net, GateStats)> = None;
     let mut last = None;
-    for t in 0..TRIES {
+    let n_tries = i.search.l0_tries.unwrap_or(TRIES);
+    for t in 0..n_tries {
         if t > 0 {
             cfg.lambda = next_lambda(&tries);
         }
         if !i.rt.quiet {
             eprintln!(
-                "L0 gates: {} epochs from the dense model, λ {} nats per kept weight (try {} of {TRIES})",
+                "L0 gates: {} epochs from the dense model, λ {} nats per kept weight (try {} of {n_tries})",
                 cfg.epochs,
                 cfg.lambda,
                 t + 1
