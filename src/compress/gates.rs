@@ -298,7 +298,7 @@ fn log_a_grad(
         // z = clip(s (ζ − γ) + γ) with s = σ((logit u + log α) / β): where unclipped,
         // dz/dlog α = s (1 − s) (ζ − γ) / β = (z − γ) (ζ − z) / ((ζ − γ) β).
         let inside = z.gt(0.0).logical_and_(&z.lt(1.0));
-        let _ = p.copy_(z);
+        p.copy_(z);
         let slope = (p.g_sub_scalar_(GAMMA) * (z.neg() + ZETA)) * inside;
         let _ = grad.addcmul_(&(g * theta * (1.0 / ((ZETA - GAMMA) * BETA))), &slope);
     }
