@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{dc_search, mnist_dir, run, small_dense, TestConfig};
+use crate::util::{dc_search, mnist_dir, probe_spec, prune_spec, run, small_dense, TestConfig};
 
 /// The tiny search's config: LeNet-300-100 on real MNIST, a few probes of a few batches.
 fn tiny() -> String {
@@ -632,48 +632,18 @@ fn fast_sensitivity_sweep_equals_the_naive_one() {
 /// and changed dense weights are refused in one line.
 #[test]
 fn a_probe_from_its_spec_gives_the_in_process_number() {
-    use dc_search::runtime::Runtime;
     use dc_search::search::oracle::{Oracle, Retrainer};
-    use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
+    use dc_search::search::spec::{Action, ProbeResult, ProbeSpec};
 
     let (_guard, cfg, data, net) = small_dense("lenet-300-100", 300);
     let dir = tempfile::tempdir().unwrap();
     let dense = dir.path().join("dense.safetensors");
     let bytes = dc_search::weights::to_safetensors(&net.to_host(), None).unwrap();
     std::fs::write(&dense, bytes).unwrap();
-    let threads = tch::get_num_threads().max(1) as usize;
     let (ratios, epochs, offset) = (vec![0.9, 0.8, 0.5], 0.05, 1000);
-    let spec = ProbeSpec {
-        spec: SPEC_VERSION,
-        config: cfg.to_toml(),
-        dense: dense.clone(),
-        dense_sha256: dc_search::paths::sha256_file(&dense).unwrap(),
-        warm_start: None,
-        action: Action::Prune,
-        ratios: ratios.clone(),
-        bits: vec![],
-        epochs,
-        seed: 1,
-        offset,
-        threshold: 0.5,
-    };
-    let write_spec = |name: &str, s: &ProbeSpec| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, serde_json::to_string_pretty(s).unwrap()).unwrap();
-        p
-    };
-    let probe = |spec_path: &Path| {
-        let mut c = dc_search();
-        c.args(["probe", "--device", "cpu", "--threads"])
-            .arg(threads.to_string())
-            .arg("--spec")
-            .arg(spec_path)
-            .arg("--data-dir")
-            .arg(mnist_dir());
-        run(c)
-    };
-    let p1 = write_spec("prune.json", &spec);
-    let (code, out, err) = probe(&p1);
+    let spec = prune_spec(cfg.to_toml(), &dense, &ratios, epochs, offset);
+    let probe = |name: &str, s: &ProbeSpec| probe_spec(dir.path(), name, s);
+    let (code, out, err) = probe("prune.json", &spec);
     assert_eq!(code, 0, "{err}");
     let r: ProbeResult = serde_json::from_str(out.trim()).unwrap();
     let result_file = dir.path().join(format!("{}.result.json", spec.sha256()));
@@ -688,13 +658,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
     assert!(checkpoint.is_file());
 
     // The same probe in this process.
-    let rt = Runtime {
-        device: tch::Device::Cpu,
-        seed: 1,
-        dense_seed: 1,
-        threads: Some(threads),
-        quiet: true,
-    };
+    let rt = crate::util::probe_runtime();
     let mut oracle = Retrainer::new(
         &net,
         &data.train,
@@ -705,14 +669,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
         &rt,
     );
     let (model, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
-    assert_eq!(m.accuracy, r.valid_accuracy);
-    assert_eq!(m.nonzeros, r.nonzeros);
-    assert!(
-        (m.loss - r.valid_loss).abs() < 1e-4,
-        "{} {}",
-        m.loss,
-        r.valid_loss
-    );
+    crate::util::assert_same_probe(&r, &m);
     let from_disk = oracle.load(&checkpoint).unwrap();
     assert_eq!(
         oracle.evaluate(&from_disk).unwrap().accuracy,
@@ -720,7 +677,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
     );
 
     // Again: answered from the result file, not probed again.
-    let (code, out2, err) = probe(&p1);
+    let (code, out2, err) = probe("prune.json", &spec);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("already there"), "{err}");
     assert_eq!(out2.trim(), out.trim());
@@ -734,7 +691,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
         offset: 2000,
         ..spec.clone()
     };
-    let (code, out, err) = probe(&write_spec("quantize.json", &quantize));
+    let (code, out, err) = probe("quantize.json", &quantize);
     assert_eq!(code, 0, "{err}");
     let q: ProbeResult = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(q.nonzeros, r.nonzeros);
@@ -744,7 +701,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
         warm_start: Some(dir.path().join("gone.safetensors")),
         ..quantize.clone()
     };
-    let (code, _, err) = probe(&write_spec("missing.json", &missing));
+    let (code, _, err) = probe("missing.json", &missing);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("gone.safetensors") && err.contains("no such checkpoint"),
@@ -756,7 +713,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
         offset: 1001,
         ..spec.clone()
     };
-    let (code, _, err) = probe(&write_spec("changed.json", &changed));
+    let (code, _, err) = probe("changed.json", &changed);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("changed since the spec was written"), "{err}");
 }

@@ -318,9 +318,8 @@ fn torchscript_cli_compress_then_eval_the_file() {
 /// the module and gives the number the search's own process gives from that start.
 #[test]
 fn a_torchscript_probe_starts_from_the_specs_weights() {
-    use dc_search::runtime::Runtime;
     use dc_search::search::oracle::{Oracle, Retrainer};
-    use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
+    use dc_search::search::spec::ProbeResult;
 
     let cfg = fixture_config();
     let ts = cfg.torchscript.as_ref().unwrap();
@@ -344,43 +343,14 @@ fn a_torchscript_probe_starts_from_the_specs_weights() {
     let bytes = dc_search::weights::to_safetensors(&start.to_host(), None).unwrap();
     std::fs::write(&start_file, bytes).unwrap();
 
-    let threads = tch::get_num_threads().max(1) as usize;
     let (ratios, epochs, offset) = (vec![0.3, 0.8, 0.5], 0.05, 1000);
-    let spec = ProbeSpec {
-        spec: SPEC_VERSION,
-        config: cfg.to_toml(),
-        dense: start_file.clone(),
-        dense_sha256: dc_search::paths::sha256_file(&start_file).unwrap(),
-        warm_start: None,
-        action: Action::Prune,
-        ratios: ratios.clone(),
-        bits: vec![],
-        epochs,
-        seed: 1,
-        offset,
-        threshold: 0.5,
-    };
-    let spec_path = dir.path().join("prune.json");
-    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
-    let mut c = dc_search();
-    c.args(["probe", "--device", "cpu", "--threads"])
-        .arg(threads.to_string())
-        .arg("--spec")
-        .arg(&spec_path)
-        .arg("--data-dir")
-        .arg(crate::util::mnist_dir());
-    let (code, out, err) = run(c);
+    let spec = crate::util::prune_spec(cfg.to_toml(), &start_file, &ratios, epochs, offset);
+    let (code, out, err) = crate::util::probe_spec(dir.path(), "prune.json", &spec);
     assert_eq!(code, 0, "{err}");
     let r: ProbeResult = serde_json::from_str(out.trim()).unwrap();
 
     // The same probe in this process, from the start.
-    let rt = Runtime {
-        device: Device::Cpu,
-        seed: 1,
-        dense_seed: 1,
-        threads: Some(threads),
-        quiet: true,
-    };
+    let rt = crate::util::probe_runtime();
     let mut oracle = Retrainer::new(
         &start,
         &data.train,
@@ -391,14 +361,7 @@ fn a_torchscript_probe_starts_from_the_specs_weights() {
         &rt,
     );
     let (_, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
-    assert_eq!(m.nonzeros, r.nonzeros);
-    assert_eq!(m.accuracy, r.valid_accuracy);
-    assert!(
-        (m.loss - r.valid_loss).abs() < 1e-4,
-        "{} {}",
-        m.loss,
-        r.valid_loss
-    );
+    crate::util::assert_same_probe(&r, &m);
     // From the module's own (untrained) weights the probe would score far less.
     assert!(r.valid_accuracy > 0.5, "{}", r.valid_accuracy);
 }

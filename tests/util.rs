@@ -8,6 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use dc_search::config::Config;
 use dc_search::data::{self, Data, DatasetName};
 use dc_search::models::Net;
+use dc_search::runtime::Runtime;
+use dc_search::search::oracle::Measure;
+use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
 use dc_search::train::{self, LrPolicy, Recipe, Sgd};
 use tch::Device;
 
@@ -257,4 +260,76 @@ fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out
+}
+
+/// A spec for `dc-search probe`: prune to `ratios` from `weights` (its sha256 beside),
+/// `config`'s text, `epochs` of retraining, seed 1, random stream `offset`, models written
+/// from 0.5 up.
+pub fn prune_spec(
+    config: String,
+    weights: &Path,
+    ratios: &[f64],
+    epochs: f64,
+    offset: u64,
+) -> ProbeSpec {
+    ProbeSpec {
+        spec: SPEC_VERSION,
+        config,
+        dense: weights.to_path_buf(),
+        dense_sha256: dc_search::paths::sha256_file(weights).unwrap(),
+        warm_start: None,
+        action: Action::Prune,
+        ratios: ratios.to_vec(),
+        bits: vec![],
+        epochs,
+        seed: 1,
+        offset,
+        threshold: 0.5,
+    }
+}
+
+/// `dc-search probe` of `spec`, written as `dir/name`, on the CPU with torch's thread count
+/// and the installed MNIST: (exit code, stdout, stderr).
+pub fn probe_spec(dir: &Path, name: &str, spec: &ProbeSpec) -> (i32, String, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(spec).unwrap()).unwrap();
+    let mut c = dc_search();
+    c.args(["probe", "--device", "cpu", "--threads"])
+        .arg(probe_threads().to_string())
+        .arg("--spec")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(mnist_dir());
+    run(c)
+}
+
+/// The threads a probe runs with in the tests (torch's count here, so that the in-process
+/// number is the same).
+pub fn probe_threads() -> usize {
+    tch::get_num_threads().max(1) as usize
+}
+
+/// The runtime a test's in-process probe runs under: CPU, seed 1, the threads of
+/// [`probe_threads`], quiet.
+pub fn probe_runtime() -> Runtime {
+    Runtime {
+        device: Device::Cpu,
+        seed: 1,
+        dense_seed: 1,
+        threads: Some(probe_threads()),
+        quiet: true,
+    }
+}
+
+/// `dc-search probe`'s result `r` is the in-process probe's `m`: the same nonzeros and
+/// accuracy, the loss to 10⁻⁴.
+pub fn assert_same_probe(r: &ProbeResult, m: &Measure) {
+    assert_eq!(m.nonzeros, r.nonzeros);
+    assert_eq!(m.accuracy, r.valid_accuracy);
+    assert!(
+        (m.loss - r.valid_loss).abs() < 1e-4,
+        "{} {}",
+        m.loss,
+        r.valid_loss
+    );
 }
