@@ -632,7 +632,7 @@ fn fast_sensitivity_sweep_equals_the_naive_one() {
 /// and changed dense weights are refused in one line.
 #[test]
 fn a_probe_from_its_spec_gives_the_in_process_number() {
-    use dc_search::search::oracle::{Oracle, Retrainer};
+    use dc_search::search::oracle::Oracle;
     use dc_search::search::spec::{Action, ProbeResult, ProbeSpec};
 
     let (_guard, cfg, data, net) = small_dense("lenet-300-100", 300);
@@ -659,15 +659,7 @@ fn a_probe_from_its_spec_gives_the_in_process_number() {
 
     // The same probe in this process.
     let rt = crate::util::probe_runtime();
-    let mut oracle = Retrainer::new(
-        &net,
-        &data.train,
-        &data.valid,
-        &cfg.train,
-        &cfg.compress,
-        &cfg.search,
-        &rt,
-    );
+    let mut oracle = crate::util::retrainer(&net, &data, &cfg, &rt);
     let (model, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
     crate::util::assert_same_probe(&r, &m);
     let from_disk = oracle.load(&checkpoint).unwrap();

@@ -318,7 +318,7 @@ fn torchscript_cli_compress_then_eval_the_file() {
 /// the module and gives the number the search's own process gives from that start.
 #[test]
 fn a_torchscript_probe_starts_from_the_specs_weights() {
-    use dc_search::search::oracle::{Oracle, Retrainer};
+    use dc_search::search::oracle::Oracle;
     use dc_search::search::spec::ProbeResult;
 
     let cfg = fixture_config();
@@ -351,15 +351,7 @@ fn a_torchscript_probe_starts_from_the_specs_weights() {
 
     // The same probe in this process, from the start.
     let rt = crate::util::probe_runtime();
-    let mut oracle = Retrainer::new(
-        &start,
-        &data.train,
-        &data.valid,
-        &cfg.train,
-        &cfg.compress,
-        &cfg.search,
-        &rt,
-    );
+    let mut oracle = crate::util::retrainer(&start, &data, &cfg, &rt);
     let (_, m) = oracle.prune(None, &ratios, epochs, offset).unwrap();
     crate::util::assert_same_probe(&r, &m);
     // From the module's own (untrained) weights the probe would score far less.

@@ -9,7 +9,7 @@ use dc_search::config::Config;
 use dc_search::data::{self, Data, DatasetName};
 use dc_search::models::Net;
 use dc_search::runtime::Runtime;
-use dc_search::search::oracle::Measure;
+use dc_search::search::oracle::{Measure, Retrainer};
 use dc_search::search::spec::{Action, ProbeResult, ProbeSpec, SPEC_VERSION};
 use dc_search::train::{self, LrPolicy, Recipe, Sgd};
 use tch::Device;
@@ -319,6 +319,25 @@ pub fn probe_runtime() -> Runtime {
         threads: Some(probe_threads()),
         quiet: true,
     }
+}
+
+/// The in-process probe oracle from `start` on `data` with `cfg`'s recipe and settings,
+/// under `rt` (the one `dc-search probe` builds from a spec).
+pub fn retrainer<'a>(
+    start: &'a Net,
+    data: &'a Data,
+    cfg: &'a Config,
+    rt: &'a Runtime,
+) -> Retrainer<'a> {
+    Retrainer::new(
+        start,
+        &data.train,
+        &data.valid,
+        &cfg.train,
+        &cfg.compress,
+        &cfg.search,
+        rt,
+    )
 }
 
 /// `dc-search probe`'s result `r` is the in-process probe's `m`: the same nonzeros and

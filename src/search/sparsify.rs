@@ -60,8 +60,9 @@ pub struct Inputs<'a> {
 
 /// Tries of the gated training, each from the dense model at the λ [`next_lambda`] gives;
 /// the search starts from the sparsest try that reached the floor. Four: from a first
-/// miss (or pass) the bracket of λ narrows to a factor of √2, and the start's sparsity
-/// drives the file's size more than anything the later stages do.
+/// miss (or pass) the bracket of λ narrows to a factor of √2 (`search.l0_tries` sets
+/// another count; on LeNet-5 at 20 epochs the fourth try has not found a sparser start,
+/// `docs/sparsifiers.md`).
 pub const TRIES: usize = 4;
 
 /// A gated model under the floor is first retrained with its zeros fixed (SGD, as a probe
@@ -94,9 +95,10 @@ fn retrain_mask(net: &Net, i: &Inputs, epochs: f64) -> Result<f64> {
 /// The sparsifier's outcome (`None` for `"magnitude"`): read back from the journal, or
 /// trained, saved and journaled now. The gated model must reach the floor on validation
 /// (the search prunes on top of it and cannot bring back what the gates closed; a try
-/// under it is first retrained with its zeros fixed and judged again): `l0_tries` ([`TRIES`] by default) tries
-/// bracket λ ([`next_lambda`]) and the sparsest that reached the floor is the start; when
-/// none did the search starts from the dense model, and says so.
+/// under it is first retrained with its zeros fixed and judged again): `l0_tries`
+/// ([`TRIES`] by default) tries bracket λ ([`next_lambda`]) and the sparsest that reached
+/// the floor is the start; when none did the search starts from the dense model, and says
+/// so.
 pub fn start(journal: &mut Journal, i: &Inputs, out: &Path) -> Result<Option<Start>> {
     if i.search.sparsifier == Sparsifier::Magnitude {
         return Ok(None);
